@@ -1,0 +1,228 @@
+"""Agent backends for the dev phase, in an explicit registry keyed by preset name.
+
+A backend starts an agent that may outlive the runner, and later, possibly from another runner
+process, polls it from what was stored in SQLite (run id, pid, log path) into an outcome.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner import procs
+from runner.config import AgentConfig
+from runner.supervise import read_status
+from runner.templates import fill_argv
+
+SUPERVISOR_MODULE = "runner.supervise"
+
+
+class AgentState(enum.StrEnum):
+    """Where an agent run is."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    """What polling an agent run found."""
+
+    state: AgentState
+    error: str | None = None
+    cost_cents: float = 0.0
+    tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """Everything a backend needs to start one run."""
+
+    run_id: str
+    workspace: Path
+    prompt_file: Path
+    log_path: Path
+    status_file: Path
+    values: dict[str, str | None]  # template values: {task_id}, {prompt_file}, ...
+    env: dict[str, str]  # the full environment for the agent process
+
+
+@dataclass(frozen=True)
+class AgentHandle:
+    """What is stored to find a run again from another process."""
+
+    run_id: str
+    pid: int | None
+    log_path: Path
+    status_file: Path
+    started_at: float
+
+
+class AgentBackend(abc.ABC):
+    """A way of running a coding agent."""
+
+    name: str = ""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+
+    def check(self) -> str | None:
+        """A problem that makes this backend unusable with its config, or None."""
+        return None
+
+    @abc.abstractmethod
+    def start(self, request: AgentRequest) -> AgentHandle:
+        """Start the agent; raises ProcessError when it cannot be started."""
+
+    @abc.abstractmethod
+    def poll(self, handle: AgentHandle) -> AgentOutcome:
+        """Where the run is now."""
+
+    @abc.abstractmethod
+    def cancel(self, handle: AgentHandle) -> None:
+        """Stop the run if it is still going."""
+
+
+class AgentdBackend(AgentBackend):
+    """The reference protocol: ``agentd run`` returns at once, ``agentd status --json`` is polled."""
+
+    name = "agentd"
+    executable = "agentd"
+    # agentd may not know a run for a moment after `run` returns; past this, an unknown run is gone.
+    UNKNOWN_GRACE_SECONDS = 60.0
+
+    def start(self, request: AgentRequest) -> AgentHandle:
+        """Ask agentd to start the run in the background."""
+        argv = [
+            self.executable, "run", str(request.prompt_file), "-n", request.run_id,
+            "--timeout", str(self.config.timeout), "--max-iter", str(self.config.max_iter),
+            "--max-cost", str(self.config.max_cost),
+        ]  # fmt: skip
+        if self.config.provider:
+            argv += ["-p", self.config.provider]
+        procs.run(argv, cwd=request.workspace, env=request.env)
+        return AgentHandle(request.run_id, None, request.log_path, request.status_file, time.time())
+
+    def poll(self, handle: AgentHandle) -> AgentOutcome:
+        """Read ``agentd status RUN --json``."""
+        result = procs.run([self.executable, "status", handle.run_id, "--json"], check=False)
+        if result.exit_code != 0:
+            age = time.time() - handle.started_at
+            if age > self.UNKNOWN_GRACE_SECONDS:
+                return AgentOutcome(
+                    AgentState.FAILED, f"agentd run {handle.run_id} is gone: {result.output.strip()[-500:]}"
+                )
+            return AgentOutcome(AgentState.RUNNING)
+        try:
+            data = json.loads(result.output)
+        except ValueError:
+            return AgentOutcome(AgentState.RUNNING)
+        if not isinstance(data, dict):
+            return AgentOutcome(AgentState.RUNNING)
+        cost = _number(data.get("cost_cents"))
+        status = data.get("status")
+        if status == "completed":
+            return AgentOutcome(AgentState.SUCCEEDED, cost_cents=cost)
+        if status == "failed":
+            return AgentOutcome(AgentState.FAILED, str(data.get("error") or "agent run failed"), cost)
+        if status == "timeout":
+            return AgentOutcome(AgentState.FAILED, "agent run timed out", cost)
+        return AgentOutcome(AgentState.RUNNING, cost_cents=cost)
+
+    def cancel(self, handle: AgentHandle) -> None:
+        """Best effort: agentd enforces its own timeout."""
+        procs.run([self.executable, "kill", handle.run_id], check=False)
+
+
+class CommandBackend(AgentBackend):
+    """Any CLI: ``agent.command`` as an argv template, run detached under a supervisor."""
+
+    name = "command"
+
+    def check(self) -> str | None:
+        """The command preset needs a command."""
+        if not self.config.command:
+            return "agent.command must be set (an argv list or a string) for preset 'command'"
+        return None
+
+    def argv(self, request: AgentRequest) -> list[str]:
+        """The agent's argv with the request's values substituted argument by argument."""
+        return fill_argv(self.config.command or [], request.values)
+
+    def start(self, request: AgentRequest) -> AgentHandle:
+        """Start the command detached, under the supervisor that enforces the timeout."""
+        agent_argv = self.argv(request)
+        request.status_file.parent.mkdir(parents=True, exist_ok=True)
+        request.status_file.unlink(missing_ok=True)
+        supervisor = procs.python_argv(
+            SUPERVISOR_MODULE, "--status-file", str(request.status_file),
+            "--timeout", str(self.config.timeout), "--", *agent_argv,
+        )  # fmt: skip
+        pid = procs.spawn_detached(supervisor, request.workspace, log_path=request.log_path, env=request.env)
+        return AgentHandle(request.run_id, pid, request.log_path, request.status_file, time.time())
+
+    def poll(self, handle: AgentHandle) -> AgentOutcome:
+        """Read the supervisor's status file; a vanished supervisor is a failure."""
+        status = read_status(handle.status_file)
+        if status is not None and status.get("state") == "finished":
+            code = status.get("exit_code")
+            if status.get("error"):
+                return AgentOutcome(AgentState.FAILED, str(status["error"]))
+            if code == 0:
+                return AgentOutcome(AgentState.SUCCEEDED)
+            return AgentOutcome(
+                AgentState.FAILED, f"agent exited with status {code}: {_log_tail(handle.log_path)}"
+            )
+        if procs.pid_alive(handle.pid, SUPERVISOR_MODULE):
+            return AgentOutcome(AgentState.RUNNING)
+        # The supervisor died without a verdict (killed with the machine or by hand): make sure
+        # nothing of the agent keeps running, then report it.
+        if status is not None and isinstance(status.get("pgid"), int):
+            procs.kill_group(status["pgid"])
+        return AgentOutcome(AgentState.FAILED, "agent process disappeared before reporting a result")
+
+    def cancel(self, handle: AgentHandle) -> None:
+        """Stop the supervisor (which kills the agent's group) and the group itself."""
+        status = read_status(handle.status_file)
+        if handle.pid and procs.pid_alive(handle.pid, SUPERVISOR_MODULE):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGTERM)
+        if status is not None and isinstance(status.get("pgid"), int):
+            procs.kill_group(status["pgid"])
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _log_tail(path: Path, limit: int = 1500) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return "(no log)"
+
+
+BACKENDS: dict[str, type[AgentBackend]] = {
+    AgentdBackend.name: AgentdBackend,
+    CommandBackend.name: CommandBackend,
+}
+
+
+def make_backend(config: AgentConfig) -> AgentBackend:
+    """The backend named by ``config.preset`` (validated against BACKENDS at config load)."""
+    return BACKENDS[config.preset](config)

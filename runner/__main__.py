@@ -1,0 +1,5 @@
+"""`python -m runner` is the same as `pipeline-runner`."""
+
+from runner.cli import entry
+
+entry()

@@ -1,0 +1,361 @@
+"""Command-line interface. ``main(argv) -> int``; exit codes are decided here and only here."""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from runner import __version__
+from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
+from runner.errors import PipelineError
+from runner.logs import add_file_sink, setup_stderr
+from runner.state import open_db
+from runner.status import build_status, render_status
+from runner.tasks import (
+    Author,
+    BuiltinTaskStore,
+    NewTask,
+    Task,
+    TaskType,
+    open_task_source,
+    parse_priority,
+    parse_status,
+    read_task_file,
+)
+
+
+class Exit(enum.IntEnum):
+    """Process exit codes."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() decides the exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(Exit.USAGE)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("configuration overrides (flag > env > file > default)")
+    group.add_argument("--root", help="workspaces, state.db and logs (key: root)")
+    group.add_argument("--base", help="base branch tasks land on (key: base)")
+    group.add_argument("--concurrency", type=int, help="dev agents at once (key: concurrency)")
+    group.add_argument("--interval", type=float, help="seconds between cycles (key: interval)")
+    group.add_argument(
+        "--max-retries", type=int, help="failed attempts before needs_help (limits.max_retries)"
+    )
+    group.add_argument("--max-task-cost", type=int, help="cents per task, 0 = no cap (limits.max_task_cost)")
+    group.add_argument("--timeout", type=int, help="agent timeout, seconds (agent.timeout)")
+    group.add_argument("--max-iter", type=int, help="agent iteration cap (agent.max_iter)")
+    group.add_argument("--max-cost", type=int, help="agent cost cap per run, cents (agent.max_cost)")
+    group.add_argument("--provider", help="agent provider (agent.provider)")
+    group.add_argument("--parent", help="only tasks under this epic (parent)")
+    group.add_argument("--task-id", help="only this task (task_id)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = _Parser(
+        prog="pipeline-runner",
+        description="Take coding tasks from a queue and ship them: dev (a coding agent in its own "
+        "worktree), verify (your recipes), integrate (onto base, only after it passed).",
+    )
+    parser.add_argument("-c", "--config", help="config file (default: ./pipeline.yaml if present)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
+    parser.add_argument("--version", action="version", version=f"pipeline-runner {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="drive tasks through dev, verify and integrate")
+    run.add_argument("--once", action="store_true", help="run one cycle, then exit (for cron)")
+    run.add_argument("--dry-run", action="store_true", help="print what would happen; change nothing")
+    _add_config_flags(run)
+    run.set_defaults(handler=cmd_run)
+
+    status = sub.add_parser("status", help="task counts, active runs, tasks needing help, cost")
+    status.add_argument("--json", action="store_true", help="machine-readable output (see README)")
+    status.set_defaults(handler=cmd_status)
+
+    config = sub.add_parser("config", help="show or validate the effective configuration")
+    config_sub = config.add_subparsers(
+        dest="config_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    show = config_sub.add_parser("show", help="every effective value and where it came from")
+    show.add_argument("--json", action="store_true")
+    _add_config_flags(show)
+    show.set_defaults(handler=cmd_config_show)
+    validate = config_sub.add_parser("validate", help="exit 0 if the configuration is valid, else 1")
+    validate.set_defaults(handler=cmd_config_validate)
+
+    task = sub.add_parser("task", help="the built-in task store")
+    task_sub = task.add_subparsers(dest="task_command", required=True, metavar="ACTION", parser_class=_Parser)
+    add = task_sub.add_parser("add", help="add a task")
+    add.add_argument("title")
+    add.add_argument("--id", help="task id (default: generated t-N)")
+    add.add_argument("--description", default="")
+    add.add_argument("--namespace")
+    add.add_argument("--parent", help="epic this task belongs to")
+    add.add_argument("--priority", default="P2", help="P0 (most urgent) .. P4; default P2")
+    add.add_argument("--depends-on", action="append", default=[], metavar="ID")
+    add.add_argument("--type", choices=[t.value for t in TaskType], default="work")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=cmd_task_add)
+    lst = task_sub.add_parser("list", help="list tasks")
+    lst.add_argument("--status")
+    lst.add_argument("--parent")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler=cmd_task_list)
+    tshow = task_sub.add_parser("show", help="one task with its comments and runs")
+    tshow.add_argument("id")
+    tshow.add_argument("--json", action="store_true")
+    tshow.set_defaults(handler=cmd_task_show)
+    comment = task_sub.add_parser("comment", help="add a comment")
+    comment.add_argument("id")
+    comment.add_argument("text")
+    comment.set_defaults(handler=cmd_task_comment)
+    set_status = task_sub.add_parser("set-status", help="move a task (open resumes a needs_help task)")
+    set_status.add_argument("id")
+    set_status.add_argument("status")
+    set_status.set_defaults(handler=cmd_task_set_status)
+    imp = task_sub.add_parser("import", help="import tasks from YAML or JSON Lines; idempotent by id")
+    imp.add_argument("file", type=Path)
+    imp.set_defaults(handler=cmd_task_import)
+    return parser
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace, *, with_flags: bool = False) -> LoadedConfig:
+    flags = {name: getattr(args, name, None) for name in FLAG_KEYS} if with_flags else None
+    return load_config(find_config_file(args.config), flags)
+
+
+def _store(loaded: LoadedConfig, *, create: bool) -> BuiltinTaskStore | None:
+    path = loaded.config.state_db
+    if not create and not path.exists():
+        return None
+    if create:
+        add_file_sink(loaded.config.root)
+    return open_task_source(loaded.config.tasks.source, open_db(path, create=create))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _task_line(task: Task) -> str:
+    deps = f"  after {','.join(task.dependencies)}" if task.dependencies else ""
+    kind = " [epic]" if task.type is TaskType.EPIC else ""
+    return f"{task.id:<10} {task.status.value:<12} {task.priority_name}  {task.title}{kind}{deps}"
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`run`: the dev -> verify -> integrate loop."""
+    from runner.scheduler import run_loop
+
+    loaded = _load(args, with_flags=True)
+    return run_loop(loaded.config, once=args.once, dry_run=args.dry_run)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`status`."""
+    loaded = _load(args)
+    doc = build_status(loaded.config.root, loaded.config.base)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(render_status(doc))
+    return Exit.OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """`config show`: every effective value and its origin."""
+    loaded = _load(args, with_flags=True)
+    values = loaded.effective()
+    if args.json:
+        _print_json(
+            {
+                "config_file": str(loaded.config_file) if loaded.config_file else None,
+                "values": {
+                    key: {"value": value, "source": loaded.origin_of(key).describe()}
+                    for key, value in values.items()
+                },
+            }
+        )
+        return Exit.OK
+    print(f"# config file: {loaded.config_file or '(none: defaults)'}")
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        print(f"{key:<{width}}  {json.dumps(value):<40}  # {loaded.origin_of(key).describe()}")
+    return Exit.OK
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    """`config validate`."""
+    from phases.agents import make_backend
+
+    loaded = _load(args)
+    problem = make_backend(loaded.config.agent).check()
+    if problem:
+        raise PipelineError(f"{loaded.config_file or 'config'}: {problem}")
+    print(f"{loaded.config_file or 'default configuration'}: valid")
+    return Exit.OK
+
+
+def cmd_task_add(args: argparse.Namespace) -> int:
+    """`task add`."""
+    new = NewTask(
+        title=args.title,
+        id=args.id,
+        type=TaskType(args.type),
+        parent=args.parent,
+        namespace=args.namespace,
+        priority=parse_priority(args.priority),
+        dependencies=list(args.depends_on),
+        description=args.description,
+    )
+    new.check()  # refuse a bad id before the database (or the root) is even created
+    store = _store(_load(args), create=True)
+    assert store is not None
+    task = store.add(new)
+    if args.json:
+        _print_json(task.to_json())
+    else:
+        print(f"Added {task.id}: {task.title}")
+    return Exit.OK
+
+
+def cmd_task_list(args: argparse.Namespace) -> int:
+    """`task list`."""
+    status = parse_status(args.status) if args.status else None
+    store = _store(_load(args), create=False)
+    tasks = store.list_tasks(status=status, parent=args.parent) if store else []
+    if args.json:
+        _print_json([t.to_json() for t in tasks])
+    elif not tasks:
+        print("No tasks.")
+    else:
+        for task in tasks:
+            print(_task_line(task))
+    return Exit.OK
+
+
+def cmd_task_show(args: argparse.Namespace) -> int:
+    """`task show`."""
+    from runner.ids import check_task_id
+    from runner.state import Runs
+
+    check_task_id(args.id)
+    store = _store(_load(args), create=False)
+    if store is None:
+        raise PipelineError(f"No task with id {args.id!r} (no pipeline state yet).")
+    task = store.get(args.id)
+    runs = Runs(store.db).for_task(task.id)
+    if args.json:
+        data = task.to_json()
+        data["runs"] = [
+            {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in vars(r).items()} for r in runs
+        ]
+        _print_json(data)
+        return Exit.OK
+    print(_task_line(task))
+    for label, value in (("namespace", task.namespace), ("parent", task.parent),
+                         ("patchset", task.patchset), ("created", task.created_at)):  # fmt: skip
+        if value is not None:
+            print(f"  {label}: {value}")
+    if task.description:
+        print("\n" + task.description)
+    if runs:
+        print("\nRuns:")
+        for r in runs:
+            err = f"  {r.error_summary.splitlines()[0][:100]}" if r.error_summary else ""
+            print(f"  #{r.id} {r.phase.value:<9} ps{r.patchset} {r.status.value:<8} {r.cost_cents:.0f}c{err}")
+    if task.comments:
+        print("\nComments:")
+        for c in task.comments:
+            print(f"  [{c.created_at[:19]}] {c.author.value}: {c.body}")
+    return Exit.OK
+
+
+def cmd_task_comment(args: argparse.Namespace) -> int:
+    """`task comment`."""
+    from runner.ids import check_task_id
+
+    check_task_id(args.id)
+    store = _store(_load(args), create=True)
+    assert store is not None
+    store.comment(args.id, args.text, Author.HUMAN)
+    print(f"Commented on {args.id}")
+    return Exit.OK
+
+
+def cmd_task_set_status(args: argparse.Namespace) -> int:
+    """`task set-status`: a person moving a task; reopening restarts its retry count."""
+    from runner.ids import check_task_id
+
+    check_task_id(args.id)
+    status = parse_status(args.status)
+    store = _store(_load(args), create=True)
+    assert store is not None
+    before = store.get(args.id)
+    store.set_status(args.id, status, by_person=True)
+    store.comment(args.id, f"status {before.status.value} -> {status.value} (set by a person)", Author.HUMAN)
+    print(f"{args.id}: {before.status.value} -> {status.value}")
+    return Exit.OK
+
+
+def cmd_task_import(args: argparse.Namespace) -> int:
+    """`task import`: idempotent by id."""
+    records = read_task_file(args.file)
+    loaded = _load(args)
+    store = _store(loaded, create=True)
+    assert store is not None
+    added, skipped = store.import_tasks(records, str(args.file))
+    print(f"Imported {added} task(s) from {args.file}; {skipped} already present.")
+    return Exit.OK
+
+
+# -- entry points ----------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the command, and map its outcome to an exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # --help, --version, or a usage error
+        return int(exc.code) if isinstance(exc.code, int) else Exit.USAGE
+    setup_stderr(args.verbose - args.quiet)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return int(handler(args))
+    except PipelineError as exc:
+        logger.debug("error: {}", exc)
+        print(f"pipeline-runner: {exc}", file=sys.stderr)
+        return Exit.ERROR
+    except KeyboardInterrupt:
+        print("pipeline-runner: interrupted", file=sys.stderr)
+        return Exit.INTERRUPTED
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

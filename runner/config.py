@@ -1,0 +1,430 @@
+"""Declarative configuration: models, the layered sources, and where each value came from.
+
+Precedence, highest first: command-line flag > ``PIPELINE_*`` environment variable > YAML file
+(and the files it ``extends``) > built-in default. Every effective value keeps its origin so that
+``config show`` can print it and errors can name the file or variable that holds a bad value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from runner.errors import ConfigError
+
+ENV_PREFIX = "PIPELINE_"
+ENV_DELIMITER = "__"
+DEFAULT_CONFIG_NAME = "pipeline.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Limits(_Strict):
+    """Bounds on how much one task may cost before a person is asked to look at it."""
+
+    max_retries: int = Field(5, ge=0, description="failed attempts of any phase before needs_help")
+    max_task_cost: int = Field(0, ge=0, description="cumulative cents per task, 0 = no cap")
+
+
+class AgentConfig(_Strict):
+    """Which coding agent the dev phase starts and with what caps."""
+
+    preset: str = Field("agentd", description="dev backend: a name from the agent registry")
+    timeout: int = Field(1800, gt=0, description="seconds an agent run may take")
+    max_iter: int = Field(80, gt=0, description="agent iteration cap")
+    max_cost: int = Field(300, ge=0, description="agent cost cap per run, cents")
+    provider: str | None = Field(None, description="agent provider, passed to the agent")
+    command: list[str] | None = Field(None, description="argv template for the command preset")
+    prompt_template: str | None = Field(None, description="path of a prompt template file")
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        # A string is split like a shell would split words, but it never reaches a shell.
+        if isinstance(value, str):
+            return shlex.split(value)
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from phases.agents import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(_unknown_name("preset", value, sorted(BACKENDS)))
+        return value
+
+
+class TasksConfig(_Strict):
+    """Where tasks come from."""
+
+    source: str = Field("builtin", description="task source: a name from the task-source registry")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        from runner.tasks import TASK_SOURCES
+
+        if value not in TASK_SOURCES:
+            raise ValueError(_unknown_name("task source", value, sorted(TASK_SOURCES)))
+        return value
+
+
+Recipe = str | list[str]
+
+
+class VerifyPhase(_Strict):
+    """Recipes that must pass in the task's worktree before it may be integrated."""
+
+    run: list[Recipe] = Field(
+        default_factory=lambda: list[Recipe](["bild {namespace}", "bild --test {namespace}"]),
+        description="commands run in order; a string is split into argv, a list is argv",
+    )
+    skip_exit_codes: list[int] = Field(
+        default_factory=lambda: [2], description="exit codes that skip the remaining recipes"
+    )
+
+
+class IntegratePhase(_Strict):
+    """Recipes run on the integrated tree before base moves; null means verify's again."""
+
+    run: list[Recipe] | None = Field(None, description="null: the verify recipes again")
+
+
+class PhasesConfig(_Strict):
+    """Per-phase settings."""
+
+    verify: VerifyPhase = Field(default_factory=VerifyPhase)
+    integrate: IntegratePhase = Field(default_factory=IntegratePhase)
+
+
+class PipelineConfig(BaseSettings):
+    """The whole effective configuration of one pipeline."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        validate_default=True,
+    )
+
+    repo: Path | None = Field(None, description="repository worked on; default: the config's repo")
+    root: Path = Field(Path("_/pipeline"), description="workspaces, state.db, logs")
+    base: str = Field("live", min_length=1, description="base branch tasks land on")
+    concurrency: int = Field(2, ge=1, description="dev agents at once")
+    interval: float = Field(10, gt=0, description="seconds between cycles; backoff unit")
+    parent: str | None = Field(None, description="only tasks under this epic")
+    task_id: str | None = Field(None, description="only this task")
+    limits: Limits = Field(default_factory=Limits)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    phases: PhasesConfig = Field(default_factory=PhasesConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Layers are merged by load_config so that each value keeps its origin; the model then
+        # only validates the merged result.
+        return (init_settings,)
+
+    @property
+    def repo_path(self) -> Path:
+        """The repository, absolute (resolved by load_config)."""
+        assert self.repo is not None
+        return self.repo
+
+    @property
+    def state_db(self) -> Path:
+        """Path of the SQLite state database."""
+        return self.root / "state.db"
+
+
+# Flags of `run` and `config show`, mapped to the config key each sets.
+FLAG_KEYS: dict[str, str] = {
+    "root": "root",
+    "base": "base",
+    "concurrency": "concurrency",
+    "interval": "interval",
+    "max_retries": "limits.max_retries",
+    "max_task_cost": "limits.max_task_cost",
+    "timeout": "agent.timeout",
+    "max_iter": "agent.max_iter",
+    "max_cost": "agent.max_cost",
+    "provider": "agent.provider",
+    "parent": "parent",
+    "task_id": "task_id",
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one effective value came from."""
+
+    kind: str  # "default", "file", "env" or "flag"
+    where: str  # the file path, variable name or flag; empty for defaults
+
+    def describe(self) -> str:
+        """Human-readable origin, as `config show` prints it."""
+        if self.kind == "default":
+            return "default"
+        if self.kind == "file":
+            return self.where
+        if self.kind == "env":
+            return f"env {self.where}"
+        return f"flag {self.where}"
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config together with the origin of every value and the file it came from."""
+
+    config: PipelineConfig
+    origins: dict[str, Origin]
+    config_file: Path | None
+    files: list[Path] = field(default_factory=list)
+
+    def effective(self) -> dict[str, Any]:
+        """Every leaf key (dotted) with its effective value as JSON-friendly data."""
+        return _flatten(self.config.model_dump(mode="json"))
+
+    def origin_of(self, key: str) -> Origin:
+        """The origin of a dotted key, or of its nearest ancestor."""
+        probe = key
+        while probe:
+            if probe in self.origins:
+                return self.origins[probe]
+            probe = probe.rpartition(".")[0]
+        return Origin("default", "")
+
+
+def _unknown_name(what: str, value: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(value, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {value!r}; valid names: {', '.join(valid)}.{hint}"
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _deep_merge(low: dict[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(low)
+    for key, value in high.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, Origin]]:
+    """Read one YAML file and the files it extends; later files override the ones they extend."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {chain}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if seen:
+            raise ConfigError(f"{seen[-1]}: key 'extends': file {path} does not exist") from None
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+    base_data: dict[str, Any] = {}
+    base_origins: dict[str, Origin] = {}
+    parent_ref = data.pop("extends", None)
+    if parent_ref is not None:
+        if not isinstance(parent_ref, str):
+            raise ConfigError(f"{path}: key 'extends' must be a file path")
+        base_data, base_origins = _read_yaml_chain(path.parent / parent_ref, (*seen, path))
+    own_origins = {key: Origin("file", str(path)) for key in _flatten(data)}
+    # A relative repo or root in a file means relative to that file, not to the cwd.
+    for key in ("repo",):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
+    return _deep_merge(base_data, data), {**base_origins, **own_origins}
+
+
+def _env_layer() -> tuple[dict[str, Any], dict[str, Origin]]:
+    source = EnvSettingsSource(
+        PipelineConfig,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        case_sensitive=False,
+    )
+    data = source()
+    origins: dict[str, Origin] = {}
+    for dotted in _flatten(data):
+        parts = dotted.split(".")
+        # A whole nested section can also be given as JSON in one variable.
+        for cut in range(len(parts), 0, -1):
+            name = ENV_PREFIX + ENV_DELIMITER.join(parts[:cut]).upper()
+            if name in os.environ:
+                origins[dotted] = Origin("env", name)
+                break
+        else:
+            origins[dotted] = Origin("env", ENV_PREFIX + ENV_DELIMITER.join(parts).upper())
+    return data, origins
+
+
+def _git_toplevel(start: Path) -> Path | None:
+    probe = start.resolve()
+    for candidate in (probe, *probe.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def find_config_file(explicit: str | None) -> Path | None:
+    """The config file to read: the one given with -c (which must exist), else ./pipeline.yaml."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist (given with -c).")
+        return path
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.is_file() else None
+
+
+def load_config(config_file: Path | None, flags: Mapping[str, Any] | None = None) -> LoadedConfig:
+    """Merge defaults, the YAML chain, ``PIPELINE_*`` variables and flags, then validate.
+
+    ``flags`` maps FLAG_KEYS names to values; None values mean "not given".
+    """
+    file_data: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+    files: list[Path] = []
+    if config_file is not None:
+        file_data, origins = _read_yaml_chain(config_file)
+        files = sorted({Path(o.where) for o in origins.values() if o.kind == "file"})
+    env_data, env_origins = _env_layer()
+    flag_data: dict[str, Any] = {}
+    flag_origins: dict[str, Origin] = {}
+    for name, value in (flags or {}).items():
+        if value is None or value is False:
+            continue
+        key = FLAG_KEYS[name]
+        _set_dotted(flag_data, key, value)
+        flag_origins[key] = Origin("flag", "--" + name.replace("_", "-"))
+    merged = _deep_merge(_deep_merge(file_data, env_data), flag_data)
+    origins = {**origins, **env_origins, **flag_origins}
+    for key in list(origins):
+        # A higher layer that replaced a whole section owns every key below it.
+        for other, origin in list(origins.items()):
+            if key.startswith(other + ".") and _outranks(origin, origins[key]):
+                origins[key] = origin
+
+    try:
+        config = PipelineConfig(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, origins, config_file)) from None
+
+    config = _resolve_paths(config, origins, config_file)
+    return LoadedConfig(config=config, origins=origins, config_file=config_file, files=files)
+
+
+_RANK = {"default": 0, "file": 1, "env": 2, "flag": 3}
+
+
+def _outranks(a: Origin, b: Origin) -> bool:
+    return _RANK[a.kind] > _RANK[b.kind]
+
+
+def _resolve_paths(
+    config: PipelineConfig, origins: dict[str, Origin], config_file: Path | None
+) -> PipelineConfig:
+    if config.repo is not None:
+        repo = config.repo if config.repo.is_absolute() else Path.cwd() / config.repo
+    else:
+        start = config_file.parent if config_file is not None else Path.cwd()
+        repo = _git_toplevel(start) or start.resolve()
+    repo = repo.resolve()
+    root = config.root if config.root.is_absolute() else repo / config.root
+    return config.model_copy(update={"repo": repo, "root": root.resolve()})
+
+
+def _model_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """Valid keys of the section that ``loc`` (without its last element) points into."""
+    model: Any = PipelineConfig
+    for part in loc[:-1]:
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        annotation = info.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None:
+            return []
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _explain(exc: ValidationError, origins: dict[str, Origin], config_file: Path | None) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        dotted = ".".join(str(p) for p in loc)
+        origin = None
+        probe = dotted
+        while probe:
+            if probe in origins:
+                origin = origins[probe]
+                break
+            probe = probe.rpartition(".")[0]
+        where = origin.describe() if origin else (str(config_file) if config_file else "default")
+        if error["type"] == "extra_forbidden":
+            valid = _model_keys(loc)
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f" Did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+            lines.append(f"{where}: unknown key {dotted!r}.{hint} Valid keys here: {', '.join(valid)}.")
+        else:
+            got = error.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+            msg = error["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            lines.append(f"{where}: key {dotted!r}: {msg}{shown}")
+    return "Invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def recipe_argv(recipe: Recipe) -> list[str]:
+    """A recipe as an argv template: strings are split into words, lists are already argv."""
+    return shlex.split(recipe) if isinstance(recipe, str) else list(recipe)

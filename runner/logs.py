@@ -1,0 +1,30 @@
+"""Logging: readable lines on stderr, and a rotated JSON-lines file under the root."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+LOG_FILE_NAME = "pipeline.jsonl"
+
+
+def setup_stderr(verbosity: int) -> None:
+    """Replace loguru's default sink: -v shows debug lines, -q only warnings and errors."""
+    logger.remove()
+    level = "DEBUG" if verbosity > 0 else "WARNING" if verbosity < 0 else "INFO"
+    logger.add(
+        sys.stderr,
+        level=level,
+        format="<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}",
+        colorize=None,
+    )
+
+
+def add_file_sink(root: Path) -> Path:
+    """Also log every record, as JSON lines, to ROOT/logs/pipeline.jsonl (rotated at 10 MB)."""
+    path = root / "logs" / LOG_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger.add(path, level="DEBUG", serialize=True, rotation="10 MB", retention=5, enqueue=False)
+    return path

@@ -1,0 +1,171 @@
+"""The one place that runs processes. Failures become typed errors or result values.
+
+Foreground commands (git, recipes, agent CLIs that answer at once) run through ``sh`` with argv
+lists, never a shell. Agents that must outlive the runner start detached in their own session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sh
+
+from runner.errors import ProcessError
+
+
+@dataclass(frozen=True)
+class ProcResult:
+    """What a finished foreground command did."""
+
+    argv: list[str]
+    exit_code: int
+    output: str  # stdout and stderr interleaved, as a person would have seen them
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.exit_code == 0 and not self.timed_out
+
+
+def run(
+    argv: Sequence[str],
+    cwd: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    stdin: str | None = None,
+    error_type: type[ProcessError] = ProcessError,
+) -> ProcResult:
+    """Run ``argv`` to completion and capture its output.
+
+    With ``check`` (the default) a non-zero exit raises ``error_type``; without it the exit code is
+    returned in the result. A program that cannot be found always raises.
+    """
+    args = [str(a) for a in argv]
+    try:
+        command = sh.Command(args[0])
+    except sh.CommandNotFound:
+        raise error_type(args, None, "", f"{args[0]!r} was not found on PATH") from None
+    try:
+        result: Any = command(
+            *args[1:],
+            _cwd=str(cwd) if cwd is not None else None,
+            _env=dict(env) if env is not None else None,
+            _ok_code=list(range(256)),
+            _err_to_out=True,
+            _tty_out=False,
+            _in=stdin,
+            _timeout=timeout,
+            _encoding="utf-8",
+            _decode_errors="replace",
+        )
+    except sh.TimeoutException as exc:
+        output = _decode(getattr(exc, "full_cmd", b""))
+        done = ProcResult(args, -int(signal.SIGKILL), output, timed_out=True)
+        if check:
+            raise error_type(args, None, output, f"{args[0]!r} timed out after {timeout}s") from None
+        return done
+    except (PermissionError, OSError) as exc:
+        raise error_type(args, None, "", f"{args[0]!r} could not be started: {exc}") from None
+    output = result.stdout.decode("utf-8", "replace") if isinstance(result.stdout, bytes) else str(result)
+    done = ProcResult(args, int(result.exit_code), output)
+    if check and done.exit_code != 0:
+        raise error_type(args, done.exit_code, output)
+    return done
+
+
+def _decode(raw: object) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    cwd: Path,
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Start ``argv`` in its own session, output appended to ``log_path``; return its pid.
+
+    The process outlives the runner: a later invocation finds it by its pid and its status file.
+    """
+    args = [str(a) for a in argv]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise ProcessError(args, None, "", f"{args[0]!r} could not be started: {exc}") from None
+    # Kept so that a long-running daemon reaps the children it started; a later invocation
+    # finds them by pid instead, after init has adopted them.
+    _DETACHED.append(proc)
+    return proc.pid
+
+
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
+def reap_children() -> None:
+    """Collect exit statuses of finished detached children so they leave no zombies."""
+    for proc in list(_DETACHED):
+        if proc.poll() is not None:
+            _DETACHED.remove(proc)
+
+
+def pid_alive(pid: int | None, marker: str | None = None) -> bool:
+    """True if ``pid`` is a live process (not a zombie) whose command line holds ``marker``."""
+    if not pid or pid <= 0:
+        return False
+    reap_children()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc_dir = Path(f"/proc/{pid}")
+    if proc_dir.exists():
+        try:
+            stat = (proc_dir / "stat").read_text()
+            if stat.rpartition(")")[2].split()[0] == "Z":
+                return False
+            if marker is not None:
+                cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+                return marker in cmdline
+        except OSError:
+            return False
+    return True
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to a whole process group; False if it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    """argv that runs a module of this package with the current interpreter."""
+    return [sys.executable, "-m", module, *args]

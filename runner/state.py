@@ -1,0 +1,317 @@
+"""The SQLite state: connection settings, schema migrations and the pipeline_runs records.
+
+WAL lets ``status`` read while a runner writes; every write transaction takes the write lock up
+front (BEGIN IMMEDIATE) so two processes never deadlock upgrading a read lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runner.errors import StateError
+
+BUSY_TIMEOUT_MS = 30_000
+
+# Each entry moves the schema from version i to i+1. Never edit a shipped entry: append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'work' CHECK (type IN ('work', 'epic')),
+        parent TEXT,
+        namespace TEXT,
+        status TEXT NOT NULL DEFAULT 'open'
+            CHECK (status IN ('open', 'in_progress', 'verified', 'done', 'needs_help')),
+        patchset INTEGER NOT NULL DEFAULT 0,
+        priority INTEGER NOT NULL DEFAULT 2 CHECK (priority BETWEEN 0 AND 4),
+        complexity INTEGER,
+        description TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        resumed_at TEXT
+    );
+    CREATE INDEX idx_tasks_status ON tasks(status);
+    CREATE INDEX idx_tasks_parent ON tasks(parent);
+    CREATE TABLE task_dependencies (
+        task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        depends_on TEXT NOT NULL,
+        PRIMARY KEY (task_id, depends_on)
+    );
+    CREATE TABLE task_comments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        author TEXT NOT NULL CHECK (author IN ('human', 'system', 'agent')),
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX idx_task_comments_task ON task_comments(task_id);
+    CREATE TABLE id_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE pipeline_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        phase TEXT NOT NULL CHECK (phase IN ('dev', 'verify', 'integrate')),
+        patchset INTEGER NOT NULL,
+        agent_run_id TEXT,
+        status TEXT NOT NULL CHECK (status IN ('running', 'success', 'failure')),
+        cost_cents REAL NOT NULL DEFAULT 0,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        error_summary TEXT,
+        log_path TEXT,
+        pid INTEGER,
+        workspace TEXT,
+        before_sha TEXT,
+        after_sha TEXT,
+        tokens INTEGER
+    );
+    CREATE INDEX idx_pipeline_runs_task ON pipeline_runs(task_id);
+    CREATE INDEX idx_pipeline_runs_status ON pipeline_runs(status);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now_iso() -> str:
+    """The current UTC time as an ISO-8601 string; such strings sort in time order."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def parse_iso(value: str) -> datetime:
+    """Inverse of now_iso."""
+    return datetime.fromisoformat(value)
+
+
+class Database:
+    """A connection to the state database with explicit write transactions."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self._depth = 0
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A transaction holding the write lock from its first statement; nested calls join it."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        """Run a read query and return all rows."""
+        return list(self.conn.execute(sql, params))
+
+    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        """Run a query returning one value."""
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode: transactions are opened explicitly by Database.write().
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def open_db(path: Path, *, create: bool = True) -> Database:
+    """Open the state database, creating and migrating it when ``create`` allows."""
+    if not path.exists():
+        if not create:
+            raise StateError(f"No pipeline state at {path} yet.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = _connect(path)
+        conn.execute("PRAGMA journal_mode = WAL")
+        db = Database(path, conn)
+        _migrate(db)
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"State database {path} cannot be used: {exc}") from None
+    return db
+
+
+def _migrate(db: Database) -> None:
+    version = int(db.scalar("PRAGMA user_version"))
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"State database {db.path} has schema version {version}, newer than this "
+            f"pipeline-runner understands ({SCHEMA_VERSION}). Upgrade pipeline-runner."
+        )
+    if version == SCHEMA_VERSION:
+        return
+    with db.write() as conn:
+        # Re-read under the write lock: another process may have migrated meanwhile.
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        for index in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[index].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+class Phase(enum.StrEnum):
+    """Pipeline phases, as stored in pipeline_runs.phase."""
+
+    DEV = "dev"
+    VERIFY = "verify"
+    INTEGRATE = "integrate"
+
+
+class RunStatus(enum.StrEnum):
+    """Status of one pipeline_runs row."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One attempt of one phase of one task."""
+
+    id: int
+    task_id: str
+    phase: Phase
+    patchset: int
+    agent_run_id: str | None
+    status: RunStatus
+    cost_cents: float
+    started_at: str
+    finished_at: str | None
+    error_summary: str | None
+    log_path: str | None
+    pid: int | None
+    workspace: str | None
+    before_sha: str | None
+    after_sha: str | None
+    tokens: int | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> RunRecord:
+        """Build from a pipeline_runs row."""
+        data = dict(row)
+        data["phase"] = Phase(data["phase"])
+        data["status"] = RunStatus(data["status"])
+        return cls(**data)
+
+
+class Runs:
+    """The pipeline_runs table."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def start(self, task_id: str, phase: Phase, patchset: int, **fields: Any) -> int:
+        """Insert a running attempt and return its row id."""
+        columns = ["task_id", "phase", "patchset", "status", "started_at", *fields]
+        values = [task_id, str(phase), patchset, str(RunStatus.RUNNING), now_iso(), *fields.values()]
+        with self.db.write() as conn:
+            cur = conn.execute(
+                f"INSERT INTO pipeline_runs ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' for _ in columns)})",
+                values,
+            )
+            return int(cur.lastrowid or 0)
+
+    def update(self, run_id: int, **fields: Any) -> None:
+        """Set columns of a row (for example the agent run id and pid once known)."""
+        if not fields:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.db.write() as conn:
+            conn.execute(f"UPDATE pipeline_runs SET {assignments} WHERE id = ?", [*fields.values(), run_id])
+
+    def finish(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        cost_cents: float | None = None,
+        error: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Mark an attempt finished."""
+        updates: dict[str, Any] = {"status": str(status), "finished_at": now_iso(), **fields}
+        if cost_cents is not None:
+            updates["cost_cents"] = cost_cents
+        if error is not None:
+            updates["error_summary"] = error
+        self.update(run_id, **updates)
+
+    def get(self, run_id: int) -> RunRecord | None:
+        """One row by id."""
+        rows = self.db.query("SELECT * FROM pipeline_runs WHERE id = ?", (run_id,))
+        return RunRecord.from_row(rows[0]) if rows else None
+
+    def running(self, phase: Phase | None = None) -> list[RunRecord]:
+        """Attempts still marked running, oldest first."""
+        if phase is None:
+            rows = self.db.query("SELECT * FROM pipeline_runs WHERE status = 'running' ORDER BY id")
+        else:
+            rows = self.db.query(
+                "SELECT * FROM pipeline_runs WHERE status = 'running' AND phase = ? ORDER BY id",
+                (str(phase),),
+            )
+        return [RunRecord.from_row(r) for r in rows]
+
+    def for_task(self, task_id: str) -> list[RunRecord]:
+        """Every attempt of a task, oldest first."""
+        rows = self.db.query("SELECT * FROM pipeline_runs WHERE task_id = ? ORDER BY id", (task_id,))
+        return [RunRecord.from_row(r) for r in rows]
+
+    def failures_since(self, task_id: str, since: str | None) -> tuple[int, str | None]:
+        """Failed attempts of any phase since ``since`` (all when None), and the last one's time."""
+        row = self.db.query(
+            "SELECT COUNT(*), MAX(finished_at) FROM pipeline_runs "
+            "WHERE task_id = ? AND status = 'failure' AND (? IS NULL OR finished_at > ?)",
+            (task_id, since, since),
+        )[0]
+        return int(row[0]), row[1]
+
+    def total_cost(self, task_id: str | None = None) -> float:
+        """Cumulative cost in cents of one task, or of all tasks."""
+        if task_id is None:
+            return float(self.db.scalar("SELECT COALESCE(SUM(cost_cents), 0) FROM pipeline_runs"))
+        return float(
+            self.db.scalar(
+                "SELECT COALESCE(SUM(cost_cents), 0) FROM pipeline_runs WHERE task_id = ?", (task_id,)
+            )
+        )
+
+    def last_failure(self, task_id: str) -> RunRecord | None:
+        """The most recent failed attempt of a task, of any phase."""
+        rows = self.db.query(
+            "SELECT * FROM pipeline_runs WHERE task_id = ? AND status = 'failure' ORDER BY id DESC LIMIT 1",
+            (task_id,),
+        )
+        return RunRecord.from_row(rows[0]) if rows else None

@@ -1,0 +1,95 @@
+"""The `status` report: counts per status, active runs, tasks needing help, cost so far."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from runner.state import SCHEMA_VERSION, Phase, Runs, open_db
+from runner.tasks import Author, BuiltinTaskStore, TaskStatus
+
+# Version of the `status --json` document; bump when a key changes meaning or disappears.
+STATUS_SCHEMA_VERSION = 1
+
+
+def build_status(root: Path, base: str) -> dict[str, Any]:
+    """The status document. A root without state yet gives zero counts and ``initialized: false``."""
+    db_path = root / "state.db"
+    doc: dict[str, Any] = {
+        "schema_version": STATUS_SCHEMA_VERSION,
+        "initialized": db_path.exists(),
+        "root": str(root),
+        "base": base,
+        **{s.value: 0 for s in TaskStatus},
+        "active_dev_runs": 0,
+        "epics": 0,
+        "cost_cents": 0.0,
+        "active_runs": [],
+        "needs_help_tasks": [],
+        "state_schema_version": None,
+    }
+    if not db_path.exists():
+        return doc
+    db = open_db(db_path, create=False)
+    try:
+        store = BuiltinTaskStore(db)
+        runs = Runs(db)
+        doc.update(store.counts())
+        doc["epics"] = sum(store.counts(type_=None).values()) - sum(store.counts().values())
+        active = runs.running()
+        doc["active_dev_runs"] = sum(1 for r in active if r.phase is Phase.DEV)
+        doc["active_runs"] = [
+            {
+                "task_id": r.task_id,
+                "phase": str(r.phase),
+                "patchset": r.patchset,
+                "agent_run_id": r.agent_run_id,
+                "pid": r.pid,
+                "started_at": r.started_at,
+                "log_path": r.log_path,
+            }
+            for r in active
+        ]
+        doc["cost_cents"] = runs.total_cost()
+        for task in store.list_tasks(status=TaskStatus.NEEDS_HELP):
+            reasons = [c.body for c in task.comments if c.author is Author.SYSTEM]
+            doc["needs_help_tasks"].append(
+                {
+                    "id": task.id,
+                    "title": task.title,
+                    "reason": reasons[-1] if reasons else None,
+                    "cost_cents": runs.total_cost(task.id),
+                }
+            )
+        doc["state_schema_version"] = SCHEMA_VERSION
+    finally:
+        db.close()
+    return doc
+
+
+def render_status(doc: dict[str, Any]) -> str:
+    """The human-readable form of the status document."""
+    if not doc["initialized"]:
+        return (
+            f"No pipeline state at {doc['root']} yet: nothing has been queued or run.\n"
+            "Add a task with `pipeline-runner task add TITLE` or import some with "
+            "`pipeline-runner task import FILE`, then `pipeline-runner run`."
+        )
+    lines = [f"Pipeline status (root={doc['root']}, base={doc['base']})", "", "Tasks:"]
+    labels = {"open": "Open", "in_progress": "In progress", "verified": "Verified",
+              "done": "Done", "needs_help": "Needs help"}  # fmt: skip
+    lines += [f"  {label + ':':<13}{doc[key]}" for key, label in labels.items()]
+    lines += ["", f"Active dev runs: {doc['active_dev_runs']}"]
+    for run in doc["active_runs"]:
+        lines.append(
+            f"  {run['task_id']}  {run['phase']}  patchset {run['patchset']}  since {run['started_at']}"
+        )
+    lines.append(f"Cost so far: {doc['cost_cents']:.2f} cents")
+    if doc["needs_help_tasks"]:
+        lines += ["", "Needs help:"]
+        for task in doc["needs_help_tasks"]:
+            lines.append(f"  {task['id']}  {task['title']}")
+            if task["reason"]:
+                lines.append(f"      last reason: {task['reason'].splitlines()[0][:200]}")
+        lines.append("Resume one with `pipeline-runner task set-status ID open`.")
+    return "\n".join(lines)

@@ -1,0 +1,448 @@
+"""Tasks: the model, the task-source interface, and the built-in store in the state database."""
+
+from __future__ import annotations
+
+import abc
+import enum
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import TaskError
+from runner.ids import check_task_id, id_problem
+from runner.state import Database, now_iso
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a task is in its life."""
+
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    VERIFIED = "verified"
+    DONE = "done"
+    NEEDS_HELP = "needs_help"
+
+
+class TaskType(enum.StrEnum):
+    """Work tasks run; epics group them."""
+
+    WORK = "work"
+    EPIC = "epic"
+
+
+class Author(enum.StrEnum):
+    """Who wrote a comment."""
+
+    HUMAN = "human"
+    SYSTEM = "system"
+    AGENT = "agent"
+
+
+PRIORITIES = ("P0", "P1", "P2", "P3", "P4")
+
+
+def parse_priority(value: str | int) -> int:
+    """'P0'..'P4' (or 0..4) to its number; P0 is the most urgent."""
+    text = str(value).strip().upper()
+    if text.isdigit():
+        text = "P" + text
+    if text not in PRIORITIES:
+        raise TaskError(f"Invalid priority {value!r}: use one of {', '.join(PRIORITIES)}.")
+    return PRIORITIES.index(text)
+
+
+def parse_status(value: str) -> TaskStatus:
+    """A status name to its enum, with an error listing the valid names."""
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        valid = ", ".join(s.value for s in TaskStatus)
+        raise TaskError(f"Invalid status {value!r}: use one of {valid}.") from None
+
+
+@dataclass(frozen=True)
+class Comment:
+    """One comment on a task."""
+
+    author: Author
+    body: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """A unit of work, as the reference tracker models it."""
+
+    id: str
+    title: str
+    type: TaskType = TaskType.WORK
+    parent: str | None = None
+    namespace: str | None = None
+    status: TaskStatus = TaskStatus.OPEN
+    patchset: int = 0
+    priority: int = 2
+    complexity: int | None = None
+    dependencies: tuple[str, ...] = ()
+    description: str = ""
+    comments: tuple[Comment, ...] = ()
+    tags: tuple[str, ...] = ()
+    created_at: str = ""
+    updated_at: str = ""
+    resumed_at: str | None = None
+
+    @property
+    def priority_name(self) -> str:
+        """'P0'..'P4'."""
+        return PRIORITIES[self.priority]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly form, as `task show --json` prints it."""
+        data = asdict(self)
+        data["priority"] = self.priority_name
+        data["dependencies"] = list(self.dependencies)
+        data["tags"] = list(self.tags)
+        data["comments"] = [
+            {"author": str(c.author), "body": c.body, "created_at": c.created_at} for c in self.comments
+        ]
+        data["type"] = str(self.type)
+        data["status"] = str(self.status)
+        return data
+
+
+@dataclass
+class NewTask:
+    """The fields a person gives when adding a task."""
+
+    title: str
+    id: str | None = None
+    type: TaskType = TaskType.WORK
+    parent: str | None = None
+    namespace: str | None = None
+    priority: int = 2
+    complexity: int | None = None
+    dependencies: list[str] = field(default_factory=list)
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    status: TaskStatus = TaskStatus.OPEN
+
+    def check(self) -> None:
+        """Refuse bad fields before anything is written."""
+        if not self.title.strip():
+            raise TaskError("A task needs a non-empty title.")
+        if self.id is not None:
+            check_task_id(self.id)
+        for ref in (*self.dependencies, *([self.parent] if self.parent else [])):
+            problem = id_problem(ref)
+            if problem is not None:
+                raise TaskError(f"Invalid task id {ref!r} referenced by task: {problem}.")
+        if self.id is not None and self.id in self.dependencies:
+            raise TaskError(f"Task {self.id} cannot depend on itself.")
+
+
+class TaskSource(abc.ABC):
+    """What the loop needs from a task tracker. The built-in store implements all of it."""
+
+    @abc.abstractmethod
+    def get(self, task_id: str) -> Task:
+        """One task; TaskError if it does not exist."""
+
+    @abc.abstractmethod
+    def list_tasks(self, status: TaskStatus | None = None, parent: str | None = None) -> list[Task]:
+        """Tasks, oldest first, optionally filtered."""
+
+    @abc.abstractmethod
+    def add(self, new: NewTask) -> Task:
+        """Create a task; its id is generated unless given."""
+
+    @abc.abstractmethod
+    def comment(self, task_id: str, body: str, author: Author = Author.HUMAN) -> None:
+        """Append a comment."""
+
+    @abc.abstractmethod
+    def set_status(self, task_id: str, status: TaskStatus, *, by_person: bool = False) -> Task:
+        """Move a task; a person moving it to open restarts its retry count."""
+
+    @abc.abstractmethod
+    def bump_patchset(self, task_id: str) -> Task:
+        """Start a new patchset after a rejection of an existing commit."""
+
+
+class BuiltinTaskStore(TaskSource):
+    """Tasks kept in the pipeline's own SQLite database; needs no other tool."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task:
+        """One task with its dependencies and comments."""
+        check_task_id(task_id)
+        rows = self.db.query("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        if not rows:
+            raise TaskError(f"No task with id {task_id!r}.")
+        return self._hydrate(rows)[0]
+
+    def exists(self, task_id: str) -> bool:
+        """Whether a task with this id exists."""
+        return self.db.scalar("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
+
+    def list_tasks(self, status: TaskStatus | None = None, parent: str | None = None) -> list[Task]:
+        """Tasks in creation order."""
+        sql = "SELECT * FROM tasks WHERE (? IS NULL OR status = ?) AND (? IS NULL OR parent = ?)"
+        sql += " ORDER BY created_at, rowid"
+        st = str(status) if status else None
+        return self._hydrate(self.db.query(sql, (st, st, parent, parent)))
+
+    def counts(self, type_: TaskType | None = TaskType.WORK) -> dict[str, int]:
+        """Number of tasks per status."""
+        rows = self.db.query(
+            "SELECT status, COUNT(*) FROM tasks WHERE (? IS NULL OR type = ?) GROUP BY status",
+            (str(type_) if type_ else None, str(type_) if type_ else None),
+        )
+        counts = {s.value: 0 for s in TaskStatus}
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    def _hydrate(self, rows: Sequence[sqlite3.Row]) -> list[Task]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        marks = ",".join("?" for _ in ids)
+        deps: dict[str, list[str]] = {i: [] for i in ids}
+        for r in self.db.query(
+            f"SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN ({marks}) ORDER BY rowid",
+            tuple(ids),
+        ):
+            deps[r[0]].append(r[1])
+        comments: dict[str, list[Comment]] = {i: [] for i in ids}
+        for r in self.db.query(
+            f"SELECT task_id, author, body, created_at FROM task_comments WHERE task_id IN ({marks}) "
+            "ORDER BY id",
+            tuple(ids),
+        ):
+            comments[r[0]].append(Comment(Author(r[1]), r[2], r[3]))
+        return [
+            Task(
+                id=r["id"],
+                title=r["title"],
+                type=TaskType(r["type"]),
+                parent=r["parent"],
+                namespace=r["namespace"],
+                status=TaskStatus(r["status"]),
+                patchset=r["patchset"],
+                priority=r["priority"],
+                complexity=r["complexity"],
+                dependencies=tuple(deps[r["id"]]),
+                description=r["description"],
+                comments=tuple(comments[r["id"]]),
+                tags=tuple(json.loads(r["tags"])),
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+                resumed_at=r["resumed_at"],
+            )
+            for r in rows
+        ]
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def add(self, new: NewTask) -> Task:
+        """Create a task; refuses bad ids, unknown dependencies and duplicate ids."""
+        new.check()
+        with self.db.write() as conn:
+            task_id = self._insert(conn, new, known=set())
+        return self.get(task_id)
+
+    def _insert(self, conn: sqlite3.Connection, new: NewTask, known: set[str]) -> str:
+        for ref in new.dependencies:
+            if ref not in known and not self.exists(ref):
+                raise TaskError(f"Task depends on {ref!r}, which does not exist.")
+        if new.parent and new.parent not in known and not self.exists(new.parent):
+            raise TaskError(f"Parent {new.parent!r} does not exist.")
+        task_id = new.id or self._next_id(conn)
+        if self.exists(task_id):
+            raise TaskError(f"A task with id {task_id!r} already exists.")
+        stamp = now_iso()
+        conn.execute(
+            "INSERT INTO tasks (id, title, type, parent, namespace, status, priority, complexity, "
+            "description, tags, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                task_id,
+                new.title,
+                str(new.type),
+                new.parent,
+                new.namespace,
+                str(new.status),
+                new.priority,
+                new.complexity,
+                new.description,
+                json.dumps(list(new.tags)),
+                stamp,
+                stamp,
+            ),
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
+            [(task_id, d) for d in new.dependencies],
+        )
+        return task_id
+
+    def _next_id(self, conn: sqlite3.Connection) -> str:
+        row = conn.execute("SELECT value FROM id_counter WHERE name = 'task'").fetchone()
+        value = int(row[0]) if row else 0
+        while True:
+            value += 1
+            candidate = f"t-{value}"
+            if not self.exists(candidate):
+                break
+        conn.execute(
+            "INSERT INTO id_counter (name, value) VALUES ('task', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
+        return candidate
+
+    def comment(self, task_id: str, body: str, author: Author = Author.HUMAN) -> None:
+        """Append a comment to an existing task."""
+        self.get(task_id)
+        stamp = now_iso()
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO task_comments (task_id, author, body, created_at) VALUES (?,?,?,?)",
+                (task_id, str(author), body, stamp),
+            )
+            conn.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (stamp, task_id))
+
+    def set_status(self, task_id: str, status: TaskStatus, *, by_person: bool = False) -> Task:
+        """Move a task. A person reopening it restarts the retry count from now."""
+        self.get(task_id)
+        stamp = now_iso()
+        with self.db.write() as conn:
+            if by_person and status is TaskStatus.OPEN:
+                conn.execute(
+                    "UPDATE tasks SET status = ?, updated_at = ?, resumed_at = ? WHERE id = ?",
+                    (str(status), stamp, stamp, task_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
+                    (str(status), stamp, task_id),
+                )
+        return self.get(task_id)
+
+    def bump_patchset(self, task_id: str) -> Task:
+        """Increment the patchset count."""
+        with self.db.write() as conn:
+            conn.execute(
+                "UPDATE tasks SET patchset = patchset + 1, updated_at = ? WHERE id = ?",
+                (now_iso(), task_id),
+            )
+        return self.get(task_id)
+
+    def import_tasks(self, records: Iterable[Mapping[str, Any]], source: str) -> tuple[int, int]:
+        """Add tasks from parsed records; ids already present are skipped. Returns (added, skipped).
+
+        Every record is checked before any is written, so a bad file changes nothing.
+        """
+        news: list[NewTask] = []
+        for index, record in enumerate(records, start=1):
+            news.append(_record_to_new(record, f"{source}: task {index}"))
+        in_file = {n.id for n in news if n.id}
+        added = skipped = 0
+        with self.db.write() as conn:
+            known = {i for i in in_file if i}
+            for new in news:
+                if new.id is not None and self.exists(new.id):
+                    skipped += 1
+                    continue
+                self._insert(conn, new, known)
+                added += 1
+        return added, skipped
+
+
+_RECORD_KEYS = {
+    "id", "title", "type", "parent", "namespace", "priority", "complexity", "dependencies",
+    "depends_on", "description", "tags", "status",
+}  # fmt: skip
+
+
+def _record_to_new(record: Mapping[str, Any], where: str) -> NewTask:
+    if not isinstance(record, Mapping):
+        raise TaskError(f"{where}: expected a mapping of fields, got {type(record).__name__}.")
+    unknown = sorted(set(record) - _RECORD_KEYS)
+    if unknown:
+        raise TaskError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(_RECORD_KEYS))}."
+        )
+    if "id" not in record:
+        raise TaskError(f"{where}: an imported task needs an 'id' so that importing again is idempotent.")
+    try:
+        type_ = TaskType(record.get("type", "work"))
+    except ValueError:
+        raise TaskError(f"{where}: type must be 'work' or 'epic', not {record.get('type')!r}.") from None
+    deps = record.get("dependencies", record.get("depends_on", [])) or []
+    if isinstance(deps, str):
+        deps = [deps]
+    new = NewTask(
+        title=str(record.get("title", "")),
+        id=str(record["id"]),
+        type=type_,
+        parent=record.get("parent"),
+        namespace=record.get("namespace"),
+        priority=parse_priority(record.get("priority", "P2")),
+        complexity=record.get("complexity"),
+        dependencies=[str(d) for d in deps],
+        description=str(record.get("description", "") or ""),
+        tags=[str(t) for t in record.get("tags", []) or []],
+        status=parse_status(record.get("status", "open")),
+    )
+    try:
+        new.check()
+    except TaskError as exc:
+        raise TaskError(f"{where}: {exc}") from None
+    return new
+
+
+def read_task_file(path: Path) -> list[Mapping[str, Any]]:
+    """Parse a YAML file (a list, or a mapping with 'tasks') or a JSON Lines file of tasks."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaskError(f"Cannot read task file {path}: {exc.strerror}.") from None
+    if path.suffix in (".jsonl", ".ndjson"):
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise TaskError(f"{path}:{number}: not valid JSON: {exc.msg}.") from None
+        return records
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TaskError(f"{path}: not valid YAML: {exc}.") from None
+    if isinstance(data, Mapping) and "tasks" in data:
+        data = data["tasks"]
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise TaskError(f"{path}: expected a list of tasks (or a mapping with a 'tasks' list).")
+    return data
+
+
+TASK_SOURCES: dict[str, type[BuiltinTaskStore]] = {"builtin": BuiltinTaskStore}
+
+
+def open_task_source(name: str, db: Database) -> BuiltinTaskStore:
+    """The task source registered under ``name``."""
+    try:
+        return TASK_SOURCES[name](db)
+    except KeyError:
+        raise TaskError(f"Unknown task source {name!r}; valid: {', '.join(sorted(TASK_SOURCES))}.") from None
