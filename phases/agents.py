@@ -70,6 +70,8 @@ class AgentBackend(abc.ABC):
     """A way of running a coding agent."""
 
     name: str = ""
+    # Whether poll() is cheap enough (no process) to call many times a second while waiting.
+    poll_is_cheap: bool = False
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -77,6 +79,14 @@ class AgentBackend(abc.ABC):
     def check(self) -> str | None:
         """A problem that makes this backend unusable with its config, or None."""
         return None
+
+    def executable_name(self) -> str | None:
+        """The program this backend starts, to check it is installed before any task runs."""
+        return None
+
+    def finished(self, handle: AgentHandle) -> bool:
+        """Cheap check whether a run has ended (only meaningful when poll_is_cheap)."""
+        return False
 
     @abc.abstractmethod
     def start(self, request: AgentRequest) -> AgentHandle:
@@ -98,6 +108,10 @@ class AgentdBackend(AgentBackend):
     executable = "agentd"
     # agentd may not know a run for a moment after `run` returns; past this, an unknown run is gone.
     UNKNOWN_GRACE_SECONDS = 60.0
+
+    def executable_name(self) -> str | None:
+        """agentd itself."""
+        return self.executable
 
     def start(self, request: AgentRequest) -> AgentHandle:
         """Ask agentd to start the run in the background."""
@@ -146,12 +160,24 @@ class CommandBackend(AgentBackend):
     """Any CLI: ``agent.command`` as an argv template, run detached under a supervisor."""
 
     name = "command"
+    poll_is_cheap = True
 
     def check(self) -> str | None:
         """The command preset needs a command."""
         if not self.config.command:
             return "agent.command must be set (an argv list or a string) for preset 'command'"
         return None
+
+    def executable_name(self) -> str | None:
+        """The first word of the command."""
+        return self.config.command[0] if self.config.command else None
+
+    def finished(self, handle: AgentHandle) -> bool:
+        """The supervisor wrote its verdict, or is gone."""
+        status = read_status(handle.status_file)
+        if status is not None and status.get("state") == "finished":
+            return True
+        return not procs.pid_alive(handle.pid, SUPERVISOR_MODULE)
 
     def argv(self, request: AgentRequest) -> list[str]:
         """The agent's argv with the request's values substituted argument by argument."""

@@ -94,12 +94,14 @@ class VerifyPhase(_Strict):
     skip_exit_codes: list[int] = Field(
         default_factory=lambda: [2], description="exit codes that skip the remaining recipes"
     )
+    timeout: int = Field(1800, gt=0, description="seconds one recipe may run")
 
 
 class IntegratePhase(_Strict):
     """Recipes run on the integrated tree before base moves; null means verify's again."""
 
     run: list[Recipe] | None = Field(None, description="null: the verify recipes again")
+    timeout: int | None = Field(None, gt=0, description="seconds one recipe may run; null: verify's")
 
 
 class PhasesConfig(_Strict):

@@ -67,6 +67,7 @@ def run(
             _timeout=timeout,
             _encoding="utf-8",
             _decode_errors="replace",
+            _return_cmd=True,
         )
     except sh.TimeoutException as exc:
         output = _decode(getattr(exc, "full_cmd", b""))

@@ -1,11 +1,534 @@
-"""The loop: one cycle integrates verified tasks, harvests agents and verifies, then develops."""
+"""The loop. One cycle: integrate verified tasks, harvest agents and verify, then develop.
+
+Everything the loop needs to continue lives in SQLite and git, not in memory: a later process
+(the next cron `run --once`, or a restart after a crash) harvests the agents an earlier one started.
+Verification runs in worker threads beside the loop; only the loop's thread touches the database.
+"""
 
 from __future__ import annotations
 
+import enum
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import tenacity
+from loguru import logger
+
+from phases.agents import AgentBackend, AgentHandle, make_backend
+from phases.dev import DevStatus, build_prompt, judge, prompt_template, recipe_texts, start_agent
+from phases.integrate import IntegrateStatus, integrate
+from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task
 from runner.config import PipelineConfig
-from runner.errors import PipelineError
+from runner.errors import PipelineError, ProcessError
+from runner.git import Git
+from runner.lock import RunnerLock
+from runner.logs import add_file_sink
+from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
+from runner.workspace import Layout, Workspaces
+
+BACKOFF_CAP_SECONDS = 600.0
+CHEAP_POLL_SECONDS = 0.1
+
+
+class Gate(enum.StrEnum):
+    """Whether an open task may start an attempt now."""
+
+    GO = "go"
+    RETRIES = "retries"
+    COST = "cost"
+    BACKOFF = "backoff"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate and, for a backoff, how long is left."""
+
+    gate: Gate
+    detail: str = ""
+    wait_seconds: float = 0.0
+
+
+def backoff_delay(interval: float, failures: int) -> float:
+    """Seconds to wait after ``failures`` failed attempts: interval * 2^failures, capped at 600."""
+    wait = tenacity.wait_exponential(multiplier=interval, max=BACKOFF_CAP_SECONDS)
+    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = failures + 1
+    return float(wait(state))
+
+
+def _ts(value: str) -> float:
+    return parse_iso(value).timestamp()
+
+
+class Pipeline:
+    """One pipeline: a config, its state, its repository."""
+
+    def __init__(self, config: PipelineConfig, db: Database, *, dry_run: bool = False) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.db = db
+        self.store: BuiltinTaskStore = open_task_source(config.tasks.source, db)
+        self.runs = Runs(db)
+        self.layout = Layout(config.root)
+        self.git = Git(config.repo_path)
+        self.workspaces = Workspaces(self.git, self.layout)
+        self.backend: AgentBackend = make_backend(config.agent)
+        self.template = prompt_template(config)
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(1, config.concurrency), thread_name_prefix="verify"
+        )
+        self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
+        self.wake = threading.Event()
+        self.next_wake: float | None = None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        """What a dry run would do, on stdout."""
+        print(f"DRY RUN: {message}", flush=True)
+
+    def note(self, task_id: str, message: str) -> None:
+        """A system comment on the task, and a log line."""
+        logger.info("{}: {}", task_id, " ".join(message.split())[:300])
+        self.store.comment(task_id, f"Pipeline: {message}", Author.SYSTEM)
+
+    def eligible(self, task: Task) -> bool:
+        """Work tasks matching --parent / --task-id."""
+        if task.type is not TaskType.WORK:
+            return False
+        if self.config.task_id is not None and task.id != self.config.task_id:
+            return False
+        return not (self.config.parent is not None and task.parent != self.config.parent)
+
+    @staticmethod
+    def order(tasks: list[Task]) -> list[Task]:
+        """Highest priority (P0) first, then oldest."""
+        return sorted(tasks, key=lambda t: (t.priority, t.created_at, t.id))
+
+    def recipe_run(self, task: Task, workspace: Path, timeout: int) -> RecipeRun:
+        """Substitution values and limits for the recipes of one task."""
+        return RecipeRun(
+            values={
+                "namespace": task.namespace,
+                "task_id": task.id,
+                "workspace": str(workspace),
+                "base": self.config.base,
+                "patchset": str(task.patchset),
+            },
+            skip_exit_codes=self.config.phases.verify.skip_exit_codes,
+            timeout=timeout,
+        )
+
+    def fail(self, task_id: str, reason: str, *, new_patchset: bool = False) -> None:
+        """Record a rejection: back to open, or to needs_help when a limit is reached."""
+        if new_patchset:
+            self.store.bump_patchset(task_id)
+        task = self.store.get(task_id)
+        verdict = self.gate(task, include_backoff=False)
+        if verdict.gate in (Gate.RETRIES, Gate.COST):
+            self.store.set_status(task_id, TaskStatus.NEEDS_HELP)
+            self.note(task_id, f"needs help: {verdict.detail}. Last failure: {reason}")
+            return
+        self.store.set_status(task_id, TaskStatus.OPEN)
+
+    def gate(self, task: Task, *, include_backoff: bool = True) -> GateResult:
+        """Retry limit (failures of any phase since a person last resumed it), cost cap, backoff."""
+        limits = self.config.limits
+        failures, last_failure = self.runs.failures_since(task.id, task.resumed_at)
+        if limits.max_retries and failures >= limits.max_retries:
+            return GateResult(
+                Gate.RETRIES, f"{failures} failed attempts reached limits.max_retries={limits.max_retries}"
+            )
+        if limits.max_task_cost:
+            spent = self.runs.total_cost(task.id)
+            if spent >= limits.max_task_cost:
+                return GateResult(
+                    Gate.COST, f"spent {spent:g} cents, reaching limits.max_task_cost={limits.max_task_cost}"
+                )
+        if include_backoff and failures and last_failure:
+            delay = backoff_delay(self.config.interval, failures)
+            remaining = _ts(last_failure) + delay - time.time()
+            if remaining > 0:
+                return GateResult(Gate.BACKOFF, f"backoff {remaining:.1f}s", remaining)
+        return GateResult(Gate.GO)
+
+    def awaiting_verify(self, task_id: str) -> RunRecord | None:
+        """The dev attempt waiting for verification, if the task's latest attempt is one."""
+        latest = self.runs.latest(task_id)
+        if latest is not None and latest.phase is Phase.DEV and latest.status is RunStatus.SUCCESS:
+            return latest
+        return None
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Bring SQLite, git and the processes back in line after a crash or kill."""
+        base_sha = self.git.branch_sha(self.config.base)
+        for rec in self.runs.running(Phase.INTEGRATE):
+            if rec.after_sha and base_sha and self.git.is_ancestor(rec.after_sha, base_sha):
+                self.runs.finish(rec.id, RunStatus.SUCCESS)
+                self.finish_done(rec.task_id, rec.after_sha, recovered=True)
+            else:
+                self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
+        for rec in self.runs.running(Phase.VERIFY):
+            self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during verification")
+        if self.git.is_worktree(self.layout.integration) and self.git.abort_cherry_pick(
+            self.layout.integration
+        ):
+            logger.info("aborted an interrupted cherry-pick in the integration worktree")
+        running_dev = {r.task_id for r in self.runs.running(Phase.DEV)}
+        for task in self.store.list_tasks(status=TaskStatus.IN_PROGRESS):
+            if task.id not in running_dev and self.awaiting_verify(task.id) is None:
+                self.store.set_status(task.id, TaskStatus.OPEN)
+                self.note(task.id, "recovered an in-progress task with no live agent; back to open")
+        for task in self.store.list_tasks(status=TaskStatus.DONE):
+            if self.layout.worktree(task.id).exists() or self.git.branch_sha(task.id) is not None:
+                self.workspaces.release(task.id)
+        self.git.run("worktree", "prune")
+
+    # -- the cycle -----------------------------------------------------------------------------
+
+    def cycle(self) -> bool:
+        """One cycle; True if any task changed state (so another cycle should follow at once)."""
+        self.next_wake = None
+        tasks = self.store.list_tasks()
+        acted = self.integrate_step(tasks)
+        acted |= self.harvest_step()
+        acted |= self.collect_verifies()
+        acted |= self.develop_step()
+        return acted
+
+    def integrate_step(self, tasks: list[Task]) -> bool:
+        """Integrate verified tasks one at a time, in priority order."""
+        acted = False
+        for task in self.order([t for t in tasks if t.status is TaskStatus.VERIFIED and self.eligible(t)]):
+            if self.dry_run:
+                self.say(f"would integrate {task.id} into {self.config.base}")
+                continue
+            status = self.integrate_one(task)
+            if status is IntegrateStatus.REFUSED:
+                break
+            acted = True
+        return acted
+
+    def integrate_one(self, task: Task) -> IntegrateStatus:
+        """Integrate one verified task and record the outcome."""
+        commit = self.git.branch_sha(task.id)
+        if commit is None:
+            row = self.runs.start(task.id, Phase.INTEGRATE, task.patchset)
+            reason = f"task branch {task.id} is missing; developing again"
+            self.runs.finish(row, RunStatus.FAILURE, error=reason)
+            self.note(task.id, reason)
+            self.fail(task.id, reason, new_patchset=True)
+            return IntegrateStatus.CONFLICT
+        log_path = self.layout.task_log(task.id, f"integrate-p{task.patchset}-{int(time.time() * 1000)}")
+        row = self.runs.start(
+            task.id, Phase.INTEGRATE, task.patchset, before_sha=commit,
+            workspace=str(self.layout.integration), log_path=str(log_path),
+        )  # fmt: skip
+        phases = self.config.phases
+        recipes = phases.integrate.run if phases.integrate.run is not None else phases.verify.run
+        timeout = phases.integrate.timeout or phases.verify.timeout
+        result = integrate(
+            self.git,
+            self.layout.integration,
+            self.config.base,
+            commit,
+            recipes,
+            self.recipe_run(task, self.layout.integration, timeout),
+            log_path,
+            before_swap=lambda sha: self.runs.update(row, after_sha=sha),
+        )
+        if result.status is IntegrateStatus.INTEGRATED:
+            self.runs.finish(row, RunStatus.SUCCESS, after_sha=result.detail)
+            self.finish_done(task.id, result.detail)
+        elif result.status is IntegrateStatus.REFUSED:
+            self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
+            logger.error("integration of {} refused: {}", task.id, result.detail)
+        else:
+            self.runs.finish(row, RunStatus.FAILURE, error=result.detail)
+            label = {
+                IntegrateStatus.CONFLICT: "integration conflict, redeveloping on the new base",
+                IntegrateStatus.CHECKS_FAILED: "post-integration checks failed, redeveloping on the new base",
+                IntegrateStatus.EMPTY: "the commit is empty on the new base, redeveloping",
+            }[result.status]
+            self.note(task.id, f"{label}: {result.detail}")
+            if result.new_base:
+                self.workspaces.reset_onto(task.id, result.new_base)
+            self.fail(task.id, result.detail, new_patchset=True)
+        return result.status
+
+    def finish_done(self, task_id: str, sha: str, *, recovered: bool = False) -> None:
+        """Mark a landed task done and remove its worktree and branch."""
+        self.store.set_status(task_id, TaskStatus.DONE)
+        suffix = " (recovered after a restart)" if recovered else ""
+        self.note(task_id, f"integrated into {self.config.base} at {sha}{suffix}")
+        self.workspaces.release(task_id)
+
+    def handle_of(self, rec: RunRecord) -> AgentHandle:
+        """Rebuild an agent handle from its row."""
+        run_id = rec.agent_run_id or f"{rec.task_id}-{rec.id}"
+        return AgentHandle(
+            run_id=run_id,
+            pid=rec.pid,
+            log_path=Path(rec.log_path or self.layout.task_log(rec.task_id, run_id)),
+            status_file=self.layout.status_file(run_id),
+            started_at=_ts(rec.started_at),
+        )
+
+    def harvest_step(self) -> bool:
+        """Collect finished agents: a new commit goes to verify, anything else is a failure."""
+        acted = False
+        for rec in self.runs.running(Phase.DEV):
+            if self.dry_run:
+                self.say(f"would check agent run {rec.agent_run_id} of {rec.task_id}")
+                continue
+            result = judge(self.backend.poll(self.handle_of(rec)), self.git, rec.task_id, rec.before_sha)
+            if result.status is DevStatus.RUNNING:
+                continue
+            acted = True
+            if result.status is DevStatus.COMMITTED:
+                self.runs.finish(
+                    rec.id, RunStatus.SUCCESS, cost_cents=result.cost_cents,
+                    after_sha=result.after_sha, tokens=result.tokens,
+                )  # fmt: skip
+                self.note(rec.task_id, f"dev completed (run={rec.agent_run_id}, cost={result.cost_cents:g}c)")
+            else:
+                error = result.error or "agent failed"
+                self.runs.finish(
+                    rec.id, RunStatus.FAILURE, cost_cents=result.cost_cents, error=error, tokens=result.tokens
+                )
+                self.note(rec.task_id, f"dev failed (run={rec.agent_run_id}): {error}")
+                self.fail(rec.task_id, error)
+        for task in self.store.list_tasks(status=TaskStatus.IN_PROGRESS):
+            if task.id in self.verifying:
+                continue
+            dev = self.awaiting_verify(task.id)
+            if dev is None:
+                continue
+            if self.dry_run:
+                self.say(f"would verify {task.id}")
+                continue
+            self.start_verify(task)
+            acted = True
+        return acted
+
+    def start_verify(self, task: Task) -> None:
+        """Start verification in a worker thread."""
+        workspace = self.layout.worktree(task.id)
+        log_path = self.layout.task_log(task.id, f"verify-p{task.patchset}-{int(time.time() * 1000)}")
+        row = self.runs.start(
+            task.id, Phase.VERIFY, task.patchset, workspace=str(workspace), log_path=str(log_path)
+        )
+        verify = self.config.phases.verify
+        future = self.executor.submit(
+            verify_task, self.git, workspace, task.id, self.config.base, list(verify.run),
+            self.recipe_run(task, workspace, verify.timeout), log_path,
+        )  # fmt: skip
+        future.add_done_callback(lambda _: self.wake.set())
+        self.verifying[task.id] = (row, future)
+
+    def collect_verifies(self, wait: bool = False) -> bool:
+        """Apply the results of finished verifications (all of them, waiting, with ``wait``)."""
+        acted = False
+        for task_id, (row, future) in list(self.verifying.items()):
+            if not wait and not future.done():
+                continue
+            del self.verifying[task_id]
+            acted = True
+            try:
+                result = future.result()
+            except Exception as exc:  # a bug or an I/O error in the worker must not kill the loop
+                result = VerifyResult(VerifyStatus.FAIL, f"verification crashed: {exc!r}")
+            if result.status is VerifyStatus.FAIL:
+                self.runs.finish(row, RunStatus.FAILURE, error=result.summary)
+                self.note(task_id, f"verification failed:\n{result.summary}")
+                self.fail(task_id, result.summary, new_patchset=True)
+                continue
+            self.runs.finish(
+                row, RunStatus.SUCCESS, error=result.summary if result.status is VerifyStatus.SKIP else None
+            )
+            self.store.set_status(task_id, TaskStatus.VERIFIED)
+            if result.status is VerifyStatus.SKIP:
+                self.note(task_id, f"verification skipped ({result.summary}), promoting")
+            else:
+                skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
+                self.note(task_id, f"verification passed{skipped}")
+        return acted
+
+    def develop_step(self) -> bool:
+        """Start agents for open, eligible tasks whose dependencies are done, up to concurrency."""
+        tasks = self.store.list_tasks()
+        done = {t.id for t in tasks if t.status is TaskStatus.DONE}
+        slots = self.config.concurrency - len(self.runs.running(Phase.DEV))
+        acted = False
+        candidates = [
+            t for t in tasks
+            if t.status is TaskStatus.OPEN and self.eligible(t) and all(d in done for d in t.dependencies)
+        ]  # fmt: skip
+        for task in self.order(candidates):
+            if slots <= 0:
+                break
+            verdict = self.gate(task)
+            if verdict.gate is Gate.BACKOFF:
+                logger.debug("{} in {}", task.id, verdict.detail)
+                wake = time.time() + verdict.wait_seconds
+                self.next_wake = wake if self.next_wake is None else min(self.next_wake, wake)
+                continue
+            if verdict.gate is not Gate.GO:
+                if self.dry_run:
+                    self.say(f"would move {task.id} to needs_help: {verdict.detail}")
+                    continue
+                self.store.set_status(task.id, TaskStatus.NEEDS_HELP)
+                self.note(task.id, f"needs help: {verdict.detail}")
+                acted = True
+                continue
+            slots -= 1
+            if self.dry_run:
+                self.say(
+                    f"would start a {self.config.agent.preset} agent for {task.id} (patchset {task.patchset})"
+                )
+                continue
+            self.start_dev(task)
+            acted = True
+        return acted
+
+    def start_dev(self, task: Task) -> None:
+        """Claim the task, prepare its worktree and prompt, and start its agent."""
+        self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
+        row = self.runs.start(task.id, Phase.DEV, task.patchset)
+        run_id = f"{task.id}-{row}"
+        log_path = self.layout.task_log(task.id, run_id)
+        self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
+        try:
+            workspace = self.workspaces.acquire(task.id, self.config.base)
+            before = self.git.branch_sha(task.id)
+            self.runs.update(row, workspace=str(workspace), before_sha=before)
+            last = self.runs.last_failure(task.id)
+            feedback = last.error_summary if last is not None else None
+            prompt = build_prompt(
+                self.template, task, base=self.config.base, workspace=workspace,
+                recipes=recipe_texts(self.config), feedback=feedback,
+            )  # fmt: skip
+            handle = start_agent(
+                self.backend, self.config, task, run_id=run_id, workspace=workspace, prompt=prompt,
+                prompt_file=self.layout.prompt(run_id), log_path=log_path,
+                status_file=self.layout.status_file(run_id),
+            )  # fmt: skip
+        except (ProcessError, OSError) as exc:
+            error = f"could not start the agent: {exc}"
+            self.runs.finish(row, RunStatus.FAILURE, error=error)
+            self.note(task.id, error)
+            self.fail(task.id, error)
+            return
+        self.runs.update(row, pid=handle.pid)
+        self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def sleep(self) -> None:
+        """Wait for the next reason to run a cycle: a verify or an agent finishing, or the interval."""
+        deadline = time.time() + self.config.interval
+        if self.next_wake is not None:
+            deadline = min(deadline, self.next_wake)
+        running = self.runs.running(Phase.DEV) if self.backend.poll_is_cheap else []
+        handles = [self.handle_of(r) for r in running]
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                return
+            if self.wake.wait(min(left, CHEAP_POLL_SECONDS)):
+                self.wake.clear()
+                return
+            if any(self.backend.finished(h) for h in handles):
+                return
+
+    def close(self) -> None:
+        """Stop the verify workers (results not yet applied are redone on the next start)."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.db.close()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def preflight(config: PipelineConfig) -> None:
+    """Refuse to start with a problem that would fail every task the same way."""
+    if not (config.repo_path / ".git").exists():
+        raise PipelineError(f"{config.repo_path} is not a git repository (key 'repo').")
+    if Git(config.repo_path).branch_sha(config.base) is None:
+        raise PipelineError(
+            f"Base branch {config.base!r} does not exist in {config.repo_path}. Create it or set "
+            "'base' in the config (or --base)."
+        )
+    backend = make_backend(config.agent)
+    problem = backend.check()
+    if problem:
+        raise PipelineError(problem)
+    executable = backend.executable_name()
+    # Only a bare program name can be checked here; a path may be relative to the task worktree.
+    bare = executable and "/" not in executable and "{" not in executable
+    if bare and shutil.which(executable or "") is None:
+        raise PipelineError(
+            f"Agent executable {executable!r} (preset {config.agent.preset!r}) was not found on PATH. "
+            "Install it, or choose another agent.preset in the config."
+        )
 
 
 def run_loop(config: PipelineConfig, *, once: bool, dry_run: bool) -> int:
-    """Run cycles until interrupted (or one with ``once``)."""
-    raise PipelineError("The run loop is not built yet; use `task` and `status` for now.")
+    """`run`: cycles until interrupted, or one cycle with ``once``. Returns the exit code."""
+    preflight(config)
+    layout = Layout(config.root)
+    if dry_run:
+        if not config.state_db.exists():
+            print(f"DRY RUN: no pipeline state at {config.state_db}; there is nothing to do.")
+            return 0
+        pipeline = Pipeline(config, open_db(config.state_db, readonly=True), dry_run=True)
+        try:
+            pipeline.cycle()
+        finally:
+            pipeline.close()
+        return 0
+    layout.ensure()
+    add_file_sink(config.root)
+    lock = RunnerLock(layout.lock_file)
+    if not lock.acquire():
+        print(f"Another pipeline-runner (pid {lock.holder()}) is active on {config.root}; exiting.")
+        return 0
+    with lock, _sigterm_as_interrupt():
+        pipeline = Pipeline(config, open_db(config.state_db), dry_run=False)
+        try:
+            logger.info(
+                "pipeline starting: repo={} base={} root={} concurrency={} at {}",
+                config.repo_path, config.base, config.root, config.concurrency, datetime.now(UTC).isoformat(),
+            )  # fmt: skip
+            pipeline.reconcile()
+            while True:
+                acted = pipeline.cycle()
+                if once:
+                    pipeline.collect_verifies(wait=True)
+                    break
+                if not acted:
+                    pipeline.sleep()
+        finally:
+            pipeline.close()
+    return 0

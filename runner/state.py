@@ -61,7 +61,7 @@ MIGRATIONS: list[str] = [
         phase TEXT NOT NULL CHECK (phase IN ('dev', 'verify', 'integrate')),
         patchset INTEGER NOT NULL,
         agent_run_id TEXT,
-        status TEXT NOT NULL CHECK (status IN ('running', 'success', 'failure')),
+        status TEXT NOT NULL CHECK (status IN ('running', 'success', 'failure', 'cancelled')),
         cost_cents REAL NOT NULL DEFAULT 0,
         started_at TEXT NOT NULL,
         finished_at TEXT,
@@ -144,8 +144,20 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_db(path: Path, *, create: bool = True) -> Database:
-    """Open the state database, creating and migrating it when ``create`` allows."""
+def open_db(path: Path, *, create: bool = True, readonly: bool = False) -> Database:
+    """Open the state database, creating and migrating it when ``create`` allows.
+
+    ``readonly`` opens it immutable: nothing is written, not even WAL or lock files (--dry-run).
+    """
+    if readonly:
+        if not path.exists():
+            raise StateError(f"No pipeline state at {path} yet.")
+        # Without a WAL file every committed write is in the main file and immutable mode reads it
+        # exactly; with one (a runner is active) read-only mode sees it without creating files.
+        mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
+        conn = sqlite3.connect(f"file:{path}?{mode}", uri=True, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return Database(path, conn)
     if not path.exists():
         if not create:
             raise StateError(f"No pipeline state at {path} yet.")
@@ -193,6 +205,8 @@ class RunStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCESS = "success"
     FAILURE = "failure"
+    # Ended by the runner stopping or refusing, not by the task: never counts against its retries.
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -307,6 +321,15 @@ class Runs:
                 "SELECT COALESCE(SUM(cost_cents), 0) FROM pipeline_runs WHERE task_id = ?", (task_id,)
             )
         )
+
+    def latest(self, task_id: str) -> RunRecord | None:
+        """The most recent attempt of a task that was not cancelled."""
+        rows = self.db.query(
+            "SELECT * FROM pipeline_runs WHERE task_id = ? AND status != 'cancelled' "
+            "ORDER BY id DESC LIMIT 1",
+            (task_id,),
+        )
+        return RunRecord.from_row(rows[0]) if rows else None
 
     def last_failure(self, task_id: str) -> RunRecord | None:
         """The most recent failed attempt of a task, of any phase."""

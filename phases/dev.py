@@ -1,0 +1,168 @@
+"""Dev phase: the prompt, starting an agent in the task's worktree, and judging what it left."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentRequest, AgentState
+from runner.config import PipelineConfig, recipe_argv
+from runner.errors import ConfigError
+from runner.git import Git
+from runner.tasks import Task
+from runner.templates import fill
+
+
+def prompt_template(config: PipelineConfig) -> str:
+    """The configured template file, or the built-in one."""
+    path = config.agent.prompt_template
+    if path is None:
+        return resources.files("phases").joinpath("prompt.md").read_text(encoding="utf-8")
+    template = Path(path)
+    if not template.is_absolute():
+        template = config.repo_path / template
+    try:
+        return template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"agent.prompt_template: cannot read {template}: {exc.strerror}") from None
+
+
+def build_prompt(
+    template: str, task: Task, *, base: str, workspace: Path, recipes: list[str], feedback: str | None
+) -> str:
+    """The prompt for one attempt. Task text is substituted once and never re-read as a template."""
+    feedback_section = ""
+    if feedback:
+        feedback_section = (
+            "\n### Previous Review Feedback\n"
+            "The previous patchset was rejected. Fix the issues below:\n\n"
+            f"{feedback.strip()}\n"
+        )
+    return fill(
+        template,
+        {
+            "task_id": task.id,
+            "title": task.title,
+            "description": task.description or "(none)",
+            "namespace": task.namespace or "(none)",
+            "base": base,
+            "patchset": str(task.patchset),
+            "priority": task.priority_name,
+            "workspace": str(workspace),
+            "verify_recipes": "; ".join(f"`{r}`" for r in recipes) or "(none configured)",
+            "feedback": feedback_section,
+        },
+    )
+
+
+def recipe_texts(config: PipelineConfig) -> list[str]:
+    """The verify recipes as a person reads them."""
+    return [" ".join(recipe_argv(r)) for r in config.phases.verify.run]
+
+
+def template_values(
+    config: PipelineConfig, task: Task, run_id: str, workspace: Path, prompt_file: Path
+) -> dict[str, str | None]:
+    """Values for agent command templates."""
+    agent = config.agent
+    return {
+        "prompt_file": str(prompt_file),
+        "run_id": run_id,
+        "task_id": task.id,
+        "namespace": task.namespace,
+        "workspace": str(workspace),
+        "base": config.base,
+        "patchset": str(task.patchset),
+        "timeout": str(agent.timeout),
+        "max_iter": str(agent.max_iter),
+        "max_cost": str(agent.max_cost),
+        "provider": agent.provider,
+    }
+
+
+def agent_env(config: PipelineConfig, task: Task, run_id: str, prompt_file: Path) -> dict[str, str]:
+    """The agent's environment: the runner's, plus what identifies this run."""
+    env = dict(os.environ)
+    env.update(
+        PIPELINE_TASK_ID=task.id,
+        PIPELINE_RUN_ID=run_id,
+        PIPELINE_PATCHSET=str(task.patchset),
+        PIPELINE_PROMPT_FILE=str(prompt_file),
+        PIPELINE_BASE=config.base,
+    )
+    return env
+
+
+def start_agent(
+    backend: AgentBackend,
+    config: PipelineConfig,
+    task: Task,
+    *,
+    run_id: str,
+    workspace: Path,
+    prompt: str,
+    prompt_file: Path,
+    log_path: Path,
+    status_file: Path,
+) -> AgentHandle:
+    """Write the prompt and start the agent; raises ProcessError if it cannot start."""
+    prompt_file.parent.mkdir(parents=True, exist_ok=True)
+    prompt_file.write_text(prompt, encoding="utf-8")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    request = AgentRequest(
+        run_id=run_id,
+        workspace=workspace,
+        prompt_file=prompt_file,
+        log_path=log_path,
+        status_file=status_file,
+        values=template_values(config, task, run_id, workspace, prompt_file),
+        env=agent_env(config, task, run_id, prompt_file),
+    )
+    return backend.start(request)
+
+
+class DevStatus(enum.StrEnum):
+    """How a finished dev attempt is judged."""
+
+    RUNNING = "running"
+    COMMITTED = "committed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DevResult:
+    """The judgement of a dev attempt."""
+
+    status: DevStatus
+    error: str | None = None
+    cost_cents: float = 0.0
+    tokens: int | None = None
+    after_sha: str | None = None
+
+
+def judge(outcome: AgentOutcome, git: Git, task_id: str, before_sha: str | None) -> DevResult:
+    """An agent's outcome and the branch it left, as a dev result.
+
+    A success means a new commit: an agent that says it succeeded but left the branch where it
+    was has failed, whatever its exit code.
+    """
+    if outcome.state is AgentState.RUNNING:
+        return DevResult(DevStatus.RUNNING)
+    if outcome.state is AgentState.FAILED:
+        return DevResult(
+            DevStatus.FAILED, outcome.error or "agent failed", outcome.cost_cents, outcome.tokens
+        )
+    after = git.branch_sha(task_id)
+    if after is None:
+        return DevResult(
+            DevStatus.FAILED,
+            f"task branch {task_id} is gone after the agent ran",
+            outcome.cost_cents,
+            outcome.tokens,
+        )
+    if after == before_sha:
+        return DevResult(DevStatus.FAILED, "agent made no commit", outcome.cost_cents, outcome.tokens)
+    return DevResult(DevStatus.COMMITTED, None, outcome.cost_cents, outcome.tokens, after)

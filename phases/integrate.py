@@ -1,0 +1,129 @@
+"""Integrate phase: deterministic. Cherry-pick onto base's tip, check, then compare-and-swap base.
+
+Base only ever moves forward to a commit that passed the integrate recipes; if someone moved it
+meanwhile, the work is redone on the new tip rather than overwriting theirs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+
+from phases.verify import RecipeRun, VerifyStatus, run_recipes
+from runner.config import Recipe
+from runner.errors import GitError
+from runner.git import Git, PickStatus
+
+MAX_BASE_RACES = 20
+
+
+class IntegrateStatus(enum.StrEnum):
+    """How an integration attempt ended."""
+
+    INTEGRATED = "integrated"
+    CONFLICT = "conflict"
+    CHECKS_FAILED = "checks_failed"
+    EMPTY = "empty"  # the commit changes nothing on the current base
+    REFUSED = "refused"  # not the task's fault: base checked out and dirty, or base keeps moving
+
+
+@dataclass(frozen=True)
+class IntegrateResult:
+    """Verdict of one integration."""
+
+    status: IntegrateStatus
+    detail: str
+    new_base: str | None = None  # base's tip after (or, on failure, at) the attempt
+
+
+def base_checkout(git: Git, base: str) -> Path | None:
+    """The worktree (the main one included) that has base checked out, if any."""
+    for tree in git.worktrees():
+        if tree.branch == base:
+            return tree.path
+    return None
+
+
+def _dirty_message(git: Git, base: str) -> str | None:
+    checkout = base_checkout(git, base)
+    if checkout is None:
+        return None
+    dirty = git.dirty_paths(checkout)
+    if not dirty:
+        return None
+    shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
+    return (
+        f"base branch {base!r} is checked out in {checkout} with uncommitted changes ({shown}); "
+        "integration would leave that checkout inconsistent, so base was not moved. Commit or "
+        "stash those changes (or check out another branch there) and the task will be integrated."
+    )
+
+
+def prepare_worktree(git: Git, path: Path, commit: str) -> None:
+    """The integration worktree, detached and clean at ``commit``."""
+    if not git.is_worktree(path):
+        git.remove_worktree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git.add_detached_worktree(path, commit)
+    else:
+        git.detach_at(path, commit)
+
+
+def integrate(
+    git: Git,
+    worktree: Path,
+    base: str,
+    commit: str,
+    recipes: Sequence[Recipe],
+    spec: RecipeRun,
+    log_path: Path,
+    before_swap: Callable[[str], None] = lambda sha: None,
+) -> IntegrateResult:
+    """Land ``commit`` on ``base``. ``before_swap`` is told the candidate sha before base moves,
+    so that a crash between the swap and the bookkeeping can be recognised on restart."""
+    for _ in range(MAX_BASE_RACES):
+        refusal = _dirty_message(git, base)
+        if refusal:
+            return IntegrateResult(IntegrateStatus.REFUSED, refusal)
+        old = git.branch_sha(base)
+        if old is None:
+            return IntegrateResult(IntegrateStatus.REFUSED, f"base branch {base!r} does not exist")
+        prepare_worktree(git, worktree, old)
+        pick = git.cherry_pick(worktree, commit)
+        if pick.status is PickStatus.CONFLICT:
+            return IntegrateResult(
+                IntegrateStatus.CONFLICT,
+                f"cherry-pick of {commit[:12]} onto {base} ({old[:12]}) conflicts:\n{pick.output.strip()[-3000:]}",
+                old,
+            )
+        if pick.status is PickStatus.EMPTY:
+            return IntegrateResult(
+                IntegrateStatus.EMPTY, f"the commit changes nothing on {base} ({old[:12]})", old
+            )
+        assert pick.sha is not None
+        checked = run_recipes(recipes, worktree, spec, log_path)
+        if checked.status is VerifyStatus.FAIL:
+            return IntegrateResult(
+                IntegrateStatus.CHECKS_FAILED,
+                f"checks failed on {base} ({old[:12]}) with the change applied: {checked.summary}",
+                old,
+            )
+        refusal = _dirty_message(git, base)
+        if refusal:
+            return IntegrateResult(IntegrateStatus.REFUSED, refusal)
+        before_swap(pick.sha)
+        if git.compare_and_swap(base, pick.sha, old):
+            checkout = base_checkout(git, base)
+            if checkout is not None:
+                try:
+                    git.move_checkout(checkout, old, pick.sha)
+                except GitError as exc:
+                    # Base has moved (correctly); only that checkout's files lag behind.
+                    logger.warning("base moved, but updating its checkout {} failed: {}", checkout, exc)
+            return IntegrateResult(IntegrateStatus.INTEGRATED, pick.sha, pick.sha)
+        logger.info("base {} moved during integration; integrating again on its new tip", base)
+    return IntegrateResult(IntegrateStatus.REFUSED, f"base {base!r} kept moving; will try again next cycle")

@@ -1,0 +1,187 @@
+"""Typed git operations. Every call goes through runner.procs; failures raise GitError."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner import procs
+from runner.errors import GitError
+from runner.procs import ProcResult
+
+# Commits made by the runner itself (integration cherry-picks) need an identity even on machines
+# where none is configured; the author of the task's commit is kept by cherry-pick.
+_IDENTITY = ["-c", "user.name=pipeline-runner", "-c", "user.email=pipeline-runner@localhost"]
+
+
+class PickStatus(enum.StrEnum):
+    """How a cherry-pick ended."""
+
+    PICKED = "picked"
+    CONFLICT = "conflict"
+    EMPTY = "empty"  # the change is already on the target
+
+
+@dataclass(frozen=True)
+class PickResult:
+    """Result of a cherry-pick."""
+
+    status: PickStatus
+    sha: str | None
+    output: str
+
+
+@dataclass(frozen=True)
+class Worktree:
+    """One entry of `git worktree list`."""
+
+    path: Path
+    head: str | None
+    branch: str | None  # short name, None when detached
+
+
+class Git:
+    """Git commands against one repository (and its worktrees)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+
+    def run(self, *args: str, cwd: Path | None = None, check: bool = True) -> ProcResult:
+        """Run ``git ARGS`` in ``cwd`` (default: the repository)."""
+        return procs.run(["git", *_IDENTITY, *args], cwd=cwd or self.repo, check=check, error_type=GitError)
+
+    def out(self, *args: str, cwd: Path | None = None) -> str:
+        """Stdout of a git command that must succeed, stripped."""
+        return self.run(*args, cwd=cwd).output.strip()
+
+    # -- refs ----------------------------------------------------------------------------------
+
+    def rev(self, ref: str, cwd: Path | None = None) -> str | None:
+        """The commit a ref points to, or None."""
+        result = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=cwd, check=False)
+        return result.output.strip() if result.ok else None
+
+    def branch_sha(self, branch: str) -> str | None:
+        """The tip of a local branch, or None when it does not exist."""
+        return self.rev(f"refs/heads/{branch}")
+
+    def delete_branch(self, branch: str) -> None:
+        """Delete a local branch if it exists."""
+        if self.branch_sha(branch) is not None:
+            self.run("branch", "-D", branch)
+
+    def set_branch(self, branch: str, sha: str) -> None:
+        """Point a branch at ``sha`` (creating it if needed)."""
+        self.run("update-ref", f"refs/heads/{branch}", sha)
+
+    def compare_and_swap(self, branch: str, new: str, old: str) -> bool:
+        """Move ``branch`` from ``old`` to ``new``; False (and nothing changed) if it moved meanwhile."""
+        result = self.run("update-ref", f"refs/heads/{branch}", new, old, check=False)
+        return result.ok
+
+    def count_commits(self, base: str, head: str) -> int:
+        """Commits reachable from ``head`` and not from ``base``."""
+        return int(self.out("rev-list", "--count", f"{base}..{head}"))
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether ``ancestor`` is reachable from ``descendant``."""
+        return self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False).ok
+
+    # -- worktrees -----------------------------------------------------------------------------
+
+    def worktrees(self) -> list[Worktree]:
+        """All worktrees of the repository."""
+        entries: list[Worktree] = []
+        path: Path | None = None
+        head: str | None = None
+        branch: str | None = None
+        for line in [*self.out("worktree", "list", "--porcelain").splitlines(), ""]:
+            if line.startswith("worktree "):
+                path = Path(line[len("worktree ") :])
+            elif line.startswith("HEAD "):
+                head = line[len("HEAD ") :]
+            elif line.startswith("branch "):
+                branch = line[len("branch ") :].removeprefix("refs/heads/")
+            elif not line and path is not None:
+                entries.append(Worktree(path, head, branch))
+                path, head, branch = None, None, None
+        return entries
+
+    def add_worktree(self, path: Path, branch: str, start: str) -> None:
+        """A worktree at ``path`` on ``branch``, creating the branch at ``start`` if needed."""
+        if self.branch_sha(branch) is None:
+            self.run("worktree", "add", "-q", "-b", branch, str(path), start)
+        else:
+            self.run("worktree", "add", "-q", str(path), branch)
+
+    def add_detached_worktree(self, path: Path, commit: str) -> None:
+        """A worktree at ``path`` with a detached HEAD at ``commit``."""
+        self.run("worktree", "add", "-q", "--detach", str(path), commit)
+
+    def remove_worktree(self, path: Path) -> None:
+        """Remove a worktree (forcefully) and forget it."""
+        if path.exists():
+            self.run("worktree", "remove", "--force", "--force", str(path), check=False)
+        self.run("worktree", "prune")
+
+    def is_worktree(self, path: Path) -> bool:
+        """Whether ``path`` is a registered, present worktree of this repository."""
+        if not (path / ".git").exists():
+            return False
+        resolved = path.resolve()
+        return any(w.path.resolve() == resolved for w in self.worktrees())
+
+    # -- working-tree operations ---------------------------------------------------------------
+
+    def head(self, cwd: Path) -> str:
+        """HEAD of a worktree."""
+        return self.out("rev-parse", "HEAD", cwd=cwd)
+
+    def reset_hard(self, cwd: Path, commit: str) -> None:
+        """Make a worktree's current branch (or detached HEAD) and files exactly ``commit``."""
+        self.run("reset", "-q", "--hard", commit, cwd=cwd)
+        self.run("clean", "-q", "-fd", cwd=cwd)
+
+    def detach_at(self, cwd: Path, commit: str) -> None:
+        """Detach a worktree's HEAD at ``commit`` with a clean tree."""
+        self.abort_cherry_pick(cwd)
+        self.run("checkout", "-q", "-f", "--detach", commit, cwd=cwd)
+        self.run("clean", "-q", "-fd", cwd=cwd)
+
+    def dirty_paths(self, cwd: Path) -> list[str]:
+        """Tracked files with uncommitted changes in a worktree."""
+        output = self.run("status", "--porcelain", "--untracked-files=no", cwd=cwd).output
+        return [line[3:] for line in output.splitlines() if line.strip()]
+
+    def cherry_pick(self, cwd: Path, commit: str) -> PickResult:
+        """Cherry-pick ``commit`` onto the worktree's HEAD; a conflict is aborted and reported."""
+        result = self.run(
+            "cherry-pick", "--allow-empty", "--keep-redundant-commits", commit, cwd=cwd, check=False
+        )
+        if result.ok:
+            sha = self.head(cwd)
+            trees = self.out("rev-parse", f"{sha}^{{tree}}", f"{sha}^^{{tree}}", cwd=cwd).split()
+            if trees[0] == trees[1]:
+                return PickResult(PickStatus.EMPTY, sha, result.output)
+            return PickResult(PickStatus.PICKED, sha, result.output)
+        self.abort_cherry_pick(cwd)
+        return PickResult(PickStatus.CONFLICT, None, result.output)
+
+    def abort_cherry_pick(self, cwd: Path) -> bool:
+        """Abort a cherry-pick in progress; True if there was one."""
+        git_dir = Path(self.out("rev-parse", "--git-dir", cwd=cwd))
+        if not git_dir.is_absolute():
+            git_dir = cwd / git_dir
+        if (git_dir / "CHERRY_PICK_HEAD").exists() or (git_dir / "sequencer").exists():
+            self.run("cherry-pick", "--abort", cwd=cwd, check=False)
+            return True
+        return False
+
+    def move_checkout(self, cwd: Path, old: str, new: str) -> None:
+        """Bring a worktree whose branch was moved from ``old`` to ``new`` up to date.
+
+        Its index and files still show ``old``; a two-tree read-tree updates both to ``new``
+        without touching anything else, so no phantom changes are left.
+        """
+        self.run("read-tree", "-m", "-u", old, new, cwd=cwd)

@@ -1,0 +1,63 @@
+"""Behaviour shared by the fake agent CLIs: what one attempt at a task does, read from a plan.
+
+FAKE_PLAN names a JSON file {task_id: [attempt, attempt, ...]}; attempt n uses entry n (the last
+entry repeats). FAKE_STATE is a directory where attempts are counted and prompts are kept.
+An attempt may hold: files {path: text} to write, commits (default 1; 0 makes none), sleep seconds,
+exit code, cost cents, error text, sleeper seconds (a child that outlives a timeout unless killed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def attempt_for(task_id: str) -> tuple[int, dict[str, Any]]:
+    state = Path(os.environ["FAKE_STATE"])
+    state.mkdir(parents=True, exist_ok=True)
+    counter = state / f"{task_id}.count"
+    number = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(number + 1))
+    plan_file = os.environ.get("FAKE_PLAN")
+    plan: dict[str, list[dict[str, Any]]] = json.loads(Path(plan_file).read_text()) if plan_file else {}
+    attempts = plan.get(task_id) or [{}]
+    return number, attempts[min(number, len(attempts) - 1)]
+
+
+def perform(prompt_file: str) -> tuple[int, dict[str, Any]]:
+    """Do one attempt in the current directory; returns (exit code, attempt)."""
+    task_id = os.environ["PIPELINE_TASK_ID"]
+    number, attempt = attempt_for(task_id)
+    state = Path(os.environ["FAKE_STATE"])
+    (state / f"{task_id}.{number}.prompt").write_text(Path(prompt_file).read_text())
+    if attempt.get("sleeper"):
+        marker = state / f"{task_id}.{number}.sleeper-survived"
+        code = f"import time, pathlib; time.sleep({attempt['sleeper']}); pathlib.Path({str(marker)!r}).write_text('alive')"
+        subprocess.Popen([sys.executable, "-c", code])
+    if attempt.get("sleep"):
+        time.sleep(float(attempt["sleep"]))
+    files = attempt.get("files", {f"{task_id}.txt": f"{task_id} done\n"})
+    commits = int(attempt.get("commits", 1))
+    for index in range(commits):
+        for name, text in files.items():
+            path = Path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text if index == 0 else text + f"more {index}\n")
+        _git("add", "-A")
+        base = os.environ["PIPELINE_BASE"]
+        ahead = int(_git("rev-list", "--count", f"refs/heads/{base}..HEAD"))
+        message = f"{task_id}: attempt {number}\n\nTask-Id: {task_id}\n"
+        if ahead >= 1 and index == 0:
+            _git("commit", "-q", "--allow-empty", "--amend", "-m", message)
+        else:
+            _git("commit", "-q", "--allow-empty", "-m", message)
+    return int(attempt.get("exit", 0)), attempt
