@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -178,10 +179,8 @@ def kill_leftovers(root: Path) -> list[str]:
             continue
         if str(root) in cmd and int(pid) != os.getpid():
             found.append(cmd)
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
     return found
 
 

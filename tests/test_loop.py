@@ -256,10 +256,7 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     s.plan({"t-2": [{"sleep": 30}]})
     for title in ("a", "b", "c", "d"):
         s.add(title)
-    s.cli("run", "--once")  # t-1 and t-2 start; t-1 finishes quickly
-    wait_for(lambda: (s.state / "t-1.count").exists(), 10)
-    time.sleep(0.5)
-    s.cli("run", "--once")  # t-1 verified
+    s.run_once_until(lambda d: d["verified"] == 1)  # t-1 verified, t-2 (and t-3) still working
     before = _snapshot(tmp_path)
     done = s.cli("run", "--dry-run", "--concurrency", "4")
     assert done.returncode == 0, done.stderr
