@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import git
-from tests.loop_helpers import all_done, kill_leftovers, make_sample, stop, wait_for
+from tests.loop_helpers import all_done, kill_leftovers, make_sample, stop
 
 
 def test_three_tasks_land_in_dependency_and_priority_order(tmp_path: Path) -> None:
