@@ -16,12 +16,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import procs
+from runner import procs, supervise
 from runner.config import AgentConfig
 from runner.supervise import read_status
 from runner.templates import fill_argv
 
-SUPERVISOR_MODULE = "runner.supervise"
+# The supervisor runs as a file under an isolated interpreter (-I -S: stdlib only, no site
+# packages to scan), which halves its start-up; its path also identifies it in /proc.
+SUPERVISOR_SCRIPT = str(Path(supervise.__file__).resolve())
+SUPERVISOR_MODULE = SUPERVISOR_SCRIPT
 
 
 class AgentState(enum.StrEnum):
@@ -188,8 +191,8 @@ class CommandBackend(AgentBackend):
         agent_argv = self.argv(request)
         request.status_file.parent.mkdir(parents=True, exist_ok=True)
         request.status_file.unlink(missing_ok=True)
-        supervisor = procs.python_argv(
-            SUPERVISOR_MODULE, "--status-file", str(request.status_file),
+        supervisor = procs.python_script_argv(
+            SUPERVISOR_SCRIPT, "--status-file", str(request.status_file),
             "--timeout", str(self.config.timeout), "--", *agent_argv,
         )  # fmt: skip
         pid = procs.spawn_detached(supervisor, request.workspace, log_path=request.log_path, env=request.env)
@@ -197,23 +200,35 @@ class CommandBackend(AgentBackend):
 
     def poll(self, handle: AgentHandle) -> AgentOutcome:
         """Read the supervisor's status file; a vanished supervisor is a failure."""
-        status = read_status(handle.status_file)
-        if status is not None and status.get("state") == "finished":
-            code = status.get("exit_code")
-            if status.get("error"):
-                return AgentOutcome(AgentState.FAILED, str(status["error"]))
-            if code == 0:
-                return AgentOutcome(AgentState.SUCCEEDED)
-            return AgentOutcome(
-                AgentState.FAILED, f"agent exited with status {code}: {_log_tail(handle.log_path)}"
-            )
+        verdict = self._verdict(handle)
+        if verdict is not None:
+            return verdict
         if procs.pid_alive(handle.pid, SUPERVISOR_MODULE):
             return AgentOutcome(AgentState.RUNNING)
+        # It may have written its verdict and exited between the two looks.
+        verdict = self._verdict(handle)
+        if verdict is not None:
+            return verdict
+        status = read_status(handle.status_file)
         # The supervisor died without a verdict (killed with the machine or by hand): make sure
         # nothing of the agent keeps running, then report it.
         if status is not None and isinstance(status.get("pgid"), int):
             procs.kill_group(status["pgid"])
         return AgentOutcome(AgentState.FAILED, "agent process disappeared before reporting a result")
+
+    @staticmethod
+    def _verdict(handle: AgentHandle) -> AgentOutcome | None:
+        status = read_status(handle.status_file)
+        if status is None or status.get("state") != "finished":
+            return None
+        code = status.get("exit_code")
+        if status.get("error"):
+            return AgentOutcome(AgentState.FAILED, str(status["error"]))
+        if code == 0:
+            return AgentOutcome(AgentState.SUCCEEDED)
+        return AgentOutcome(
+            AgentState.FAILED, f"agent exited with status {code}: {_log_tail(handle.log_path)}"
+        )
 
     def cancel(self, handle: AgentHandle) -> None:
         """Stop the supervisor (which kills the agent's group) and the group itself."""

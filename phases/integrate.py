@@ -48,8 +48,7 @@ def base_checkout(git: Git, base: str) -> Path | None:
     return None
 
 
-def _dirty_message(git: Git, base: str) -> str | None:
-    checkout = base_checkout(git, base)
+def _dirty_message(git: Git, base: str, checkout: Path | None) -> str | None:
     if checkout is None:
         return None
     dirty = git.dirty_paths(checkout)
@@ -85,8 +84,9 @@ def integrate(
 ) -> IntegrateResult:
     """Land ``commit`` on ``base``. ``before_swap`` is told the candidate sha before base moves,
     so that a crash between the swap and the bookkeeping can be recognised on restart."""
+    checkout = base_checkout(git, base)
     for _ in range(MAX_BASE_RACES):
-        refusal = _dirty_message(git, base)
+        refusal = _dirty_message(git, base, checkout)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
         old = git.branch_sha(base)
@@ -112,12 +112,11 @@ def integrate(
                 f"checks failed on {base} ({old[:12]}) with the change applied: {checked.summary}",
                 old,
             )
-        refusal = _dirty_message(git, base)
+        refusal = _dirty_message(git, base, checkout)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
         before_swap(pick.sha)
         if git.compare_and_swap(base, pick.sha, old):
-            checkout = base_checkout(git, base)
             if checkout is not None:
                 try:
                     git.move_checkout(checkout, old, pick.sha)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,7 @@ class Git:
 
     def delete_branch(self, branch: str) -> None:
         """Delete a local branch if it exists."""
-        if self.branch_sha(branch) is not None:
-            self.run("branch", "-D", branch)
+        self.run("branch", "-q", "-D", branch, check=False)
 
     def set_branch(self, branch: str, sha: str) -> None:
         """Point a branch at ``sha`` (creating it if needed)."""
@@ -121,16 +121,31 @@ class Git:
 
     def remove_worktree(self, path: Path) -> None:
         """Remove a worktree (forcefully) and forget it."""
+        if path.exists() and self.run("worktree", "remove", "--force", "--force", str(path), check=False).ok:
+            return
+        # Not a worktree, or its directory is gone already: forget stale registrations.
         if path.exists():
-            self.run("worktree", "remove", "--force", "--force", str(path), check=False)
+            shutil.rmtree(path, ignore_errors=True)
         self.run("worktree", "prune")
 
     def is_worktree(self, path: Path) -> bool:
-        """Whether ``path`` is a registered, present worktree of this repository."""
-        if not (path / ".git").exists():
+        """Whether ``path`` is a present, registered linked worktree.
+
+        Read from the files git keeps (no process): the worktree's ``.git`` file names its admin
+        directory, which must exist and point back at it.
+        """
+        try:
+            pointer = (path / ".git").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
             return False
-        resolved = path.resolve()
-        return any(w.path.resolve() == resolved for w in self.worktrees())
+        if not pointer.startswith("gitdir: "):
+            return False
+        admin = Path(pointer[len("gitdir: ") :])
+        try:
+            back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+        except OSError:
+            return False
+        return back.parent.resolve() == path.resolve()
 
     # -- working-tree operations ---------------------------------------------------------------
 
@@ -168,11 +183,18 @@ class Git:
         self.abort_cherry_pick(cwd)
         return PickResult(PickStatus.CONFLICT, None, result.output)
 
+    @staticmethod
+    def git_dir(cwd: Path) -> Path:
+        """A worktree's private git directory, read from its ``.git`` file (no process)."""
+        dot_git = cwd / ".git"
+        if dot_git.is_dir():
+            return dot_git
+        pointer = dot_git.read_text(encoding="utf-8").strip()
+        return Path(pointer.removeprefix("gitdir: "))
+
     def abort_cherry_pick(self, cwd: Path) -> bool:
         """Abort a cherry-pick in progress; True if there was one."""
-        git_dir = Path(self.out("rev-parse", "--git-dir", cwd=cwd))
-        if not git_dir.is_absolute():
-            git_dir = cwd / git_dir
+        git_dir = self.git_dir(cwd)
         if (git_dir / "CHERRY_PICK_HEAD").exists() or (git_dir / "sequencer").exists():
             self.run("cherry-pick", "--abort", cwd=cwd, check=False)
             return True

@@ -1,7 +1,8 @@
 """The one place that runs processes. Failures become typed errors or result values.
 
-Foreground commands (git, recipes, agent CLIs that answer at once) run through ``sh`` with argv
-lists, never a shell. Agents that must outlive the runner start detached in their own session.
+Commands are argv lists and never pass through a shell. Foreground commands (git, recipes, agent
+CLIs that answer at once) are waited for; agents that must outlive the runner start detached in
+their own session.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import sh
 
 from runner.errors import ProcessError
 
@@ -48,44 +46,38 @@ def run(
     """Run ``argv`` to completion and capture its output.
 
     With ``check`` (the default) a non-zero exit raises ``error_type``; without it the exit code is
-    returned in the result. A program that cannot be found always raises.
+    returned in the result. A program that cannot be found always raises. On timeout the whole
+    process group is killed, so a recipe's children do not outlive it.
     """
     args = [str(a) for a in argv]
     try:
-        command = sh.Command(args[0])
-    except sh.CommandNotFound:
-        raise error_type(args, None, "", f"{args[0]!r} was not found on PATH") from None
-    try:
-        result: Any = command(
-            *args[1:],
-            _cwd=str(cwd) if cwd is not None else None,
-            _env=dict(env) if env is not None else None,
-            _ok_code=list(range(256)),
-            _err_to_out=True,
-            _tty_out=False,
-            _in=stdin,
-            _timeout=timeout,
-            _encoding="utf-8",
-            _decode_errors="replace",
-            _return_cmd=True,
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=timeout is not None,
         )
-    except sh.TimeoutException as exc:
-        output = _decode(getattr(exc, "full_cmd", b""))
-        done = ProcResult(args, -int(signal.SIGKILL), output, timed_out=True)
+    except FileNotFoundError:
+        raise error_type(args, None, "", f"{args[0]!r} was not found on PATH") from None
+    except OSError as exc:
+        raise error_type(args, None, "", f"{args[0]!r} could not be started: {exc}") from None
+    try:
+        raw, _ = proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        raw, _ = proc.communicate()
+        output = raw.decode("utf-8", "replace")
         if check:
             raise error_type(args, None, output, f"{args[0]!r} timed out after {timeout}s") from None
-        return done
-    except (PermissionError, OSError) as exc:
-        raise error_type(args, None, "", f"{args[0]!r} could not be started: {exc}") from None
-    output = result.stdout.decode("utf-8", "replace") if isinstance(result.stdout, bytes) else str(result)
-    done = ProcResult(args, int(result.exit_code), output)
+        return ProcResult(args, -int(signal.SIGKILL), output, timed_out=True)
+    output = raw.decode("utf-8", "replace")
+    done = ProcResult(args, proc.returncode, output)
     if check and done.exit_code != 0:
         raise error_type(args, done.exit_code, output)
     return done
-
-
-def _decode(raw: object) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
 
 
 def spawn_detached(
@@ -167,6 +159,6 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     return True
 
 
-def python_argv(module: str, *args: str) -> list[str]:
-    """argv that runs a module of this package with the current interpreter."""
-    return [sys.executable, "-m", module, *args]
+def python_script_argv(script: str, *args: str) -> list[str]:
+    """argv that runs a stdlib-only script with the current interpreter, isolated and fast."""
+    return [sys.executable, "-I", "-S", script, *args]

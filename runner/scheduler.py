@@ -37,7 +37,7 @@ from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, o
 from runner.workspace import Layout, Workspaces
 
 BACKOFF_CAP_SECONDS = 600.0
-CHEAP_POLL_SECONDS = 0.1
+CHEAP_POLL_SECONDS = 0.02
 
 
 class Gate(enum.StrEnum):
@@ -209,17 +209,17 @@ class Pipeline:
         return acted
 
     def integrate_step(self, tasks: list[Task]) -> bool:
-        """Integrate verified tasks one at a time, in priority order."""
-        acted = False
+        """Integrate the most urgent verified task.
+
+        One per cycle: the cycle that follows at once takes the next, and between the two the
+        loop harvests finished agents and refills their slots instead of leaving them idle.
+        """
         for task in self.order([t for t in tasks if t.status is TaskStatus.VERIFIED and self.eligible(t)]):
             if self.dry_run:
                 self.say(f"would integrate {task.id} into {self.config.base}")
                 continue
-            status = self.integrate_one(task)
-            if status is IntegrateStatus.REFUSED:
-                break
-            acted = True
-        return acted
+            return self.integrate_one(task) is not IntegrateStatus.REFUSED
+        return False
 
     def integrate_one(self, task: Task) -> IntegrateStatus:
         """Integrate one verified task and record the outcome."""

@@ -1,7 +1,7 @@
 """Supervisor of a detached agent command: enforces its timeout and records how it ended.
 
-Started detached by the command backend as ``python -m runner.supervise --status-file F
---timeout S -- ARGV...``. It starts ARGV in a process group of its own, writes the group id to the
+Started detached by the command backend as ``python -I -S .../supervise.py --status-file F
+--timeout S -- ARGV...`` (stdlib only, so it starts fast and needs no installed package). It starts ARGV in a process group of its own, writes the group id to the
 status file, waits, kills the whole group on timeout (or when itself told to stop), and finally
 writes the exit code atomically, so that any later runner process can harvest the result.
 """
@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ def read_status(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _kill_group(pgid: int, child: subprocess.Popen[bytes]) -> None:
+def _kill_group(pgid: int) -> None:
+    """TERM the group, then KILL what is left after a grace period."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
@@ -45,12 +47,11 @@ def _kill_group(pgid: int, child: subprocess.Popen[bytes]) -> None:
             return
         deadline = time.monotonic() + GRACE_SECONDS
         while time.monotonic() < deadline:
-            child.poll()  # reap the leader, or the group never looks empty
             try:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,30 +83,29 @@ def main(argv: list[str] | None = None) -> int:
     write_status(status_file, {"state": "running", "pid": child.pid, "pgid": pgid, "started_at": started})
 
     stopping = {"signal": 0}
+    timed_out = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         stopping["signal"] = signum
+        threading.Thread(target=_kill_group, args=(pgid,), daemon=True).start()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        _kill_group(pgid)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    timed_out = False
-    exit_code: int | None = None
-    deadline = started + args.timeout
-    while exit_code is None:
-        try:
-            exit_code = child.wait(timeout=0.1)
-        except subprocess.TimeoutExpired:
-            if time.time() >= deadline:
-                timed_out = True
-                _kill_group(pgid, child)
-                exit_code = child.wait()
-            elif stopping["signal"]:
-                _kill_group(pgid, child)
-                exit_code = child.wait()
+    timer = threading.Timer(args.timeout, on_timeout)
+    timer.daemon = True
+    timer.start()
+    # A blocking wait notices the exit at once (a wait with a timeout polls, adding latency).
+    exit_code = child.wait()
+    timer.cancel()
     # Children the agent left behind in its group die with it.
-    _kill_group(pgid, child)
+    _kill_group(pgid)
+    timed_out_flag = timed_out.is_set()
     error = None
-    if timed_out:
+    if timed_out_flag:
         error = f"agent timed out after {args.timeout:g}s and was killed with its process group"
     elif stopping["signal"]:
         error = f"agent stopped by signal {stopping['signal']} sent to its supervisor"
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "pid": child.pid,
             "pgid": pgid,
             "exit_code": exit_code,
-            "timed_out": timed_out,
+            "timed_out": timed_out_flag,
             "error": error,
             "started_at": started,
             "finished_at": time.time(),

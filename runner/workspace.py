@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.errors import GitError
 from runner.git import Git
 from runner.ids import check_task_id
 
@@ -76,11 +77,15 @@ class Workspaces:
         path = self.layout.worktree(task_id)
         if self.git.is_worktree(path):
             return path
-        if path.exists() or any(w.path == path for w in self.git.worktrees()):
-            # A directory left by a crash, or a worktree whose directory vanished.
-            self.git.remove_worktree(path)
+        if path.exists():
+            self.git.remove_worktree(path)  # a directory left by a crash
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.git.add_worktree(path, task_id, base)
+        try:
+            self.git.add_worktree(path, task_id, base)
+        except GitError:
+            # Registered but its directory vanished: forget it and try once more.
+            self.git.run("worktree", "prune")
+            self.git.add_worktree(path, task_id, base)
         return path
 
     def reset_onto(self, task_id: str, commit: str) -> None:

@@ -144,14 +144,23 @@ def test_conflicting_tasks_second_redeveloped_on_new_base(tmp_path: Path) -> Non
     s.add("one", "--priority", "P1")
     s.add("two", "--priority", "P2")
     s.run_until(all_done(2))
-    assert s.trailers() == ["t-2", "t-1"]
-    assert (s.repo / "shared.txt").read_text() == "from two\n"
-    two = s.task("t-2")
-    assert two["patchset"] == 1
-    assert any("conflict" in c["body"] for c in two["comments"])
-    assert ("integrate", "failure") in [(r["phase"], r["status"]) for r in two["runs"]]
-    # Redeveloped on the new base: its second prompt carries the conflict.
-    assert "conflict" in (s.state / "t-2.1.prompt").read_text().lower()
+    # Both were developed on the same base; whichever landed second conflicted and was redone.
+    first, second = reversed(s.trailers())
+    assert sorted([first, second]) == ["t-1", "t-2"]
+    assert s.task(first)["patchset"] == 0
+    redone = s.task(second)
+    assert redone["patchset"] == 1
+    assert any("conflict" in c["body"] for c in redone["comments"])
+    assert [(r["phase"], r["status"]) for r in redone["runs"]][:4] == [
+        ("dev", "success"),
+        ("verify", "success"),
+        ("integrate", "failure"),
+        ("dev", "success"),
+    ]
+    # Redeveloped on the new base, with the conflict in its prompt; its change is what base holds.
+    assert "conflict" in (s.state / f"{second}.1.prompt").read_text().lower()
+    word = {"t-1": "one", "t-2": "two"}[second]
+    assert (s.repo / "shared.txt").read_text() == f"from {word}\n"
 
 
 def test_commit_pushed_to_base_during_verify_is_kept(tmp_path: Path) -> None:

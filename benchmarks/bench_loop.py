@@ -1,0 +1,150 @@
+"""Benchmark of the real loop in a temporary repository. Prints its figures; asserts nothing.
+
+    .venv/bin/python benchmarks/bench_loop.py [--tasks 100] [--slow-tasks 100] [--concurrency 8]
+
+1. Throughput: N tasks, an instant agent (one commit) and an instant verify, through the real
+   scheduler (dev, verify, integrate with compare-and-swap, cleanup): tasks per second.
+2. Overhead: the same git operations done by a plain script (worktree add, commit, cherry-pick,
+   update-ref, worktree remove, branch delete), and the ratio of the loop's wall time to it.
+3. Slot utilisation: agents that each take 1 s, at concurrency 8: ideal makespan over real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runner.config import load_config
+from runner.logs import setup_stderr
+from runner.scheduler import Pipeline
+from runner.state import open_db
+from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
+from runner.workspace import Layout
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
+}  # fmt: skip
+
+# The instant agent: writes one file named for the task and commits it. No shell involved.
+AGENT = """\
+import os, subprocess, sys, time
+time.sleep(float(sys.argv[1]))
+task = os.environ["PIPELINE_TASK_ID"]
+open(task + ".txt", "w").write(task + "\\n")
+subprocess.run(["git", "add", task + ".txt"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", task + "\\n\\nTask-Id: " + task], check=True)
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "live")
+    (path / "README.md").write_text("bench\n")
+    (path / "agent.py").write_text(AGENT)
+    (path / ".git" / "info" / "exclude").write_text("_/\npipeline.yaml\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+def run_loop(work: Path, tasks: int, concurrency: int, agent_seconds: float) -> float:
+    """Wall time for the real scheduler to take ``tasks`` tasks from open to done."""
+    repo = make_repo(work / "repo")
+    (repo / "pipeline.yaml").write_text(
+        "base: live\n"
+        f"concurrency: {concurrency}\n"
+        "interval: 1\n"
+        "limits: {max_retries: 1}\n"
+        f"agent: {{preset: command, command: ['{sys.executable}', '{repo / 'agent.py'}', '{agent_seconds}']}}\n"
+        "phases: {verify: {run: [['true']]}}\n"
+    )
+    config = load_config(repo / "pipeline.yaml").config
+    Layout(config.root).ensure()
+    db = open_db(config.state_db)
+    store = BuiltinTaskStore(db)
+    for index in range(tasks):
+        store.add(NewTask(title=f"task {index}"))
+    pipeline = Pipeline(config, db)
+    start = time.perf_counter()
+    pipeline.reconcile()
+    while store.counts()[TaskStatus.DONE] < tasks:
+        if store.counts()[TaskStatus.NEEDS_HELP]:
+            raise SystemExit(
+                f"a task needs help: {store.list_tasks(status=TaskStatus.NEEDS_HELP)[0].comments}"
+            )
+        if not pipeline.cycle():
+            pipeline.sleep()
+    elapsed = time.perf_counter() - start
+    pipeline.close()
+    landed = len(git(repo, "log", "--format=%H", "live").splitlines()) - 1
+    assert landed == tasks, f"{landed} commits landed for {tasks} tasks"
+    return elapsed
+
+
+def run_plain(work: Path, tasks: int) -> float:
+    """Wall time of a plain script doing the same git operations, one task after another."""
+    repo = make_repo(work / "plain")
+    root = repo / "_"
+    integration = root / "integration"
+    start = time.perf_counter()
+    git(repo, "worktree", "add", "-q", "--detach", str(integration), "live")
+    for index in range(tasks):
+        task = f"t-{index + 1}"
+        tree = root / "worktrees" / task
+        git(repo, "worktree", "add", "-q", "-b", task, str(tree), "live")
+        (tree / f"{task}.txt").write_text(task + "\n")
+        git(tree, "add", f"{task}.txt")
+        git(tree, "commit", "-q", "-m", f"{task}\n\nTask-Id: {task}")
+        old = git(repo, "rev-parse", "live")
+        git(integration, "checkout", "-q", "--detach", old)
+        git(integration, "cherry-pick", task)
+        new = git(integration, "rev-parse", "HEAD")
+        git(repo, "update-ref", "refs/heads/live", new, old)
+        git(repo, "worktree", "remove", "--force", str(tree))
+        git(repo, "branch", "-D", task)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--slow-tasks", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    os.environ.update(GIT_ENV)
+    setup_stderr(-1)
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        work = Path(tmp)
+        loop = run_loop(work / "fast", args.tasks, args.concurrency, 0.0)
+        plain = run_plain(work / "fast", args.tasks)
+        print(
+            f"tasks:                      {args.tasks} (instant agent, instant verify, concurrency {args.concurrency})"
+        )
+        print(f"loop wall time:             {loop:.2f} s")
+        print(f"throughput:                 {args.tasks / loop:.1f} tasks/s")
+        print(f"plain git script:           {plain:.2f} s")
+        print(f"loop / plain git:           {loop / plain:.2f}x  (target <= 3x)")
+        slow = run_loop(work / "slow", args.slow_tasks, 8, 1.0)
+        ideal = math.ceil(args.slow_tasks / 8) * 1.0
+        print(f"1 s agents, concurrency 8:  {args.slow_tasks} tasks in {slow:.2f} s, ideal {ideal:.0f} s")
+        print(f"slot utilisation:           {100 * ideal / slow:.1f}%  (target >= 90%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
