@@ -214,7 +214,10 @@ class CommandBackend(AgentBackend):
         # nothing of the agent keeps running, then report it.
         if status is not None and isinstance(status.get("pgid"), int):
             procs.kill_group(status["pgid"])
-        return AgentOutcome(AgentState.FAILED, "agent process disappeared before reporting a result")
+        return AgentOutcome(
+            AgentState.FAILED,
+            f"agent process disappeared before reporting a result; its log ends: {_log_tail(handle.log_path, 800)}",
+        )
 
     @staticmethod
     def _verdict(handle: AgentHandle) -> AgentOutcome | None:

@@ -180,6 +180,10 @@ class Pipeline:
                 self.finish_done(rec.task_id, rec.after_sha, recovered=True)
             else:
                 self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
+        for rec in self.runs.running(Phase.DEV):
+            if rec.pid is None:
+                # Stopped between claiming the task and starting its agent: nothing ran.
+                self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped before the agent started")
         for rec in self.runs.running(Phase.VERIFY):
             self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during verification")
         if self.git.is_worktree(self.layout.integration) and self.git.abort_cherry_pick(
@@ -431,7 +435,8 @@ class Pipeline:
             self.note(task.id, error)
             self.fail(task.id, error)
             return
-        self.runs.update(row, pid=handle.pid)
+        # pid 0 marks "started" for backends without a local process (agentd).
+        self.runs.update(row, pid=handle.pid or 0)
         self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
 
     # -- waiting -------------------------------------------------------------------------------

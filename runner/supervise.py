@@ -1,14 +1,19 @@
 """Supervisor of a detached agent command: enforces its timeout and records how it ended.
 
 Started detached by the command backend as ``python -I -S .../supervise.py --status-file F
---timeout S -- ARGV...`` (stdlib only, so it starts fast and needs no installed package). It starts ARGV in a process group of its own, writes the group id to the
-status file, waits, kills the whole group on timeout (or when itself told to stop), and finally
-writes the exit code atomically, so that any later runner process can harvest the result.
+--timeout S -- ARGV...`` (stdlib only, so it starts fast and needs no installed package). It
+starts ARGV in a process group of its own, writes the group id to the status file, waits, kills
+the whole group on timeout (or when itself told to stop), and finally writes the exit code
+atomically, so that any later runner process can harvest the result.
+
+The group leader is reaped only after the group has been killed: while it is an unreaped zombie
+its pid, and so the group id, cannot be reused, so a kill can never hit an unrelated process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -38,20 +43,45 @@ def read_status(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _kill_group(pgid: int) -> None:
-    """TERM the group, then KILL what is left after a grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _members(pgid: int, leader: int) -> list[int]:
+    """Live processes of the group other than its (exited, unreaped) leader."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == leader:
+            continue
         try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            found.append(int(entry))
+    return found
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _clear_group(pgid: int, leader: int) -> None:
+    """After the leader exited: TERM what is left of its group, KILL it after a grace period."""
+    if not _members(pgid, leader):
+        return
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    while time.monotonic() < deadline:
+        if not _members(pgid, leader):
             return
-        deadline = time.monotonic() + GRACE_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _stop_group(pgid: int, done: threading.Event) -> None:
+    """Before the leader exited: TERM the group, KILL it if the leader outlives the grace period."""
+    _signal_group(pgid, signal.SIGTERM)
+    if not done.wait(GRACE_SECONDS):
+        _signal_group(pgid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,61 +97,43 @@ def main(argv: list[str] | None = None) -> int:
     try:
         child = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
     except OSError as exc:
-        write_status(
-            status_file,
-            {
-                "state": "finished",
-                "exit_code": 127,
-                "timed_out": False,
-                "error": f"{command[0]!r} could not be started: {exc}",
-                "started_at": started,
-                "finished_at": time.time(),
-            },
-        )
+        error = f"{command[0]!r} could not be started: {exc}"
+        write_status(status_file, {"state": "finished", "exit_code": 127, "timed_out": False, "error": error,
+                                   "started_at": started, "finished_at": time.time()})  # fmt: skip
         return 127
     pgid = child.pid
     write_status(status_file, {"state": "running", "pid": child.pid, "pgid": pgid, "started_at": started})
 
-    stopping = {"signal": 0}
+    leader_exited = threading.Event()
     timed_out = threading.Event()
+    stopped_by: list[int] = []
 
-    def on_signal(signum: int, _frame: object) -> None:
-        stopping["signal"] = signum
-        threading.Thread(target=_kill_group, args=(pgid,), daemon=True).start()
+    def stop(reason: threading.Event | None, signum: int = 0) -> None:
+        if reason is not None:
+            reason.set()
+        if signum:
+            stopped_by.append(signum)
+        threading.Thread(target=_stop_group, args=(pgid, leader_exited), daemon=True).start()
 
-    def on_timeout() -> None:
-        timed_out.set()
-        _kill_group(pgid)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    timer = threading.Timer(args.timeout, on_timeout)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop(None, signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: stop(None, signum))
+    timer = threading.Timer(args.timeout, stop, args=(timed_out,))
     timer.daemon = True
     timer.start()
-    # A blocking wait notices the exit at once (a wait with a timeout polls, adding latency).
-    exit_code = child.wait()
+    # Wait for the leader to exit without reaping it (the wait blocks, so the exit is seen at once).
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+    leader_exited.set()
     timer.cancel()
-    # Children the agent left behind in its group die with it.
-    _kill_group(pgid)
-    timed_out_flag = timed_out.is_set()
-    error = None
-    if timed_out_flag:
+    _clear_group(pgid, child.pid)  # children the agent left behind die with it
+    exit_code = child.wait()
+    error: str | None = None
+    if timed_out.is_set():
         error = f"agent timed out after {args.timeout:g}s and was killed with its process group"
-    elif stopping["signal"]:
-        error = f"agent stopped by signal {stopping['signal']} sent to its supervisor"
-    write_status(
-        status_file,
-        {
-            "state": "finished",
-            "pid": child.pid,
-            "pgid": pgid,
-            "exit_code": exit_code,
-            "timed_out": timed_out_flag,
-            "error": error,
-            "started_at": started,
-            "finished_at": time.time(),
-        },
-    )
+    elif stopped_by:
+        error = f"agent stopped by signal {stopped_by[0]} sent to its supervisor"
+    write_status(status_file, {"state": "finished", "pid": child.pid, "pgid": pgid, "exit_code": exit_code,
+                               "timed_out": timed_out.is_set(), "error": error, "started_at": started,
+                               "finished_at": time.time()})  # fmt: skip
     return 0 if exit_code == 0 else 1
 
 
