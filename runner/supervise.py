@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         child = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
     except OSError as exc:
-        error = f"{command[0]!r} could not be started: {exc}"
-        write_status(status_file, {"state": "finished", "exit_code": 127, "timed_out": False, "error": error,
+        write_status(status_file, {"state": "finished", "exit_code": 127, "timed_out": False,
+                                   "error": f"{command[0]!r} could not be started: {exc}",
                                    "started_at": started, "finished_at": time.time()})  # fmt: skip
         return 127
     pgid = child.pid
