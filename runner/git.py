@@ -76,8 +76,13 @@ class Git:
         self.run("update-ref", f"refs/heads/{branch}", sha)
 
     def compare_and_swap(self, branch: str, new: str, old: str) -> bool:
-        """Move ``branch`` from ``old`` to ``new``; False (and nothing changed) if it moved meanwhile."""
+        """Move ``branch`` from ``old`` to ``new``; False (and nothing changed) if it moved meanwhile.
+
+        A ref that cannot be locked (a stale ``.lock`` file) raises: retrying would not help.
+        """
         result = self.run("update-ref", f"refs/heads/{branch}", new, old, check=False)
+        if not result.ok and "File exists" in result.output:
+            raise GitError(["git", "update-ref", f"refs/heads/{branch}"], result.exit_code, result.output)
         return result.ok
 
     def count_commits(self, base: str, head: str) -> int:
@@ -168,6 +173,12 @@ class Git:
         """Tracked files with uncommitted changes in a worktree."""
         output = self.run("status", "--porcelain", "--untracked-files=no", cwd=cwd).output
         return [line[3:] for line in output.splitlines() if line.strip()]
+
+    def matches_commit(self, cwd: Path, commit: str) -> bool:
+        """Whether a worktree's index and tracked files are exactly ``commit``'s tree."""
+        staged = self.run("diff-index", "--quiet", "--cached", commit, cwd=cwd, check=False)
+        files = self.run("diff-index", "--quiet", commit, cwd=cwd, check=False)
+        return staged.exit_code == 0 and files.exit_code == 0
 
     def cherry_pick(self, cwd: Path, commit: str) -> PickResult:
         """Cherry-pick ``commit`` onto the worktree's HEAD; a conflict is aborted and reported."""

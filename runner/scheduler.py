@@ -25,7 +25,7 @@ from loguru import logger
 
 from phases.agents import AgentBackend, AgentHandle, make_backend
 from phases.dev import DevStatus, build_prompt, judge, prompt_template, recipe_texts, start_agent
-from phases.integrate import IntegrateStatus, integrate
+from phases.integrate import IntegrateResult, IntegrateStatus, base_checkout, integrate
 from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task
 from runner.config import PipelineConfig
 from runner.errors import PipelineError, ProcessError
@@ -88,6 +88,9 @@ class Pipeline:
             max_workers=max(1, config.concurrency), thread_name_prefix="verify"
         )
         self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
+        self.integrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
+        self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
+        self.integrate_paused_until = 0.0
         self.wake = threading.Event()
         self.next_wake: float | None = None
 
@@ -172,10 +175,15 @@ class Pipeline:
     # -- recovery ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Bring SQLite, git and the processes back in line after a crash or kill."""
+        """Bring SQLite, git and the processes back in line after a crash or kill.
+
+        Runs under the runner lock, so no other runner is acting; agents may still be.
+        """
         base_sha = self.git.branch_sha(self.config.base)
         for rec in self.runs.running(Phase.INTEGRATE):
             if rec.after_sha and base_sha and self.git.is_ancestor(rec.after_sha, base_sha):
+                # Killed after base moved but before the bookkeeping: the task has landed.
+                self.repair_base_checkout(f"{rec.after_sha}^", base_sha)
                 self.runs.finish(rec.id, RunStatus.SUCCESS)
                 self.finish_done(rec.task_id, rec.after_sha, recovered=True)
             else:
@@ -186,19 +194,33 @@ class Pipeline:
                 self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped before the agent started")
         for rec in self.runs.running(Phase.VERIFY):
             self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during verification")
-        if self.git.is_worktree(self.layout.integration) and self.git.abort_cherry_pick(
-            self.layout.integration
-        ):
-            logger.info("aborted an interrupted cherry-pick in the integration worktree")
+        # The integration worktree is the runner's alone and is rebuilt at each integration; a kill
+        # may have left it mid cherry-pick or with a stale index.lock, so start it afresh.
+        self.git.remove_worktree(self.layout.integration)
         running_dev = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(status=TaskStatus.IN_PROGRESS):
             if task.id not in running_dev and self.awaiting_verify(task.id) is None:
                 self.store.set_status(task.id, TaskStatus.OPEN)
                 self.note(task.id, "recovered an in-progress task with no live agent; back to open")
+        for task_id in self.workspaces.existing():
+            if task_id not in running_dev:
+                # A git command of ours killed in this worktree leaves its lock behind.
+                self.workspaces.drop_stale_lock(task_id)
         for task in self.store.list_tasks(status=TaskStatus.DONE):
             if self.layout.worktree(task.id).exists() or self.git.branch_sha(task.id) is not None:
                 self.workspaces.release(task.id)
         self.git.run("worktree", "prune")
+
+    def repair_base_checkout(self, old: str, new: str) -> None:
+        """If base's checkout still shows exactly ``old`` (killed before it was updated), update it."""
+        checkout = base_checkout(self.git, self.config.base)
+        if checkout is None or not self.git.dirty_paths(checkout):
+            return
+        if self.git.matches_commit(checkout, old):
+            self.git.move_checkout(checkout, old, new)
+            logger.info(
+                "brought the checkout of {} at {} up to date after a restart", self.config.base, checkout
+            )
 
     # -- the cycle -----------------------------------------------------------------------------
 
@@ -213,20 +235,25 @@ class Pipeline:
         return acted
 
     def integrate_step(self, tasks: list[Task]) -> bool:
-        """Integrate the most urgent verified task.
+        """Apply a finished integration, then start the next, most urgent one.
 
-        One per cycle: the cycle that follows at once takes the next, and between the two the
-        loop harvests finished agents and refills their slots instead of leaving them idle.
+        Integrations run one at a time in a worker thread, beside the loop, so that agents that
+        finish meanwhile are harvested and their slots refilled without waiting for it.
         """
+        if self.collect_integration():
+            return True  # `tasks` predates that outcome; the next cycle, at once, starts another
+        if self.integrating is not None or time.time() < self.integrate_paused_until:
+            return False
         for task in self.order([t for t in tasks if t.status is TaskStatus.VERIFIED and self.eligible(t)]):
             if self.dry_run:
                 self.say(f"would integrate {task.id} into {self.config.base}")
                 continue
-            return self.integrate_one(task) is not IntegrateStatus.REFUSED
+            self.start_integration(task)
+            return True
         return False
 
-    def integrate_one(self, task: Task) -> IntegrateStatus:
-        """Integrate one verified task and record the outcome."""
+    def start_integration(self, task: Task) -> None:
+        """Record the attempt and hand it to the integration worker."""
         commit = self.git.branch_sha(task.id)
         if commit is None:
             row = self.runs.start(task.id, Phase.INTEGRATE, task.patchset)
@@ -234,31 +261,64 @@ class Pipeline:
             self.runs.finish(row, RunStatus.FAILURE, error=reason)
             self.note(task.id, reason)
             self.fail(task.id, reason, new_patchset=True)
-            return IntegrateStatus.CONFLICT
+            return
         log_path = self.layout.task_log(task.id, f"integrate-p{task.patchset}-{int(time.time() * 1000)}")
         row = self.runs.start(
             task.id, Phase.INTEGRATE, task.patchset, before_sha=commit,
             workspace=str(self.layout.integration), log_path=str(log_path),
         )  # fmt: skip
+        future = self.integrator.submit(self.integrate_worker, row, task, commit, log_path)
+        future.add_done_callback(lambda _: self.wake.set())
+        self.integrating = (task.id, row, future)
+
+    def integrate_worker(self, row: int, task: Task, commit: str, log_path: Path) -> IntegrateResult:
+        """In the worker thread: cherry-pick, check, swap base; clean up after a success.
+
+        The candidate sha is written to the run's row (through the thread's own connection)
+        before base moves, so that a crash right after the swap is recognised on restart.
+        """
         phases = self.config.phases
         recipes = phases.integrate.run if phases.integrate.run is not None else phases.verify.run
         timeout = phases.integrate.timeout or phases.verify.timeout
-        result = integrate(
-            self.git,
-            self.layout.integration,
-            self.config.base,
-            commit,
-            recipes,
-            self.recipe_run(task, self.layout.integration, timeout),
-            log_path,
-            before_swap=lambda sha: self.runs.update(row, after_sha=sha),
-        )
+        db = open_db(self.config.state_db)
+        try:
+            runs = Runs(db)
+            result = integrate(
+                self.git,
+                self.layout.integration,
+                self.config.base,
+                commit,
+                recipes,
+                self.recipe_run(task, self.layout.integration, timeout),
+                log_path,
+                before_swap=lambda sha: runs.update(row, after_sha=sha),
+            )
+        finally:
+            db.close()
+        if result.status is IntegrateStatus.INTEGRATED:
+            self.workspaces.release(task.id)
+        return result
+
+    def collect_integration(self, wait: bool = False) -> bool:
+        """Record the outcome of the integration in flight, if it has finished (or, waiting, once it has)."""
+        if self.integrating is None:
+            return False
+        task_id, row, future = self.integrating
+        if not wait and not future.done():
+            return False
+        self.integrating = None
+        try:
+            result = future.result()
+        except Exception as exc:  # a bug or an I/O error in the worker must not kill the loop
+            result = IntegrateResult(IntegrateStatus.REFUSED, f"integration crashed: {exc!r}")
         if result.status is IntegrateStatus.INTEGRATED:
             self.runs.finish(row, RunStatus.SUCCESS, after_sha=result.detail)
-            self.finish_done(task.id, result.detail)
+            self.finish_done(task_id, result.detail, release=False)
         elif result.status is IntegrateStatus.REFUSED:
             self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
-            logger.error("integration of {} refused: {}", task.id, result.detail)
+            logger.error("integration of {} refused: {}", task_id, result.detail)
+            # Whatever refused it (a dirty checkout) needs a person; try again after an interval.
+            self.integrate_paused_until = time.time() + self.config.interval
         else:
             self.runs.finish(row, RunStatus.FAILURE, error=result.detail)
             label = {
@@ -266,18 +326,19 @@ class Pipeline:
                 IntegrateStatus.CHECKS_FAILED: "post-integration checks failed, redeveloping on the new base",
                 IntegrateStatus.EMPTY: "the commit is empty on the new base, redeveloping",
             }[result.status]
-            self.note(task.id, f"{label}: {result.detail}")
+            self.note(task_id, f"{label}: {result.detail}")
             if result.new_base:
-                self.workspaces.reset_onto(task.id, result.new_base)
-            self.fail(task.id, result.detail, new_patchset=True)
-        return result.status
+                self.workspaces.reset_onto(task_id, result.new_base)
+            self.fail(task_id, result.detail, new_patchset=True)
+        return True
 
-    def finish_done(self, task_id: str, sha: str, *, recovered: bool = False) -> None:
+    def finish_done(self, task_id: str, sha: str, *, recovered: bool = False, release: bool = True) -> None:
         """Mark a landed task done and remove its worktree and branch."""
         self.store.set_status(task_id, TaskStatus.DONE)
         suffix = " (recovered after a restart)" if recovered else ""
         self.note(task_id, f"integrated into {self.config.base} at {sha}{suffix}")
-        self.workspaces.release(task_id)
+        if release:
+            self.workspaces.release(task_id)
 
     def handle_of(self, rec: RunRecord) -> AgentHandle:
         """Rebuild an agent handle from its row."""
@@ -461,6 +522,7 @@ class Pipeline:
     def close(self) -> None:
         """Stop the verify workers (results not yet applied are redone on the next start)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.integrator.shutdown(wait=False, cancel_futures=True)
         self.db.close()
 
 
@@ -531,6 +593,7 @@ def run_loop(config: PipelineConfig, *, once: bool, dry_run: bool) -> int:
                 acted = pipeline.cycle()
                 if once:
                     pipeline.collect_verifies(wait=True)
+                    pipeline.collect_integration(wait=True)
                     break
                 if not acted:
                     pipeline.sleep()

@@ -101,6 +101,12 @@ class Workspaces:
         self.git.remove_worktree(self.layout.worktree(task_id))
         self.git.delete_branch(task_id)
 
+    def drop_stale_lock(self, task_id: str) -> None:
+        """Remove the index.lock a killed git command left in a task's worktree."""
+        path = self.layout.worktree(task_id)
+        if self.git.is_worktree(path):
+            (self.git.git_dir(path) / "index.lock").unlink(missing_ok=True)
+
     def existing(self) -> list[str]:
         """Task ids that have a worktree directory."""
         if not self.layout.worktrees.is_dir():

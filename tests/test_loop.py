@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -323,3 +324,36 @@ def test_task_text_never_reaches_a_shell(tmp_path: Path) -> None:
     s.run_until(all_done(1))
     for name in ("pwned", "pwned2", "pwned3"):
         assert not list(tmp_path.rglob(name))
+
+
+def test_kill_between_base_swap_and_bookkeeping_is_recovered(tmp_path: Path) -> None:
+    """A runner killed right after moving base: the next start sees the task landed."""
+    s = make_sample(tmp_path)
+    s.add("task")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    # What the integration worker had done when killed: base moved by compare-and-swap, the
+    # candidate recorded on a running row, the base checkout not yet updated.
+    old = git(s.repo, "rev-parse", "live")
+    scratch = tmp_path / "scratch"
+    git(s.repo, "worktree", "add", "-q", "--detach", str(scratch), old)
+    git(scratch, "cherry-pick", "t-1")
+    new = git(scratch, "rev-parse", "HEAD")
+    git(s.repo, "worktree", "remove", "--force", str(scratch))
+    git(s.repo, "update-ref", "refs/heads/live", new, old)
+    conn = sqlite3.connect(s.root / "state.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO pipeline_runs (task_id, phase, patchset, status, started_at, after_sha) "
+            "VALUES ('t-1', 'integrate', 0, 'running', '2026-01-01T00:00:00+00:00', ?)",
+            (new,),
+        )
+    conn.close()
+    assert git(s.repo, "status", "--porcelain", "--untracked-files=no") != ""  # stale checkout
+
+    assert s.cli("run", "--once").returncode == 0
+    task = s.task("t-1")
+    assert task["status"] == "done"
+    assert any("recovered after a restart" in c["body"] for c in task["comments"])
+    assert s.trailers() == ["t-1"]  # landed once, not twice
+    assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert s.task_branches() == [] and s.leftover_worktrees() == []
