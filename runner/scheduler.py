@@ -89,6 +89,7 @@ class Pipeline:
         )
         self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
         self.integrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
+        self.preparer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare")
         self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
         self.integrate_paused_until = 0.0
         self.wake = threading.Event()
@@ -437,6 +438,7 @@ class Pipeline:
         done = {t.id for t in tasks if t.status is TaskStatus.DONE}
         slots = self.config.concurrency - len(self.runs.running(Phase.DEV))
         acted = False
+        starting: list[Task] = []
         candidates = [
             t for t in tasks
             if t.status is TaskStatus.OPEN and self.eligible(t) and all(d in done for d in t.dependencies)
@@ -464,19 +466,32 @@ class Pipeline:
                     f"would start a {self.config.agent.preset} agent for {task.id} (patchset {task.patchset})"
                 )
                 continue
-            self.start_dev(task)
+            starting.append(task)
+        # Creating worktrees is most of the cost of a start; when several slots free up together
+        # they are created side by side, so that the last agent does not wait for all the others.
+        prepared = self.preparer.map(self.prepare_workspace, starting)
+        for task, workspace in zip(starting, prepared, strict=True):
+            self.start_dev(task, workspace)
             acted = True
         return acted
 
-    def start_dev(self, task: Task) -> None:
-        """Claim the task, prepare its worktree and prompt, and start its agent."""
+    def prepare_workspace(self, task: Task) -> Path | ProcessError | OSError:
+        """The task's worktree, or the error that prevented it (in a preparer thread)."""
+        try:
+            return self.workspaces.acquire(task.id, self.config.base)
+        except (ProcessError, OSError) as exc:
+            return exc
+
+    def start_dev(self, task: Task, workspace: Path | ProcessError | OSError) -> None:
+        """Claim the task, write its prompt, and start its agent in its prepared worktree."""
         self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
         row = self.runs.start(task.id, Phase.DEV, task.patchset)
         run_id = f"{task.id}-{row}"
         log_path = self.layout.task_log(task.id, run_id)
         self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
         try:
-            workspace = self.workspaces.acquire(task.id, self.config.base)
+            if not isinstance(workspace, Path):
+                raise workspace
             before = self.git.branch_sha(task.id)
             self.runs.update(row, workspace=str(workspace), before_sha=before)
             last = self.runs.last_failure(task.id)
@@ -523,6 +538,7 @@ class Pipeline:
         """Stop the verify workers (results not yet applied are redone on the next start)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.integrator.shutdown(wait=False, cancel_futures=True)
+        self.preparer.shutdown(wait=False, cancel_futures=True)
         self.db.close()
 
 

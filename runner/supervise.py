@@ -12,7 +12,6 @@ its pid, and so the group id, cannot be reused, so a kill can never hit an unrel
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -27,17 +26,19 @@ from typing import Any
 GRACE_SECONDS = 5.0
 
 
-def write_status(path: Path, data: dict[str, Any]) -> None:
+def write_status(path: str | Path, data: dict[str, Any]) -> None:
     """Write the status file atomically (rename over the old one)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp = os.fspath(path) + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data))
     os.replace(tmp, path)
 
 
-def read_status(path: Path) -> dict[str, Any] | None:
+def read_status(path: str | Path) -> dict[str, Any] | None:
     """The status file's content, or None when absent or half-written."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as fh:
+            data = json.loads(fh.read())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -50,7 +51,8 @@ def _members(pgid: int, leader: int) -> list[int]:
         if not entry.isdigit() or int(entry) == leader:
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as fh:
+                stat = fh.read()
         except OSError:
             continue
         fields = stat.rpartition(")")[2].split()
@@ -84,15 +86,19 @@ def _stop_group(pgid: int, done: threading.Event) -> None:
         _signal_group(pgid, signal.SIGKILL)
 
 
+def _parse(argv: list[str]) -> tuple[str, float, list[str]]:
+    """The fixed argument shape the command backend uses (argparse would double start-up time)."""
+    if len(argv) < 6 or argv[0] != "--status-file" or argv[2] != "--timeout" or argv[4] != "--":
+        raise SystemExit(USAGE)
+    try:
+        return argv[1], float(argv[3]), argv[5:]
+    except ValueError:
+        raise SystemExit(USAGE) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the supervised command; the exit code mirrors the command's."""
-    parser = argparse.ArgumentParser(prog="runner.supervise")
-    parser.add_argument("--status-file", required=True, type=Path)
-    parser.add_argument("--timeout", required=True, type=float)
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    status_file: Path = args.status_file
+    status_file, timeout, command = _parse(sys.argv[1:] if argv is None else argv)
     started = time.time()
     try:
         child = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, lambda signum, _frame: stop(None, signum))
     signal.signal(signal.SIGINT, lambda signum, _frame: stop(None, signum))
-    timer = threading.Timer(args.timeout, stop, args=(timed_out,))
+    timer = threading.Timer(timeout, stop, args=(timed_out,))
     timer.daemon = True
     timer.start()
     # Wait for the leader to exit without reaping it (the wait blocks, so the exit is seen at once).
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_code = child.wait()
     error: str | None = None
     if timed_out.is_set():
-        error = f"agent timed out after {args.timeout:g}s and was killed with its process group"
+        error = f"agent timed out after {timeout:g}s and was killed with its process group"
     elif stopped_by:
         error = f"agent stopped by signal {stopped_by[0]} sent to its supervisor"
     write_status(status_file, {"state": "finished", "pid": child.pid, "pgid": pgid, "exit_code": exit_code,
