@@ -20,10 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # kept out of the start-up path: this process starts once per agent run
+    from pathlib import Path
+    from typing import Any
 
 GRACE_SECONDS = 5.0
+USAGE = "usage: supervise.py --status-file FILE --timeout SECONDS -- COMMAND..."
 
 
 def write_status(path: str | Path, data: dict[str, Any]) -> None:
