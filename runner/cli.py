@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="drive tasks through dev, verify and integrate")
     run.add_argument("--once", action="store_true", help="run one cycle, then exit (for cron)")
     run.add_argument("--dry-run", action="store_true", help="print what would happen; change nothing")
+    run.add_argument(
+        "--until-idle", action="store_true",
+        help="exit once every eligible task is done or needs help (for batch jobs and CI)",
+    )  # fmt: skip
     _add_config_flags(run)
     run.set_defaults(handler=cmd_run)
 
@@ -172,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner.scheduler import run_loop
 
     loaded = _load(args, with_flags=True)
-    return run_loop(loaded.config, once=args.once, dry_run=args.dry_run)
+    return run_loop(loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

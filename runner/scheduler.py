@@ -515,6 +515,20 @@ class Pipeline:
         self.runs.update(row, pid=handle.pid or 0)
         self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
 
+    def idle(self) -> bool:
+        """Nothing is running and nothing can start: every eligible task is done, needs help, or
+        waits on one that does."""
+        if self.verifying or self.integrating is not None or self.runs.running(Phase.DEV):
+            return False
+        tasks = [t for t in self.store.list_tasks() if self.eligible(t)]
+        done = {t.id for t in self.store.list_tasks(status=TaskStatus.DONE)}
+        for task in tasks:
+            if task.status in (TaskStatus.IN_PROGRESS, TaskStatus.VERIFIED):
+                return False
+            if task.status is TaskStatus.OPEN and all(d in done for d in task.dependencies):
+                return False
+        return True
+
     # -- waiting -------------------------------------------------------------------------------
 
     def sleep(self) -> None:
@@ -577,8 +591,9 @@ def preflight(config: PipelineConfig) -> None:
         )
 
 
-def run_loop(config: PipelineConfig, *, once: bool, dry_run: bool) -> int:
-    """`run`: cycles until interrupted, or one cycle with ``once``. Returns the exit code."""
+def run_loop(config: PipelineConfig, *, once: bool, dry_run: bool, until_idle: bool = False) -> int:
+    """`run`: cycles until interrupted, one cycle with ``once``, or until nothing is left to do
+    with ``until_idle``. Returns the exit code."""
     preflight(config)
     layout = Layout(config.root)
     if dry_run:
@@ -612,6 +627,9 @@ def run_loop(config: PipelineConfig, *, once: bool, dry_run: bool) -> int:
                     pipeline.collect_integration(wait=True)
                     break
                 if not acted:
+                    if until_idle and pipeline.idle():
+                        logger.info("nothing left to do; exiting")
+                        break
                     pipeline.sleep()
         finally:
             pipeline.close()

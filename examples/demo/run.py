@@ -1,10 +1,13 @@
-"""The bundled example: a throwaway copy of a tiny project, its tasks, and pipeline-runner over it.
+"""The bundled example, end to end: a throwaway copy of a tiny project, its task queue, the example
+agent, and the real `pipeline-runner run` over it with the embedded SQLite state.
 
-Never touches the repository you run it from: everything happens in a temporary directory.
+It never touches the repository you run it from: everything happens in a temporary directory,
+which is left in place so that you can look around (its path is printed at the end).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,25 +16,54 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+CONFIG = """\
+# The demo's pipeline: the example agent develops, the project's unit tests verify.
+base: live
+concurrency: 2
+interval: 0.5
+limits:
+  max_retries: 3
+agent:
+  preset: command
+  command: [{python}, {agent}, "{{prompt_file}}"]
+  timeout: 60
+phases:
+  verify:
+    run:
+      - [{python}, -m, unittest, discover, -q]
+"""
 
-def sh(*argv: str, cwd: Path) -> None:
-    print("$", " ".join(argv), flush=True)
-    subprocess.run(argv, cwd=cwd, check=True)
+
+def step(*argv: str, cwd: Path, env: dict[str, str]) -> None:
+    shown = " ".join(
+        "pipeline-runner" if a == "-m" else a for a in argv if a not in (sys.executable, "runner")
+    )
+    print(f"\n$ {shown}", flush=True)
+    subprocess.run(argv, cwd=cwd, env=env, check=True)
 
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pipeline-demo-"))
     project = work / "project"
     shutil.copytree(HERE / "project", project)
-    git = ["git", "-c", "user.name=demo", "-c", "user.email=demo@example.com"]
-    sh(*git, "init", "-q", "-b", "live", cwd=project)
-    sh(*git, "add", "-A", cwd=project)
-    sh(*git, "commit", "-q", "-m", "Sample project", cwd=project)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env.update(GIT_AUTHOR_NAME="Demo", GIT_AUTHOR_EMAIL="demo@localhost",
+               GIT_COMMITTER_NAME="Demo", GIT_COMMITTER_EMAIL="demo@localhost")  # fmt: skip
+    for args in (["init", "-q", "-b", "live"], ["add", "-A"], ["commit", "-q", "-m", "Sample project"]):
+        subprocess.run(["git", *args], cwd=project, env=env, check=True)
+    (project / "pipeline.yaml").write_text(
+        CONFIG.format(python=sys.executable, agent=HERE / "example_agent.py")
+    )
+    # The config and the runner's state stay out of the sample project's history.
+    (project / ".git" / "info" / "exclude").write_text("pipeline.yaml\n_/\n")
     runner = [sys.executable, "-m", "runner"]
-    sh(*runner, "task", "import", str(HERE / "tasks.yaml"), cwd=project)
-    sh(*runner, "task", "list", cwd=project)
-    sh(*runner, "status", cwd=project)
-    print(f"\nDemo project left in {project}")
+    step(*runner, "task", "import", str(HERE / "tasks.yaml"), cwd=project, env=env)
+    step(*runner, "run", "--until-idle", cwd=project, env=env)
+    step(*runner, "status", cwd=project, env=env)
+    print(f"\n$ git log --oneline live   (in {project})", flush=True)
+    subprocess.run(["git", "log", "--oneline", "live"], cwd=project, env=env, check=True)
+    print(f"\nThe demo project is in {project}; `pipeline-runner task show add-mul` there shows the")
+    print("failed first attempt and the feedback that fixed it.")
     return 0
 
 

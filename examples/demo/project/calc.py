@@ -1,2 +1,5 @@
+"""A tiny calculator: the sample project the demo's tasks change."""
+
+
 def add(a, b):
     return a + b

@@ -1,5 +1,12 @@
+import unittest
+
 from calc import add
 
 
-def test_add():
-    assert add(2, 3) == 5
+class CalcTest(unittest.TestCase):
+    def test_add(self):
+        self.assertEqual(add(2, 3), 5)
+
+
+if __name__ == "__main__":
+    unittest.main()

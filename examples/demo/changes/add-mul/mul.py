@@ -1,0 +1,5 @@
+"""Multiplication, for the demo."""
+
+
+def mul(a, b):
+    return a * b
