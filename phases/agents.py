@@ -144,7 +144,7 @@ class AgentdBackend(AgentBackend):
             return AgentOutcome(AgentState.RUNNING)
         if not isinstance(data, dict):
             return AgentOutcome(AgentState.RUNNING)
-        cost = _number(data.get("cost_cents"))
+        cost = number(data.get("cost_cents"))
         status = data.get("status")
         if status == "completed":
             return AgentOutcome(AgentState.SUCCEEDED, cost_cents=cost)
@@ -182,6 +182,9 @@ class CommandBackend(AgentBackend):
             return True
         return not procs.pid_alive(handle.pid, SUPERVISOR_MODULE)
 
+    # Presets that parse the agent's machine-readable stdout keep it apart from its stderr.
+    separate_stdout = False
+
     def argv(self, request: AgentRequest) -> list[str]:
         """The agent's argv with the request's values substituted argument by argument."""
         return fill_argv(self.config.command or [], request.values)
@@ -191,22 +194,23 @@ class CommandBackend(AgentBackend):
         agent_argv = self.argv(request)
         request.status_file.parent.mkdir(parents=True, exist_ok=True)
         request.status_file.unlink(missing_ok=True)
+        stdout = ["--stdout", str(stdout_file(request.status_file))] if self.separate_stdout else []
         supervisor = procs.python_script_argv(
             SUPERVISOR_SCRIPT, "--status-file", str(request.status_file),
-            "--timeout", str(self.config.timeout), "--", *agent_argv,
+            "--timeout", str(self.config.timeout), *stdout, "--", *agent_argv,
         )  # fmt: skip
         pid = procs.spawn_detached(supervisor, request.workspace, log_path=request.log_path, env=request.env)
         return AgentHandle(request.run_id, pid, request.log_path, request.status_file, time.time())
 
     def poll(self, handle: AgentHandle) -> AgentOutcome:
         """Read the supervisor's status file; a vanished supervisor is a failure."""
-        verdict = self._verdict(handle)
+        verdict = self.verdict(handle)
         if verdict is not None:
             return verdict
         if procs.pid_alive(handle.pid, SUPERVISOR_MODULE):
             return AgentOutcome(AgentState.RUNNING)
         # It may have written its verdict and exited between the two looks.
-        verdict = self._verdict(handle)
+        verdict = self.verdict(handle)
         if verdict is not None:
             return verdict
         status = read_status(handle.status_file)
@@ -216,21 +220,24 @@ class CommandBackend(AgentBackend):
             procs.kill_group(status["pgid"])
         return AgentOutcome(
             AgentState.FAILED,
-            f"agent process disappeared before reporting a result; its log ends: {_log_tail(handle.log_path, 800)}",
+            f"agent process disappeared before reporting a result; its log ends: {log_tail(handle.log_path, 800)}",
         )
 
-    @staticmethod
-    def _verdict(handle: AgentHandle) -> AgentOutcome | None:
+    def verdict(self, handle: AgentHandle) -> AgentOutcome | None:
+        """The outcome once the supervisor has recorded the end of the run, else None."""
         status = read_status(handle.status_file)
         if status is None or status.get("state") != "finished":
             return None
-        code = status.get("exit_code")
-        if status.get("error"):
+        if status.get("error"):  # timed out or stopped: whatever the agent printed is moot
             return AgentOutcome(AgentState.FAILED, str(status["error"]))
-        if code == 0:
+        return self.judge_exit(int(status.get("exit_code", -1)), handle)
+
+    def judge_exit(self, exit_code: int, handle: AgentHandle) -> AgentOutcome:
+        """A plain command succeeds by its exit status."""
+        if exit_code == 0:
             return AgentOutcome(AgentState.SUCCEEDED)
         return AgentOutcome(
-            AgentState.FAILED, f"agent exited with status {code}: {_log_tail(handle.log_path)}"
+            AgentState.FAILED, f"agent exited with status {exit_code}: {log_tail(handle.log_path)}"
         )
 
     def cancel(self, handle: AgentHandle) -> None:
@@ -243,14 +250,19 @@ class CommandBackend(AgentBackend):
             procs.kill_group(status["pgid"])
 
 
-def _number(value: object) -> float:
+def stdout_file(status_file: Path) -> Path:
+    """Where a run's stdout is kept when a preset parses it."""
+    return status_file.with_suffix(".stdout")
+
+
+def number(value: object) -> float:
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return 0.0
 
 
-def _log_tail(path: Path, limit: int = 1500) -> str:
+def log_tail(path: Path, limit: int = 1500) -> str:
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -259,14 +271,3 @@ def _log_tail(path: Path, limit: int = 1500) -> str:
             return fh.read().decode("utf-8", "replace").strip()
     except OSError:
         return "(no log)"
-
-
-BACKENDS: dict[str, type[AgentBackend]] = {
-    AgentdBackend.name: AgentdBackend,
-    CommandBackend.name: CommandBackend,
-}
-
-
-def make_backend(config: AgentConfig) -> AgentBackend:
-    """The backend named by ``config.preset`` (validated against BACKENDS at config load)."""
-    return BACKENDS[config.preset](config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,8 +13,11 @@ from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentRequest,
 from runner.config import PipelineConfig, recipe_argv
 from runner.errors import ConfigError
 from runner.git import Git
+from runner.redact import redact, register
 from runner.tasks import Task
 from runner.templates import fill
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def prompt_template(config: PipelineConfig) -> str:
@@ -41,20 +45,22 @@ def build_prompt(
             "The previous patchset was rejected. Fix the issues below:\n\n"
             f"{feedback.strip()}\n"
         )
-    return fill(
-        template,
-        {
-            "task_id": task.id,
-            "title": task.title,
-            "description": task.description or "(none)",
-            "namespace": task.namespace or "(none)",
-            "base": base,
-            "patchset": str(task.patchset),
-            "priority": task.priority_name,
-            "workspace": str(workspace),
-            "verify_recipes": "; ".join(f"`{r}`" for r in recipes) or "(none configured)",
-            "feedback": feedback_section,
-        },
+    return redact(
+        fill(
+            template,
+            {
+                "task_id": task.id,
+                "title": task.title,
+                "description": task.description or "(none)",
+                "namespace": task.namespace or "(none)",
+                "base": base,
+                "patchset": str(task.patchset),
+                "priority": task.priority_name,
+                "workspace": str(workspace),
+                "verify_recipes": "; ".join(f"`{r}`" for r in recipes) or "(none configured)",
+                "feedback": feedback_section,
+            },
+        )
     )
 
 
@@ -83,9 +89,16 @@ def template_values(
     }
 
 
+def resolve_env(spec: dict[str, str]) -> dict[str, str]:
+    """``agent.env`` with each ``${NAME}`` replaced by the runner's NAME (empty when unset)."""
+    return {key: _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value) for key, value in spec.items()}
+
+
 def agent_env(config: PipelineConfig, task: Task, run_id: str, prompt_file: Path) -> dict[str, str]:
     """The agent's environment: the runner's, plus what identifies this run."""
     env = dict(os.environ)
+    env.update(resolve_env(config.agent.env))
+    register(env)
     env.update(
         PIPELINE_TASK_ID=task.id,
         PIPELINE_RUN_ID=run_id,

@@ -11,6 +11,7 @@ from runner import procs
 from runner.config import Recipe, recipe_argv
 from runner.errors import GitError, ProcessError
 from runner.git import Git
+from runner.redact import redact
 from runner.templates import fill_argv, missing_values
 
 FEEDBACK_TAIL_CHARS = 4000
@@ -64,7 +65,7 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
             except ProcessError as exc:
                 log.write(f"{exc}\n")
                 return VerifyResult(VerifyStatus.FAIL, f"`{' '.join(argv)}` could not run: {exc}", skipped)
-            log.write(done.output)
+            log.write(redact(done.output))
             if done.timed_out:
                 return VerifyResult(
                     VerifyStatus.FAIL,

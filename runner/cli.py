@@ -214,7 +214,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
     """`config validate`."""
-    from phases.agents import make_backend
+    from phases.backends import make_backend
 
     loaded = _load(args)
     problem = make_backend(loaded.config.agent).check()

@@ -37,6 +37,13 @@ class Limits(_Strict):
     max_task_cost: int = Field(0, ge=0, description="cumulative cents per task, 0 = no cap")
 
 
+class TokenPrices(_Strict):
+    """Prices for agents that report tokens but no money (codex)."""
+
+    input: float = Field(ge=0, description="dollars per million input tokens")
+    output: float = Field(ge=0, description="dollars per million output tokens")
+
+
 class AgentConfig(_Strict):
     """Which coding agent the dev phase starts and with what caps."""
 
@@ -47,6 +54,16 @@ class AgentConfig(_Strict):
     provider: str | None = Field(None, description="agent provider, passed to the agent")
     command: list[str] | None = Field(None, description="argv template for the command preset")
     prompt_template: str | None = Field(None, description="path of a prompt template file")
+    model: str | None = Field(None, description="model name passed to the agent CLI")
+    args: list[str] = Field(default_factory=list, description="extra arguments for the agent CLI")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="extra environment; a value ${NAME} passes the runner's NAME"
+    )
+    executable: str | None = Field(None, description="the agent CLI's program; default: the preset's")
+    permissions: str | None = Field(
+        None, description="claude --permission-mode, codex --sandbox, gemini --approval-mode"
+    )
+    price_per_mtok: TokenPrices | None = Field(None, description="dollars per million tokens, for cost")
 
     @field_validator("command", mode="before")
     @classmethod
@@ -59,7 +76,7 @@ class AgentConfig(_Strict):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        from phases.agents import BACKENDS
+        from phases.backends import BACKENDS
 
         if value not in BACKENDS:
             raise ValueError(_unknown_name("preset", value, sorted(BACKENDS)))

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from runner.redact import redact
+
+if TYPE_CHECKING:
+    from loguru import Record
+
 LOG_FILE_NAME = "pipeline.jsonl"
+
+
+def _redact_record(record: Record) -> None:
+    record["message"] = redact(record["message"])
 
 
 def setup_stderr(verbosity: int) -> None:
     """Replace loguru's default sink: -v shows debug lines, -q only warnings and errors."""
     logger.remove()
+    # Every record passes through redaction before any sink (stderr or the JSON file) sees it.
+    logger.configure(patcher=_redact_record)
     level = "DEBUG" if verbosity > 0 else "WARNING" if verbosity < 0 else "INFO"
     logger.add(
         sys.stderr,

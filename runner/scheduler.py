@@ -23,7 +23,8 @@ from types import FrameType
 import tenacity
 from loguru import logger
 
-from phases.agents import AgentBackend, AgentHandle, make_backend
+from phases.agents import AgentBackend, AgentHandle
+from phases.backends import make_backend
 from phases.dev import DevStatus, build_prompt, judge, prompt_template, recipe_texts, start_agent
 from phases.integrate import IntegrateResult, IntegrateStatus, base_checkout, integrate
 from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task

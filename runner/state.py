@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import StateError
+from runner.redact import redact
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -264,6 +265,8 @@ class Runs:
         """Set columns of a row (for example the agent run id and pid once known)."""
         if not fields:
             return
+        if isinstance(fields.get("error_summary"), str):
+            fields["error_summary"] = redact(fields["error_summary"])
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.db.write() as conn:
             conn.execute(f"UPDATE pipeline_runs SET {assignments} WHERE id = ?", [*fields.values(), run_id])

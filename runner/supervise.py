@@ -26,8 +26,12 @@ if TYPE_CHECKING:  # kept out of the start-up path: this process starts once per
     from pathlib import Path
     from typing import Any
 
+# Run as a script under -I -S: make the package next to this file importable for redaction.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from runner.redact import redact, register
+
 GRACE_SECONDS = 5.0
-USAGE = "usage: supervise.py --status-file FILE --timeout SECONDS -- COMMAND..."
+USAGE = "usage: supervise.py --status-file FILE --timeout SECONDS [--stdout FILE] -- COMMAND..."
 
 
 def write_status(path: str | Path, data: dict[str, Any]) -> None:
@@ -90,28 +94,50 @@ def _stop_group(pgid: int, done: threading.Event) -> None:
         _signal_group(pgid, signal.SIGKILL)
 
 
-def _parse(argv: list[str]) -> tuple[str, float, list[str]]:
-    """The fixed argument shape the command backend uses (argparse would double start-up time)."""
+def _parse(argv: list[str]) -> tuple[str, float, str | None, list[str]]:
+    """The fixed argument shape the backends use (argparse would double start-up time)."""
+    stdout = None
+    if len(argv) > 5 and argv[4] == "--stdout":
+        stdout, argv = argv[5], argv[:4] + argv[6:]
     if len(argv) < 6 or argv[0] != "--status-file" or argv[2] != "--timeout" or argv[4] != "--":
         raise SystemExit(USAGE)
     try:
-        return argv[1], float(argv[3]), argv[5:]
+        return argv[1], float(argv[3]), stdout, argv[5:]
     except ValueError:
         raise SystemExit(USAGE) from None
 
 
+def _copy_redacted(source: Any, target: Any) -> None:
+    """Copy the agent's output line by line, masking secrets, so none reaches a file."""
+    for raw in iter(source.readline, b""):
+        target.write(redact(raw.decode("utf-8", "replace")))
+        target.flush()
+    source.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the supervised command; the exit code mirrors the command's."""
-    status_file, timeout, command = _parse(sys.argv[1:] if argv is None else argv)
+    status_file, timeout, stdout_file, command = _parse(sys.argv[1:] if argv is None else argv)
+    register(os.environ)
     started = time.time()
     try:
-        child = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            command, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if stdout_file else subprocess.STDOUT,
+        )  # fmt: skip
     except OSError as exc:
         write_status(status_file, {"state": "finished", "exit_code": 127, "timed_out": False,
                                    "error": f"{command[0]!r} could not be started: {exc}",
                                    "started_at": started, "finished_at": time.time()})  # fmt: skip
         return 127
     pgid = child.pid
+    copiers = []
+    out_target = open(stdout_file, "a", encoding="utf-8") if stdout_file else sys.stdout  # noqa: SIM115
+    streams = [(child.stdout, out_target)] + ([(child.stderr, sys.stdout)] if stdout_file else [])
+    for source, target in streams:
+        copier = threading.Thread(target=_copy_redacted, args=(source, target), daemon=True)
+        copier.start()
+        copiers.append(copier)
     write_status(status_file, {"state": "running", "pid": child.pid, "pgid": pgid, "started_at": started})
 
     leader_exited = threading.Event()
@@ -135,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     leader_exited.set()
     timer.cancel()
     _clear_group(pgid, child.pid)  # children the agent left behind die with it
+    for copier in copiers:
+        copier.join(timeout=GRACE_SECONDS)
+    if stdout_file:
+        out_target.close()
     exit_code = child.wait()
     error: str | None = None
     if timed_out.is_set():

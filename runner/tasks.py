@@ -15,6 +15,7 @@ import yaml
 
 from runner.errors import TaskError
 from runner.ids import check_task_id, id_problem
+from runner.redact import redact
 from runner.state import Database, now_iso
 
 
@@ -314,7 +315,7 @@ class BuiltinTaskStore(TaskSource):
         with self.db.write() as conn:
             conn.execute(
                 "INSERT INTO task_comments (task_id, author, body, created_at) VALUES (?,?,?,?)",
-                (task_id, str(author), body, stamp),
+                (task_id, str(author), redact(body), stamp),
             )
             conn.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (stamp, task_id))
 
