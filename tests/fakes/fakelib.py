@@ -33,12 +33,43 @@ def attempt_for(task_id: str) -> tuple[int, dict[str, Any]]:
     return number, attempts[min(number, len(attempts) - 1)]
 
 
-def perform(prompt_file: str) -> tuple[int, dict[str, Any]]:
+def peek(task_id: str) -> tuple[int, dict[str, Any]]:
+    """The attempt that perform() will do next, without counting it."""
+    state = Path(os.environ["FAKE_STATE"])
+    counter = state / f"{task_id}.count"
+    number = int(counter.read_text()) if counter.exists() else 0
+    plan_file = os.environ.get("FAKE_PLAN")
+    plan: dict[str, list[dict[str, Any]]] = json.loads(Path(plan_file).read_text()) if plan_file else {}
+    attempts = plan.get(task_id) or [{}]
+    return number, attempts[min(number, len(attempts) - 1)]
+
+
+def perform(prompt_file: str | None = None, prompt_text: str | None = None) -> tuple[int, dict[str, Any]]:
     """Do one attempt in the current directory; returns (exit code, attempt)."""
     task_id = os.environ["PIPELINE_TASK_ID"]
     number, attempt = attempt_for(task_id)
     state = Path(os.environ["FAKE_STATE"])
-    (state / f"{task_id}.{number}.prompt").write_text(Path(prompt_file).read_text())
+    prompt = prompt_text if prompt_text is not None else Path(prompt_file or "").read_text()
+    (state / f"{task_id}.{number}.prompt").write_text(prompt)
+    (state / f"{task_id}.{number}.argv.json").write_text(json.dumps(sys.argv[1:]))
+    secret = os.environ.get("FAKE_SECRET")
+    seen = {
+        "PLAIN_SETTING": os.environ.get("PLAIN_SETTING"),
+        "keys_holding_secret": sorted(
+            k for k, v in os.environ.items() if secret and v == secret and k != "FAKE_SECRET"
+        ),
+        "task": os.environ.get("PIPELINE_TASK_ID"),
+    }
+    (state / f"{task_id}.{number}.env.json").write_text(json.dumps(seen))
+    if attempt.get("leak"):
+        # A careless CLI echoing its credentials: the runner must keep them out of what it writes.
+        print(f"debug: using key {os.environ.get(attempt['leak'], '')}", file=sys.stderr, flush=True)
+        print(
+            f"debug: remote https://bot:{os.environ.get(attempt['leak'], '')}@example.com/repo.git",
+            flush=True,
+        )
+    if attempt.get("no_work") or attempt.get("error"):
+        return int(attempt.get("exit", 0)), attempt
     if attempt.get("sleeper"):
         marker = state / f"{task_id}.{number}.sleeper-survived"
         code = f"import time, pathlib; time.sleep({attempt['sleeper']}); pathlib.Path({str(marker)!r}).write_text('alive')"
