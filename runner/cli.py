@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate = config_sub.add_parser("validate", help="exit 0 if the configuration is valid, else 1")
     validate.set_defaults(handler=cmd_config_validate)
 
+    init = sub.add_parser("init", help="write a commented pipeline.yaml for this repository")
+    init.add_argument("--preset", help="agent preset (asked for unless given or --yes)")
+    init.add_argument("--base", help="base branch (default: the current branch)")
+    init.add_argument("--yes", action="store_true", help="take the defaults instead of asking")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=cmd_init)
+
     task = sub.add_parser("task", help="the built-in task store")
     task_sub = task.add_subparsers(dest="task_command", required=True, metavar="ACTION", parser_class=_Parser)
     add = task_sub.add_parser("add", help="add a task")
@@ -221,6 +228,19 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     if problem:
         raise PipelineError(f"{loaded.config_file or 'config'}: {problem}")
     print(f"{loaded.config_file or 'default configuration'}: valid")
+    return Exit.OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """`init`: write a commented config for the repository holding the current directory."""
+    from runner.git import Git
+    from runner.init_config import InitAnswers, write_config
+
+    target = Path(args.config or "pipeline.yaml")
+    repo = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / ".git").exists()), Path.cwd())
+    branch = Git(repo).run("symbolic-ref", "--quiet", "--short", "HEAD", check=False).output.strip() or None
+    summary = write_config(target, repo, InitAnswers(args.preset, args.base, args.yes, args.force), branch)
+    print(summary)
     return Exit.OK
 
 

@@ -1,0 +1,154 @@
+"""`init`: write a commented pipeline.yaml for the repository at hand."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TestCommand:
+    """A detected way to run the repository's tests."""
+
+    kind: str
+    argv: list[str]
+
+
+def _has_make_test(repo: Path) -> bool:
+    makefile = repo / "Makefile"
+    return (
+        makefile.is_file() and re.search(r"^test\s*:", makefile.read_text(errors="replace"), re.M) is not None
+    )
+
+
+def _has_npm_test(repo: Path) -> bool:
+    try:
+        scripts = json.loads((repo / "package.json").read_text()).get("scripts", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(scripts, dict) and "test" in scripts
+
+
+def _has_pytest(repo: Path) -> bool:
+    if any((repo / name).is_file() for name in ("pytest.ini", "conftest.py", "tox.ini")):
+        return True
+    for name in ("pyproject.toml", "setup.cfg"):
+        path = repo / name
+        if path.is_file() and "pytest" in path.read_text(errors="replace"):
+            return True
+    tests = repo / "tests"
+    return tests.is_dir() and any(tests.glob("test_*.py"))
+
+
+# In order: an explicit `make test` is the project's own word on how it tests itself.
+DETECTORS: list[tuple[str, Callable[[Path], bool], list[str]]] = [
+    ("make test", _has_make_test, ["make", "test"]),
+    ("cargo test", lambda r: (r / "Cargo.toml").is_file(), ["cargo", "test"]),
+    ("go test", lambda r: (r / "go.mod").is_file(), ["go", "test", "./..."]),
+    ("npm test", _has_npm_test, ["npm", "test"]),
+    ("pytest", _has_pytest, ["python", "-m", "pytest", "-q"]),
+]
+
+
+def detect_test_command(repo: Path) -> TestCommand | None:
+    """The first test command the repository's files point to."""
+    for kind, present, argv in DETECTORS:
+        if present(repo):
+            return TestCommand(kind, argv)
+    return None
+
+
+TEMPLATE = """\
+# pipeline-runner configuration for {repo_name}, written by `pipeline-runner init`.
+# Precedence: flag > PIPELINE_* environment variable > this file > default.
+# `pipeline-runner config show` prints every effective value and where it came from.
+
+base: {base}              # the branch tasks land on, only ever by compare-and-swap
+root: _/pipeline          # worktrees, state.db and logs (ignored by git); relative to the repo
+concurrency: 2            # agents at once
+interval: 10              # seconds between cycles when idle; unit of the retry backoff
+
+limits:
+  max_retries: 5          # failed attempts (any phase) before a task goes to needs_help
+  max_task_cost: 0        # cents per task across attempts; 0 = no cap
+
+agent:
+  preset: {preset}{preset_note}
+  timeout: 1800           # seconds per attempt; the agent's whole process group is killed after
+  max_iter: 80            # turn / iteration cap, where the agent has one
+  max_cost: 300           # cents per attempt, where the agent takes a budget
+{agent_extra}
+phases:
+  verify:                 # must pass in the task's worktree before it may be integrated
+    run:
+      - {test_argv}{test_note}
+  integrate:
+    run: null             # null: the verify recipes again, on the integrated tree
+"""
+
+PRESET_EXTRAS = {
+    "command": '  command: ["my-agent", "{prompt_file}"]   # argv template; placeholders stay inside one argument\n',
+    "claude-code": "  model: null              # claude --model\n  env: {}                  # e.g. ANTHROPIC_API_KEY: ${ANTHROPIC_API_KEY}\n",
+    "codex": "  model: null\n  price_per_mtok: null     # {input: 1.25, output: 10.0} to record a cost from tokens\n",
+    "aider": "  model: null\n  args: []                 # extra aider flags\n",
+    "opencode": "  model: null              # provider/model\n",
+    "gemini": "  model: null\n",
+    "agentd": "  provider: null\n",
+}
+
+
+@dataclass(frozen=True)
+class InitAnswers:
+    """What init was told or asked."""
+
+    preset: str | None
+    base: str | None
+    yes: bool
+    force: bool
+
+
+def _ask(question: str, default: str) -> str:
+    print(f"{question} [{default}]: ", end="", flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise ConfigError(
+            "No answer on standard input: give --preset and --base, or --yes to take the defaults."
+        )
+    return line.strip() or default
+
+
+def write_config(target: Path, repo: Path, answers: InitAnswers, current_branch: str | None) -> str:
+    """Write the config; returns a one-line summary. Refuses to overwrite unless forced."""
+    from phases.backends import BACKENDS
+
+    if target.exists() and not answers.force:
+        raise ConfigError(f"{target} exists already; pass --force to overwrite it.")
+    detected = detect_test_command(repo)
+    preset = answers.preset or (
+        "claude-code" if answers.yes else _ask(f"Agent preset ({', '.join(sorted(BACKENDS))})", "claude-code")
+    )
+    if preset not in BACKENDS:
+        raise ConfigError(f"Unknown preset {preset!r}; valid names: {', '.join(sorted(BACKENDS))}.")
+    default_base = current_branch or "main"
+    base = answers.base or (default_base if answers.yes else _ask("Base branch", default_base))
+    test_argv = detected.argv if detected else ["make", "test"]
+    text = TEMPLATE.format(
+        repo_name=repo.name,
+        base=base,
+        preset=preset,
+        preset_note="   # " + ", ".join(sorted(BACKENDS)),
+        agent_extra=PRESET_EXTRAS.get(preset, ""),
+        test_argv=json.dumps(test_argv),
+        test_note=f"   # detected: {detected.kind}"
+        if detected
+        else "   # no test command detected: edit this",
+    )
+    target.write_text(text, encoding="utf-8")
+    found = f"tests: {detected.kind}" if detected else "no test command detected"
+    return f"Wrote {target} (preset {preset}, base {base}, {found})."

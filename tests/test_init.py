@@ -1,0 +1,73 @@
+"""`init` writes a config that validates, detecting how the repository runs its tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CLI, make_repo
+
+KINDS = {
+    "pytest": ({"pyproject.toml": "[tool.pytest.ini_options]\n", "tests/test_a.py": "def test(): pass\n"},
+               ["python", "-m", "pytest", "-q"]),
+    "npm test": ({"package.json": '{"name": "x", "scripts": {"test": "vitest run"}}'}, ["npm", "test"]),
+    "make test": ({"Makefile": "build:\n\ttrue\n\ntest: build\n\ttrue\n"}, ["make", "test"]),
+    "cargo test": ({"Cargo.toml": '[package]\nname = "x"\n'}, ["cargo", "test"]),
+    "go test": ({"go.mod": "module example.com/x\n"}, ["go", "test", "./..."]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_init_detects_tests_and_writes_a_valid_config(cli: CLI, tmp_path: Path, kind: str) -> None:
+    files, argv = KINDS[kind]
+    repo = make_repo(tmp_path / "r", base="trunk", files=files)
+    done = cli("init", "--preset", "codex", "--base", "trunk", "--yes", cwd=repo)
+    assert done.code == 0, done.err
+    assert kind in done.out
+    assert cli("config", "validate", cwd=repo).code == 0
+    values = cli("config", "show", "--json", cwd=repo).json()["values"]
+    assert values["phases.verify.run"]["value"] == [argv]
+    assert values["agent.preset"]["value"] == "codex"
+    assert values["base"]["value"] == "trunk"
+    assert "# " in (repo / "pipeline.yaml").read_text()  # commented for a person to read
+
+
+def test_init_refuses_to_overwrite_unless_forced(cli: CLI, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    (repo / "pipeline.yaml").write_text("base: mine\n")
+    done = cli("init", "--preset", "aider", "--base", "live", "--yes", cwd=repo)
+    assert done.code == 1 and "--force" in done.err
+    assert (repo / "pipeline.yaml").read_text() == "base: mine\n"
+    assert cli("init", "--preset", "aider", "--base", "live", "--yes", "--force", cwd=repo).code == 0
+    assert cli("config", "show", "--json", cwd=repo).json()["values"]["agent.preset"]["value"] == "aider"
+
+
+def test_init_defaults_with_yes_and_current_branch(cli: CLI, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", base="develop")
+    assert cli("init", "--yes", cwd=repo).code == 0
+    values = cli("config", "show", "--json", cwd=repo).json()["values"]
+    assert values["base"]["value"] == "develop"
+    assert values["agent.preset"]["value"] == "claude-code"
+
+
+def test_init_asks_when_not_told(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    repo = make_repo(tmp_path / "r")
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "init"], cwd=repo, env=clean_env(),
+        input="gemini\nrelease\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Agent preset" in done.stdout and "Base branch" in done.stdout
+    text = (repo / "pipeline.yaml").read_text()
+    assert "preset: gemini" in text and "base: release" in text
+    no_answer = subprocess.run(
+        [sys.executable, "-m", "runner", "init", "--force"], cwd=repo, env=clean_env(),
+        input="", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert no_answer.returncode == 1 and "--yes" in no_answer.stderr
