@@ -35,14 +35,16 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
 }  # fmt: skip
 
-# The instant agent: writes one file named for the task and commits it. No shell involved.
+# The agent: writes one file named for the task and commits it, then sleeps out the rest of its
+# duration, so that an agent asked to take 1 s takes 1 s, its own work included. No shell.
 AGENT = """\
 import os, subprocess, sys, time
-time.sleep(float(sys.argv[1]))
+start = time.monotonic()
 task = os.environ["PIPELINE_TASK_ID"]
 open(task + ".txt", "w").write(task + "\\n")
 subprocess.run(["git", "add", task + ".txt"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", task + "\\n\\nTask-Id: " + task], check=True)
+time.sleep(max(0.0, float(sys.argv[1]) - (time.monotonic() - start)))
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,12 @@ class Worktree:
     branch: str | None  # short name, None when detached
 
 
+# Commands that create, remove or walk the worktree registry (and `branch -D`, which checks every
+# worktree's HEAD) fail on a half-created entry ("failed to read .../commondir"), so the loop and
+# the integration worker take turns for them.
+_WORKTREE_ADMIN = threading.Lock()
+
+
 class Git:
     """Git commands against one repository (and its worktrees)."""
 
@@ -69,7 +76,8 @@ class Git:
 
     def delete_branch(self, branch: str) -> None:
         """Delete a local branch if it exists."""
-        self.run("branch", "-q", "-D", branch, check=False)
+        with _WORKTREE_ADMIN:
+            self.run("branch", "-q", "-D", branch, check=False)
 
     def set_branch(self, branch: str, sha: str) -> None:
         """Point a branch at ``sha`` (creating it if needed)."""
@@ -101,7 +109,9 @@ class Git:
         path: Path | None = None
         head: str | None = None
         branch: str | None = None
-        for line in [*self.out("worktree", "list", "--porcelain").splitlines(), ""]:
+        with _WORKTREE_ADMIN:
+            listing = self.out("worktree", "list", "--porcelain")
+        for line in [*listing.splitlines(), ""]:
             if line.startswith("worktree "):
                 path = Path(line[len("worktree ") :])
             elif line.startswith("HEAD "):
@@ -115,23 +125,35 @@ class Git:
 
     def add_worktree(self, path: Path, branch: str, start: str) -> None:
         """A worktree at ``path`` on ``branch``, creating the branch at ``start`` if needed."""
-        if self.branch_sha(branch) is None:
-            self.run("worktree", "add", "-q", "-b", branch, str(path), start)
-        else:
-            self.run("worktree", "add", "-q", str(path), branch)
+        exists = self.branch_sha(branch) is not None
+        with _WORKTREE_ADMIN:
+            if exists:
+                self.run("worktree", "add", "-q", str(path), branch)
+            else:
+                self.run("worktree", "add", "-q", "-b", branch, str(path), start)
 
     def add_detached_worktree(self, path: Path, commit: str) -> None:
         """A worktree at ``path`` with a detached HEAD at ``commit``."""
-        self.run("worktree", "add", "-q", "--detach", str(path), commit)
+        with _WORKTREE_ADMIN:
+            self.run("worktree", "add", "-q", "--detach", str(path), commit)
 
     def remove_worktree(self, path: Path) -> None:
         """Remove a worktree (forcefully) and forget it."""
-        if path.exists() and self.run("worktree", "remove", "--force", "--force", str(path), check=False).ok:
-            return
-        # Not a worktree, or its directory is gone already: forget stale registrations.
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-        self.run("worktree", "prune")
+        with _WORKTREE_ADMIN:
+            if (
+                path.exists()
+                and self.run("worktree", "remove", "--force", "--force", str(path), check=False).ok
+            ):
+                return
+            # Not a worktree, or its directory is gone already: forget stale registrations.
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+            self.run("worktree", "prune")
+
+    def prune_worktrees(self) -> None:
+        """Forget worktrees whose directories are gone."""
+        with _WORKTREE_ADMIN:
+            self.run("worktree", "prune")
 
     def is_worktree(self, path: Path) -> bool:
         """Whether ``path`` is a present, registered linked worktree.

@@ -90,7 +90,6 @@ class Pipeline:
         )
         self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
         self.integrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
-        self.preparer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare")
         self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
         self.integrate_paused_until = 0.0
         self.wake = threading.Event()
@@ -211,7 +210,7 @@ class Pipeline:
         for task in self.store.list_tasks(status=TaskStatus.DONE):
             if self.layout.worktree(task.id).exists() or self.git.branch_sha(task.id) is not None:
                 self.workspaces.release(task.id)
-        self.git.run("worktree", "prune")
+        self.git.prune_worktrees()
 
     def repair_base_checkout(self, old: str, new: str) -> None:
         """If base's checkout still shows exactly ``old`` (killed before it was updated), update it."""
@@ -468,16 +467,13 @@ class Pipeline:
                 )
                 continue
             starting.append(task)
-        # Creating worktrees is most of the cost of a start; when several slots free up together
-        # they are created side by side, so that the last agent does not wait for all the others.
-        prepared = self.preparer.map(self.prepare_workspace, starting)
-        for task, workspace in zip(starting, prepared, strict=True):
-            self.start_dev(task, workspace)
+        for task in starting:
+            self.start_dev(task, self.prepare_workspace(task))
             acted = True
         return acted
 
     def prepare_workspace(self, task: Task) -> Path | ProcessError | OSError:
-        """The task's worktree, or the error that prevented it (in a preparer thread)."""
+        """The task's worktree, or the error that prevented it."""
         try:
             return self.workspaces.acquire(task.id, self.config.base)
         except (ProcessError, OSError) as exc:
@@ -553,7 +549,6 @@ class Pipeline:
         """Stop the verify workers (results not yet applied are redone on the next start)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.integrator.shutdown(wait=False, cancel_futures=True)
-        self.preparer.shutdown(wait=False, cancel_futures=True)
         self.db.close()
 
 

@@ -84,7 +84,7 @@ class Workspaces:
             self.git.add_worktree(path, task_id, base)
         except GitError:
             # Registered but its directory vanished: forget it and try once more.
-            self.git.run("worktree", "prune")
+            self.git.prune_worktrees()
             self.git.add_worktree(path, task_id, base)
         return path
 
