@@ -141,8 +141,13 @@ def pid_alive(pid: int | None, marker: str | None = None) -> bool:
             if stat.rpartition(")")[2].split()[0] == "Z":
                 return False
             if marker is not None:
-                cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-                return marker in cmdline
+                raw = (proc_dir / "cmdline").read_bytes()
+                # A child caught between closing its exec pipe (so Popen has returned) and the
+                # kernel setting up its new argument area shows an empty command line: it is
+                # alive, just not yet itself.
+                if not raw:
+                    return True
+                return marker in raw.replace(b"\0", b" ").decode("utf-8", "replace")
         except OSError:
             return False
     return True
