@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,10 +34,14 @@ from runner.lock import RunnerLock
 from runner.logs import add_file_sink
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
+from runner.waking import HAS_PIDFD, Waker
 from runner.workspace import Layout, Workspaces
 
 BACKOFF_CAP_SECONDS = 600.0
 CHEAP_POLL_SECONDS = 0.02
+# With pidfds an agent's exit wakes the loop at once; this slower look covers a supervisor whose
+# pid was taken by another process.
+PIDFD_RECHECK_SECONDS = 1.0
 
 
 class Gate(enum.StrEnum):
@@ -92,7 +95,7 @@ class Pipeline:
         self.integrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
         self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
         self.integrate_paused_until = 0.0
-        self.wake = threading.Event()
+        self.wake = Waker()
         self.next_wake: float | None = None
 
     # -- helpers -------------------------------------------------------------------------------
@@ -535,12 +538,13 @@ class Pipeline:
             deadline = min(deadline, self.next_wake)
         running = self.runs.running(Phase.DEV) if self.backend.poll_is_cheap else []
         handles = [self.handle_of(r) for r in running]
+        pids = [h.pid for h in handles if h.pid]
+        step = PIDFD_RECHECK_SECONDS if HAS_PIDFD else CHEAP_POLL_SECONDS
         while True:
             left = deadline - time.time()
             if left <= 0:
                 return
-            if self.wake.wait(min(left, CHEAP_POLL_SECONDS)):
-                self.wake.clear()
+            if self.wake.wait(min(left, step), pids):
                 return
             if any(self.backend.finished(h) for h in handles):
                 return
@@ -549,6 +553,7 @@ class Pipeline:
         """Stop the verify workers (results not yet applied are redone on the next start)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.integrator.shutdown(wait=False, cancel_futures=True)
+        self.wake.close()
         self.db.close()
 
 
