@@ -231,24 +231,25 @@ class Pipeline:
     def cycle(self) -> bool:
         """One cycle; True if any task changed state (so another cycle should follow at once)."""
         self.next_wake = None
-        tasks = self.store.list_tasks()
-        acted = self.integrate_step(tasks)
+        # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
+        verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+        acted = self.integrate_step(verified)
         acted |= self.harvest_step()
         acted |= self.collect_verifies()
         acted |= self.develop_step()
         return acted
 
-    def integrate_step(self, tasks: list[Task]) -> bool:
+    def integrate_step(self, verified: list[Task]) -> bool:
         """Apply a finished integration, then start the next, most urgent one.
 
         Integrations run one at a time in a worker thread, beside the loop, so that agents that
         finish meanwhile are harvested and their slots refilled without waiting for it.
         """
         if self.collect_integration():
-            return True  # `tasks` predates that outcome; the next cycle, at once, starts another
+            return True  # `verified` predates that outcome; the next cycle, at once, starts another
         if self.integrating is not None or time.time() < self.integrate_paused_until:
             return False
-        for task in self.order([t for t in tasks if t.status is TaskStatus.VERIFIED and self.eligible(t)]):
+        for task in self.order([t for t in verified if self.eligible(t)]):
             if self.dry_run:
                 self.say(f"would integrate {task.id} into {self.config.base}")
                 continue
@@ -379,7 +380,7 @@ class Pipeline:
                 )
                 self.note(rec.task_id, f"dev failed (run={rec.agent_run_id}): {error}")
                 self.fail(rec.task_id, error)
-        for task in self.store.list_tasks(status=TaskStatus.IN_PROGRESS):
+        for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
             if task.id in self.verifying:
                 continue
             dev = self.awaiting_verify(task.id)
@@ -437,15 +438,12 @@ class Pipeline:
 
     def develop_step(self) -> bool:
         """Start agents for open, eligible tasks whose dependencies are done, up to concurrency."""
-        tasks = self.store.list_tasks()
-        done = {t.id for t in tasks if t.status is TaskStatus.DONE}
         slots = self.config.concurrency - len(self.runs.running(Phase.DEV))
+        if slots <= 0:
+            return False
         acted = False
         starting: list[Task] = []
-        candidates = [
-            t for t in tasks
-            if t.status is TaskStatus.OPEN and self.eligible(t) and all(d in done for d in t.dependencies)
-        ]  # fmt: skip
+        candidates = [t for t in self.store.ready() if self.eligible(t)]
         for task in self.order(candidates):
             if slots <= 0:
                 break
@@ -520,14 +518,12 @@ class Pipeline:
         waits on one that does."""
         if self.verifying or self.integrating is not None or self.runs.running(Phase.DEV):
             return False
-        tasks = [t for t in self.store.list_tasks() if self.eligible(t)]
-        done = {t.id for t in self.store.list_tasks(status=TaskStatus.DONE)}
-        for task in tasks:
-            if task.status in (TaskStatus.IN_PROGRESS, TaskStatus.VERIFIED):
-                return False
-            if task.status is TaskStatus.OPEN and all(d in done for d in task.dependencies):
-                return False
-        return True
+        busy = [
+            *self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False),
+            *self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False),
+            *self.store.ready(),
+        ]
+        return not any(self.eligible(t) for t in busy)
 
     # -- waiting -------------------------------------------------------------------------------
 

@@ -153,8 +153,22 @@ class TaskSource(abc.ABC):
         """One task; TaskError if it does not exist."""
 
     @abc.abstractmethod
-    def list_tasks(self, status: TaskStatus | None = None, parent: str | None = None) -> list[Task]:
-        """Tasks, oldest first, optionally filtered."""
+    def list_tasks(
+        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = True
+    ) -> list[Task]:
+        """Tasks, oldest first, optionally filtered; without their comments if not asked for."""
+
+    def ready(self) -> list[Task]:
+        """Open tasks whose dependencies are all done, oldest first, without their comments.
+
+        The loop asks this every cycle; a tracker that can answer it with one query should.
+        """
+        done = {t.id for t in self.list_tasks(TaskStatus.DONE, with_comments=False)}
+        return [
+            t
+            for t in self.list_tasks(TaskStatus.OPEN, with_comments=False)
+            if all(d in done for d in t.dependencies)
+        ]
 
     @abc.abstractmethod
     def add(self, new: NewTask) -> Task:
@@ -193,12 +207,25 @@ class BuiltinTaskStore(TaskSource):
         """Whether a task with this id exists."""
         return self.db.scalar("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
 
-    def list_tasks(self, status: TaskStatus | None = None, parent: str | None = None) -> list[Task]:
-        """Tasks in creation order."""
+    def list_tasks(
+        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = True
+    ) -> list[Task]:
+        """Tasks in creation order; ``with_comments=False`` leaves their comments out."""
         sql = "SELECT * FROM tasks WHERE (? IS NULL OR status = ?) AND (? IS NULL OR parent = ?)"
         sql += " ORDER BY created_at, rowid"
         st = str(status) if status else None
-        return self._hydrate(self.db.query(sql, (st, st, parent, parent)))
+        return self._hydrate(self.db.query(sql, (st, st, parent, parent)), with_comments=with_comments)
+
+    def ready(self) -> list[Task]:
+        """Open tasks whose dependencies are all done, in one query: a backlog of thousands of
+        finished tasks costs the loop nothing."""
+        rows = self.db.query(
+            "SELECT * FROM tasks AS t WHERE t.status = 'open' AND NOT EXISTS ("
+            " SELECT 1 FROM task_dependencies AS d LEFT JOIN tasks AS u ON u.id = d.depends_on"
+            " WHERE d.task_id = t.id AND (u.status IS NULL OR u.status != 'done'))"
+            " ORDER BY t.created_at, t.rowid"
+        )
+        return self._hydrate(rows, with_comments=False)
 
     def counts(self, type_: TaskType | None = TaskType.WORK) -> dict[str, int]:
         """Number of tasks per status."""
@@ -210,7 +237,7 @@ class BuiltinTaskStore(TaskSource):
         counts.update({r[0]: int(r[1]) for r in rows})
         return counts
 
-    def _hydrate(self, rows: Sequence[sqlite3.Row]) -> list[Task]:
+    def _hydrate(self, rows: Sequence[sqlite3.Row], *, with_comments: bool = True) -> list[Task]:
         if not rows:
             return []
         ids = [r["id"] for r in rows]
@@ -222,12 +249,13 @@ class BuiltinTaskStore(TaskSource):
         ):
             deps[r[0]].append(r[1])
         comments: dict[str, list[Comment]] = {i: [] for i in ids}
-        for r in self.db.query(
-            f"SELECT task_id, author, body, created_at FROM task_comments WHERE task_id IN ({marks}) "
-            "ORDER BY id",
-            tuple(ids),
-        ):
-            comments[r[0]].append(Comment(Author(r[1]), r[2], r[3]))
+        if with_comments:
+            for r in self.db.query(
+                f"SELECT task_id, author, body, created_at FROM task_comments WHERE task_id IN ({marks}) "
+                "ORDER BY id",
+                tuple(ids),
+            ):
+                comments[r[0]].append(Comment(Author(r[1]), r[2], r[3]))
         return [
             Task(
                 id=r["id"],
