@@ -100,7 +100,7 @@ class Sample:
         """Run the daemon until ``predicate(status)`` holds, then stop it with SIGTERM."""
         proc = self.start()
         try:
-            doc = wait_for(lambda: _if(self.status(), predicate), timeout, proc)
+            doc: dict[str, Any] = wait_for(lambda: _if(self.status(), predicate), timeout, proc)
         finally:
             stop(proc)
         return doc

@@ -134,7 +134,7 @@ def test_import_with_a_bad_record_writes_nothing(cli: CLI, repo: Path, tmp_path:
 def test_state_db_uses_wal_and_schema_version(cli: CLI, repo: Path) -> None:
     assert cli("task", "add", "x", cwd=repo).code == 0
     assert db_rows(repo, "PRAGMA journal_mode") == [("wal",)]
-    assert db_rows(repo, "PRAGMA user_version")[0][0] >= 1
+    assert int(str(db_rows(repo, "PRAGMA user_version")[0][0])) >= 1
     columns = {r[1] for r in db_rows(repo, "PRAGMA table_info(pipeline_runs)")}
     assert {"task_id", "phase", "patchset", "agent_run_id", "status", "cost_cents", "started_at",
             "finished_at", "error_summary", "log_path", "pid", "before_sha", "after_sha"} <= columns  # fmt: skip
