@@ -7,6 +7,8 @@
 2. Overhead: the same git operations done by a plain script (worktree add, commit, cherry-pick,
    update-ref, worktree remove, branch delete), and the ratio of the loop's wall time to it.
 3. Slot utilisation: agents that each take 1 s, at concurrency 8: ideal makespan over real.
+4. History: the cost of one cycle with nothing to do, over a store holding many done tasks with
+   their comments (a long-lived root), against an empty store.
 """
 
 from __future__ import annotations
@@ -110,6 +112,34 @@ def run_loop(work: Path, tasks: int, concurrency: int, agent_seconds: float) -> 
     return elapsed, sum(spans) / len(spans)
 
 
+def idle_cycle_ms(work: Path, done_tasks: int, comments_per_task: int = 6, cycles: int = 200) -> float:
+    """Mean milliseconds of one cycle that finds nothing to do, over ``done_tasks`` done tasks."""
+    repo = make_repo(work)
+    (repo / "pipeline.yaml").write_text(
+        "base: live\nagent: {preset: command, command: ['true']}\nphases: {verify: {run: [['true']]}}\n"
+    )
+    config = load_config(repo / "pipeline.yaml").config
+    Layout(config.root).ensure()
+    db = open_db(config.state_db)
+    store = BuiltinTaskStore(db)
+    store.import_tasks(
+        ({"id": f"h-{i}", "title": f"done {i}", "status": "done"} for i in range(done_tasks)), "bench"
+    )
+    with db.write() as conn:  # comments as the loop leaves them: one per transition
+        conn.executemany(
+            "INSERT INTO task_comments (task_id, author, body, created_at) VALUES (?, 'system', ?, '')",
+            [(f"h-{i}", f"Pipeline: step {c}") for i in range(done_tasks) for c in range(comments_per_task)],
+        )
+    pipeline = Pipeline(config, db)
+    pipeline.reconcile()
+    start = time.perf_counter()
+    for _ in range(cycles):
+        pipeline.cycle()
+    elapsed = time.perf_counter() - start
+    pipeline.close()
+    return elapsed / cycles * 1000
+
+
 def run_plain(work: Path, tasks: int) -> float:
     """Wall time of a plain script doing the same git operations, one task after another."""
     repo = make_repo(work / "plain")
@@ -141,6 +171,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--slow-tasks", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--history", type=int, default=5000, help="done tasks in the history figure")
     args = parser.parse_args()
     os.environ.update(GIT_ENV)
     setup_stderr(-1)
@@ -166,6 +197,12 @@ def main() -> int:
         print(
             f"  against measured agents:  {100 * measured_ideal / slow:.1f}%  (each agent process ran {agent_time:.3f} s"
             " on average, its own start-up and commit included)"
+        )
+        empty = idle_cycle_ms(work / "empty", 0)
+        full = idle_cycle_ms(work / "history", args.history)
+        print(
+            f"idle cycle:                 {empty:.2f} ms on an empty store, {full:.2f} ms over "
+            f"{args.history} done tasks with 6 comments each"
         )
     return 0
 

@@ -211,10 +211,19 @@ class BuiltinTaskStore(TaskSource):
         self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = True
     ) -> list[Task]:
         """Tasks in creation order; ``with_comments=False`` leaves their comments out."""
-        sql = "SELECT * FROM tasks WHERE (? IS NULL OR status = ?) AND (? IS NULL OR parent = ?)"
+        # Only the filters given, so that SQLite can use the status and parent indexes (an
+        # "? IS NULL OR status = ?" condition makes it scan every task, every cycle).
+        where: list[str] = []
+        params: list[str] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(str(status))
+        if parent is not None:
+            where.append("parent = ?")
+            params.append(parent)
+        sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at, rowid"
-        st = str(status) if status else None
-        return self._hydrate(self.db.query(sql, (st, st, parent, parent)), with_comments=with_comments)
+        return self._hydrate(self.db.query(sql, tuple(params)), with_comments=with_comments)
 
     def ready(self) -> list[Task]:
         """Open tasks whose dependencies are all done, in one query: a backlog of thousands of
