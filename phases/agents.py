@@ -75,6 +75,9 @@ class AgentBackend(abc.ABC):
     name: str = ""
     # Whether poll() is cheap enough (no process) to call many times a second while waiting.
     poll_is_cheap: bool = False
+    # Whether the agent commits each edit on its own (aider does, with messages of its own): the
+    # runner then folds its commits into the one commit, with the Task-Id trailer, verify expects.
+    commits_per_edit: bool = False
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config

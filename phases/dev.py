@@ -179,3 +179,29 @@ def judge(outcome: AgentOutcome, git: Git, task_id: str, before_sha: str | None)
     if after == before_sha:
         return DevResult(DevStatus.FAILED, "agent made no commit", outcome.cost_cents, outcome.tokens)
     return DevResult(DevStatus.COMMITTED, None, outcome.cost_cents, outcome.tokens, after)
+
+
+def fold_commits(git: Git, task: Task, base: str) -> str | None:
+    """The task's commits over ``base`` as one commit carrying its ``Task-Id`` trailer.
+
+    For agents that commit each edit with messages of their own (aider): returns the new tip of
+    the task's branch, or None when the branch already holds one commit with the trailer.
+    """
+    fork = git.merge_base(base, task.id)
+    messages = git.messages(fork, task.id)
+    trailer = f"Task-Id: {task.id}"
+    if not messages or (len(messages) == 1 and trailer in messages[0].splitlines()):
+        return None
+    title = " ".join(task.title.split()) or task.id
+    lines: list[str] = []
+    for text in messages:
+        # A commit folded on an earlier attempt contributes the subjects it listed, not its title.
+        listed = text.partition(f"\n{FOLD_HEADING}\n")[2].partition("\n\n")[0].splitlines()
+        for line in listed or [f"- {text.splitlines()[0]}"]:
+            if line not in lines:
+                lines.append(line)
+    message = f"{title}\n\n{FOLD_HEADING}\n" + "\n".join(lines) + f"\n\n{trailer}\n"
+    return git.fold(task.id, fork, message)
+
+
+FOLD_HEADING = "The agent's commits, folded into one:"

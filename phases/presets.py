@@ -201,6 +201,7 @@ class Aider(CliPreset):
     name = "aider"
     default_executable = "aider"
     separate_stdout = False
+    commits_per_edit = True
 
     def arguments(self, request: AgentRequest) -> list[str]:
         """Message file, no questions, analytics to a file next to the run's status."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import shutil
 import threading
 from dataclasses import dataclass
@@ -100,6 +101,35 @@ class Git:
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether ``ancestor`` is reachable from ``descendant``."""
         return self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False).ok
+
+    def merge_base(self, a: str, b: str) -> str:
+        """The best common ancestor of two commits."""
+        return self.out("merge-base", a, b)
+
+    def messages(self, base: str, head: str) -> list[str]:
+        """Full messages of the commits in ``base..head``, oldest first."""
+        raw = self.out("log", "--reverse", "--format=%B%x00", f"{base}..{head}")
+        return [m.strip() for m in raw.split("\0") if m.strip()]
+
+    def fold(self, branch: str, onto: str, message: str) -> str:
+        """Replace the commits of ``branch`` after ``onto`` by one commit of the same tree; return it.
+
+        Plumbing only (commit-tree, then a compare-and-swap of the branch): a worktree with the
+        branch checked out keeps matching its files and index, since the tree does not change. The
+        author of the branch's last commit stays the author.
+        """
+        tip = self.out("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
+        name, email, date = self.out("log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw", tip).split("\0")
+        author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+        new = procs.run(
+            ["git", *_IDENTITY, "commit-tree", f"{tip}^{{tree}}", "-p", onto, "-F", "-"],
+            cwd=self.repo, env={**os.environ, **author}, stdin=message, error_type=GitError,
+        ).output.strip()  # fmt: skip
+        if not self.compare_and_swap(branch, new, tip):
+            raise GitError(
+                ["git", "update-ref", f"refs/heads/{branch}"], None, "", f"{branch} moved while folding"
+            )
+        return new
 
     # -- worktrees -----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -24,7 +24,16 @@ from loguru import logger
 
 from phases.agents import AgentBackend, AgentHandle
 from phases.backends import make_backend
-from phases.dev import DevStatus, build_prompt, judge, prompt_template, recipe_texts, start_agent
+from phases.dev import (
+    DevResult,
+    DevStatus,
+    build_prompt,
+    fold_commits,
+    judge,
+    prompt_template,
+    recipe_texts,
+    start_agent,
+)
 from phases.integrate import IntegrateResult, IntegrateStatus, base_checkout, integrate
 from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task
 from runner.config import PipelineConfig
@@ -367,6 +376,8 @@ class Pipeline:
             if result.status is DevStatus.RUNNING:
                 continue
             acted = True
+            if result.status is DevStatus.COMMITTED and self.backend.commits_per_edit:
+                result = self.fold(rec.task_id, result)
             if result.status is DevStatus.COMMITTED:
                 self.runs.finish(
                     rec.id, RunStatus.SUCCESS, cost_cents=result.cost_cents,
@@ -392,6 +403,19 @@ class Pipeline:
             self.start_verify(task)
             acted = True
         return acted
+
+    def fold(self, task_id: str, result: DevResult) -> DevResult:
+        """Fold the commits of an agent that commits each edit into one; a git failure fails the run."""
+        try:
+            folded = fold_commits(self.git, self.store.get(task_id), self.config.base)
+        except ProcessError as exc:
+            return replace(
+                result, status=DevStatus.FAILED, error=f"could not fold the agent's commits: {exc}"
+            )
+        if folded is None:
+            return result
+        logger.info("{}: folded the agent's commits into {}", task_id, folded[:12])
+        return replace(result, after_sha=folded)
 
     def start_verify(self, task: Task) -> None:
         """Start verification in a worker thread."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import git
 from tests.loop_helpers import Sample, all_done, make_sample
 
 SECRET = "sk-test-3f9a8b7c6d5e4f3a2b1c"
@@ -124,3 +125,27 @@ def test_preset_not_installed_is_a_clear_error(tmp_path: Path) -> None:
     done = s.cli("run", "--once")
     assert done.returncode == 1
     assert "no-claude-here" in done.stderr and "claude-code" in done.stderr
+
+
+def test_aider_commits_per_edit_are_folded_into_one_commit_with_the_trailer(tmp_path: Path) -> None:
+    s = preset_sample(tmp_path, "aider", max_retries=3)
+    # First attempt: two edits, two commits of aider's own, one of them bad. Second attempt: aider
+    # fixes the bad file with a third commit on top of the rejected ones.
+    s.plan({"t-1": [
+        {"files": {"a.txt": "fine\n", "b.txt": "BAD value\n"}},
+        {"files": {"b.txt": "good\n"}},
+    ]})  # fmt: skip
+    s.add("Teach the parser dates")
+    s.run_until(all_done(1))
+    runs = [r["phase"] + ":" + r["status"] for r in s.task("t-1")["runs"]]
+    assert runs == ["dev:success", "verify:failure", "dev:success", "verify:success", "integrate:success"]
+    # Exactly one commit landed, with the trailer, the task's title, aider's subjects and author.
+    assert s.base_log() == ["Teach the parser dates", "initial"]
+    assert s.trailers() == ["t-1"]
+    body = git(s.repo, "log", "-1", "--format=%B", "live")
+    assert "- feat: Update a.txt" in body and "- feat: Update b.txt" in body
+    assert git(s.repo, "log", "-1", "--format=%an", "live") == "Dev Person (aider)"
+    assert (s.repo / "a.txt").read_text() == "fine\n" and (s.repo / "b.txt").read_text() == "good\n"
+    # The first verify saw one folded commit, not two ("exactly one commit over base" holds).
+    first_failure = s.rows("SELECT error_summary FROM pipeline_runs WHERE phase='verify' ORDER BY id")[0][0]
+    assert "b.txt" in first_failure and "expected exactly 1 commit" not in first_failure

@@ -80,7 +80,8 @@ def aider(argv: list[str]) -> int:
         # The quirk: the model call failed, yet aider exits 0.
         print(f"litellm.APIError: {attempt['error']}\nRetrying in 0.2 seconds...", flush=True)
         return 0
-    _code, attempt = fakelib.perform(prompt_file=args.message_file)
+    # Aider commits each edit by itself, with messages of its own.
+    _code, attempt = fakelib.perform(prompt_file=args.message_file, per_edit_commits=True)
     cost = float(attempt.get("cost", 9)) / 100
     if args.analytics_log:
         with open(args.analytics_log, "a") as log:

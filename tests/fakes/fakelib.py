@@ -4,6 +4,8 @@ FAKE_PLAN names a JSON file {task_id: [attempt, attempt, ...]}; attempt n uses e
 entry repeats). FAKE_STATE is a directory where attempts are counted and prompts are kept.
 An attempt may hold: files {path: text} to write, commits (default 1; 0 makes none), sleep seconds,
 exit code, cost cents, error text, sleeper seconds (a child that outlives a timeout unless killed).
+With per_edit_commits (aider's way), each file is committed on its own, with a message of the
+agent's own (no Task-Id trailer) and the author marked "(aider)", never amending.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def peek(task_id: str) -> tuple[int, dict[str, Any]]:
     return number, attempts[min(number, len(attempts) - 1)]
 
 
-def perform(prompt_file: str | None = None, prompt_text: str | None = None) -> tuple[int, dict[str, Any]]:
+def perform(
+    prompt_file: str | None = None, prompt_text: str | None = None, per_edit_commits: bool = False
+) -> tuple[int, dict[str, Any]]:
     """Do one attempt in the current directory; returns (exit code, attempt)."""
     task_id = os.environ["PIPELINE_TASK_ID"]
     number, attempt = attempt_for(task_id)
@@ -77,6 +81,24 @@ def perform(prompt_file: str | None = None, prompt_text: str | None = None) -> t
     if attempt.get("sleep"):
         time.sleep(float(attempt["sleep"]))
     files = attempt.get("files", {f"{task_id}.txt": f"{task_id} done\n"})
+    if per_edit_commits:
+        author = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "Dev Person (aider)",
+            "GIT_AUTHOR_EMAIL": "dev@example.com",
+        }
+        for name, text in files.items():
+            path = Path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            _git("add", name)
+            subprocess.run(
+                ["git", "commit", "-q", "-m", f"feat: Update {name}"],
+                check=True,
+                capture_output=True,
+                env=author,
+            )
+        return int(attempt.get("exit", 0)), attempt
     commits = int(attempt.get("commits", 1))
     for index in range(commits):
         for name, text in files.items():
