@@ -123,7 +123,7 @@ def idle_cycle_ms(work: Path, done_tasks: int, comments_per_task: int = 6, cycle
     db = open_db(config.state_db)
     store = BuiltinTaskStore(db)
     store.import_tasks(
-        ({"id": f"h-{i}", "title": f"done {i}", "status": "done"} for i in range(done_tasks)), "bench"
+        [NewTask(id=f"h-{i}", title=f"done {i}", status=TaskStatus.DONE) for i in range(done_tasks)]
     )
     with db.write() as conn:  # comments as the loop leaves them: one per transition
         conn.executemany(

@@ -28,6 +28,7 @@ from runner.tasks import (
     parse_priority,
     parse_status,
     read_task_file,
+    tasks_from_records,
 )
 
 
@@ -348,11 +349,11 @@ def cmd_task_set_status(args: argparse.Namespace) -> int:
 
 def cmd_task_import(args: argparse.Namespace) -> int:
     """`task import`: idempotent by id."""
-    records = read_task_file(args.file)
+    news = tasks_from_records(read_task_file(args.file), str(args.file))
     loaded = _load(args)
     store = _store(loaded, create=True)
     assert store is not None
-    added, skipped = store.import_tasks(records, str(args.file))
+    added, skipped = store.import_tasks(news)
     print(f"Imported {added} task(s) from {args.file}; {skipped} already present.")
     return Exit.OK
 

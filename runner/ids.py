@@ -1,8 +1,10 @@
-"""Task id validation: ids become git branch names and directory names, so they are checked first."""
+"""Validation of what tasks name: ids become git branch and directory names, namespaces become
+arguments of verify recipes, so both are checked before anything is written."""
 
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
 from runner.errors import TaskError
 
@@ -38,3 +40,25 @@ def check_task_id(task_id: str) -> str:
             "with '-' or '.', and not contain '..' or end in '.lock' or '.'."
         )
     return task_id
+
+
+NAMESPACE_MAX = 255
+
+
+def namespace_problem(namespace: str) -> str | None:
+    """Return why ``namespace`` is unsafe as one argument of a verify recipe, or None when it is safe.
+
+    A namespace is a path in the repository (``lib/parser.py``, ``Omni/Task.hs``). It never reaches
+    a shell, but a recipe's tool would read a leading '-' as an option of its own.
+    """
+    if not namespace.strip():
+        return "it is empty"
+    if len(namespace) > NAMESPACE_MAX:
+        return f"it is {len(namespace)} characters long (at most {NAMESPACE_MAX})"
+    if namespace.startswith("-"):
+        return "it may not start with '-' (a recipe's tool would take it for an option)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in namespace):
+        return "it may not hold control characters (newlines included)"
+    if namespace.startswith("/") or ".." in PurePosixPath(namespace).parts:
+        return "it must be a path inside the repository (no leading '/', no '..')"
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from runner.errors import TaskError
-from runner.ids import check_task_id, id_problem
+from runner.ids import check_task_id, id_problem, namespace_problem
 from runner.redact import redact
 from runner.state import Database, now_iso
 
@@ -143,6 +143,10 @@ class NewTask:
                 raise TaskError(f"Invalid task id {ref!r} referenced by task: {problem}.")
         if self.id is not None and self.id in self.dependencies:
             raise TaskError(f"Task {self.id} cannot depend on itself.")
+        if self.namespace is not None:
+            problem = namespace_problem(self.namespace)
+            if problem is not None:
+                raise TaskError(f"Invalid namespace {self.namespace!r}: {problem}.")
 
 
 class TaskSource(abc.ABC):
@@ -382,14 +386,9 @@ class BuiltinTaskStore(TaskSource):
             )
         return self.get(task_id)
 
-    def import_tasks(self, records: Iterable[Mapping[str, Any]], source: str) -> tuple[int, int]:
-        """Add tasks from parsed records; ids already present are skipped. Returns (added, skipped).
-
-        Every record is checked before any is written, so a bad file changes nothing.
-        """
-        news: list[NewTask] = []
-        for index, record in enumerate(records, start=1):
-            news.append(_record_to_new(record, f"{source}: task {index}"))
+    def import_tasks(self, news: Sequence[NewTask]) -> tuple[int, int]:
+        """Add checked tasks (see ``tasks_from_records``) in one transaction; ids already present
+        are skipped. Returns (added, skipped)."""
         in_file = {n.id for n in news if n.id}
         added = skipped = 0
         with self.db.write() as conn:
@@ -407,6 +406,13 @@ _RECORD_KEYS = {
     "id", "title", "type", "parent", "namespace", "priority", "complexity", "dependencies",
     "depends_on", "description", "tags", "status",
 }  # fmt: skip
+
+
+def tasks_from_records(records: Iterable[Mapping[str, Any]], source: str) -> list[NewTask]:
+    """Parse and check every record of a task file, before anything is opened or written."""
+    return [
+        _record_to_new(record, f"{source}: task {index}") for index, record in enumerate(records, start=1)
+    ]
 
 
 def _record_to_new(record: Mapping[str, Any], where: str) -> NewTask:

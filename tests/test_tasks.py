@@ -168,3 +168,27 @@ def test_ready_tasks_are_open_with_every_dependency_done(tmp_path: Path) -> None
     store.set_status(c, TaskStatus.DONE)
     assert ready_ids() == [d]
     db.close()
+
+
+@pytest.mark.parametrize(
+    "bad", ["-rf", "--upload-pack=x", "a\nb", "/etc/passwd", "../outside", "a/../../b", " "]
+)
+def test_bad_namespaces_refused_before_anything_is_written(
+    cli: CLI, repo: Path, tmp_path: Path, bad: str
+) -> None:
+    done = cli("task", "add", "title", f"--namespace={bad}", cwd=repo)
+    assert done.code == 1
+    assert "Invalid namespace" in done.err
+    assert not (repo / "_").exists()
+    records = tmp_path / "tasks.jsonl"
+    records.write_text(json.dumps({"id": "n-1", "title": "t", "namespace": bad}) + "\n")
+    imported = cli("task", "import", str(records), cwd=repo)
+    assert imported.code == 1 and "Invalid namespace" in imported.err
+    assert not (repo / "_").exists()
+
+
+def test_path_like_namespaces_are_accepted(cli: CLI, repo: Path) -> None:
+    for namespace in ("lib/parser.py", "Omni/Task.hs", "src/a b/c.rs", "./docs"):
+        done = cli("task", "add", "t", f"--namespace={namespace}", "--json", cwd=repo)
+        assert done.code == 0, done.err
+        assert done.json()["namespace"] == namespace
