@@ -43,7 +43,7 @@ from runner.lock import RunnerLock
 from runner.logs import add_file_sink
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
-from runner.waking import HAS_PIDFD, Waker
+from runner.waking import Waker
 from runner.workspace import Layout, Workspaces
 
 BACKOFF_CAP_SECONDS = 600.0
@@ -559,7 +559,7 @@ class Pipeline:
         running = self.runs.running(Phase.DEV) if self.backend.poll_is_cheap else []
         handles = [self.handle_of(r) for r in running]
         pids = [h.pid for h in handles if h.pid]
-        step = PIDFD_RECHECK_SECONDS if HAS_PIDFD else CHEAP_POLL_SECONDS
+        step = PIDFD_RECHECK_SECONDS if self.wake.watches_pids else CHEAP_POLL_SECONDS
         while True:
             left = deadline - time.time()
             if left <= 0:

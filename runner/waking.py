@@ -28,6 +28,9 @@ class Waker:
         # a descriptor number the process has since reused.
         self._lock = threading.Lock()
         self._closed = False
+        # False once pidfd_open has failed (a kernel without it, or a sandbox refusing it): the
+        # caller then polls for exits itself, often.
+        self.watches_pids = HAS_PIDFD
 
     def set(self) -> None:
         """Wake the waiting loop (safe from any thread; a full pipe already means "wake")."""
@@ -42,14 +45,15 @@ class Waker:
         """
         fds: list[int] = []
         try:
-            if HAS_PIDFD:
+            if self.watches_pids:
                 for pid in pids:
                     try:
                         fds.append(os.pidfd_open(pid))
                     except ProcessLookupError:
                         return True
-                    except OSError:  # no pidfd support in this kernel: rely on the timeout
-                        break
+                    except OSError:
+                        self.watches_pids = False
+                        return True  # let the caller look at its processes and poll from now on
             ready, _, _ = select.select([self._read, *fds], [], [], max(0.0, timeout))
         finally:
             for fd in fds:

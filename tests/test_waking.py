@@ -59,3 +59,21 @@ def test_a_signal_after_close_is_ignored() -> None:
     waker.close()
     waker.set()
     waker.close()
+
+
+def test_without_pidfds_the_waker_says_so_and_the_caller_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kernel without pidfd_open cannot be had here: its refusal is simulated.
+    def refuse(_pid: int, _flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr("os.pidfd_open", refuse, raising=False)
+    waker = Waker()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert waker.wait(60, [proc.pid]) is True  # wakes the caller at once to look for itself
+        assert waker.watches_pids is False
+        assert waker.wait(0.05, [proc.pid]) is False  # no longer watches: a plain timeout
+    finally:
+        proc.kill()
+        proc.wait()
+        waker.close()
