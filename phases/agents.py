@@ -259,6 +259,7 @@ def stdout_file(status_file: Path) -> Path:
 
 
 def number(value: object) -> float:
+    """A figure from an agent's JSON as a float; a missing or malformed one counts as 0."""
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -266,6 +267,7 @@ def number(value: object) -> float:
 
 
 def log_tail(path: Path, limit: int = 1500) -> str:
+    """The last ``limit`` bytes of a log file, for an error message."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)

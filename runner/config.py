@@ -159,6 +159,7 @@ class PipelineConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values given to the model: flags, env and files are layered by load_config."""
         # Layers are merged by load_config so that each value keeps its origin; the model then
         # only validates the merged result.
         return (init_settings,)
