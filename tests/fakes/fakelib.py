@@ -24,20 +24,16 @@ def _git(*args: str) -> str:
 
 
 def attempt_for(task_id: str) -> tuple[int, dict[str, Any]]:
-    state = Path(os.environ["FAKE_STATE"])
-    state.mkdir(parents=True, exist_ok=True)
-    counter = state / f"{task_id}.count"
-    number = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(number + 1))
-    plan_file = os.environ.get("FAKE_PLAN")
-    plan: dict[str, list[dict[str, Any]]] = json.loads(Path(plan_file).read_text()) if plan_file else {}
-    attempts = plan.get(task_id) or [{}]
-    return number, attempts[min(number, len(attempts) - 1)]
+    """The attempt to do now, counted."""
+    number, attempt = peek(task_id)
+    (Path(os.environ["FAKE_STATE"]) / f"{task_id}.count").write_text(str(number + 1))
+    return number, attempt
 
 
 def peek(task_id: str) -> tuple[int, dict[str, Any]]:
     """The attempt that perform() will do next, without counting it."""
     state = Path(os.environ["FAKE_STATE"])
+    state.mkdir(parents=True, exist_ok=True)
     counter = state / f"{task_id}.count"
     number = int(counter.read_text()) if counter.exists() else 0
     plan_file = os.environ.get("FAKE_PLAN")
