@@ -357,3 +357,13 @@ def test_kill_between_base_swap_and_bookkeeping_is_recovered(tmp_path: Path) -> 
     assert s.trailers() == ["t-1"]  # landed once, not twice
     assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""
     assert s.task_branches() == [] and s.leftover_worktrees() == []
+
+
+def test_the_daemon_acts_on_each_finish_rather_than_waiting_out_the_interval(tmp_path: Path) -> None:
+    # With cycles an hour apart, two dependent tasks still go through dev, verify and integrate
+    # one after the other: every agent exit, verification and integration wakes the loop.
+    s = make_sample(tmp_path, interval=3600, concurrency=1)
+    first = s.add("first")
+    s.add("second", "--depends-on", first)
+    s.run_until(all_done(2), timeout=60)
+    assert len(s.trailers()) == 2
