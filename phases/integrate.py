@@ -19,6 +19,7 @@ from runner.errors import GitError
 from runner.git import Git, PickStatus
 
 MAX_BASE_RACES = 20
+TRAILER = "Task-Id"
 
 
 class IntegrateStatus(enum.StrEnum):
@@ -81,9 +82,12 @@ def integrate(
     spec: RecipeRun,
     log_path: Path,
     before_swap: Callable[[str], None] = lambda sha: None,
+    *,
+    task_id: str | None = None,
 ) -> IntegrateResult:
     """Land ``commit`` on ``base``. ``before_swap`` is told the candidate sha before base moves,
-    so that a crash between the swap and the bookkeeping can be recognised on restart."""
+    so that a crash between the swap and the bookkeeping can be recognised on restart. With a
+    ``task_id``, what lands carries its ``Task-Id`` trailer even if the agent left it out."""
     checkout = base_checkout(git, base)
     for _ in range(MAX_BASE_RACES):
         refusal = _dirty_message(git, base, checkout)
@@ -105,6 +109,10 @@ def integrate(
                 IntegrateStatus.EMPTY, f"the commit changes nothing on {base} ({old[:12]})", old
             )
         assert pick.sha is not None
+        candidate = pick.sha
+        if task_id is not None and task_id not in git.trailer_values(candidate, TRAILER, cwd=worktree):
+            # Base's history must say which task each commit came from, prompt followed or not.
+            candidate = git.amend_with_trailer(worktree, TRAILER, task_id)
         checked = run_recipes(recipes, worktree, spec, log_path)
         if checked.status is VerifyStatus.FAIL:
             return IntegrateResult(
@@ -115,14 +123,14 @@ def integrate(
         refusal = _dirty_message(git, base, checkout)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
-        before_swap(pick.sha)
-        if git.compare_and_swap(base, pick.sha, old):
+        before_swap(candidate)
+        if git.compare_and_swap(base, candidate, old):
             if checkout is not None:
                 try:
-                    git.move_checkout(checkout, old, pick.sha)
+                    git.move_checkout(checkout, old, candidate)
                 except GitError as exc:
                     # Base has moved (correctly); only that checkout's files lag behind.
                     logger.warning("base moved, but updating its checkout {} failed: {}", checkout, exc)
-            return IntegrateResult(IntegrateStatus.INTEGRATED, pick.sha, pick.sha)
+            return IntegrateResult(IntegrateStatus.INTEGRATED, candidate, candidate)
         logger.info("base {} moved during integration; integrating again on its new tip", base)
     return IntegrateResult(IntegrateStatus.REFUSED, f"base {base!r} kept moving; will try again next cycle")

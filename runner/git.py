@@ -232,6 +232,24 @@ class Git:
         files = self.run("diff-index", "--quiet", commit, cwd=cwd, check=False)
         return staged.exit_code == 0 and files.exit_code == 0
 
+    def trailer_values(self, commit: str, key: str, cwd: Path | None = None) -> list[str]:
+        """The values of the ``key`` trailers of a commit's message, as git parses trailers."""
+        out = self.out("log", "-1", f"--format=%(trailers:key={key},valueonly)", commit, cwd=cwd)
+        return [v.strip() for v in out.splitlines() if v.strip()]
+
+    def amend_with_trailer(self, cwd: Path, key: str, value: str) -> str:
+        """Add ``key: value`` to the trailers of HEAD's message, author and tree kept; the new HEAD."""
+        message = self.out("log", "-1", "--format=%B", "HEAD", cwd=cwd)
+        amended = procs.run(
+            ["git", "interpret-trailers", "--trailer", f"{key}: {value}"],
+            cwd=cwd, stdin=message + "\n", error_type=GitError,
+        ).output  # fmt: skip
+        procs.run(
+            ["git", *_IDENTITY, "commit", "-q", "--amend", "--no-verify", "--allow-empty", "-F", "-"],
+            cwd=cwd, stdin=amended, error_type=GitError,
+        )  # fmt: skip
+        return self.head(cwd)
+
     def cherry_pick(self, cwd: Path, commit: str) -> PickResult:
         """Cherry-pick ``commit`` onto the worktree's HEAD; a conflict is aborted and reported."""
         result = self.run(

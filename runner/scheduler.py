@@ -306,6 +306,7 @@ class Pipeline:
                 self.recipe_run(task, self.layout.integration, timeout),
                 log_path,
                 before_swap=lambda sha: runs.update(row, after_sha=sha),
+                task_id=task.id,
             )
         finally:
             db.close()

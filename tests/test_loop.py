@@ -367,3 +367,18 @@ def test_the_daemon_acts_on_each_finish_rather_than_waiting_out_the_interval(tmp
     s.add("second", "--depends-on", first)
     s.run_until(all_done(2), timeout=60)
     assert len(s.trailers()) == 2
+
+
+def test_a_commit_without_the_task_id_trailer_lands_with_it(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    s.plan({"t-1": [{"message": "Fix the frobnicator\n\nCo-authored-by: Someone <someone@example.com>\n"}]})
+    s.add("fix it")
+    s.run_until(all_done(1))
+    assert s.base_log() == ["Fix the frobnicator", "initial"]
+    assert s.trailers() == ["t-1"]
+    # Added to the trailer block the agent wrote, not as a paragraph of its own.
+    coauthors = git(s.repo, "log", "-1", "--format=%(trailers:key=Co-authored-by,valueonly)", "live")
+    assert coauthors.strip() == "Someone <someone@example.com>"
+    # The task's run rows and base agree on what landed.
+    (after,) = s.rows("SELECT after_sha FROM pipeline_runs WHERE phase='integrate'")[0]
+    assert after == git(s.repo, "rev-parse", "live")

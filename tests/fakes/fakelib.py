@@ -2,7 +2,8 @@
 
 FAKE_PLAN names a JSON file {task_id: [attempt, attempt, ...]}; attempt n uses entry n (the last
 entry repeats). FAKE_STATE is a directory where attempts are counted and prompts are kept.
-An attempt may hold: files {path: text} to write, commits (default 1; 0 makes none), sleep seconds,
+An attempt may hold: files {path: text} to write, commits (default 1; 0 makes none), a commit
+message (default: one with the Task-Id trailer the prompt asks for), sleep seconds,
 exit code, cost cents, error text, sleeper seconds (a child that outlives a timeout unless killed).
 With per_edit_commits (aider's way), each file is committed on its own, with a message of the
 agent's own (no Task-Id trailer) and the author marked "(aider)", never amending.
@@ -104,7 +105,7 @@ def perform(
         _git("add", "-A")
         base = os.environ["PIPELINE_BASE"]
         ahead = int(_git("rev-list", "--count", f"refs/heads/{base}..HEAD"))
-        message = f"{task_id}: attempt {number}\n\nTask-Id: {task_id}\n"
+        message = attempt.get("message") or f"{task_id}: attempt {number}\n\nTask-Id: {task_id}\n"
         if ahead >= 1 and index == 0:
             _git("commit", "-q", "--allow-empty", "--amend", "-m", message)
         else:
