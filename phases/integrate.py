@@ -7,6 +7,7 @@ meanwhile, the work is redone on the new tip rather than overwriting theirs.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,31 @@ def _dirty_message(git: Git, base: str, checkout: Path | None) -> str | None:
         f"base branch {base!r} is checked out in {checkout} with uncommitted changes ({shown}); "
         "integration would leave that checkout inconsistent, so base was not moved. Commit or "
         "stash those changes (or check out another branch there) and the task will be integrated."
+    )
+
+
+def _in_the_way_message(git: Git, base: str, checkout: Path | None, old: str, new: str) -> str | None:
+    """Untracked files in base's checkout that moving it from ``old`` to ``new`` would overwrite.
+
+    Checked before base moves: afterwards, the checkout could not follow and would show the
+    change reversed as if someone had made it there.
+    """
+    if checkout is None:
+        return None
+    blocked = []
+    for rel in git.added_paths(old, new):
+        path = checkout / rel
+        # A file where the commit needs a directory is in the way too.
+        blockers = [path, *(p for p in path.parents if checkout in p.parents)]
+        if any(os.path.lexists(b) and (b == path or not b.is_dir()) for b in blockers):
+            blocked.append(rel)
+    if not blocked:
+        return None
+    shown = ", ".join(blocked[:5]) + (" ..." if len(blocked) > 5 else "")
+    return (
+        f"base branch {base!r} is checked out in {checkout}, where untracked files ({shown}) are in "
+        "the way of files this task adds; base was not moved. Move or delete them there and the "
+        "task will be integrated."
     )
 
 
@@ -120,7 +146,9 @@ def integrate(
                 f"checks failed on {base} ({old[:12]}) with the change applied: {checked.summary}",
                 old,
             )
-        refusal = _dirty_message(git, base, checkout)
+        refusal = _dirty_message(git, base, checkout) or _in_the_way_message(
+            git, base, checkout, old, candidate
+        )
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
         before_swap(candidate)

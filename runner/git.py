@@ -102,6 +102,11 @@ class Git:
         """Whether ``ancestor`` is reachable from ``descendant``."""
         return self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False).ok
 
+    def added_paths(self, old: str, new: str) -> list[str]:
+        """Paths that exist in ``new``'s tree and not in ``old``'s."""
+        out = self.out("diff", "--name-only", "--no-renames", "--diff-filter=A", "-z", old, new)
+        return [p for p in out.split("\0") if p]
+
     def merge_base(self, a: str, b: str) -> str:
         """The best common ancestor of two commits."""
         return self.out("merge-base", a, b)

@@ -382,3 +382,25 @@ def test_a_commit_without_the_task_id_trailer_lands_with_it(tmp_path: Path) -> N
     # The task's run rows and base agree on what landed.
     (after,) = s.rows("SELECT after_sha FROM pipeline_runs WHERE phase='integrate'")[0]
     assert after == git(s.repo, "rev-parse", "live")
+
+
+def test_untracked_files_in_the_way_in_base_checkout_refuse_then_land_once_moved(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"t-1.txt": "t-1 done\n", "docs/guide.md": "guide\n"}}]})
+    s.add("task")
+    # A person's untracked files where the task adds its own: one file, one file-for-a-directory.
+    (s.repo / "t-1.txt").write_text("mine\n")
+    (s.repo / "docs").write_text("also mine\n")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    done = s.cli("run", "--once")
+    assert done.returncode == 0
+    assert "untracked files" in done.stderr and "t-1.txt" in done.stderr and "docs/guide.md" in done.stderr
+    assert s.base_log() == ["initial"]
+    assert (s.repo / "t-1.txt").read_text() == "mine\n" and (s.repo / "docs").read_text() == "also mine\n"
+    assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""
+    (s.repo / "t-1.txt").unlink()
+    (s.repo / "docs").unlink()
+    s.run_once_until(all_done(1))
+    assert s.trailers() == ["t-1"]
+    assert (s.repo / "docs" / "guide.md").read_text() == "guide\n"
+    assert git(s.repo, "status", "--porcelain") == ""
