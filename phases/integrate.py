@@ -139,6 +139,10 @@ def integrate(
         if task_id is not None and task_id not in git.trailer_values(candidate, TRAILER, cwd=worktree):
             # Base's history must say which task each commit came from, prompt followed or not.
             candidate = git.amend_with_trailer(worktree, TRAILER, task_id)
+        # Refuse before the recipes, which may take long, and again before the swap.
+        refusal = _in_the_way_message(git, base, checkout, old, candidate)
+        if refusal:
+            return IntegrateResult(IntegrateStatus.REFUSED, refusal)
         checked = run_recipes(recipes, worktree, spec, log_path)
         if checked.status is VerifyStatus.FAIL:
             return IntegrateResult(
