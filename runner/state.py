@@ -337,6 +337,14 @@ class Runs:
         )
         return RunRecord.from_row(rows[0]) if rows else None
 
+    def last_attempt(self, task_id: str, phase: Phase) -> RunRecord | None:
+        """The most recent attempt of one phase of a task, cancelled ones included."""
+        rows = self.db.query(
+            "SELECT * FROM pipeline_runs WHERE task_id = ? AND phase = ? ORDER BY id DESC LIMIT 1",
+            (task_id, str(phase)),
+        )
+        return RunRecord.from_row(rows[0]) if rows else None
+
     def last_failure(self, task_id: str) -> RunRecord | None:
         """The most recent failed attempt of a task, of any phase."""
         rows = self.db.query(

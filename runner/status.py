@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runner.state import SCHEMA_VERSION, Phase, Runs, open_db
+from runner.state import SCHEMA_VERSION, Phase, Runs, RunStatus, open_db
 from runner.tasks import Author, BuiltinTaskStore, TaskStatus
 
 # Version of the `status --json` document; bump when a key changes meaning or disappears.
@@ -26,6 +26,7 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         "cost_cents": 0.0,
         "active_runs": [],
         "needs_help_tasks": [],
+        "held_integrations": [],
         "state_schema_version": None,
     }
     if not db_path.exists():
@@ -61,6 +62,14 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
                     "cost_cents": runs.total_cost(task.id),
                 }
             )
+        for task in store.list_tasks(TaskStatus.VERIFIED, with_comments=False):
+            # A verified task whose last integration was refused (a dirty checkout of base, say)
+            # waits for a person; say why here rather than only in the log.
+            last = runs.last_attempt(task.id, Phase.INTEGRATE)
+            if last is not None and last.status is RunStatus.CANCELLED and last.error_summary:
+                doc["held_integrations"].append(
+                    {"id": task.id, "title": task.title, "reason": last.error_summary, "at": last.finished_at}
+                )
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:
         db.close()
@@ -92,4 +101,9 @@ def render_status(doc: dict[str, Any]) -> str:
             if task["reason"]:
                 lines.append(f"      last reason: {task['reason'].splitlines()[0][:200]}")
         lines.append("Resume one with `pipeline-runner task set-status ID open`.")
+    if doc["held_integrations"]:
+        lines += ["", "Verified, integration held back:"]
+        for task in doc["held_integrations"]:
+            lines.append(f"  {task['id']}  {task['title']}")
+            lines.append(f"      {task['reason'].splitlines()[0][:300]}")
     return "\n".join(lines)

@@ -197,9 +197,15 @@ def test_dirty_base_checkout_refuses_then_lands_once_clean(tmp_path: Path) -> No
     assert s.base_log() == ["initial"]
     assert s.status()["verified"] == 1
     assert (s.repo / "README.md").read_text() == "edited by a person, not committed\n"
+    # status says why the verified task is not landing, in both forms.
+    held = s.status()["held_integrations"]
+    assert [h["id"] for h in held] == ["t-1"] and "uncommitted changes" in held[0]["reason"]
+    shown = s.cli("status").stdout
+    assert "integration held back" in shown and "README.md" in shown
     git(s.repo, "checkout", "README.md")
     s.run_once_until(all_done(1))
     assert s.trailers() == ["t-1"]
+    assert s.status()["held_integrations"] == []
 
 
 def test_separate_once_processes_harvest_each_others_agents(tmp_path: Path) -> None:
