@@ -56,9 +56,19 @@ class Git:
     def __init__(self, repo: Path) -> None:
         self.repo = repo
 
-    def run(self, *args: str, cwd: Path | None = None, check: bool = True) -> ProcResult:
-        """Run ``git ARGS`` in ``cwd`` (default: the repository)."""
-        return procs.run(["git", *_IDENTITY, *args], cwd=cwd or self.repo, check=check, error_type=GitError)
+    def run(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        check: bool = True,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ProcResult:
+        """Run ``git ARGS`` in ``cwd`` (default: the repository); ``env`` adds to the environment."""
+        return procs.run(
+            ["git", *_IDENTITY, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
+            env={**os.environ, **env} if env else None, error_type=GitError,
+        )  # fmt: skip
 
     def out(self, *args: str, cwd: Path | None = None) -> str:
         """Stdout of a git command that must succeed, stripped."""
@@ -126,10 +136,8 @@ class Git:
         tip = self.out("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
         name, email, date = self.out("log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw", tip).split("\0")
         author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
-        new = procs.run(
-            ["git", *_IDENTITY, "commit-tree", f"{tip}^{{tree}}", "-p", onto, "-F", "-"],
-            cwd=self.repo, env={**os.environ, **author}, stdin=message, error_type=GitError,
-        ).output.strip()  # fmt: skip
+        made = self.run("commit-tree", f"{tip}^{{tree}}", "-p", onto, "-F", "-", stdin=message, env=author)
+        new = made.output.strip()
         if not self.compare_and_swap(branch, new, tip):
             raise GitError(
                 ["git", "update-ref", f"refs/heads/{branch}"], None, "", f"{branch} moved while folding"
@@ -245,14 +253,20 @@ class Git:
     def amend_with_trailer(self, cwd: Path, key: str, value: str) -> str:
         """Add ``key: value`` to the trailers of HEAD's message, author and tree kept; the new HEAD."""
         message = self.out("log", "-1", "--format=%B", "HEAD", cwd=cwd)
-        amended = procs.run(
-            ["git", "interpret-trailers", "--trailer", f"{key}: {value}"],
-            cwd=cwd, stdin=message + "\n", error_type=GitError,
-        ).output  # fmt: skip
-        procs.run(
-            ["git", *_IDENTITY, "commit", "-q", "--amend", "--no-verify", "--allow-empty", "-F", "-"],
-            cwd=cwd, stdin=amended, error_type=GitError,
-        )  # fmt: skip
+        amended = self.run(
+            "interpret-trailers", "--trailer", f"{key}: {value}", cwd=cwd, stdin=message + "\n"
+        )
+        self.run(
+            "commit",
+            "-q",
+            "--amend",
+            "--no-verify",
+            "--allow-empty",
+            "-F",
+            "-",
+            cwd=cwd,
+            stdin=amended.output,
+        )
         return self.head(cwd)
 
     def cherry_pick(self, cwd: Path, commit: str) -> PickResult:
