@@ -56,16 +56,15 @@ def _dirty_message(git: Git, base: str, checkout: Path | None) -> str | None:
     dirty = git.dirty_paths(checkout)
     if not dirty:
         return None
-    shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
     return (
-        f"base branch {base!r} is checked out in {checkout} with uncommitted changes ({shown}); "
+        f"base branch {base!r} is checked out in {checkout} with uncommitted changes ({_first(dirty)}); "
         "integration would leave that checkout inconsistent, so base was not moved. Commit or "
         "stash those changes (or check out another branch there) and the task will be integrated."
     )
 
 
-def _in_the_way_message(git: Git, base: str, checkout: Path | None, old: str, new: str) -> str | None:
-    """Untracked files in base's checkout that moving it from ``old`` to ``new`` would overwrite.
+def _in_the_way_message(base: str, checkout: Path | None, added: list[str]) -> str | None:
+    """Untracked files in base's checkout where the task adds the paths ``added``.
 
     Checked before base moves: afterwards, the checkout could not follow and would show the
     change reversed as if someone had made it there.
@@ -73,7 +72,7 @@ def _in_the_way_message(git: Git, base: str, checkout: Path | None, old: str, ne
     if checkout is None:
         return None
     blocked = []
-    for rel in git.added_paths(old, new):
+    for rel in added:
         path = checkout / rel
         # A file where the commit needs a directory is in the way too.
         blockers = [path, *(p for p in path.parents if checkout in p.parents)]
@@ -81,12 +80,16 @@ def _in_the_way_message(git: Git, base: str, checkout: Path | None, old: str, ne
             blocked.append(rel)
     if not blocked:
         return None
-    shown = ", ".join(blocked[:5]) + (" ..." if len(blocked) > 5 else "")
     return (
-        f"base branch {base!r} is checked out in {checkout}, where untracked files ({shown}) are in "
-        "the way of files this task adds; base was not moved. Move or delete them there and the "
-        "task will be integrated."
+        f"base branch {base!r} is checked out in {checkout}, where untracked files ({_first(blocked)}) "
+        "are in the way of files this task adds; base was not moved. Move or delete them there and "
+        "the task will be integrated."
     )
+
+
+def _first(paths: list[str], count: int = 5) -> str:
+    """A few paths for a message."""
+    return ", ".join(paths[:count]) + (" ..." if len(paths) > count else "")
 
 
 def prepare_worktree(git: Git, path: Path, commit: str) -> None:
@@ -140,7 +143,8 @@ def integrate(
             # Base's history must say which task each commit came from, prompt followed or not.
             candidate = git.amend_with_trailer(worktree, TRAILER, task_id)
         # Refuse before the recipes, which may take long, and again before the swap.
-        refusal = _in_the_way_message(git, base, checkout, old, candidate)
+        added = git.added_paths(old, candidate) if checkout is not None else []
+        refusal = _in_the_way_message(base, checkout, added)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
         checked = run_recipes(recipes, worktree, spec, log_path)
@@ -150,9 +154,7 @@ def integrate(
                 f"checks failed on {base} ({old[:12]}) with the change applied: {checked.summary}",
                 old,
             )
-        refusal = _dirty_message(git, base, checkout) or _in_the_way_message(
-            git, base, checkout, old, candidate
-        )
+        refusal = _dirty_message(git, base, checkout) or _in_the_way_message(base, checkout, added)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
         before_swap(candidate)
