@@ -182,15 +182,15 @@ def judge(outcome: AgentOutcome, git: Git, task_id: str, before_sha: str | None)
 
 
 def fold_commits(git: Git, task: Task, base: str) -> str | None:
-    """The task's commits over ``base`` as one commit carrying its ``Task-Id`` trailer.
+    """The task's commits over ``base`` as one commit, titled for the task.
 
     For agents that commit each edit with messages of their own (aider): returns the new tip of
-    the task's branch, or None when the branch already holds one commit with the trailer.
+    the task's branch, or None when it already holds one commit (integration adds a missing
+    ``Task-Id`` trailer, as for any agent).
     """
     fork = git.merge_base(base, task.id)
     messages = git.messages(fork, task.id)
-    trailer = f"Task-Id: {task.id}"
-    if not messages or (len(messages) == 1 and trailer in messages[0].splitlines()):
+    if len(messages) <= 1:
         return None
     title = " ".join(task.title.split()) or task.id
     lines: list[str] = []
@@ -200,7 +200,7 @@ def fold_commits(git: Git, task: Task, base: str) -> str | None:
         for line in listed or [f"- {text.splitlines()[0]}"]:
             if line not in lines:
                 lines.append(line)
-    message = f"{title}\n\n{FOLD_HEADING}\n" + "\n".join(lines) + f"\n\n{trailer}\n"
+    message = f"{title}\n\n{FOLD_HEADING}\n" + "\n".join(lines) + f"\n\nTask-Id: {task.id}\n"
     return git.fold(task.id, fork, message)
 
 
