@@ -156,11 +156,11 @@ class DevResult:
     after_sha: str | None = None
 
 
-def judge(outcome: AgentOutcome, git: Git, task_id: str, before_sha: str | None) -> DevResult:
-    """An agent's outcome and the branch it left, as a dev result.
+def judge(outcome: AgentOutcome, after: str | None, before_sha: str | None) -> DevResult:
+    """An agent's outcome and the commit the runner brought in from its workspace, as a dev result.
 
-    A success means a new commit: an agent that says it succeeded but left the branch where it
-    was has failed, whatever its exit code.
+    A success means a new commit: an agent that says it succeeded but left its task branch where
+    it was has failed, whatever its exit code.
     """
     if outcome.state is AgentState.RUNNING:
         return DevResult(DevStatus.RUNNING)
@@ -168,11 +168,10 @@ def judge(outcome: AgentOutcome, git: Git, task_id: str, before_sha: str | None)
         return DevResult(
             DevStatus.FAILED, outcome.error or "agent failed", outcome.cost_cents, outcome.tokens
         )
-    after = git.branch_sha(task_id)
     if after is None:
         return DevResult(
             DevStatus.FAILED,
-            f"task branch {task_id} is gone after the agent ran",
+            "the task branch is gone from the workspace after the agent ran",
             outcome.cost_cents,
             outcome.tokens,
         )
@@ -181,15 +180,15 @@ def judge(outcome: AgentOutcome, git: Git, task_id: str, before_sha: str | None)
     return DevResult(DevStatus.COMMITTED, None, outcome.cost_cents, outcome.tokens, after)
 
 
-def fold_commits(git: Git, task: Task, base: str) -> str | None:
+def fold_commits(git: Git, task: Task, base: str, ref: str) -> str | None:
     """The task's commits over ``base`` as one commit, titled for the task.
 
     For agents that commit each edit with messages of their own (aider): returns the new tip of
-    the task's branch, or None when it already holds one commit (integration adds a missing
+    ``ref`` (the runner's ref for the task), or None when it already holds one commit (integration adds a missing
     ``Task-Id`` trailer, as for any agent).
     """
-    fork = git.merge_base(base, task.id)
-    messages = git.messages(fork, task.id)
+    fork = git.merge_base(f"refs/heads/{base}", ref)
+    messages = git.messages(fork, ref)
     if len(messages) <= 1:
         return None
     title = " ".join(task.title.split()) or task.id
@@ -201,7 +200,7 @@ def fold_commits(git: Git, task: Task, base: str) -> str | None:
             if line not in lines:
                 lines.append(line)
     message = f"{title}\n\n{FOLD_HEADING}\n" + "\n".join(lines) + f"\n\nTask-Id: {task.id}\n"
-    return git.fold(task.id, fork, message)
+    return git.fold(ref, fork, message)
 
 
 FOLD_HEADING = "The agent's commits, folded into one:"

@@ -1,4 +1,4 @@
-"""Integrate phase: deterministic. Cherry-pick onto base's tip, check, then compare-and-swap base.
+"""Integrate phase: deterministic. Apply onto base's tip, check, then compare-and-swap base.
 
 Base only ever moves forward to a commit that passed the integrate recipes; if someone moved it
 meanwhile, the work is redone on the new tip rather than overwriting theirs.
@@ -31,6 +31,7 @@ class IntegrateStatus(enum.StrEnum):
     CHECKS_FAILED = "checks_failed"
     EMPTY = "empty"  # the commit changes nothing on the current base
     REFUSED = "refused"  # not the task's fault: base checked out and dirty, or base keeps moving
+    STOPPED = "stopped"  # a person changed the task while it was being integrated
 
 
 @dataclass(frozen=True)
@@ -92,30 +93,41 @@ def _first(paths: list[str], count: int = 5) -> str:
     return ", ".join(paths[:count]) + (" ..." if len(paths) > count else "")
 
 
-def prepare_worktree(git: Git, path: Path, commit: str) -> None:
-    """The integration worktree, detached and clean at ``commit``."""
-    if not git.is_worktree(path):
-        git.remove_worktree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        git.add_detached_worktree(path, commit)
-    else:
-        git.detach_at(path, commit)
+def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple[IntegrateStatus, str]:
+    """The commit that would land: ``commit``'s change on ``old``, computed in the repository
+    without any checkout, carrying the task's ``Task-Id`` trailer. Returns (PICKED-like status
+    INTEGRATED, sha) or (CONFLICT / EMPTY, detail)."""
+    merged = git.merge_onto(old, commit)
+    if merged.status is PickStatus.CONFLICT:
+        return IntegrateStatus.CONFLICT, merged.output.strip()[-3000:]
+    if merged.status is PickStatus.EMPTY:
+        return IntegrateStatus.EMPTY, ""
+    assert merged.tree is not None
+    message = git.message(commit)
+    if task_id is not None and task_id not in git.trailer_values(commit, TRAILER):
+        # Base's history must say which task each commit came from, prompt followed or not.
+        message = git.with_trailer(message, TRAILER, task_id)
+    return IntegrateStatus.INTEGRATED, git.commit_like(merged.tree, old, commit, message)
 
 
 def integrate(
     git: Git,
-    worktree: Path,
+    check_out: Callable[[str], Path],
     base: str,
     commit: str,
     recipes: Sequence[Recipe],
     spec: RecipeRun,
     log_path: Path,
-    before_swap: Callable[[str], None] = lambda sha: None,
+    before_swap: Callable[[str], str | None] = lambda sha: None,
     *,
     task_id: str | None = None,
 ) -> IntegrateResult:
-    """Land ``commit`` on ``base``. ``before_swap`` is told the candidate sha before base moves,
-    so that a crash between the swap and the bookkeeping can be recognised on restart. With a
+    """Land ``commit`` (the sha that passed verification) on ``base``.
+
+    The candidate is computed in the repository (merge-tree, commit-tree), then checked in a
+    pristine checkout made by ``check_out``. ``before_swap`` is told the candidate sha before base
+    moves, so that a crash between the swap and the bookkeeping can be recognised on restart; it
+    may return a reason to stop instead (a person changed the task meanwhile). With a
     ``task_id``, what lands carries its ``Task-Id`` trailer even if the agent left it out."""
     checkout = base_checkout(git, base)
     for _ in range(MAX_BASE_RACES):
@@ -125,28 +137,23 @@ def integrate(
         old = git.branch_sha(base)
         if old is None:
             return IntegrateResult(IntegrateStatus.REFUSED, f"base branch {base!r} does not exist")
-        prepare_worktree(git, worktree, old)
-        pick = git.cherry_pick(worktree, commit)
-        if pick.status is PickStatus.CONFLICT:
+        status, candidate = candidate_for(git, old, commit, task_id)
+        if status is IntegrateStatus.CONFLICT:
             return IntegrateResult(
                 IntegrateStatus.CONFLICT,
-                f"cherry-pick of {commit[:12]} onto {base} ({old[:12]}) conflicts:\n{pick.output.strip()[-3000:]}",
+                f"applying {commit[:12]} onto {base} ({old[:12]}) conflicts:\n{candidate}",
                 old,
             )
-        if pick.status is PickStatus.EMPTY:
+        if status is IntegrateStatus.EMPTY:
             return IntegrateResult(
                 IntegrateStatus.EMPTY, f"the commit changes nothing on {base} ({old[:12]})", old
             )
-        assert pick.sha is not None
-        candidate = pick.sha
-        if task_id is not None and task_id not in git.trailer_values(candidate, TRAILER, cwd=worktree):
-            # Base's history must say which task each commit came from, prompt followed or not.
-            candidate = git.amend_with_trailer(worktree, TRAILER, task_id)
         # Refuse before the recipes, which may take long, and again before the swap.
         added = git.added_paths(old, candidate) if checkout is not None else []
         refusal = _in_the_way_message(base, checkout, added)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
+        worktree = check_out(candidate)
         checked = run_recipes(recipes, worktree, spec, log_path)
         if checked.status is VerifyStatus.FAIL:
             return IntegrateResult(
@@ -157,7 +164,9 @@ def integrate(
         refusal = _dirty_message(git, base, checkout) or _in_the_way_message(base, checkout, added)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
-        before_swap(candidate)
+        stop = before_swap(candidate)
+        if stop:
+            return IntegrateResult(IntegrateStatus.STOPPED, stop)
         if git.compare_and_swap(base, candidate, old):
             if checkout is not None:
                 try:

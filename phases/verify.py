@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,16 +90,19 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
 
 def verify_task(
     git: Git,
-    workspace: Path,
+    check_out: Callable[[str], Path],
     task_id: str,
     base: str,
+    commit: str,
     recipes: Sequence[Recipe],
     spec: RecipeRun,
     log_path: Path,
 ) -> VerifyResult:
-    """The branch must be exactly one commit over base; then the recipes must pass."""
+    """``commit`` must be exactly one commit over base; then the recipes must pass on a pristine
+    checkout of exactly that commit (made by ``check_out``): nothing the agent left uncommitted
+    in its workspace is seen."""
     try:
-        count = git.count_commits(f"refs/heads/{base}", f"refs/heads/{task_id}")
+        count = git.count_commits(f"refs/heads/{base}", commit)
     except GitError as exc:
         return VerifyResult(VerifyStatus.FAIL, f"branch shape check failed: {exc}")
     if count != 1:
@@ -108,7 +111,7 @@ def verify_task(
             f"expected exactly 1 commit on {task_id} over {base}, found {count}; "
             "squash your work into one commit (amend it) on top of base",
         )
-    return run_recipes(recipes, workspace, spec, log_path)
+    return run_recipes(recipes, check_out(commit), spec, log_path)
 
 
 def _tail(output: str) -> str:

@@ -13,9 +13,36 @@ from runner import procs
 from runner.errors import GitError
 from runner.procs import ProcResult
 
-# Commits made by the runner itself (integration cherry-picks) need an identity even on machines
-# where none is configured; the author of the task's commit is kept by cherry-pick.
+# Commits made by the runner itself (integration candidates) need an identity even on machines
+# where none is configured; the author of the task's commit is kept.
 _IDENTITY = ["-c", "user.name=pipeline-runner", "-c", "user.email=pipeline-runner@localhost"]
+
+# Configuration that makes git run a program. An agent (or code under check) can write it into a
+# repository's config; the runner's own git commands never honour it, whatever the config says.
+# Command-line settings outrank every config file. Filters and merge drivers are named by the
+# repository's own attributes and cannot be switched off by name here: the runner therefore
+# rewrites the config of every workspace an agent touched before running git there (see
+# runner.workspace), and never checks out in a repository whose config it did not write.
+HARDENING = [
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.sshCommand=false",
+    "core.askPass=",
+    "core.editor=false",
+    "sequence.editor=false",
+    "core.pager=cat",
+    "credential.helper=",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "log.showSignature=false",
+    "protocol.ext.allow=never",
+    "core.alternateRefsCommand=",
+    "gc.auto=0",
+    "maintenance.auto=false",
+]
+_HARDEN = [arg for setting in HARDENING for arg in ("-c", setting)]
+# Never prompt, never pick up a person's pager or editor from the environment.
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_EDITOR": "false", "GIT_ASKPASS": ""}
 
 
 class PickStatus(enum.StrEnum):
@@ -27,11 +54,11 @@ class PickStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class PickResult:
-    """Result of a cherry-pick."""
+class MergeResult:
+    """A change applied to another commit as a tree (``tree`` is None on a conflict)."""
 
     status: PickStatus
-    sha: str | None
+    tree: str | None
     output: str
 
 
@@ -53,8 +80,13 @@ _WORKTREE_ADMIN = threading.Lock()
 class Git:
     """Git commands against one repository (and its worktrees)."""
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(self, repo: Path, *, git_dir: Path | None = None, work_tree: Path | None = None) -> None:
         self.repo = repo
+        # Given explicitly for the runner's checkouts: git must never go looking for a repository
+        # above one whose .git an agent removed (the person's repository encloses the root).
+        self._location = [f"--git-dir={git_dir}"] if git_dir is not None else []
+        if work_tree is not None:
+            self._location.append(f"--work-tree={work_tree}")
 
     def run(
         self,
@@ -66,8 +98,8 @@ class Git:
     ) -> ProcResult:
         """Run ``git ARGS`` in ``cwd`` (default: the repository); ``env`` adds to the environment."""
         return procs.run(
-            ["git", *_IDENTITY, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
-            env={**os.environ, **env} if env else None, error_type=GitError,
+            ["git", *_HARDEN, *_IDENTITY, *self._location, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
+            env={**os.environ, **_GIT_ENV, **(env or {})}, error_type=GitError,
         )  # fmt: skip
 
     def out(self, *args: str, cwd: Path | None = None) -> str:
@@ -85,24 +117,81 @@ class Git:
         """The tip of a local branch, or None when it does not exist."""
         return self.rev(f"refs/heads/{branch}")
 
-    def delete_branch(self, branch: str) -> None:
-        """Delete a local branch if it exists."""
-        with _WORKTREE_ADMIN:
-            self.run("branch", "-q", "-D", branch, check=False)
+    def update_ref(self, ref: str, new: str, old: str | None = None) -> bool:
+        """Point the full ref name ``ref`` at ``new``; with ``old``, only if it is still there.
 
-    def set_branch(self, branch: str, sha: str) -> None:
-        """Point a branch at ``sha`` (creating it if needed)."""
-        self.run("update-ref", f"refs/heads/{branch}", sha)
+        False (and nothing changed) when ``old`` no longer matches. A ref that cannot be locked
+        (a stale ``.lock`` file) raises: retrying would not help.
+        """
+        args = ["update-ref", "--no-deref", ref, new] + ([old] if old is not None else [])
+        result = self.run(*args, check=False)
+        if not result.ok and ("File exists" in result.output or old is None):
+            raise GitError(["git", "update-ref", ref], result.exit_code, result.output)
+        return result.ok
+
+    def delete_ref(self, ref: str) -> None:
+        """Delete a full ref name if it exists."""
+        self.run("update-ref", "--no-deref", "-d", ref, check=False)
 
     def compare_and_swap(self, branch: str, new: str, old: str) -> bool:
-        """Move ``branch`` from ``old`` to ``new``; False (and nothing changed) if it moved meanwhile.
+        """Move ``branch`` from ``old`` to ``new``; False (and nothing changed) if it moved meanwhile."""
+        return self.update_ref(f"refs/heads/{branch}", new, old)
 
-        A ref that cannot be locked (a stale ``.lock`` file) raises: retrying would not help.
+    def common_dir(self) -> Path:
+        """The repository's git directory shared by all its worktrees (objects, refs, config)."""
+        return Path(self.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+
+    def fetch_ref(self, source: Path, src_ref: str, dst_ref: str) -> str | None:
+        """Copy ``src_ref`` of the repository at ``source`` (and the objects it needs) to ``dst_ref``.
+
+        Returns the new value of ``dst_ref``, or None when ``source`` has no ``src_ref``. Goes
+        through git's pack protocol, so nothing but objects crosses from an untrusted repository.
         """
-        result = self.run("update-ref", f"refs/heads/{branch}", new, old, check=False)
-        if not result.ok and "File exists" in result.output:
-            raise GitError(["git", "update-ref", f"refs/heads/{branch}"], result.exit_code, result.output)
-        return result.ok
+        result = self.run(
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+            "--no-auto-gc", f"file://{source}", f"+{src_ref}:{dst_ref}", check=False,
+        )  # fmt: skip
+        if not result.ok:
+            if "couldn't find remote ref" in result.output:
+                return None
+            raise GitError(["git", "fetch", str(source), src_ref], result.exit_code, result.output)
+        return self.rev(dst_ref)
+
+    def merge_onto(self, onto: str, commit: str) -> MergeResult:
+        """``commit``'s change applied to ``onto``, as a tree, without touching any checkout.
+
+        With ``commit``'s parent an ancestor of ``onto`` (verify checked the task is one commit
+        over base, and base only moves forward) the merge base is that parent, so this is exactly
+        a cherry-pick. A parent that is no longer in base's history (base was rewritten) is
+        reported as a conflict: the task is redeveloped on the new base.
+        """
+        parent = self.rev(f"{commit}^")
+        if parent is None or not self.is_ancestor(parent, onto):
+            return MergeResult(PickStatus.CONFLICT, None, f"{commit[:12]}'s parent is not in the history of {onto[:12]}")
+        result = self.run("merge-tree", "--write-tree", "--name-only", onto, commit, check=False)
+        lines = result.output.strip().splitlines()
+        if result.exit_code == 1:
+            return MergeResult(PickStatus.CONFLICT, None, "\n".join(lines[1:]))
+        if not result.ok or not lines:
+            raise GitError(["git", "merge-tree", onto, commit], result.exit_code, result.output)
+        tree = lines[0].strip()
+        if tree == self.out("rev-parse", f"{onto}^{{tree}}"):
+            return MergeResult(PickStatus.EMPTY, tree, "")
+        return MergeResult(PickStatus.PICKED, tree, "")
+
+    def commit_like(self, tree: str, parent: str, original: str, message: str) -> str:
+        """A commit of ``tree`` on ``parent`` with ``original``'s author and the given message."""
+        name, email, date = self.out("log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw", original).split("\0")
+        author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+        return self.run("commit-tree", tree, "-p", parent, "-F", "-", stdin=message, env=author).output.strip()
+
+    def message(self, commit: str) -> str:
+        """A commit's full message."""
+        return self.run("log", "-1", "--format=%B", commit).output
+
+    def with_trailer(self, message: str, key: str, value: str) -> str:
+        """``message`` with ``key: value`` added to its trailer block, as git parses trailers."""
+        return self.run("interpret-trailers", "--trailer", f"{key}: {value}", stdin=message.rstrip("\n") + "\n").output
 
     def count_commits(self, base: str, head: str) -> int:
         """Commits reachable from ``head`` and not from ``base``."""
@@ -126,22 +215,16 @@ class Git:
         raw = self.out("log", "--reverse", "--format=%B%x00", f"{base}..{head}")
         return [m.strip() for m in raw.split("\0") if m.strip()]
 
-    def fold(self, branch: str, onto: str, message: str) -> str:
-        """Replace the commits of ``branch`` after ``onto`` by one commit of the same tree; return it.
+    def fold(self, ref: str, onto: str, message: str) -> str:
+        """Replace the commits of ``ref`` after ``onto`` by one commit of the same tree; return it.
 
-        Plumbing only (commit-tree, then a compare-and-swap of the branch): a worktree with the
-        branch checked out keeps matching its files and index, since the tree does not change. The
-        author of the branch's last commit stays the author.
+        Plumbing only (commit-tree, then a compare-and-swap of the ref). The author of the last
+        commit stays the author.
         """
-        tip = self.out("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
-        name, email, date = self.out("log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw", tip).split("\0")
-        author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
-        made = self.run("commit-tree", f"{tip}^{{tree}}", "-p", onto, "-F", "-", stdin=message, env=author)
-        new = made.output.strip()
-        if not self.compare_and_swap(branch, new, tip):
-            raise GitError(
-                ["git", "update-ref", f"refs/heads/{branch}"], None, "", f"{branch} moved while folding"
-            )
+        tip = self.out("rev-parse", "--verify", f"{ref}^{{commit}}")
+        new = self.commit_like(f"{tip}^{{tree}}", onto, tip, message)
+        if not self.update_ref(ref, new, tip):
+            raise GitError(["git", "update-ref", ref], None, "", f"{ref} moved while folding")
         return new
 
     # -- worktrees -----------------------------------------------------------------------------
@@ -165,20 +248,6 @@ class Git:
                 entries.append(Worktree(path, head, branch))
                 path, head, branch = None, None, None
         return entries
-
-    def add_worktree(self, path: Path, branch: str, start: str) -> None:
-        """A worktree at ``path`` on ``branch``, creating the branch at ``start`` if needed."""
-        exists = self.branch_sha(branch) is not None
-        with _WORKTREE_ADMIN:
-            if exists:
-                self.run("worktree", "add", "-q", str(path), branch)
-            else:
-                self.run("worktree", "add", "-q", "-b", branch, str(path), start)
-
-    def add_detached_worktree(self, path: Path, commit: str) -> None:
-        """A worktree at ``path`` with a detached HEAD at ``commit``."""
-        with _WORKTREE_ADMIN:
-            self.run("worktree", "add", "-q", "--detach", str(path), commit)
 
     def remove_worktree(self, path: Path) -> None:
         """Remove a worktree (forcefully) and forget it."""
@@ -219,21 +288,6 @@ class Git:
 
     # -- working-tree operations ---------------------------------------------------------------
 
-    def head(self, cwd: Path) -> str:
-        """HEAD of a worktree."""
-        return self.out("rev-parse", "HEAD", cwd=cwd)
-
-    def reset_hard(self, cwd: Path, commit: str) -> None:
-        """Make a worktree's current branch (or detached HEAD) and files exactly ``commit``."""
-        self.run("reset", "-q", "--hard", commit, cwd=cwd)
-        self.run("clean", "-q", "-fd", cwd=cwd)
-
-    def detach_at(self, cwd: Path, commit: str) -> None:
-        """Detach a worktree's HEAD at ``commit`` with a clean tree."""
-        self.abort_cherry_pick(cwd)
-        self.run("checkout", "-q", "-f", "--detach", commit, cwd=cwd)
-        self.run("clean", "-q", "-fd", cwd=cwd)
-
     def dirty_paths(self, cwd: Path) -> list[str]:
         """Tracked files with uncommitted changes in a worktree."""
         output = self.run("status", "--porcelain", "--untracked-files=no", cwd=cwd).output
@@ -249,56 +303,6 @@ class Git:
         """The values of the ``key`` trailers of a commit's message, as git parses trailers."""
         out = self.out("log", "-1", f"--format=%(trailers:key={key},valueonly)", commit, cwd=cwd)
         return [v.strip() for v in out.splitlines() if v.strip()]
-
-    def amend_with_trailer(self, cwd: Path, key: str, value: str) -> str:
-        """Add ``key: value`` to the trailers of HEAD's message, author and tree kept; the new HEAD."""
-        message = self.out("log", "-1", "--format=%B", "HEAD", cwd=cwd)
-        amended = self.run(
-            "interpret-trailers", "--trailer", f"{key}: {value}", cwd=cwd, stdin=message + "\n"
-        )
-        self.run(
-            "commit",
-            "-q",
-            "--amend",
-            "--no-verify",
-            "--allow-empty",
-            "-F",
-            "-",
-            cwd=cwd,
-            stdin=amended.output,
-        )
-        return self.head(cwd)
-
-    def cherry_pick(self, cwd: Path, commit: str) -> PickResult:
-        """Cherry-pick ``commit`` onto the worktree's HEAD; a conflict is aborted and reported."""
-        result = self.run(
-            "cherry-pick", "--allow-empty", "--keep-redundant-commits", commit, cwd=cwd, check=False
-        )
-        if result.ok:
-            sha = self.head(cwd)
-            trees = self.out("rev-parse", f"{sha}^{{tree}}", f"{sha}^^{{tree}}", cwd=cwd).split()
-            if trees[0] == trees[1]:
-                return PickResult(PickStatus.EMPTY, sha, result.output)
-            return PickResult(PickStatus.PICKED, sha, result.output)
-        self.abort_cherry_pick(cwd)
-        return PickResult(PickStatus.CONFLICT, None, result.output)
-
-    @staticmethod
-    def git_dir(cwd: Path) -> Path:
-        """A worktree's private git directory, read from its ``.git`` file (no process)."""
-        dot_git = cwd / ".git"
-        if dot_git.is_dir():
-            return dot_git
-        pointer = dot_git.read_text(encoding="utf-8").strip()
-        return Path(pointer.removeprefix("gitdir: "))
-
-    def abort_cherry_pick(self, cwd: Path) -> bool:
-        """Abort a cherry-pick in progress; True if there was one."""
-        git_dir = self.git_dir(cwd)
-        if (git_dir / "CHERRY_PICK_HEAD").exists() or (git_dir / "sequencer").exists():
-            self.run("cherry-pick", "--abort", cwd=cwd, check=False)
-            return True
-        return False
 
     def move_checkout(self, cwd: Path, old: str, new: str) -> None:
         """Bring a worktree whose branch was moved from ``old`` to ``new`` up to date.

@@ -22,7 +22,7 @@ from types import FrameType
 import tenacity
 from loguru import logger
 
-from phases.agents import AgentBackend, AgentHandle
+from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
 from phases.backends import make_backend
 from phases.dev import (
     DevResult,
@@ -44,7 +44,7 @@ from runner.logs import add_file_sink
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.waking import Waker
-from runner.workspace import Layout, Workspaces
+from runner.workspace import TASK_REFS, Layout, Workspaces, task_ref
 
 BACKOFF_CAP_SECONDS = 600.0
 CHEAP_POLL_SECONDS = 0.02
@@ -219,9 +219,13 @@ class Pipeline:
             if task_id not in running_dev:
                 # A git command of ours killed in this worktree leaves its lock behind.
                 self.workspaces.drop_stale_lock(task_id)
-        for task in self.store.list_tasks(status=TaskStatus.DONE):
-            if self.layout.worktree(task.id).exists() or self.git.branch_sha(task.id) is not None:
-                self.workspaces.release(task.id)
+        # What the runner keeps for tasks that are done (a kill between landing and cleaning up):
+        # read once, not one git call per task of a long history.
+        refs = self.git.out("for-each-ref", "--format=%(refname)", TASK_REFS).splitlines()
+        kept = set(self.workspaces.existing()) | {r.removeprefix(TASK_REFS) for r in refs}
+        for task_id in sorted(kept - running_dev):
+            if self.store.exists(task_id) and self.store.get(task_id).status is TaskStatus.DONE:
+                self.workspaces.release(task_id)
         self.git.prune_worktrees()
 
     def repair_base_checkout(self, old: str, new: str) -> None:
@@ -268,10 +272,10 @@ class Pipeline:
 
     def start_integration(self, task: Task) -> None:
         """Record the attempt and hand it to the integration worker."""
-        commit = self.git.branch_sha(task.id)
+        commit = self.verified_sha(task.id)
         if commit is None:
             row = self.runs.start(task.id, Phase.INTEGRATE, task.patchset)
-            reason = f"task branch {task.id} is missing; developing again"
+            reason = f"the commit that passed verification of {task.id} is not recorded; developing again"
             self.runs.finish(row, RunStatus.FAILURE, error=reason)
             self.note(task.id, reason)
             self.fail(task.id, reason, new_patchset=True)
@@ -285,6 +289,13 @@ class Pipeline:
         future.add_done_callback(lambda _: self.wake.set())
         self.integrating = (task.id, row, future)
 
+    def verified_sha(self, task_id: str) -> str | None:
+        """The commit that passed the task's last verification, if it is still in the repository."""
+        rec = self.runs.last_attempt(task_id, Phase.VERIFY)
+        if rec is None or rec.status is not RunStatus.SUCCESS or rec.after_sha is None:
+            return None
+        return self.git.rev(rec.after_sha)
+
     def integrate_worker(self, row: int, task: Task, commit: str, log_path: Path) -> IntegrateResult:
         """In the worker thread: cherry-pick, check, swap base; clean up after a success.
 
@@ -297,15 +308,26 @@ class Pipeline:
         db = open_db(self.config.state_db)
         try:
             runs = Runs(db)
+            store = open_task_source(self.config.tasks.source, db)
+
+            def before_swap(sha: str) -> str | None:
+                # Read and written under one lock: a person's status change lands before or after.
+                with db.write():
+                    status = store.get(task.id).status
+                    if status is not TaskStatus.VERIFIED:
+                        return f"a person set the task to {status.value} during integration; base was not moved"
+                    runs.update(row, after_sha=sha)
+                return None
+
             result = integrate(
                 self.git,
-                self.layout.integration,
+                self.check_out_candidate,
                 self.config.base,
                 commit,
                 recipes,
                 self.recipe_run(task, self.layout.integration, timeout),
                 log_path,
-                before_swap=lambda sha: runs.update(row, after_sha=sha),
+                before_swap=before_swap,
                 task_id=task.id,
             )
         finally:
@@ -313,6 +335,11 @@ class Pipeline:
         if result.status is IntegrateStatus.INTEGRATED:
             self.workspaces.release(task.id)
         return result
+
+    def check_out_candidate(self, sha: str) -> Path:
+        """A pristine checkout of an integration candidate."""
+        self.workspaces.checkouts.create(self.layout.integration, sha)
+        return self.layout.integration
 
     def collect_integration(self, wait: bool = False) -> bool:
         """Record the outcome of the integration in flight, if it has finished (or, waiting, once it has)."""
@@ -329,6 +356,9 @@ class Pipeline:
         if result.status is IntegrateStatus.INTEGRATED:
             self.runs.finish(row, RunStatus.SUCCESS, after_sha=result.detail)
             self.finish_done(task_id, result.detail, release=False)
+        elif result.status is IntegrateStatus.STOPPED:
+            self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
+            logger.info("integration of {} stopped: {}", task_id, result.detail)
         elif result.status is IntegrateStatus.REFUSED:
             self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
             logger.error("integration of {} refused: {}", task_id, result.detail)
@@ -343,7 +373,7 @@ class Pipeline:
             }[result.status]
             self.note(task_id, f"{label}: {result.detail}")
             if result.new_base:
-                self.workspaces.reset_onto(task_id, result.new_base)
+                self.workspaces.reset_onto(task_id, result.new_base, self.config.base)
             self.fail(task_id, result.detail, new_patchset=True)
         return True
 
@@ -373,9 +403,18 @@ class Pipeline:
             if self.dry_run:
                 self.say(f"would check agent run {rec.agent_run_id} of {rec.task_id}")
                 continue
-            result = judge(self.backend.poll(self.handle_of(rec)), self.git, rec.task_id, rec.before_sha)
-            if result.status is DevStatus.RUNNING:
+            outcome = self.backend.poll(self.handle_of(rec))
+            if outcome.state is AgentState.RUNNING:
                 continue
+            try:
+                after = self.workspaces.bring_in(rec.task_id) if outcome.state is AgentState.SUCCEEDED else None
+            except ProcessError as exc:
+                outcome = AgentOutcome(
+                    AgentState.FAILED, f"could not bring in the agent's commit: {exc}",
+                    outcome.cost_cents, outcome.tokens,
+                )  # fmt: skip
+                after = None
+            result = judge(outcome, after, rec.before_sha)
             acted = True
             if result.status is DevStatus.COMMITTED and self.backend.commits_per_edit:
                 result = self.fold(rec.task_id, result)
@@ -401,14 +440,14 @@ class Pipeline:
             if self.dry_run:
                 self.say(f"would verify {task.id}")
                 continue
-            self.start_verify(task)
+            self.start_verify(task, dev)
             acted = True
         return acted
 
     def fold(self, task_id: str, result: DevResult) -> DevResult:
         """Fold the commits of an agent that commits each edit into one; a git failure fails the run."""
         try:
-            folded = fold_commits(self.git, self.store.get(task_id), self.config.base)
+            folded = fold_commits(self.git, self.store.get(task_id), self.config.base, task_ref(task_id))
         except ProcessError as exc:
             return replace(
                 result, status=DevStatus.FAILED, error=f"could not fold the agent's commits: {exc}"
@@ -418,17 +457,21 @@ class Pipeline:
         logger.info("{}: folded the agent's commits into {}", task_id, folded[:12])
         return replace(result, after_sha=folded)
 
-    def start_verify(self, task: Task) -> None:
-        """Start verification in a worker thread."""
-        workspace = self.layout.worktree(task.id)
+    def start_verify(self, task: Task, dev: RunRecord) -> None:
+        """Start verification of the commit the dev attempt brought in, in a worker thread."""
+        workspace = self.layout.check(task.id)
         log_path = self.layout.task_log(task.id, f"verify-p{task.patchset}-{int(time.time() * 1000)}")
+        # The sha under judgement is recorded: it, and only it, is what integrates if it passes.
+        commit = dev.after_sha or self.git.rev(task_ref(task.id)) or ""
         row = self.runs.start(
-            task.id, Phase.VERIFY, task.patchset, workspace=str(workspace), log_path=str(log_path)
-        )
+            task.id, Phase.VERIFY, task.patchset, workspace=str(workspace), log_path=str(log_path),
+            after_sha=commit,
+        )  # fmt: skip
         verify = self.config.phases.verify
         future = self.executor.submit(
-            verify_task, self.git, workspace, task.id, self.config.base, list(verify.run),
-            self.recipe_run(task, workspace, verify.timeout), log_path,
+            verify_task, self.git, lambda sha: self.workspaces.check_out(task.id, sha), task.id,
+            self.config.base, commit, list(verify.run), self.recipe_run(task, workspace, verify.timeout),
+            log_path,
         )  # fmt: skip
         future.add_done_callback(lambda _: self.wake.set())
         self.verifying[task.id] = (row, future)
@@ -515,7 +558,7 @@ class Pipeline:
         try:
             if not isinstance(workspace, Path):
                 raise workspace
-            before = self.git.branch_sha(task.id)
+            before = self.workspaces.checkouts.git_of(workspace).branch_sha(task.id)
             self.runs.update(row, workspace=str(workspace), before_sha=before)
             last = self.runs.last_failure(task.id)
             feedback = last.error_summary if last is not None else None

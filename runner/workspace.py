@@ -1,17 +1,28 @@
-"""Where things live under the root, and the per-task worktrees.
+"""Where things live under the root, and the standalone checkouts agents and checks work in.
 
 ROOT/.gitignore            ignores everything below, so the root can sit inside the repository
 ROOT/state.db              SQLite state
 ROOT/runner.lock           held by the active runner
-ROOT/worktrees/TASK        a task's worktree, on branch TASK
-ROOT/integration           the integration worktree, detached
-ROOT/prompts/RUN.md        prompts, outside every worktree so git never tracks them
+ROOT/worktrees/TASK        a task's workspace: the agent's own repository, branch TASK
+ROOT/checks/TASK           a pristine checkout of exactly the commit under verification
+ROOT/integration           a pristine checkout of the integration candidate
+ROOT/prompts/RUN.md        prompts, outside every checkout so git never tracks them
 ROOT/runs/RUN.json         status files of supervised agent commands
 ROOT/logs/pipeline.jsonl   the runner's log; ROOT/logs/tasks/TASK/RUN.log per attempt
+
+Every checkout is a repository of its own that borrows the person's objects read-only (an
+alternates file) and has its own refs and config, with no remote pointing back: an agent, or the
+code under check, can move its refs and write its config, and none of it reaches the person's
+repository. Its commit crosses over only when the runner fetches it into ``refs/pipeline/``, a
+namespace that is the runner's alone: the person's branches are never read, moved or deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +54,10 @@ class Layout:
         """The integration worktree."""
         return self.root / "integration"
 
+    def check(self, task_id: str) -> Path:
+        """Where a task's commit is checked out for verification."""
+        return self.root / "checks" / check_task_id(task_id)
+
     @property
     def worktrees(self) -> Path:
         """Parent of the task worktrees."""
@@ -65,50 +80,191 @@ class Layout:
         return self.root / "logs" / "tasks" / check_task_id(task_id) / f"{name}.log"
 
 
+TASK_REFS = "refs/pipeline/tasks/"
+
+
+def task_ref(task_id: str) -> str:
+    """The runner's ref for a task's latest commit, in the person's repository."""
+    return TASK_REFS + check_task_id(task_id)
+
+
+class Checkouts:
+    """Standalone repositories that borrow the person's objects: made, checked, refreshed."""
+
+    def __init__(self, git: Git) -> None:
+        self.git = git
+        self._objects: Path | None = None
+        self._identity: list[tuple[str, str]] | None = None
+
+    def objects(self) -> Path:
+        """The object directory the checkouts borrow from."""
+        if self._objects is None:
+            self._objects = self.git.common_dir() / "objects"
+        return self._objects
+
+    def config_text(self) -> str:
+        """The whole config of a checkout: written by the runner, rewritten before it runs git there."""
+        if self._identity is None:
+            # An identity configured in the repository itself must keep working for the agent.
+            found = self.git.run("config", "--local", "--get-regexp", r"^user\.(name|email)$", check=False)
+            self._identity = [
+                (k.split(".", 1)[1], v) for k, _, v in (line.partition(" ") for line in found.output.splitlines()) if v
+            ] if found.ok else []
+        lines = ["[core]", "\trepositoryformatversion = 0", "\tfilemode = true", "\tbare = false",
+                 "\tlogallrefupdates = true"]  # fmt: skip
+        if self._identity:
+            lines.append("[user]")
+            lines += [f"\t{key} = {_quote(value)}" for key, value in self._identity]
+        return "\n".join(lines) + "\n"
+
+    def git_of(self, path: Path) -> Git:
+        """Git commands in the checkout at ``path``, never discovering any other repository."""
+        return Git(path, git_dir=path / ".git", work_tree=path)
+
+    def intact(self, path: Path) -> bool:
+        """Whether ``path`` is still a checkout the runner made: a real ``.git`` directory of its
+        own, no redirection to another repository's git directory, objects borrowed from ours."""
+        dot_git = path / ".git"
+        if dot_git.is_symlink() or not dot_git.is_dir() or (dot_git / "commondir").exists():
+            return False
+        try:
+            alternates = (dot_git / "objects" / "info" / "alternates").read_text(encoding="utf-8")
+        except OSError:
+            return False
+        return alternates.strip() == str(self.objects())
+
+    def refresh(self, path: Path) -> None:
+        """Discard whatever config was written in the checkout since the runner made it."""
+        dot_git = path / ".git"
+        (dot_git / "config").write_text(self.config_text(), encoding="utf-8")
+        for name in ("info/attributes", "config.worktree"):
+            (dot_git / name).unlink(missing_ok=True)
+
+    def create(self, path: Path, head: str, refs: dict[str, str] | None = None) -> Git:
+        """A fresh checkout at ``path``: ``refs`` (full name -> sha) set, HEAD on ``head`` (a ref
+        among them, or a sha to detach at), files and index exactly that commit."""
+        remove_tree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.git.run("init", "--quiet", "--template=", str(path), cwd=path.parent)
+        dot_git = path / ".git"
+        (dot_git / "objects" / "info").mkdir(parents=True, exist_ok=True)
+        (dot_git / "objects" / "info" / "alternates").write_text(f"{self.objects()}\n", encoding="utf-8")
+        self.refresh(path)
+        local = self.git_of(path)
+        for ref, sha in (refs or {}).items():
+            local.update_ref(ref, sha)
+        if head.startswith("refs/"):
+            local.run("symbolic-ref", "HEAD", head)
+        else:
+            local.update_ref("HEAD", head)
+        local.run("read-tree", "--reset", "-u", "HEAD")
+        return local
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree the runner made, whatever is in it (read-only files included)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, onerror=_force_remove)
+
+
+def _force_remove(func: object, name: str, _exc: object) -> None:
+    parent = os.path.dirname(name)
+    with contextlib.suppress(OSError):
+        os.chmod(parent, stat.S_IRWXU)
+        os.chmod(name, stat.S_IRWXU)
+    with contextlib.suppress(OSError):
+        if os.path.isdir(name) and not os.path.islink(name):
+            shutil.rmtree(name, ignore_errors=True)
+        else:
+            os.unlink(name)
+
+
 class Workspaces:
-    """Task worktrees: one per task, on a branch named for the task, reused across attempts."""
+    """Task workspaces: one per task, on a branch named for the task, reused across attempts."""
 
     def __init__(self, git: Git, layout: Layout) -> None:
         self.git = git
         self.layout = layout
+        self.checkouts = Checkouts(git)
 
     def acquire(self, task_id: str, base: str) -> Path:
-        """The task's worktree, created from ``base`` unless it (or its branch) exists already."""
+        """The task's workspace, brought in line with base's tip and the runner's config.
+
+        Made afresh from the task's last commit (or base) when missing or no longer intact.
+        """
         path = self.layout.worktree(task_id)
-        if self.git.is_worktree(path):
+        base_sha = self.git.branch_sha(base)
+        if base_sha is None:
+            raise GitError(["git", "rev-parse", base], None, "", f"base branch {base!r} does not exist")
+        if base == task_id:
+            raise GitError([], None, "", f"task id {task_id!r} is the name of the base branch")
+        if self.checkouts.intact(path):
+            self.checkouts.refresh(path)
+            # The agent sees base under its own name, at its tip now, whatever it did to that ref.
+            self.checkouts.git_of(path).update_ref(f"refs/heads/{base}", base_sha)
             return path
-        if path.exists():
-            self.git.remove_worktree(path)  # a directory left by a crash
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.git.add_worktree(path, task_id, base)
-        except GitError:
-            # Registered but its directory vanished: forget it and try once more.
-            self.git.prune_worktrees()
-            self.git.add_worktree(path, task_id, base)
+        self._drop_legacy(path)
+        start = self.git.rev(task_ref(task_id)) or base_sha
+        self.checkouts.create(
+            path, f"refs/heads/{task_id}", {f"refs/heads/{base}": base_sha, f"refs/heads/{task_id}": start}
+        )
         return path
 
-    def reset_onto(self, task_id: str, commit: str) -> None:
-        """Drop the task's work: its branch (and worktree, if present) become ``commit``."""
+    def bring_in(self, task_id: str) -> str | None:
+        """Fetch the task branch of the agent's workspace into the runner's ref for the task.
+
+        Returns the commit now at that ref, or None when the workspace has no task branch (or is
+        no longer a checkout the runner made).
+        """
         path = self.layout.worktree(task_id)
-        if self.git.is_worktree(path):
-            self.git.reset_hard(path, commit)
-        else:
-            self.git.set_branch(task_id, commit)
+        if not self.checkouts.intact(path):
+            return None
+        self.checkouts.refresh(path)
+        return self.git.fetch_ref(path / ".git", f"refs/heads/{task_id}", task_ref(task_id))
+
+    def reset_onto(self, task_id: str, commit: str, base: str) -> None:
+        """Drop the task's work: a fresh workspace whose task branch is ``commit``."""
+        self.git.delete_ref(task_ref(task_id))
+        path = self.layout.worktree(task_id)
+        self._drop_legacy(path)
+        self.checkouts.create(
+            path, f"refs/heads/{task_id}", {f"refs/heads/{base}": commit, f"refs/heads/{task_id}": commit}
+        )
+
+    def check_out(self, task_id: str, commit: str) -> Path:
+        """A pristine checkout of exactly ``commit`` for the task's checks."""
+        path = self.layout.check(task_id)
+        self.checkouts.create(path, commit)
+        return path
 
     def release(self, task_id: str) -> None:
-        """Remove the task's worktree and branch."""
-        self.git.remove_worktree(self.layout.worktree(task_id))
-        self.git.delete_branch(task_id)
+        """Remove the task's workspace, its check checkout and the runner's ref for it."""
+        path = self.layout.worktree(task_id)
+        self._drop_legacy(path)
+        remove_tree(path)
+        remove_tree(self.layout.check(task_id))
+        self.git.delete_ref(task_ref(task_id))
+
+    def _drop_legacy(self, path: Path) -> None:
+        """A linked worktree left by an older version, or a directory left by a crash."""
+        if self.git.is_worktree(path):
+            self.git.remove_worktree(path)
+        remove_tree(path)
 
     def drop_stale_lock(self, task_id: str) -> None:
-        """Remove the index.lock a killed git command left in a task's worktree."""
+        """Remove the index.lock a killed git command left in a task's workspace."""
         path = self.layout.worktree(task_id)
-        if self.git.is_worktree(path):
-            (self.git.git_dir(path) / "index.lock").unlink(missing_ok=True)
+        if self.checkouts.intact(path):
+            (path / ".git" / "index.lock").unlink(missing_ok=True)
 
     def existing(self) -> list[str]:
-        """Task ids that have a worktree directory."""
+        """Task ids that have a workspace directory."""
         if not self.layout.worktrees.is_dir():
             return []
         return sorted(p.name for p in self.layout.worktrees.iterdir() if p.is_dir())

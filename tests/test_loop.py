@@ -342,7 +342,7 @@ def test_kill_between_base_swap_and_bookkeeping_is_recovered(tmp_path: Path) -> 
     old = git(s.repo, "rev-parse", "live")
     scratch = tmp_path / "scratch"
     git(s.repo, "worktree", "add", "-q", "--detach", str(scratch), old)
-    git(scratch, "cherry-pick", "t-1")
+    git(scratch, "cherry-pick", "refs/pipeline/tasks/t-1")
     new = git(scratch, "rev-parse", "HEAD")
     git(s.repo, "worktree", "remove", "--force", str(scratch))
     git(s.repo, "update-ref", "refs/heads/live", new, old)
