@@ -14,7 +14,7 @@ from loguru import logger
 
 from runner import __version__
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
-from runner.errors import PipelineError
+from runner.errors import PipelineError, TaskError
 from runner.logs import add_file_sink, setup_stderr
 from runner.state import open_db
 from runner.status import build_status, render_status
@@ -258,7 +258,11 @@ def cmd_task_add(args: argparse.Namespace) -> int:
         description=args.description,
     )
     new.check()  # refuse a bad id before the database (or the root) is even created
-    store = _store(_load(args), create=True)
+    loaded = _load(args)
+    if new.id is not None and new.id == loaded.config.base:
+        # The task's workspace has both a branch for the task and one for base, under their names.
+        raise TaskError(f"Invalid task id {new.id!r}: it is the name of the base branch.")
+    store = _store(loaded, create=True)
     assert store is not None
     task = store.add(new)
     if args.json:

@@ -1,0 +1,149 @@
+"""Base holds exactly what was checked: agents that break the rules on purpose, in real repositories.
+
+Each agent here is a real process (tests/fakes/hostile-agent) that makes its commit and then tries a
+trick; the assertions are made on git itself, whatever the task's status.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import git
+from tests.loop_helpers import Sample, make_sample
+
+TERMINAL = ("done", "needs_help")
+
+
+def hostile(tmp_path: Path, mode: str, **config: Any) -> Sample:
+    base: dict[str, Any] = {
+        "limits": {"max_retries": 1},
+        "agent": {"command": ["hostile-agent", mode, "{prompt_file}"]},
+    }
+    return make_sample(tmp_path, **{**base, **config})
+
+
+def drive(s: Sample, task_id: str = "t-1") -> str:
+    s.run_once_until(lambda d: s.task(task_id)["status"] in TERMINAL, limit=40)
+    status: str = s.task(task_id)["status"]
+    return status
+
+
+def bad_on_base(s: Sample, start: str) -> bool:
+    return any(line == "+BAD" for line in git(s.repo, "log", "-p", f"{start}..live").splitlines())
+
+
+def plant_hooks(tmp_path: Path) -> tuple[Path, Path]:
+    """Hook scripts that log where they ran and whether an agent (PIPELINE_RUN_ID) or the runner ran them."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(parents=True)
+    log = tmp_path / "hooks-ran.log"
+    names = ["post-checkout", "post-commit", "pre-commit", "reference-transaction", "post-merge",
+             "post-rewrite", "pre-auto-gc", "fsmonitor"]  # fmt: skip
+    for name in names:
+        script = hooks / name
+        script.write_text(f'#!/bin/sh\necho "$(pwd) ${{PIPELINE_RUN_ID:-RUNNER}} {name}" >> {log}\n')
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return hooks, log
+
+
+def test_checks_judge_the_commit_not_the_files_left_beside_it(tmp_path: Path) -> None:
+    # The agent commits BAD and leaves good content uncommitted; no integration checks at all.
+    s = hostile(tmp_path, "dirty", phases={"verify": {"run": [["python3", "check.py"]]}, "integrate": {"run": []}})
+    start = git(s.repo, "rev-parse", "live")
+    s.add("dirty")
+    assert drive(s) == "needs_help"
+    assert not bad_on_base(s, start)
+    assert git(s.repo, "rev-parse", "live") == start
+    (error,) = s.rows("SELECT error_summary FROM pipeline_runs WHERE phase='verify'")[0]
+    assert "bad files: ['t-1.txt']" in error
+
+
+def test_an_agent_cannot_move_base_with_update_ref(tmp_path: Path) -> None:
+    s = hostile(tmp_path, "moveref")
+    start = git(s.repo, "rev-parse", "live")
+    s.add("moveref")
+    assert drive(s) == "needs_help"  # its BAD commit fails the check; base never saw it
+    assert git(s.repo, "rev-parse", "live") == start
+    assert not bad_on_base(s, start)
+
+
+def test_an_agent_cannot_push_to_base_checked_out_nowhere(tmp_path: Path) -> None:
+    s = hostile(tmp_path, "pushbase")
+    git(s.repo, "checkout", "-q", "--detach")
+    start = git(s.repo, "rev-parse", "live")
+    s.add("pushbase")
+    assert drive(s) == "needs_help"
+    assert git(s.repo, "rev-parse", "live") == start
+
+
+def test_hooks_planted_by_an_agent_never_run_in_the_runner_nor_persist(tmp_path: Path) -> None:
+    for mode in ("hooks", "gitconfigfile"):
+        hooks, log = plant_hooks(tmp_path / mode)
+        s = hostile(tmp_path / mode, mode)
+        s.env["HOSTILE_HOOKS"] = str(hooks)
+        s.add(mode)
+        assert drive(s) == "done", s.task("t-1")
+        assert s.trailers() == ["t-1"]
+        ran = log.read_text().splitlines() if log.exists() else []
+        assert [line for line in ran if "RUNNER" in line] == [], mode
+        for key in ("core.hooksPath", "core.fsmonitor"):
+            assert git(s.repo, "config", "--default", "", "--get", key) == "", (mode, key)
+
+
+def test_the_persons_own_hooks_do_not_run_for_the_runners_git_commands(tmp_path: Path) -> None:
+    # A person's hooks belong to their own commands; the runner's ref updates and checkout
+    # moves must not trigger them (with the runner's environment and secrets).
+    s = hostile(tmp_path, "amend")
+    hooks, log = plant_hooks(tmp_path)
+    for script in hooks.iterdir():
+        (s.repo / ".git" / "hooks" / script.name).write_bytes(script.read_bytes())
+        os.chmod(s.repo / ".git" / "hooks" / script.name, 0o755)
+    s.add("x")
+    assert drive(s) == "done"
+    assert not log.exists() or "RUNNER" not in log.read_text()
+
+
+def test_what_lands_is_the_sha_that_passed_verification(tmp_path: Path) -> None:
+    # After verification, something (a daemon the agent left) moves the task branch in the
+    # workspace to BAD content. With no integration checks, only the verified sha may land.
+    s = make_sample(tmp_path, phases={"verify": {"run": [["python3", "check.py"]]}, "integrate": {"run": []}})
+    s.add("x")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    workspace = s.root / "worktrees" / "t-1"
+    (workspace / "t-1.txt").write_text("BAD\n")
+    git(workspace, "commit", "-q", "-a", "--amend", "-m", "swapped\n\nTask-Id: t-1")
+    s.run_once_until(lambda d: d["done"] == 1)
+    assert (s.repo / "t-1.txt").read_text() == "t-1 done\n"
+    assert s.base_log()[0] == "t-1: attempt 0"
+
+
+def test_a_persons_branch_named_like_the_task_is_never_taken(tmp_path: Path) -> None:
+    s = hostile(tmp_path, "amend")
+    git(s.repo, "checkout", "-q", "-b", "feature")
+    (s.repo / "wip.md").write_text("work in progress\n")
+    git(s.repo, "add", "wip.md")
+    git(s.repo, "commit", "-q", "-m", "WIP")
+    git(s.repo, "checkout", "-q", "live")
+    feature = git(s.repo, "rev-parse", "feature")
+    s.add("same name as a branch", "--id", "feature")
+    assert drive(s, "feature") == "done"
+    assert git(s.repo, "rev-parse", "refs/heads/feature") == feature
+    assert "wip.md" not in git(s.repo, "ls-tree", "--name-only", "live").splitlines()
+    assert (s.repo / "feature.txt").read_text() == "good\n"
+    # Marking it done again (a person tidying up) leaves the branch alone too.
+    assert s.cli("task", "set-status", "feature", "done").returncode == 0
+    assert s.cli("run", "--once").returncode == 0
+    assert git(s.repo, "rev-parse", "refs/heads/feature") == feature
+    # The runner's own refs are gone once the task is done.
+    assert git(s.repo, "for-each-ref", "refs/pipeline/") == ""
+
+
+def test_a_task_named_like_the_base_branch_is_refused(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    done = s.cli("task", "add", "x", "--id", "live")
+    assert done.returncode == 1
+    assert "base branch" in done.stderr
+    assert s.cli("task", "list").stdout.strip() in ("", "No tasks.")
