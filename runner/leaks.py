@@ -5,9 +5,11 @@ commits changed that does not hold the value at the same path in base's tree (a 
 committed to base long ago blocks no task; one the task adds does), or in the name of a path the
 candidate adds. Binary files count like any other.
 
-Memory stays bounded whatever the size of the change: files are searched by ``git grep`` with fixed
-strings, which prints only the names of matching files, and the patterns reach git on its standard
-input, so no secret appears in a process's arguments (which other users of the machine can read).
+No file content is read into the runner, whatever the size of the change: files are searched by
+``git grep`` with fixed strings, which prints only the names of matching files (memory grows with
+the number of changed paths and one commit message at a time, never with the diff). The patterns
+reach git on its standard input, so no secret appears in a process's arguments, which other users of
+the machine can read.
 """
 
 from __future__ import annotations
