@@ -310,20 +310,22 @@ class BuiltinTaskStore(TaskSource):
         if self.exists(task_id):
             raise TaskError(f"A task with id {task_id!r} already exists.")
         stamp = now_iso()
+        # The text a person wrote is masked before it is stored, as comments are: a secret pasted
+        # into a task would otherwise sit in state.db and reach the agent's prompt.
         conn.execute(
             "INSERT INTO tasks (id, title, type, parent, namespace, status, priority, complexity, "
             "description, tags, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 task_id,
-                new.title,
+                redact(new.title),
                 str(new.type),
                 new.parent,
                 new.namespace,
                 str(new.status),
                 new.priority,
                 new.complexity,
-                new.description,
-                json.dumps(list(new.tags)),
+                redact(new.description),
+                json.dumps([redact(t) for t in new.tags]),
                 stamp,
                 stamp,
             ),
