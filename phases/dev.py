@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import os
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,11 +12,9 @@ from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentRequest,
 from runner.config import PipelineConfig, recipe_argv
 from runner.errors import ConfigError
 from runner.git import Git
-from runner.redact import redact, register
+from runner.redact import redact, register, resolve_agent_env
 from runner.tasks import Task
 from runner.templates import fill
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def prompt_template(config: PipelineConfig) -> str:
@@ -89,15 +86,10 @@ def template_values(
     }
 
 
-def resolve_env(spec: dict[str, str]) -> dict[str, str]:
-    """``agent.env`` with each ``${NAME}`` replaced by the runner's NAME (empty when unset)."""
-    return {key: _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value) for key, value in spec.items()}
-
-
 def agent_env(config: PipelineConfig, task: Task, run_id: str, prompt_file: Path) -> dict[str, str]:
     """The agent's environment: the runner's, plus what identifies this run."""
     env = dict(os.environ)
-    env.update(resolve_env(config.agent.env))
+    env.update(resolve_agent_env(config.agent.env, os.environ))
     register(env)
     env.update(
         PIPELINE_TASK_ID=task.id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from phases.verify import RecipeRun, VerifyStatus, run_recipes
 from runner.config import Recipe
 from runner.errors import GitError
 from runner.git import Git, PickStatus
+from runner.leaks import find_leaks
+from runner.leaks import refusal as leak_refusal
 
 MAX_BASE_RACES = 20
 TRAILER = "Task-Id"
@@ -121,6 +123,7 @@ def integrate(
     before_swap: Callable[[str], str | None] = lambda sha: None,
     *,
     task_id: str | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> IntegrateResult:
     """Land ``commit`` (the sha that passed verification) on ``base``.
 
@@ -148,6 +151,9 @@ def integrate(
             return IntegrateResult(
                 IntegrateStatus.EMPTY, f"the commit changes nothing on {base} ({old[:12]})", old
             )
+        leaks = find_leaks(git, old, candidate, secrets or {})
+        if leaks:
+            return IntegrateResult(IntegrateStatus.CHECKS_FAILED, leak_refusal(leaks), old)
         # Refuse before the recipes, which may take long, and again before the swap.
         added = git.added_paths(old, candidate) if checkout is not None else []
         refusal = _in_the_way_message(base, checkout, added)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from runner import procs
 from runner.config import Recipe, recipe_argv
 from runner.errors import GitError, ProcessError
 from runner.git import Git
+from runner.leaks import find_leaks, refusal
 from runner.redact import redact
 from runner.templates import fill_argv, missing_values
 
@@ -97,10 +98,11 @@ def verify_task(
     recipes: Sequence[Recipe],
     spec: RecipeRun,
     log_path: Path,
+    secrets: Mapping[str, str] | None = None,
 ) -> VerifyResult:
-    """``commit`` must be exactly one commit over base; then the recipes must pass on a pristine
-    checkout of exactly that commit (made by ``check_out``): nothing the agent left uncommitted
-    in its workspace is seen."""
+    """``commit`` must be exactly one commit over base and carry none of the ``secrets`` the
+    agent was handed; then the recipes must pass on a pristine checkout of exactly that commit
+    (made by ``check_out``): nothing the agent left uncommitted in its workspace is seen."""
     try:
         count = git.count_commits(f"refs/heads/{base}", commit)
     except GitError as exc:
@@ -110,6 +112,11 @@ def verify_task(
             VerifyStatus.FAIL,
             f"expected exactly 1 commit on {task_id} over {base}, found {count}; "
             "squash your work into one commit (amend it) on top of base",
+        )
+    leaks = find_leaks(git, f"{commit}^", commit, secrets or {})
+    if leaks:
+        return VerifyResult(
+            VerifyStatus.FAIL, refusal(leaks, "remove it from the files and the message, then amend the commit")
         )
     return run_recipes(recipes, check_out(commit), spec, log_path)
 

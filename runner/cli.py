@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import enum
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from runner import __version__
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
 from runner.errors import PipelineError, TaskError
 from runner.logs import add_file_sink, setup_stderr
+from runner.redact import agent_secrets, register_values
 from runner.state import open_db
 from runner.status import build_status, render_status
 from runner.tasks import (
@@ -154,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace, *, with_flags: bool = False) -> LoadedConfig:
     flags = {name: getattr(args, name, None) for name in FLAG_KEYS} if with_flags else None
-    return load_config(find_config_file(args.config), flags)
+    loaded = load_config(find_config_file(args.config), flags)
+    # Secrets configured only in agent.env are masked in whatever this command writes, too.
+    register_values(agent_secrets(loaded.config.agent.env, os.environ).values())
+    return loaded
 
 
 def _store(loaded: LoadedConfig, *, create: bool) -> BuiltinTaskStore | None:

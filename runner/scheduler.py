@@ -8,6 +8,7 @@ Verification runs in worker threads beside the loop; only the loop's thread touc
 from __future__ import annotations
 
 import enum
+import os
 import shutil
 import signal
 import time
@@ -41,6 +42,7 @@ from runner.errors import PipelineError, ProcessError
 from runner.git import Git
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink
+from runner.redact import agent_secrets
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.waking import Waker
@@ -97,6 +99,8 @@ class Pipeline:
         self.workspaces = Workspaces(self.git, self.layout)
         self.backend: AgentBackend = make_backend(config.agent)
         self.template = prompt_template(config)
+        # The secret values every agent is handed: a commit holding one never lands.
+        self.secrets = agent_secrets(config.agent.env, os.environ)
         self.executor = ThreadPoolExecutor(
             max_workers=max(1, config.concurrency), thread_name_prefix="verify"
         )
@@ -329,6 +333,7 @@ class Pipeline:
                 log_path,
                 before_swap=before_swap,
                 task_id=task.id,
+                secrets=self.secrets,
             )
         finally:
             db.close()
@@ -471,7 +476,7 @@ class Pipeline:
         future = self.executor.submit(
             verify_task, self.git, lambda sha: self.workspaces.check_out(task.id, sha), task.id,
             self.config.base, commit, list(verify.run), self.recipe_run(task, workspace, verify.timeout),
-            log_path,
+            log_path, self.secrets,
         )  # fmt: skip
         future.add_done_callback(lambda _: self.wake.set())
         self.verifying[task.id] = (row, future)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from tests.loop_helpers import make_sample
 
 TOKEN = "tok-4f9a8c2e7b1d"
@@ -57,11 +55,6 @@ def test_task_text_with_secrets_is_masked_in_the_database_and_the_prompt(tmp_pat
     assert any("Call the API with ***" in p.read_text() for p in prompts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a value given only in agent.env is known to redaction once an agent starts; the CLI "
-    "must register runner.redact.agent_secrets(config.agent.env, os.environ) when it loads the config",
-)
 def test_a_secret_given_only_in_agent_env_is_masked_in_tasks_and_the_first_prompt(tmp_path: Path) -> None:
     sample = make_sample(tmp_path, agent={"env": {"SERVICE_SECRET": CONFIG_SECRET}})
     task_id = sample.add("Deploy", "--description", f"the service secret is {CONFIG_SECRET}")

@@ -147,3 +147,18 @@ def test_a_task_named_like_the_base_branch_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "base branch" in done.stderr
     assert s.cli("task", "list").stdout.strip() in ("", "No tasks.")
+
+
+def test_a_secret_handed_to_the_agent_never_lands(tmp_path: Path) -> None:
+    token = "tok-SECRET-98765-zz"
+    s = hostile(tmp_path, "secret", agent={"command": ["hostile-agent", "secret", "{prompt_file}"],
+                                            "env": {"HOSTILE_TOKEN": "${RUNNER_TOKEN}"}})  # fmt: skip
+    s.env["RUNNER_TOKEN"] = token
+    start = git(s.repo, "rev-parse", "live")
+    s.add("leaky")
+    assert drive(s) == "needs_help"
+    assert git(s.repo, "rev-parse", "live") == start
+    (error,) = s.rows("SELECT error_summary FROM pipeline_runs WHERE phase='verify'")[0]
+    assert "HOSTILE_TOKEN" in error and "settings.ini" in error and "commit message" in error
+    assert token not in error
+    assert token not in (s.root / "state.db").read_bytes().decode("utf-8", "replace")
