@@ -94,6 +94,11 @@ class AgentBackend(abc.ABC):
         """Cheap check whether a run has ended (only meaningful when poll_is_cheap)."""
         return False
 
+    def find_started(self, handle: AgentHandle) -> int | None:
+        """The pid of a run that was started but whose pid was never recorded (the runner was
+        killed in between), or None when it never started or is gone."""
+        return None
+
     @abc.abstractmethod
     def start(self, request: AgentRequest) -> AgentHandle:
         """Start the agent; raises ProcessError when it cannot be started."""
@@ -178,6 +183,24 @@ class CommandBackend(AgentBackend):
         """The first word of the command."""
         return self.config.command[0] if self.config.command else None
 
+    def find_started(self, handle: AgentHandle) -> int | None:
+        """The supervisor of this run, found by the status file it was given, or None."""
+        marker = str(handle.status_file).encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline and SUPERVISOR_SCRIPT.encode() in cmdline:
+                return int(entry)
+        status = read_status(handle.status_file)
+        # It may have finished already: its verdict is there to harvest.
+        if status is not None and isinstance(status.get("pid"), int):
+            return int(status["pid"])
+        return None
+
     def finished(self, handle: AgentHandle) -> bool:
         """The supervisor wrote its verdict, or is gone."""
         status = read_status(handle.status_file)
@@ -247,9 +270,11 @@ class CommandBackend(AgentBackend):
         """Stop the supervisor (which kills the agent's group) and the group itself."""
         status = read_status(handle.status_file)
         if handle.pid and procs.pid_alive(handle.pid, SUPERVISOR_MODULE):
+            # The supervisor stops the agent politely (TERM, then KILL after a grace period) and
+            # records how the run ended.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGTERM)
-        if status is not None and isinstance(status.get("pgid"), int):
+        elif status is not None and isinstance(status.get("pgid"), int):
             procs.kill_group(status["pgid"])
 
 

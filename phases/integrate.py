@@ -15,6 +15,7 @@ from pathlib import Path
 from loguru import logger
 
 from phases.verify import RecipeRun, VerifyStatus, run_recipes
+from runner import killpoints
 from runner.config import Recipe
 from runner.errors import GitError
 from runner.git import Git, PickStatus
@@ -174,6 +175,7 @@ def integrate(
         if stop:
             return IntegrateResult(IntegrateStatus.STOPPED, stop)
         if git.compare_and_swap(base, candidate, old):
+            killpoints.reached("swapped")
             if checkout is not None:
                 try:
                     git.move_checkout(checkout, old, candidate)

@@ -37,8 +37,10 @@ from phases.dev import (
 )
 from phases.integrate import IntegrateResult, IntegrateStatus, base_checkout, integrate
 from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task
+from runner import killpoints
 from runner.config import PipelineConfig
 from runner.errors import PipelineError, ProcessError
+from runner.faults import Fault, read_faults, write_faults
 from runner.git import Git
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink
@@ -96,6 +98,7 @@ class Pipeline:
         self.runs = Runs(db)
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
+        self.git_dir = self.git.common_dir()
         self.workspaces = Workspaces(self.git, self.layout)
         self.backend: AgentBackend = make_backend(config.agent)
         self.template = prompt_template(config)
@@ -105,6 +108,8 @@ class Pipeline:
             max_workers=max(1, config.concurrency), thread_name_prefix="verify"
         )
         self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
+        self.cancelling: set[int] = set()  # dev runs this process asked to stop
+        self.faults: dict[str, Fault] = {f.area: f for f in read_faults(self.layout.faults_file)}
         self.integrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
         self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
         self.integrate_paused_until = 0.0
@@ -121,6 +126,38 @@ class Pipeline:
         """A system comment on the task, and a log line."""
         logger.info("{}: {}", task_id, " ".join(message.split())[:300])
         self.store.comment(task_id, f"Pipeline: {message}", Author.SYSTEM)
+
+    def fault(self, area: str, message: str) -> None:
+        """Record a fault of the machine or the repository (not of any task) that pauses ``area``.
+
+        The work is retried after a delay that doubles with each repeat, so the same failing work
+        is not redone every cycle; `status` shows the fault until it clears.
+        """
+        previous = self.faults.get(area)
+        count = previous.count + 1 if previous else 1
+        delay = backoff_delay(self.config.interval, count - 1)
+        self.faults[area] = Fault(area, message, previous.since if previous else time.time(), count, time.time() + delay)
+        logger.error("{} paused (not charged to any task; retrying in {:.0f}s): {}", area, delay, message)
+        self.save_faults()
+
+    def clear_fault(self, area: str) -> None:
+        """The work of ``area`` went through: its fault, if any, is over."""
+        if self.faults.pop(area, None) is not None:
+            logger.info("{} resumed: the fault has cleared", area)
+            self.save_faults()
+
+    def paused(self, area: str) -> bool:
+        """Whether ``area`` waits out a fault's delay now."""
+        fault = self.faults.get(area)
+        if fault is None or time.time() >= fault.retry_at:
+            return False
+        self.next_wake = fault.retry_at if self.next_wake is None else min(self.next_wake, fault.retry_at)
+        return True
+
+    def save_faults(self) -> None:
+        """Keep the faults where `status`, another process, reads them."""
+        if not self.dry_run:
+            write_faults(self.layout.faults_file, list(self.faults.values()))
 
     def eligible(self, task: Task) -> bool:
         """Work tasks matching --parent / --task-id."""
@@ -197,22 +234,31 @@ class Pipeline:
         Runs under the runner lock, so no other runner is acting; agents may still be.
         """
         base_sha = self.git.branch_sha(self.config.base)
-        for rec in self.runs.running(Phase.INTEGRATE):
-            if rec.after_sha and base_sha and self.git.is_ancestor(rec.after_sha, base_sha):
-                # Killed after base moved but before the bookkeeping: the task has landed.
+        # A task whose candidate is on base has landed, whatever its row says (a kill between the
+        # swap and the bookkeeping): it is never developed or integrated again.
+        for rec in self.runs.landing_candidates():
+            if base_sha and self.git.is_ancestor(str(rec.after_sha), base_sha):
                 self.repair_base_checkout(f"{rec.after_sha}^", base_sha)
-                self.runs.finish(rec.id, RunStatus.SUCCESS)
-                self.finish_done(rec.task_id, rec.after_sha, recovered=True)
-            else:
-                self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
+                with self.db.write():
+                    self.runs.finish(rec.id, RunStatus.SUCCESS)
+                    self.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
+                self.workspaces.release(rec.task_id)
+        for rec in self.runs.running(Phase.INTEGRATE):
+            self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
         for rec in self.runs.running(Phase.DEV):
             if rec.pid is None:
-                # Stopped between claiming the task and starting its agent: nothing ran.
-                self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped before the agent started")
+                # Stopped between claiming the task and recording its agent's pid: the agent may
+                # have started all the same. Adopt it, so no second agent joins it in its workspace.
+                pid = self.backend.find_started(self.handle_of(rec))
+                if pid is not None:
+                    self.runs.update(rec.id, pid=pid)
+                    logger.info("{}: adopted agent run {} (pid {}) after a restart", rec.task_id, rec.agent_run_id, pid)
+                else:
+                    self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped before the agent started")
         for rec in self.runs.running(Phase.VERIFY):
             self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during verification")
-        # The integration worktree is the runner's alone and is rebuilt at each integration; a kill
-        # may have left it mid cherry-pick or with a stale index.lock, so start it afresh.
+        # The integration checkout is rebuilt at each integration; one an older version made is a
+        # linked worktree, which must be unregistered too.
         self.git.remove_worktree(self.layout.integration)
         running_dev = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(status=TaskStatus.IN_PROGRESS):
@@ -266,12 +312,32 @@ class Pipeline:
             return True  # `verified` predates that outcome; the next cycle, at once, starts another
         if self.integrating is not None or time.time() < self.integrate_paused_until:
             return False
+        if self.base_ref_locked() or self.paused("integrate"):
+            return False
         for task in self.order([t for t in verified if self.eligible(t)]):
             if self.dry_run:
                 self.say(f"would integrate {task.id} into {self.config.base}")
                 continue
             self.start_integration(task)
             return True
+        return False
+
+    def base_ref_locked(self) -> bool:
+        """A lock file on base's ref (a git command running, or one killed) blocks every swap: a
+        fault, checked before any integration check runs, cleared as soon as the file is gone."""
+        lock = self.git_dir / "refs" / "heads" / f"{self.config.base}.lock"
+        if lock.exists():
+            message = (
+                f"{lock} exists: a git command is updating {self.config.base}, or one was killed and "
+                "left its lock. Remove the file if no git command is running; integration resumes by itself."
+            )
+            current = self.faults.get("integrate")
+            if current is None or current.message != message:
+                self.fault("integrate", message)
+            return True
+        current = self.faults.get("integrate")
+        if current is not None and current.message.startswith(str(lock)):
+            self.clear_fault("integrate")
         return False
 
     def start_integration(self, task: Task) -> None:
@@ -292,6 +358,7 @@ class Pipeline:
         future = self.integrator.submit(self.integrate_worker, row, task, commit, log_path)
         future.add_done_callback(lambda _: self.wake.set())
         self.integrating = (task.id, row, future)
+        killpoints.reached("integrate-started")
 
     def verified_sha(self, task_id: str) -> str | None:
         """The commit that passed the task's last verification, if it is still in the repository."""
@@ -321,6 +388,7 @@ class Pipeline:
                     if status is not TaskStatus.VERIFIED:
                         return f"a person set the task to {status.value} during integration; base was not moved"
                     runs.update(row, after_sha=sha)
+                killpoints.reached("before-swap")
                 return None
 
             result = integrate(
@@ -356,11 +424,17 @@ class Pipeline:
         self.integrating = None
         try:
             result = future.result()
-        except Exception as exc:  # a bug or an I/O error in the worker must not kill the loop
-            result = IntegrateResult(IntegrateStatus.REFUSED, f"integration crashed: {exc!r}")
+        except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
+            self.runs.finish(row, RunStatus.CANCELLED, error=f"integration failed: {exc}")
+            self.fault("integrate", f"integration of {task_id} failed: {exc}")
+            return True
         if result.status is IntegrateStatus.INTEGRATED:
-            self.runs.finish(row, RunStatus.SUCCESS, after_sha=result.detail)
-            self.finish_done(task_id, result.detail, release=False)
+            with self.db.write():
+                self.runs.finish(row, RunStatus.SUCCESS, after_sha=result.detail)
+                self.finish_done(task_id, result.detail, release=False)
+            killpoints.reached("integrated")
+            self.workspaces.release(task_id)
+            self.clear_fault("integrate")
         elif result.status is IntegrateStatus.STOPPED:
             self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
             logger.info("integration of {} stopped: {}", task_id, result.detail)
@@ -370,20 +444,23 @@ class Pipeline:
             # Whatever refused it (a dirty checkout) needs a person; try again after an interval.
             self.integrate_paused_until = time.time() + self.config.interval
         else:
-            self.runs.finish(row, RunStatus.FAILURE, error=result.detail)
             label = {
                 IntegrateStatus.CONFLICT: "integration conflict, redeveloping on the new base",
                 IntegrateStatus.CHECKS_FAILED: "post-integration checks failed, redeveloping on the new base",
                 IntegrateStatus.EMPTY: "the commit is empty on the new base, redeveloping",
             }[result.status]
-            self.note(task_id, f"{label}: {result.detail}")
-            if result.new_base:
+            moved = self.store.get(task_id).status is not TaskStatus.VERIFIED
+            if result.new_base and not moved:
                 self.workspaces.reset_onto(task_id, result.new_base, self.config.base)
-            self.fail(task_id, result.detail, new_patchset=True)
+            with self.db.write():
+                self.runs.finish(row, RunStatus.FAILURE, error=result.detail)
+                self.note(task_id, f"{label}: {result.detail}")
+                if self.store.get(task_id).status is TaskStatus.VERIFIED:
+                    self.fail(task_id, result.detail, new_patchset=True)
         return True
 
     def finish_done(self, task_id: str, sha: str, *, recovered: bool = False, release: bool = True) -> None:
-        """Mark a landed task done and remove its worktree and branch."""
+        """Mark a landed task done and remove its workspace and the runner's ref for it."""
         self.store.set_status(task_id, TaskStatus.DONE)
         suffix = " (recovered after a restart)" if recovered else ""
         self.note(task_id, f"integrated into {self.config.base} at {sha}{suffix}")
@@ -402,27 +479,59 @@ class Pipeline:
         )
 
     def harvest_step(self) -> bool:
-        """Collect finished agents: a new commit goes to verify, anything else is a failure."""
+        """Collect finished agents: a new commit goes to verify, anything else is a failure.
+
+        A run whose task a person moved (to open, done or needs help) is stopped, and its result,
+        whatever it is, changes nothing: the person's decision stands.
+        """
         acted = False
         for rec in self.runs.running(Phase.DEV):
             if self.dry_run:
                 self.say(f"would check agent run {rec.agent_run_id} of {rec.task_id}")
                 continue
+            status = self.store.get(rec.task_id).status
+            if status is not TaskStatus.IN_PROGRESS:
+                acted |= self.stop_dev(rec, status)
+                continue
             outcome = self.backend.poll(self.handle_of(rec))
             if outcome.state is AgentState.RUNNING:
                 continue
-            try:
-                after = self.workspaces.bring_in(rec.task_id) if outcome.state is AgentState.SUCCEEDED else None
-            except ProcessError as exc:
-                outcome = AgentOutcome(
-                    AgentState.FAILED, f"could not bring in the agent's commit: {exc}",
-                    outcome.cost_cents, outcome.tokens,
-                )  # fmt: skip
-                after = None
-            result = judge(outcome, after, rec.before_sha)
             acted = True
-            if result.status is DevStatus.COMMITTED and self.backend.commits_per_edit:
-                result = self.fold(rec.task_id, result)
+            self.record_dev(rec, outcome)
+        for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
+            if task.id in self.verifying:
+                continue
+            dev = self.awaiting_verify(task.id)
+            if dev is None:
+                continue
+            if self.dry_run:
+                self.say(f"would verify {task.id}")
+                continue
+            self.start_verify(task, dev)
+            acted = True
+        return acted
+
+    def record_dev(self, rec: RunRecord, outcome: AgentOutcome) -> None:
+        """Bring in what a finished agent committed, judge it, and record it in one transaction."""
+        try:
+            after = self.workspaces.bring_in(rec.task_id) if outcome.state is AgentState.SUCCEEDED else None
+        except ProcessError as exc:
+            outcome = AgentOutcome(
+                AgentState.FAILED, f"could not bring in the agent's commit: {exc}", outcome.cost_cents, outcome.tokens
+            )
+            after = None
+        killpoints.reached("brought-in")
+        result = judge(outcome, after, rec.before_sha)
+        if result.status is DevStatus.COMMITTED and self.backend.commits_per_edit:
+            result = self.fold(rec.task_id, result)
+        with self.db.write():
+            status = self.store.get(rec.task_id).status
+            if status is not TaskStatus.IN_PROGRESS:
+                self.runs.finish(
+                    rec.id, RunStatus.CANCELLED, cost_cents=result.cost_cents, tokens=result.tokens,
+                    error=f"a person set the task to {status.value}; the agent's result was not used",
+                )  # fmt: skip
+                return
             if result.status is DevStatus.COMMITTED:
                 self.runs.finish(
                     rec.id, RunStatus.SUCCESS, cost_cents=result.cost_cents,
@@ -436,18 +545,30 @@ class Pipeline:
                 )
                 self.note(rec.task_id, f"dev failed (run={rec.agent_run_id}): {error}")
                 self.fail(rec.task_id, error)
-        for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
-            if task.id in self.verifying:
-                continue
-            dev = self.awaiting_verify(task.id)
-            if dev is None:
-                continue
-            if self.dry_run:
-                self.say(f"would verify {task.id}")
-                continue
-            self.start_verify(task, dev)
-            acted = True
-        return acted
+        killpoints.reached("dev-recorded")
+
+    def stop_dev(self, rec: RunRecord, status: TaskStatus) -> bool:
+        """Stop the agent of a task a person moved; once it has ended, record the run as cancelled.
+
+        True when the run was recorded (its workspace is free again)."""
+        handle = self.handle_of(rec)
+        outcome = self.backend.poll(handle)
+        if outcome.state is AgentState.RUNNING:
+            if rec.id not in self.cancelling:
+                logger.info("{}: a person set the task to {}; stopping its agent", rec.task_id, status.value)
+                self.backend.cancel(handle)
+                self.cancelling.add(rec.id)
+            return False
+        self.cancelling.discard(rec.id)
+        with self.db.write():
+            self.runs.finish(
+                rec.id, RunStatus.CANCELLED, cost_cents=outcome.cost_cents, tokens=outcome.tokens,
+                error=f"stopped: a person set the task to {status.value}",
+            )  # fmt: skip
+            self.note(rec.task_id, f"agent run {rec.agent_run_id} stopped: a person set the task to {status.value}")
+        if status is TaskStatus.DONE:
+            self.workspaces.release(rec.task_id)
+        return True
 
     def fold(self, task_id: str, result: DevResult) -> DevResult:
         """Fold the commits of an agent that commits each edit into one; a git failure fails the run."""
@@ -474,12 +595,19 @@ class Pipeline:
         )  # fmt: skip
         verify = self.config.phases.verify
         future = self.executor.submit(
-            verify_task, self.git, lambda sha: self.workspaces.check_out(task.id, sha), task.id,
+            verify_task, self.git, lambda sha: self.check_out_for_verify(task.id, sha), task.id,
             self.config.base, commit, list(verify.run), self.recipe_run(task, workspace, verify.timeout),
             log_path, self.secrets,
         )  # fmt: skip
         future.add_done_callback(lambda _: self.wake.set())
         self.verifying[task.id] = (row, future)
+        killpoints.reached("verify-started")
+
+    def check_out_for_verify(self, task_id: str, sha: str) -> Path:
+        """In the verify worker: the pristine checkout of the commit under judgement."""
+        path = self.workspaces.check_out(task_id, sha)
+        killpoints.reached("verify-checked-out")
+        return path
 
     def collect_verifies(self, wait: bool = False) -> bool:
         """Apply the results of finished verifications (all of them, waiting, with ``wait``)."""
@@ -498,25 +626,30 @@ class Pipeline:
                 self.note(task_id, f"verification failed:\n{result.summary}")
                 self.fail(task_id, result.summary, new_patchset=True)
                 continue
-            self.runs.finish(
-                row, RunStatus.SUCCESS, error=result.summary if result.status is VerifyStatus.SKIP else None
-            )
-            self.store.set_status(task_id, TaskStatus.VERIFIED)
-            if result.status is VerifyStatus.SKIP:
-                self.note(task_id, f"verification skipped ({result.summary}), promoting")
-            else:
-                skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
-                self.note(task_id, f"verification passed{skipped}")
+            with self.db.write():
+                self.runs.finish(
+                    row, RunStatus.SUCCESS, error=result.summary if result.status is VerifyStatus.SKIP else None
+                )
+                self.store.set_status(task_id, TaskStatus.VERIFIED)
+                if result.status is VerifyStatus.SKIP:
+                    self.note(task_id, f"verification skipped ({result.summary}), promoting")
+                else:
+                    skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
+                    self.note(task_id, f"verification passed{skipped}")
+            killpoints.reached("verified")
         return acted
 
     def develop_step(self) -> bool:
         """Start agents for open, eligible tasks whose dependencies are done, up to concurrency."""
-        slots = self.config.concurrency - len(self.runs.running(Phase.DEV))
-        if slots <= 0:
+        running = self.runs.running(Phase.DEV)
+        slots = self.config.concurrency - len(running)
+        if slots <= 0 or self.paused("dev"):
             return False
         acted = False
         starting: list[Task] = []
-        candidates = [t for t in self.store.ready() if self.eligible(t)]
+        # A task whose agent is still being stopped (a person reopened it) waits for its workspace.
+        busy = {r.task_id for r in running}
+        candidates = [t for t in self.store.ready() if self.eligible(t) and t.id not in busy]
         for task in self.order(candidates):
             if slots <= 0:
                 break
@@ -547,19 +680,27 @@ class Pipeline:
         return acted
 
     def prepare_workspace(self, task: Task) -> Path | ProcessError | OSError:
-        """The task's worktree, or the error that prevented it."""
+        """The task's workspace, or the error that prevented it."""
         try:
             return self.workspaces.acquire(task.id, self.config.base)
         except (ProcessError, OSError) as exc:
             return exc
 
     def start_dev(self, task: Task, workspace: Path | ProcessError | OSError) -> None:
-        """Claim the task, write its prompt, and start its agent in its prepared worktree."""
-        self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
-        row = self.runs.start(task.id, Phase.DEV, task.patchset)
-        run_id = f"{task.id}-{row}"
-        log_path = self.layout.task_log(task.id, run_id)
-        self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
+        """Claim the task, write its prompt, and start its agent in its prepared workspace.
+
+        A workspace that cannot be made, or an agent that cannot be started, is a fault of the
+        machine, not of the task: the attempt is cancelled, the task stays open, uncharged, and
+        no agent starts until the fault clears (retried with a growing delay)."""
+        with self.db.write():
+            if self.store.get(task.id).status is not TaskStatus.OPEN:
+                return  # a person moved it since the cycle read it
+            self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
+            row = self.runs.start(task.id, Phase.DEV, task.patchset)
+            run_id = f"{task.id}-{row}"
+            log_path = self.layout.task_log(task.id, run_id)
+            self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
+        killpoints.reached("claimed")
         try:
             if not isinstance(workspace, Path):
                 raise workspace
@@ -578,13 +719,18 @@ class Pipeline:
             )  # fmt: skip
         except (ProcessError, OSError) as exc:
             error = f"could not start the agent: {exc}"
-            self.runs.finish(row, RunStatus.FAILURE, error=error)
-            self.note(task.id, error)
-            self.fail(task.id, error)
+            with self.db.write():
+                self.runs.finish(row, RunStatus.CANCELLED, error=error)
+                self.store.set_status(task.id, TaskStatus.OPEN)
+            self.fault("dev", error)
             return
+        killpoints.reached("agent-spawned")
         # pid 0 marks "started" for backends without a local process (agentd).
-        self.runs.update(row, pid=handle.pid or 0)
-        self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
+        with self.db.write():
+            self.runs.update(row, pid=handle.pid or 0)
+            self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
+        killpoints.reached("agent-recorded")
+        self.clear_fault("dev")
 
     def idle(self) -> bool:
         """Nothing is running and nothing can start: every eligible task is done, needs help, or

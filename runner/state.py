@@ -345,6 +345,16 @@ class Runs:
         )
         return RunRecord.from_row(rows[0]) if rows else None
 
+    def landing_candidates(self) -> list[RunRecord]:
+        """Integration attempts that recorded a candidate for a task not yet done: each may have
+        landed before the runner was stopped."""
+        rows = self.db.query(
+            "SELECT r.* FROM pipeline_runs r JOIN tasks t ON t.id = r.task_id "
+            "WHERE r.phase = 'integrate' AND r.after_sha IS NOT NULL "
+            "AND t.status IN ('open', 'in_progress', 'verified') ORDER BY r.id"
+        )
+        return [RunRecord.from_row(r) for r in rows]
+
     def last_failure(self, task_id: str) -> RunRecord | None:
         """The most recent failed attempt of a task, of any phase."""
         rows = self.db.query(

@@ -3,6 +3,7 @@
 ROOT/.gitignore            ignores everything below, so the root can sit inside the repository
 ROOT/state.db              SQLite state
 ROOT/runner.lock           held by the active runner
+ROOT/faults.json           faults that pause work (a stale lock, a missing tool), for status
 ROOT/worktrees/TASK        a task's workspace: the agent's own repository, branch TASK
 ROOT/checks/TASK           a pristine checkout of exactly the commit under verification
 ROOT/integration           a pristine checkout of the integration candidate
@@ -43,6 +44,11 @@ class Layout:
         ignore = self.root / ".gitignore"
         if not ignore.exists():
             ignore.write_text("*\n")
+
+    @property
+    def faults_file(self) -> Path:
+        """Faults that pause work, for `status` to show."""
+        return self.root / "faults.json"
 
     @property
     def lock_file(self) -> Path:

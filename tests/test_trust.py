@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import git
-from tests.loop_helpers import Sample, make_sample
+from tests.loop_helpers import Sample, all_done, make_sample
 
 TERMINAL = ("done", "needs_help")
 
@@ -162,3 +162,64 @@ def test_a_secret_handed_to_the_agent_never_lands(tmp_path: Path) -> None:
     assert "HOSTILE_TOKEN" in error and "settings.ini" in error and "commit message" in error
     assert token not in error
     assert token not in (s.root / "state.db").read_bytes().decode("utf-8", "replace")
+
+
+def _agent_alive(s: Sample) -> bool:
+    return any(str(s.root) in " ".join(c.split()) for c in _cmdlines())
+
+
+def _cmdlines() -> list[str]:
+    out = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return out
+
+
+def test_a_persons_status_change_stops_the_agent_and_stands(tmp_path: Path) -> None:
+    for status in ("needs_help", "done"):
+        s = make_sample(tmp_path / status)
+        s.plan({"t-1": [{"sleep": 30}]})
+        s.add("slow")
+        assert s.cli("run", "--once").returncode == 0  # the agent starts and outlives the runner
+        assert s.task("t-1")["status"] == "in_progress"
+        assert s.cli("task", "set-status", "t-1", status).returncode == 0
+        s.run_once_until(lambda d: d["active_dev_runs"] == 0, limit=40)
+        for _ in range(3):
+            assert s.cli("run", "--once").returncode == 0
+        task = s.task("t-1")
+        assert task["status"] == status
+        assert [(r["phase"], r["status"]) for r in task["runs"]] == [("dev", "cancelled")]
+        assert s.base_log() == ["initial"]
+        assert not _agent_alive(s)
+        if status == "done":
+            assert s.leftover_worktrees() == []
+
+
+def test_a_person_reopening_a_running_task_gets_a_fresh_agent_never_two(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    s.plan({"t-1": [{"sleep": 30}, {}]})
+    s.add("slow")
+    assert s.cli("run", "--once").returncode == 0
+    assert s.cli("task", "set-status", "t-1", "open").returncode == 0
+    s.run_once_until(all_done(1), limit=60)
+    runs = [(r["phase"], r["status"]) for r in s.task("t-1")["runs"]]
+    assert runs[0] == ("dev", "cancelled") and runs[-1] == ("integrate", "success")
+    assert s.trailers() == ["t-1"]
+    from tests.test_killpoints import shared_workspaces
+
+    assert shared_workspaces(s) == []
+
+
+def test_a_verified_task_a_person_reopens_is_not_integrated(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, phases={"verify": {"run": [["python3", "check.py"]]}})
+    s.plan({"t-1": [{}, {"files": {"t-1.txt": "second take\n"}}]})
+    s.add("x")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    assert s.cli("task", "set-status", "t-1", "needs_help").returncode == 0
+    for _ in range(3):
+        assert s.cli("run", "--once").returncode == 0
+    assert s.base_log() == ["initial"]
+    assert s.task("t-1")["status"] == "needs_help"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +51,27 @@ def perform(
     task_id = os.environ["PIPELINE_TASK_ID"]
     number, attempt = attempt_for(task_id)
     state = Path(os.environ["FAKE_STATE"])
+    # Who worked where and when, so that a test can tell whether two agents ever shared a workspace.
+    with open(state / "occupancy.log", "a") as log:
+        log.write(f"{os.getcwd()} {os.getpid()} start {time.time()}\n")
+    # Stopped politely (SIGTERM), it still says when it left.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    try:
+        return _perform(task_id, number, attempt, state, prompt_file, prompt_text, per_edit_commits)
+    finally:
+        with open(state / "occupancy.log", "a") as log:
+            log.write(f"{os.getcwd()} {os.getpid()} end {time.time()}\n")
+
+
+def _perform(
+    task_id: str,
+    number: int,
+    attempt: dict[str, Any],
+    state: Path,
+    prompt_file: str | None,
+    prompt_text: str | None,
+    per_edit_commits: bool,
+) -> tuple[int, dict[str, Any]]:
     prompt = prompt_text if prompt_text is not None else Path(prompt_file or "").read_text()
     (state / f"{task_id}.{number}.prompt").write_text(prompt)
     (state / f"{task_id}.{number}.argv.json").write_text(json.dumps(sys.argv[1:]))

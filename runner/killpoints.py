@@ -1,0 +1,35 @@
+"""Named points where the runner writes state, at which a test can kill it (SIGKILL) on purpose.
+
+Recovery is only as good as its worst moment: the suite kills the runner at each of these points
+and checks that the next start finishes every task, each at most once on base, with every base
+commit checked, no run orphaned and no workspace shared. Outside tests the variable is unset and
+each point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "PIPELINE_KILL_AT"
+
+POINTS = (
+    "claimed",  # task in progress and its dev run recorded; no workspace or agent yet
+    "agent-spawned",  # the agent's supervisor started; its pid not yet recorded
+    "agent-recorded",  # the pid recorded
+    "brought-in",  # the agent's commit fetched into the runner's ref; the run not yet finished
+    "dev-recorded",  # the dev run recorded as a success; verification not yet started
+    "verify-started",  # the verify run recorded and handed to its worker
+    "verify-checked-out",  # in the worker: the pristine checkout made, recipes not yet run
+    "verified",  # the task verified
+    "integrate-started",  # the integrate run recorded and handed to its worker
+    "before-swap",  # the candidate recorded; base not yet moved
+    "swapped",  # base moved; its checkout not yet brought along, nothing recorded
+    "integrated",  # the task recorded done; its workspace not yet removed
+)
+
+
+def reached(name: str) -> None:
+    """Die here if a test asked for it (``PIPELINE_KILL_AT=name``)."""
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,62 @@
+"""The runner killed (SIGKILL) at every point where it writes state, then started again.
+
+Whatever the point, the next starts finish every task, and: each task is on base once, every commit
+on base passed its checks, no run is left running, no process of a run is left, no runner ref or
+workspace is left, and no two agents ever worked in the same workspace at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner import killpoints
+from tests.conftest import git
+from tests.loop_helpers import Sample, all_done, kill_leftovers, make_sample
+
+
+def shared_workspaces(s: Sample) -> list[str]:
+    """Workspaces in which one agent started while another was still working."""
+    log = s.state / "occupancy.log"
+    busy: dict[str, set[str]] = {}
+    overlaps = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        cwd, pid, what, _when = line.split(" ")
+        here = busy.setdefault(cwd, set())
+        if what == "start":
+            if here:
+                overlaps.append(f"{cwd}: {pid} started beside {sorted(here)}")
+            here.add(pid)
+        else:
+            here.discard(pid)
+    return overlaps
+
+
+@pytest.mark.parametrize("point", killpoints.POINTS)
+def test_killed_at_each_point_the_next_start_finishes_everything(tmp_path: Path, point: str) -> None:
+    s = make_sample(tmp_path, concurrency=2, limits={"max_retries": 5})
+    # t-1 fails its check once (a new patchset), t-2 lands at once.
+    s.plan({"t-1": [{"files": {"x.txt": "BAD\n"}}, {"files": {"x.txt": "ok\n"}}], "t-2": [{}]})
+    s.add("first")
+    s.add("second")
+    s.env[killpoints.ENV] = point
+    for _ in range(60):
+        done = s.cli("run", "--once")
+        if done.returncode == -9:
+            break
+        assert done.returncode == 0, done.stderr
+    else:
+        raise AssertionError(f"the runner never reached {point}")
+    del s.env[killpoints.ENV]
+    s.run_once_until(all_done(2), limit=80)
+
+    assert sorted(s.trailers()) == ["t-1", "t-2"]  # each task once
+    history = git(s.repo, "log", "-p", "live").splitlines()
+    assert "+BAD" not in history
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='running'") == [(0,)]
+    assert s.leftover_worktrees() == []
+    assert git(s.repo, "for-each-ref", "refs/pipeline/") == ""
+    assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert shared_workspaces(s) == []
+    assert kill_leftovers(s.root) == []
