@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import tenacity
 from loguru import logger
 
 from phases.verify import RecipeRun, VerifyStatus, run_recipes
@@ -44,6 +45,29 @@ class IntegrateResult:
     status: IntegrateStatus
     detail: str
     new_base: str | None = None  # base's tip after (or, on failure, at) the attempt
+    lag: CheckoutLag | None = None  # base moved but its checkout could not follow
+
+
+@dataclass(frozen=True)
+class CheckoutLag:
+    """A checkout of base that still shows ``shows`` after base moved on."""
+
+    path: Path
+    shows: str
+    reason: str
+
+
+def follow(git: Git, checkout: Path, old: str, new: str) -> None:
+    """Bring base's checkout from ``old`` to ``new``, retrying briefly: a person's git command or
+    an editor may hold its index for a moment. Raises GitError when it still cannot."""
+    for attempt in tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(GitError),
+        stop=tenacity.stop_after_attempt(4),
+        wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+        reraise=True,
+    ):
+        with attempt:
+            git.move_checkout(checkout, old, new)
 
 
 def base_checkout(git: Git, base: str) -> Path | None:
@@ -176,12 +200,14 @@ def integrate(
             return IntegrateResult(IntegrateStatus.STOPPED, stop)
         if git.compare_and_swap(base, candidate, old):
             killpoints.reached("swapped")
+            lag = None
             if checkout is not None:
                 try:
-                    git.move_checkout(checkout, old, candidate)
+                    follow(git, checkout, old, candidate)
                 except GitError as exc:
                     # Base has moved (correctly); only that checkout's files lag behind.
                     logger.warning("base moved, but updating its checkout {} failed: {}", checkout, exc)
-            return IntegrateResult(IntegrateStatus.INTEGRATED, candidate, candidate)
+                    lag = CheckoutLag(checkout, old, str(exc).strip()[-500:])
+            return IntegrateResult(IntegrateStatus.INTEGRATED, candidate, candidate, lag)
         logger.info("base {} moved during integration; integrating again on its new tip", base)
     return IntegrateResult(IntegrateStatus.REFUSED, f"base {base!r} kept moving; will try again next cycle")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -21,6 +21,7 @@ class Fault:
     since: float
     count: int
     retry_at: float
+    data: dict[str, str] = field(default_factory=dict)  # what clearing it needs (a path, a sha)
 
 
 def read_faults(path: Path) -> list[Fault]:

@@ -35,11 +35,11 @@ from phases.dev import (
     recipe_texts,
     start_agent,
 )
-from phases.integrate import IntegrateResult, IntegrateStatus, base_checkout, integrate
+from phases.integrate import CheckoutLag, IntegrateResult, IntegrateStatus, base_checkout, follow, integrate
 from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task
 from runner import killpoints
 from runner.config import PipelineConfig
-from runner.errors import PipelineError, ProcessError
+from runner.errors import GitError, PipelineError, ProcessError
 from runner.faults import Fault, read_faults, write_faults
 from runner.git import Git
 from runner.lock import RunnerLock
@@ -127,7 +127,7 @@ class Pipeline:
         logger.info("{}: {}", task_id, " ".join(message.split())[:300])
         self.store.comment(task_id, f"Pipeline: {message}", Author.SYSTEM)
 
-    def fault(self, area: str, message: str) -> None:
+    def fault(self, area: str, message: str, data: dict[str, str] | None = None) -> None:
         """Record a fault of the machine or the repository (not of any task) that pauses ``area``.
 
         The work is retried after a delay that doubles with each repeat, so the same failing work
@@ -136,7 +136,8 @@ class Pipeline:
         previous = self.faults.get(area)
         count = previous.count + 1 if previous else 1
         delay = backoff_delay(self.config.interval, count - 1)
-        self.faults[area] = Fault(area, message, previous.since if previous else time.time(), count, time.time() + delay)
+        since = previous.since if previous else time.time()
+        self.faults[area] = Fault(area, message, since, count, time.time() + delay, data or {})
         logger.error("{} paused (not charged to any task; retrying in {:.0f}s): {}", area, delay, message)
         self.save_faults()
 
@@ -284,10 +285,59 @@ class Pipeline:
         if checkout is None or not self.git.dirty_paths(checkout):
             return
         if self.git.matches_commit(checkout, old):
-            self.git.move_checkout(checkout, old, new)
+            try:
+                follow(self.git, checkout, old, new)
+            except GitError as exc:
+                self.checkout_lags(CheckoutLag(checkout, old, str(exc).strip()[-500:]))
+                return
             logger.info(
                 "brought the checkout of {} at {} up to date after a restart", self.config.base, checkout
             )
+
+    def checkout_lags(self, lag: CheckoutLag) -> None:
+        """Record that base's checkout shows an older base: held until it is brought along."""
+        base = self.config.base
+        self.fault(
+            "checkout",
+            f"{base} moved on, but its checkout at {lag.path} still shows {lag.shows[:12]}, so git status "
+            f"there shows the landed changes reversed. Do not commit there: that would revert them on {base}. "
+            f"The runner brings it along as soon as it can ({lag.reason}); to do it by hand: "
+            f"git -C {lag.path} read-tree -m -u {lag.shows} {base}",
+            data={"path": str(lag.path), "shows": lag.shows},
+        )
+
+    def catch_up_checkout(self) -> bool:
+        """Try to bring a lagging checkout of base along; True while it still lags.
+
+        Integration waits meanwhile: with the checkout showing an older base, nothing could tell a
+        person's edits there from the lag.
+        """
+        fault = self.faults.get("checkout")
+        if fault is None:
+            return False
+        if time.time() < fault.retry_at:
+            self.paused("checkout")
+            return True
+        path, shows = Path(fault.data["path"]), fault.data["shows"]
+        tip = self.git.branch_sha(self.config.base)
+        if tip is None or not path.exists() or base_checkout(self.git, self.config.base) != path:
+            self.clear_fault("checkout")  # the checkout is gone, or shows another branch now
+            return False
+        if self.git.matches_commit(path, tip):
+            self.clear_fault("checkout")  # brought along by hand
+            return False
+        if not self.git.matches_commit(path, shows):
+            # Edited meanwhile: only a person can say which edits are theirs.
+            self.checkout_lags(CheckoutLag(path, shows, "files there were changed since"))
+            return True
+        try:
+            follow(self.git, path, shows, tip)
+        except GitError as exc:
+            self.checkout_lags(CheckoutLag(path, shows, str(exc).strip()[-500:]))
+            return True
+        logger.info("brought the checkout of {} at {} along to {}", self.config.base, path, tip[:12])
+        self.clear_fault("checkout")
+        return False
 
     # -- the cycle -----------------------------------------------------------------------------
 
@@ -312,7 +362,7 @@ class Pipeline:
             return True  # `verified` predates that outcome; the next cycle, at once, starts another
         if self.integrating is not None or time.time() < self.integrate_paused_until:
             return False
-        if self.base_ref_locked() or self.paused("integrate"):
+        if self.catch_up_checkout() or self.base_ref_locked() or self.paused("integrate"):
             return False
         for task in self.order([t for t in verified if self.eligible(t)]):
             if self.dry_run:
@@ -433,6 +483,8 @@ class Pipeline:
                 self.runs.finish(row, RunStatus.SUCCESS, after_sha=result.detail)
                 self.finish_done(task_id, result.detail, release=False)
             killpoints.reached("integrated")
+            if result.lag is not None:
+                self.checkout_lags(result.lag)
             self.workspaces.release(task_id)
             self.clear_fault("integrate")
         elif result.status is IntegrateStatus.STOPPED:

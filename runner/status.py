@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runner.faults import read_faults
 from runner.state import SCHEMA_VERSION, Phase, Runs, RunStatus, open_db
 from runner.tasks import Author, BuiltinTaskStore, TaskStatus
 
@@ -27,8 +29,15 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         "active_runs": [],
         "needs_help_tasks": [],
         "held_integrations": [],
+        "faults": [],
         "state_schema_version": None,
     }
+    # Work paused by a fault that is no task's (a stale lock, a lagging checkout of base).
+    doc["faults"] = [
+        {"area": f.area, "message": f.message, "since": _iso(f.since), "retry_at": _iso(f.retry_at),
+         "count": f.count}
+        for f in read_faults(root / "faults.json")
+    ]
     if not db_path.exists():
         return doc
     db = open_db(db_path, create=False)
@@ -76,6 +85,10 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
     return doc
 
 
+def _iso(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
+
+
 def render_status(doc: dict[str, Any]) -> str:
     """The human-readable form of the status document."""
     if not doc["initialized"]:
@@ -101,6 +114,11 @@ def render_status(doc: dict[str, Any]) -> str:
             if task["reason"]:
                 lines.append(f"      last reason: {task['reason'].splitlines()[0][:200]}")
         lines.append("Resume one with `pipeline-runner task set-status ID open`.")
+    if doc["faults"]:
+        lines += ["", "Paused by faults that are no task's (nothing is charged; retried by itself):"]
+        for fault in doc["faults"]:
+            lines.append(f"  {fault['area']}: since {fault['since']}, next try {fault['retry_at']}")
+            lines.append(f"      {fault['message']}")
     if doc["held_integrations"]:
         lines += ["", "Verified, integration held back:"]
         for task in doc["held_integrations"]:

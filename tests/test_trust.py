@@ -223,3 +223,53 @@ def test_a_verified_task_a_person_reopens_is_not_integrated(tmp_path: Path) -> N
         assert s.cli("run", "--once").returncode == 0
     assert s.base_log() == ["initial"]
     assert s.task("t-1")["status"] == "needs_help"
+
+
+def test_a_checkout_of_base_that_cannot_follow_is_brought_along_and_never_misleads(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, concurrency=1)
+    s.add("first")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    # Something (an editor, a person's long git command) holds the index of base's checkout.
+    lock = s.repo / ".git" / "index.lock"
+    lock.write_text("")
+    assert s.cli("run", "--once").returncode == 0
+    # Base moved; the checkout could not follow, and says so instead of asking for a commit.
+    assert s.trailers() == ["t-1"]
+    doc = s.status()
+    (fault,) = doc["faults"]
+    assert fault["area"] == "checkout" and "Do not commit there" in fault["message"]
+    assert "read-tree -m -u" in fault["message"]
+    shown = s.cli("status").stdout
+    assert "Do not commit there" in shown
+    # A second task is held meanwhile, uncharged, with no check re-run.
+    s.add("second")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    assert s.cli("run", "--once").returncode == 0
+    assert s.trailers() == ["t-1"]
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='failure'") == [(0,)]
+    # Once the lock is gone, the checkout catches up (no phantom changes) and the second lands.
+    lock.unlink()
+    s.run_once_until(all_done(2), limit=60)
+    assert sorted(s.trailers()) == ["t-1", "t-2"]
+    assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert s.status()["faults"] == []
+
+
+def test_a_stale_lock_on_base_pauses_integration_without_rerunning_checks(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    s.add("x")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    lock = s.repo / ".git" / "refs" / "heads" / "live.lock"
+    lock.write_text("")
+    for _ in range(4):
+        assert s.cli("run", "--once").returncode == 0
+    assert s.base_log() == ["initial"]
+    assert s.task("t-1")["status"] == "verified"
+    # Not one integration ran its checks, and nothing was charged to the task.
+    assert list((s.root / "logs" / "tasks" / "t-1").glob("integrate-*.log")) == []
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE phase='integrate'") == [(0,)]
+    (fault,) = s.status()["faults"]
+    assert fault["area"] == "integrate" and "live.lock" in fault["message"]
+    lock.unlink()
+    s.run_once_until(all_done(1))
+    assert s.trailers() == ["t-1"] and s.status()["faults"] == []
