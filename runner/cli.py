@@ -32,6 +32,7 @@ from runner.tasks import (
     read_task_file,
     tasks_from_records,
 )
+from runner.workspace import Layout
 
 
 class Exit(enum.IntEnum):
@@ -96,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="task counts, active runs, tasks needing help, cost")
     status.add_argument("--json", action="store_true", help="machine-readable output (see README)")
     status.set_defaults(handler=cmd_status)
+
+    resume = sub.add_parser("resume", help="clear the faults that pause work, after a person has looked")
+    resume.add_argument("area", nargs="?", help="only this one (dev, verify, integrate, checkout, base)")
+    resume.set_defaults(handler=cmd_resume)
 
     config = sub.add_parser("config", help="show or validate the effective configuration")
     config_sub = config.add_subparsers(
@@ -190,6 +195,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     loaded = _load(args, with_flags=True)
     return run_loop(loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """`resume`: clear recorded faults; those still present are found again on the next cycle."""
+    from runner.faults import read_faults, write_faults
+
+    path = Layout(_load(args).config.root).faults_file
+    faults = read_faults(path)
+    cleared = [f for f in faults if args.area in (None, f.area)]
+    if args.area is not None and not cleared:
+        known = ", ".join(f.area for f in faults) or "none"
+        raise PipelineError(f"No fault in area {args.area!r} (recorded: {known}).")
+    write_faults(path, [f for f in faults if f not in cleared])
+    for fault in cleared:
+        print(f"resumed {fault.area}: {fault.message.splitlines()[0][:200]}")
+    if not cleared:
+        print("Nothing is paused.")
+    return Exit.OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

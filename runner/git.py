@@ -304,6 +304,15 @@ class Git:
         out = self.out("log", "-1", f"--format=%(trailers:key={key},valueonly)", commit, cwd=cwd)
         return [v.strip() for v in out.splitlines() if v.strip()]
 
+    def trailers_in(self, revisions: str, key: str, limit: int) -> list[tuple[str, str]]:
+        """(commit, value) for each ``key`` trailer of the newest ``limit`` commits of ``revisions``."""
+        out = self.out("log", f"--max-count={limit}", f"--format=%H%x00%(trailers:key={key},valueonly,separator=%x00)%x01", revisions)
+        found = []
+        for record in out.split("\x01"):
+            sha, _, values = record.strip().partition("\0")
+            found += [(sha, v.strip()) for v in values.split("\0") if v.strip()]
+        return found
+
     def move_checkout(self, cwd: Path, old: str, new: str) -> None:
         """Bring a worktree whose branch was moved from ``old`` to ``new`` up to date.
 

@@ -35,7 +35,15 @@ from phases.dev import (
     recipe_texts,
     start_agent,
 )
-from phases.integrate import CheckoutLag, IntegrateResult, IntegrateStatus, base_checkout, follow, integrate
+from phases.integrate import (
+    TRAILER,
+    CheckoutLag,
+    IntegrateResult,
+    IntegrateStatus,
+    base_checkout,
+    follow,
+    integrate,
+)
 from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task
 from runner import killpoints
 from runner.config import PipelineConfig
@@ -344,6 +352,8 @@ class Pipeline:
     def cycle(self) -> bool:
         """One cycle; True if any task changed state (so another cycle should follow at once)."""
         self.next_wake = None
+        # `pipeline-runner resume`, from another process, clears faults in the file.
+        self.faults = {f.area: f for f in read_faults(self.layout.faults_file)}
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         acted = self.integrate_step(verified)
@@ -362,7 +372,9 @@ class Pipeline:
             return True  # `verified` predates that outcome; the next cycle, at once, starts another
         if self.integrating is not None or time.time() < self.integrate_paused_until:
             return False
-        if self.catch_up_checkout() or self.base_ref_locked() or self.paused("integrate"):
+        if self.base_moved_outside() or self.catch_up_checkout() or self.base_ref_locked():
+            return False
+        if self.paused("integrate"):
             return False
         for task in self.order([t for t in verified if self.eligible(t)]):
             if self.dry_run:
@@ -371,6 +383,38 @@ class Pipeline:
             self.start_integration(task)
             return True
         return False
+
+    def base_moved_outside(self) -> bool:
+        """Whether base holds a commit naming a task that the runner did not land (an agent that
+        reached the repository by its path, say): a fault that holds every integration until a
+        person has looked (`pipeline-runner resume`), so no later task is blamed for it.
+
+        Only the commits base gained since the last look are read: a person's ordinary commits
+        carry no ``Task-Id`` of a task here and pass.
+        """
+        tip = self.git.branch_sha(self.config.base)
+        seen_file = self.layout.base_seen_file
+        try:
+            seen = seen_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            seen = ""
+        if tip is not None and tip != seen:
+            foreign = []
+            if seen and self.git.rev(seen) and self.git.is_ancestor(seen, tip):
+                for sha, task_id in self.git.trailers_in(f"{seen}..{tip}", TRAILER, limit=1000):
+                    if self.store.exists(task_id) and sha not in self.runs.landed(task_id):
+                        foreign.append(f"{sha[:12]} (Task-Id {task_id})")
+            if not self.dry_run:
+                seen_file.write_text(tip + "\n", encoding="utf-8")
+            if foreign:
+                self.fault(
+                    "base",
+                    f"{self.config.base} moved to commits the runner did not land: {', '.join(foreign[:5])}. "
+                    "Something other than the runner (an agent reaching the repository by its path?) moved "
+                    f"it. Integration is held so no task is blamed: check {self.config.base}, reset it if "
+                    "needed, then run `pipeline-runner resume`.",
+                )
+        return "base" in self.faults
 
     def base_ref_locked(self) -> bool:
         """A lock file on base's ref (a git command running, or one killed) blocks every swap: a
@@ -554,7 +598,7 @@ class Pipeline:
             if task.id in self.verifying:
                 continue
             dev = self.awaiting_verify(task.id)
-            if dev is None:
+            if dev is None or self.base_moved_outside():
                 continue
             if self.dry_run:
                 self.say(f"would verify {task.id}")
@@ -695,7 +739,8 @@ class Pipeline:
         """Start agents for open, eligible tasks whose dependencies are done, up to concurrency."""
         running = self.runs.running(Phase.DEV)
         slots = self.config.concurrency - len(running)
-        if slots <= 0 or self.paused("dev"):
+        # No agent starts on a base something else moved: its work would be judged against it.
+        if slots <= 0 or self.paused("dev") or self.base_moved_outside():
             return False
         acted = False
         starting: list[Task] = []

@@ -345,6 +345,15 @@ class Runs:
         )
         return RunRecord.from_row(rows[0]) if rows else None
 
+    def landed(self, task_id: str) -> set[str]:
+        """The commits the runner put on base for a task."""
+        rows = self.db.query(
+            "SELECT after_sha FROM pipeline_runs WHERE task_id = ? AND phase = 'integrate' "
+            "AND status = 'success' AND after_sha IS NOT NULL",
+            (task_id,),
+        )
+        return {str(r[0]) for r in rows}
+
     def landing_candidates(self) -> list[RunRecord]:
         """Integration attempts that recorded a candidate for a task not yet done: each may have
         landed before the runner was stopped."""

@@ -51,6 +51,11 @@ class Layout:
         return self.root / "faults.json"
 
     @property
+    def base_seen_file(self) -> Path:
+        """Base's tip when the runner last looked, to read only what base gained since."""
+        return self.root / "base.seen"
+
+    @property
     def lock_file(self) -> Path:
         """The runner lock."""
         return self.root / "runner.lock"

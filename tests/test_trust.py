@@ -273,3 +273,30 @@ def test_a_stale_lock_on_base_pauses_integration_without_rerunning_checks(tmp_pa
     lock.unlink()
     s.run_once_until(all_done(1))
     assert s.trailers() == ["t-1"] and s.status()["faults"] == []
+
+
+def test_base_moved_by_an_agent_through_its_path_is_reported_and_blames_no_task(tmp_path: Path) -> None:
+    # No git isolation stops a process that writes the person's repository by its path; the
+    # runner must notice, hold integration, and not charge the next task for what it finds.
+    s = make_sample(tmp_path, concurrency=1, limits={"max_retries": 1},
+                    agent={"command": ["hostile-agent", "{namespace}", "{prompt_file}"]})  # fmt: skip
+    git(s.repo, "checkout", "-q", "--detach")
+    start = git(s.repo, "rev-parse", "live")
+    s.add("honest first", "--namespace", "amend")
+    s.run_once_until(lambda d: d["done"] == 1)
+    landed = git(s.repo, "rev-parse", "live")
+    s.add("reaches out", "--namespace", "bypath")
+    s.add("honest second", "--namespace", "amend")
+    s.run_once_until(lambda d: any(f["area"] == "base" for f in d["faults"]), limit=40)
+    assert git(s.repo, "rev-parse", "live") != landed  # the agent did move it
+    (fault,) = [f for f in s.status()["faults"] if f["area"] == "base"]
+    assert "Task-Id t-2" in fault["message"] and "pipeline-runner resume" in fault["message"]
+    for _ in range(3):  # nothing starts on that base meanwhile, and nobody is charged
+        assert s.cli("run", "--once").returncode == 0
+    assert s.task("t-3")["status"] == "open" and s.task("t-3")["runs"] == []
+    # A person puts base back and resumes: the honest task lands on the good base.
+    git(s.repo, "update-ref", "refs/heads/live", landed)
+    done = s.cli("resume")
+    assert done.returncode == 0 and "resumed base" in done.stdout
+    s.run_once_until(lambda d: s.task("t-3")["status"] == "done", limit=40)
+    assert git(s.repo, "log", "--format=%(trailers:key=Task-Id,valueonly)", f"{start}..live").split() == ["t-3", "t-1"]
