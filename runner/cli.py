@@ -17,7 +17,7 @@ from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
 from runner.errors import PipelineError
 from runner.logs import add_file_sink, setup_stderr
 from runner.state import open_db
-from runner.status import build_status, render_status
+from runner.status import build_status, render_status, waiting_for_a_person
 from runner.tasks import (
     Author,
     BuiltinTaskStore,
@@ -38,6 +38,9 @@ class Exit(enum.IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
+    # `run --until-idle` stopped with tasks that need a person: needing help, or verified with
+    # their integration held back (base's checkout dirty, say).
+    NEEDS_ATTENTION = 3
     INTERRUPTED = 130
 
 
@@ -184,7 +187,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner.scheduler import run_loop
 
     loaded = _load(args, with_flags=True)
-    return run_loop(loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle)
+    code = run_loop(loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle)
+    if code != Exit.OK or not args.until_idle or args.dry_run:
+        return code
+    # Idle, but not necessarily finished: a batch job or CI must be able to tell.
+    config = loaded.config
+    waiting = waiting_for_a_person(config.root, parent=config.parent, task_id=config.task_id)
+    if not waiting:
+        return Exit.OK
+    print(f"Stopped with {len(waiting)} task(s) waiting for a person:")
+    for item in waiting:
+        reason = item.reason.splitlines()[0][:300] if item.reason else ""
+        print(f"  {item.task_id}  {item.why}: {item.title}" + (f"\n      {reason}" if reason else ""))
+    return Exit.NEEDS_ATTENTION
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from runner.git import Git
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.status import held_integration
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.waking import Waker
 from runner.workspace import Layout, Workspaces
@@ -539,13 +540,19 @@ class Pipeline:
         self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
 
     def idle(self) -> bool:
-        """Nothing is running and nothing can start: every eligible task is done, needs help, or
-        waits on one that does."""
+        """Nothing is running and nothing can start: every eligible task is done, needs help,
+        waits on one that does, or is verified with its integration held back for a person."""
         if self.verifying or self.integrating is not None or self.runs.running(Phase.DEV):
             return False
+        # A held integration waits for a person (a dirty checkout of base), not for the loop.
+        verified = [
+            t
+            for t in self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+            if held_integration(self.runs, t.id) is None
+        ]
         busy = [
             *self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False),
-            *self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False),
+            *verified,
             *self.store.ready(),
         ]
         return not any(self.eligible(t) for t in busy)

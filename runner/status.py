@@ -2,14 +2,63 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.state import SCHEMA_VERSION, Phase, Runs, RunStatus, open_db
-from runner.tasks import Author, BuiltinTaskStore, TaskStatus
+from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db
+from runner.tasks import Author, BuiltinTaskStore, TaskStatus, TaskType
 
 # Version of the `status --json` document; bump when a key changes meaning or disappears.
 STATUS_SCHEMA_VERSION = 1
+
+
+def held_integration(runs: Runs, task_id: str) -> RunRecord | None:
+    """The refused integration holding a verified task back, if its last integration was refused.
+
+    A refusal (base's checkout dirty, untracked files in the way) is recorded as a cancelled
+    integrate run with the reason; it needs a person, not another attempt of the task.
+    """
+    last = runs.last_attempt(task_id, Phase.INTEGRATE)
+    if last is not None and last.status is RunStatus.CANCELLED and last.error_summary:
+        return last
+    return None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A task that the loop cannot finish without a person."""
+
+    task_id: str
+    title: str
+    why: str  # "needs help" or "integration held"
+    reason: str
+
+
+def waiting_for_a_person(
+    root: Path, *, parent: str | None = None, task_id: str | None = None
+) -> list[Waiting]:
+    """Work tasks (under ``parent``, or just ``task_id``, when given) that need help or whose
+    integration is held back, with the last reason given for each."""
+    db_path = root / "state.db"
+    if not db_path.exists():
+        return []
+    db = open_db(db_path, create=False)
+    try:
+        store = BuiltinTaskStore(db)
+        runs = Runs(db)
+        waiting: list[Waiting] = []
+        for task in store.list_tasks(TaskStatus.NEEDS_HELP, parent):
+            if task.type is TaskType.WORK and task_id in (None, task.id):
+                reasons = [c.body for c in task.comments if c.author is Author.SYSTEM]
+                waiting.append(Waiting(task.id, task.title, "needs help", reasons[-1] if reasons else ""))
+        for task in store.list_tasks(TaskStatus.VERIFIED, parent, with_comments=False):
+            held = held_integration(runs, task.id)
+            if held is not None and task.type is TaskType.WORK and task_id in (None, task.id):
+                waiting.append(Waiting(task.id, task.title, "integration held", held.error_summary or ""))
+        return waiting
+    finally:
+        db.close()
 
 
 def build_status(root: Path, base: str) -> dict[str, Any]:
@@ -65,10 +114,10 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         for task in store.list_tasks(TaskStatus.VERIFIED, with_comments=False):
             # A verified task whose last integration was refused (a dirty checkout of base, say)
             # waits for a person; say why here rather than only in the log.
-            last = runs.last_attempt(task.id, Phase.INTEGRATE)
-            if last is not None and last.status is RunStatus.CANCELLED and last.error_summary:
+            held = held_integration(runs, task.id)
+            if held is not None:
                 doc["held_integrations"].append(
-                    {"id": task.id, "title": task.title, "reason": last.error_summary, "at": last.finished_at}
+                    {"id": task.id, "title": task.title, "reason": held.error_summary, "at": held.finished_at}
                 )
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:

@@ -34,6 +34,23 @@ def system_comments(s: Sample, task_id: str) -> str:
     return "\n".join(c["body"] for c in s.task(task_id)["comments"] if c["author"] == "system")
 
 
+# -- run --until-idle ends, and says what is left ----------------------------------------------
+
+
+def test_until_idle_exits_3_while_an_integration_is_held_then_0_once_it_lands(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    s.add("lands later")
+    (s.repo / "README.md").write_text("a person's uncommitted edit\n")
+    done = until_idle(s, timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "t-1" in done.stdout and "integration held" in done.stdout and "uncommitted changes" in done.stdout
+    assert s.status()["verified"] == 1 and s.base_log() == ["initial"]
+    git(s.repo, "checkout", "README.md")
+    done = until_idle(s, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert s.trailers() == ["t-1"]
+
+
 # -- stray directories -------------------------------------------------------------------------
 
 
