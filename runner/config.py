@@ -149,6 +149,11 @@ class PipelineConfig(BaseSettings):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     phases: PhasesConfig = Field(default_factory=PhasesConfig)
+    allow_unchecked: bool = Field(
+        False,
+        description="promote a task no check ran on (no recipe applied, or a skip code ended them "
+        "before any passed); false: such a task goes to needs_help",
+    )
 
     @classmethod
     def settings_customise_sources(

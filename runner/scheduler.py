@@ -35,7 +35,7 @@ from phases.dev import (
     start_agent,
 )
 from phases.integrate import IntegrateResult, IntegrateStatus, base_checkout, integrate
-from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task
+from phases.verify import RecipeRun, VerifyResult, VerifyStatus, counts_as_passed, verify_task
 from runner.config import PipelineConfig
 from runner.errors import PipelineError, ProcessError
 from runner.git import Git
@@ -451,15 +451,35 @@ class Pipeline:
                 self.note(task_id, f"verification failed:\n{result.summary}")
                 self.fail(task_id, result.summary, new_patchset=True)
                 continue
-            self.runs.finish(
-                row, RunStatus.SUCCESS, error=result.summary if result.status is VerifyStatus.SKIP else None
-            )
-            self.store.set_status(task_id, TaskStatus.VERIFIED)
-            if result.status is VerifyStatus.SKIP:
-                self.note(task_id, f"verification skipped ({result.summary}), promoting")
-            else:
+            if result.status is VerifyStatus.PASS:
+                self.runs.finish(row, RunStatus.SUCCESS)
+                self.store.set_status(task_id, TaskStatus.VERIFIED)
                 skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
                 self.note(task_id, f"verification passed{skipped}")
+                continue
+            # A skip is recorded as one, never as a success.
+            self.runs.finish(row, RunStatus.SKIPPED, error=result.summary)
+            allowed = self.config.allow_unchecked
+            if not counts_as_passed(result, allow_unchecked=allowed):
+                # The configuration checked nothing: not the task's fault, so no retry is spent,
+                # and trying again would check nothing again. A person changes the config.
+                self.store.set_status(task_id, TaskStatus.NEEDS_HELP)
+                self.note(
+                    task_id,
+                    "needs help: no check ran on it, so it was not promoted. Configure verify recipes "
+                    "that apply to it (phases.verify.run) or set allow_unchecked: true, then "
+                    f"`pipeline-runner task set-status {task_id} open`. Why: {result.summary}",
+                )
+            elif result.status is VerifyStatus.UNCHECKED:
+                self.store.set_status(task_id, TaskStatus.VERIFIED)
+                self.note(
+                    task_id,
+                    f"verification skipped, no check ran ({result.summary}); promoting because "
+                    "allow_unchecked is true",
+                )
+            else:
+                self.store.set_status(task_id, TaskStatus.VERIFIED)
+                self.note(task_id, f"verification skipped ({result.summary}), promoting")
         return acted
 
     def develop_step(self) -> bool:

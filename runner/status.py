@@ -76,6 +76,7 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         "active_runs": [],
         "needs_help_tasks": [],
         "held_integrations": [],
+        "skipped_verifications": [],
         "state_schema_version": None,
     }
     if not db_path.exists():
@@ -119,6 +120,14 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
                 doc["held_integrations"].append(
                     {"id": task.id, "title": task.title, "reason": held.error_summary, "at": held.finished_at}
                 )
+        for status in (TaskStatus.VERIFIED, TaskStatus.NEEDS_HELP):
+            for task in store.list_tasks(status, with_comments=False):
+                last = runs.last_attempt(task.id, Phase.VERIFY)
+                if last is not None and last.status is RunStatus.SKIPPED:
+                    doc["skipped_verifications"].append(
+                        {"id": task.id, "title": task.title, "status": task.status.value,
+                         "reason": last.error_summary, "at": last.finished_at}
+                    )  # fmt: skip
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:
         db.close()
@@ -148,11 +157,17 @@ def render_status(doc: dict[str, Any]) -> str:
         for task in doc["needs_help_tasks"]:
             lines.append(f"  {task['id']}  {task['title']}")
             if task["reason"]:
-                lines.append(f"      last reason: {task['reason'].splitlines()[0][:200]}")
+                lines.append(f"      last reason: {task['reason'].splitlines()[0][:300]}")
         lines.append("Resume one with `pipeline-runner task set-status ID open`.")
     if doc["held_integrations"]:
         lines += ["", "Verified, integration held back:"]
         for task in doc["held_integrations"]:
             lines.append(f"  {task['id']}  {task['title']}")
             lines.append(f"      {task['reason'].splitlines()[0][:300]}")
+    if doc["skipped_verifications"]:
+        lines += ["", "Verification skipped (no full check ran):"]
+        for task in doc["skipped_verifications"]:
+            lines.append(f"  {task['id']}  {task['status']}  {task['title']}")
+            if task["reason"]:
+                lines.append(f"      {task['reason'].splitlines()[0][:300]}")
     return "\n".join(lines)

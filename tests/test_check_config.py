@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from phases.verify import RecipeRun
+from phases.verify import (
+    RecipeRun,
+    VerifyStatus,
+    counts_as_passed,
+    run_recipes,
+)
 from runner import state
 from runner.config import load_config
 from runner.errors import ConfigError
+from tests.conftest import CLI, write_config
 
 SHIPPED = Path(__file__).resolve().parents[1] / "pipeline.yaml"
 
@@ -22,11 +28,42 @@ def config_error(path: Path) -> str:
     return str(caught.value)
 
 
+# -- defaults ----------------------------------------------------------------------------------
+
+
+def test_allow_unchecked_is_shown_by_config_show(cli: CLI, repo: Path) -> None:
+    write_config(repo, "allow_unchecked: true\n")
+    values = cli("config", "show", "--json", cwd=repo).json()["values"]
+    assert values["allow_unchecked"]["value"] is True
+    assert values["allow_unchecked"]["source"].endswith("pipeline.yaml")
+    env = cli("config", "show", "--json", cwd=repo, env={"PIPELINE_ALLOW_UNCHECKED": "false"}).json()
+    assert env["values"]["allow_unchecked"] == {"value": False, "source": "env PIPELINE_ALLOW_UNCHECKED"}
+
+
 # -- verification results ------------------------------------------------------------------------
 
 
 def spec(**values: str | None) -> RecipeRun:
     return RecipeRun(values={"namespace": None, **values}, skip_exit_codes=[3], timeout=30)
+
+
+def test_no_recipe_that_ran_and_passed_is_unchecked(tmp_path: Path) -> None:
+    log = tmp_path / "verify.log"
+    ok = ["python3", "-c", "pass"]
+    skip = ["python3", "-c", "raise SystemExit(3)"]
+    none = run_recipes([], tmp_path, spec(), log)
+    needs_namespace = run_recipes([["python3", "-c", "pass", "{namespace}"]], tmp_path, spec(), log)
+    skipped_first = run_recipes([skip, ok], tmp_path, spec(), log)
+    for result in (none, needs_namespace, skipped_first):
+        assert result.status is VerifyStatus.UNCHECKED and result.passed == 0
+        assert not counts_as_passed(result, allow_unchecked=False)
+        assert counts_as_passed(result, allow_unchecked=True)
+    assert "pass {namespace} (no namespace)" in needs_namespace.summary
+    checked = run_recipes([ok, ["python3", "-c", "pass", "{namespace}"]], tmp_path, spec(), log)
+    assert checked.status is VerifyStatus.PASS and checked.passed == 1 and checked.skipped
+    partly = run_recipes([ok, skip, ok], tmp_path, spec(), log)
+    assert partly.status is VerifyStatus.SKIP and partly.passed == 1
+    assert counts_as_passed(partly, allow_unchecked=False)
 
 
 # -- the state schema ----------------------------------------------------------------------------

@@ -34,6 +34,79 @@ def system_comments(s: Sample, task_id: str) -> str:
     return "\n".join(c["body"] for c in s.task(task_id)["comments"] if c["author"] == "system")
 
 
+# -- skips are recorded as skips ---------------------------------------------------------------
+
+
+def test_a_declared_skip_code_after_a_passing_check_promotes_and_is_recorded_skipped(tmp_path: Path) -> None:
+    skip = ["python3", "-c", "raise SystemExit(3)"]
+    s = make_sample(
+        tmp_path, phases={"verify": {"run": [["python3", "check.py"], skip], "skip_exit_codes": [3]}}
+    )
+    s.add("fine")
+    done = until_idle(s)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert s.trailers() == ["t-1"]
+    runs = runs_of(s, "t-1")
+    assert runs[:2] == ["dev:success", "verify:skipped"]
+    assert "exited 3 (a skip code)" in system_comments(s, "t-1")
+    shown = s.cli("task", "show", "t-1")
+    assert shown.returncode == 0
+    verify_line = next(line for line in shown.stdout.splitlines() if " verify " in line)
+    assert "skipped" in verify_line and "success" not in verify_line
+
+
+# -- zero checks is not a pass -----------------------------------------------------------------
+
+
+def test_a_task_no_recipe_applies_to_goes_to_needs_help_without_spending_retries(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, phases={"verify": {"run": [["python3", "check.py", "{namespace}"]]}})
+    s.add("no namespace")
+    done = until_idle(s)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "t-1" in done.stdout and "needs help" in done.stdout
+    assert s.base_log() == ["initial"]
+    task = s.task("t-1")
+    assert task["status"] == "needs_help"
+    assert runs_of(s, "t-1") == ["dev:success", "verify:skipped"]
+    note = system_comments(s, "t-1")
+    assert "no check ran" in note and "phases.verify.run" in note and "allow_unchecked: true" in note
+    # Not the task's fault: nothing counts against its retries, and nothing starts again.
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='failure'") == [(0,)]
+    assert s.cli("run", "--once").returncode == 0
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE phase='dev'") == [(1,)]
+    doc = s.status()
+    assert [t["id"] for t in doc["skipped_verifications"]] == ["t-1"]
+    assert "Verification skipped" in s.cli("status").stdout
+    # A task that has a namespace is checked by the same recipe, and lands.
+    s.add("with one", "--namespace", "src")
+    assert until_idle(s).returncode == 3  # t-1 still needs help
+    assert s.trailers() == ["t-2"]
+
+
+def test_a_skip_code_before_any_check_passed_is_unchecked(tmp_path: Path) -> None:
+    skip = ["python3", "-c", "raise SystemExit(3)"]
+    s = make_sample(
+        tmp_path, phases={"verify": {"run": [skip, ["python3", "check.py"]], "skip_exit_codes": [3]}}
+    )
+    s.add("skipped at once")
+    assert until_idle(s).returncode == 3
+    assert s.task("t-1")["status"] == "needs_help"
+    assert runs_of(s, "t-1") == ["dev:success", "verify:skipped"]
+    assert s.base_log() == ["initial"]
+
+
+def test_allow_unchecked_promotes_a_task_no_check_ran_on_and_says_so(tmp_path: Path) -> None:
+    s = make_sample(
+        tmp_path, allow_unchecked=True, phases={"verify": {"run": [["python3", "check.py", "{namespace}"]]}}
+    )
+    s.add("no namespace")
+    done = until_idle(s)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert s.trailers() == ["t-1"]
+    assert runs_of(s, "t-1")[:2] == ["dev:success", "verify:skipped"]
+    assert "no check ran" in system_comments(s, "t-1")
+
+
 # -- run --until-idle ends, and says what is left ----------------------------------------------
 
 
