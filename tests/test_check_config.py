@@ -40,6 +40,84 @@ def test_allow_unchecked_is_shown_by_config_show(cli: CLI, repo: Path) -> None:
     assert env["values"]["allow_unchecked"] == {"value": False, "source": "env PIPELINE_ALLOW_UNCHECKED"}
 
 
+# -- bad values are errors naming the key and the file ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("phases:\n  verify:\n    run: ['make \"test']\n", "phases.verify.run"),
+        ('phases:\n  integrate:\n    run: ["pytest \'tests"]\n', "phases.integrate.run"),
+        ('agent:\n  preset: command\n  command: "my-agent \'{prompt_file}"\n', "agent.command"),
+    ],
+)
+def test_an_unbalanced_quote_is_an_error(repo: Path, text: str, key: str) -> None:
+    path = write_config(repo, text)
+    message = config_error(path)
+    assert repr(key) in message and str(path.resolve()) in message
+    assert "cannot be split into words" in message and "list of arguments" in message
+
+
+def test_an_empty_recipe_is_an_error(repo: Path) -> None:
+    message = config_error(write_config(repo, "phases:\n  verify:\n    run: ['make test', '']\n"))
+    assert "'phases.verify.run'" in message and "recipe 2 is empty" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("agent:\n  timeout: {}\n", "agent.timeout"),
+        ("phases:\n  verify:\n    timeout: {}\n", "phases.verify.timeout"),
+        ("phases:\n  integrate:\n    timeout: {}\n", "phases.integrate.timeout"),
+    ],
+)
+def test_timeouts_are_capped_at_seven_days(repo: Path, section: str, key: str) -> None:
+    path = write_config(repo, section.format(10**11))
+    message = config_error(path)
+    assert repr(key) in message and str(path.resolve()) in message and "7 days" in message
+    load_config(write_config(repo, section.format(7 * 24 * 3600)))  # a week is still fine
+
+
+def test_a_huge_timeout_from_the_environment_names_the_variable(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPELINE_AGENT__TIMEOUT", str(10**11))
+    message = config_error(write_config(repo, "base: live\n"))
+    assert "PIPELINE_AGENT__TIMEOUT" in message and "'agent.timeout'" in message
+
+
+def test_zero_max_retries_is_an_error_asking_for_a_positive_number(repo: Path) -> None:
+    path = write_config(repo, "limits:\n  max_retries: 0\n")
+    message = config_error(path)
+    assert "'limits.max_retries'" in message and str(path.resolve()) in message
+    assert "positive number" in message and "unlimited" in message
+
+
+def test_a_root_that_would_hide_or_hold_the_repository_is_an_error(repo: Path) -> None:
+    for root, why in [
+        (".", "is the repository itself"),
+        (".git/pipeline", "inside the repository's .git directory"),
+        (".git", "inside the repository's .git directory"),
+        ("..", "contains the repository"),
+    ]:
+        path = write_config(repo, f"root: {root}\n")
+        message = config_error(path)
+        assert "'root'" in message and str(path.resolve()) in message and why in message, root
+    # Beside the repository, or anywhere inside it but .git, is fine.
+    assert (
+        load_config(write_config(repo, "root: ../beside\n")).config.root == (repo.parent / "beside").resolve()
+    )
+    assert (
+        load_config(write_config(repo, "root: state/here\n")).config.root == (repo / "state/here").resolve()
+    )
+
+
+def test_a_bad_root_given_as_a_flag_names_the_flag(repo: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(repo, "base: live\n"), {"root": str(repo)})
+    assert "flag --root" in str(caught.value) and "'root'" in str(caught.value)
+
+
 # -- verification results ------------------------------------------------------------------------
 
 

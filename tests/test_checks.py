@@ -107,6 +107,23 @@ def test_allow_unchecked_promotes_a_task_no_check_ran_on_and_says_so(tmp_path: P
     assert "no check ran" in system_comments(s, "t-1")
 
 
+# -- bad config is refused before a task is claimed ------------------------------------------
+
+
+def test_a_recipe_with_an_unbalanced_quote_is_refused_before_any_task_is_claimed(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    s.add("x")
+    s.write_config(phases={"verify": {"run": ['python3 "check.py']}})
+    validate = s.cli("config", "validate")
+    assert validate.returncode == 1
+    assert "phases.verify.run" in validate.stderr and str(s.repo / "pipeline.yaml") in validate.stderr
+    done = s.cli("run", "--once")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "phases.verify.run" in done.stderr
+    assert s.rows("SELECT status FROM tasks") == [("open",)]
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs") == [(0,)]
+
+
 # -- run --until-idle ends, and says what is left ----------------------------------------------
 
 
