@@ -12,7 +12,7 @@ from runner.config import Recipe, recipe_argv
 from runner.errors import GitError, ProcessError
 from runner.git import Git
 from runner.redact import redact
-from runner.templates import fill_argv, missing_values
+from runner.templates import fill_argv, missing_values, placeholders
 
 FEEDBACK_TAIL_CHARS = 4000
 
@@ -49,6 +49,25 @@ def counts_as_passed(result: VerifyResult, *, allow_unchecked: bool) -> bool:
     if result.status is VerifyStatus.UNCHECKED:
         return allow_unchecked
     return result.status in (VerifyStatus.PASS, VerifyStatus.SKIP)
+
+
+# Values a task may lack: a recipe needing one is skipped for such a task. The others (task id,
+# workspace, base, patchset) are always known.
+OPTIONAL_VALUES = frozenset({"namespace"})
+
+
+def coverage_problem(recipes: Sequence[Recipe]) -> str | None:
+    """Why some tasks would get no check from these verify recipes, or None when every task gets one."""
+    if not recipes:
+        return "no verify recipes are configured, so no check would run on any task"
+    needs = [placeholders(" ".join(recipe_argv(r))) & OPTIONAL_VALUES for r in recipes]
+    if all(needs):
+        names = ", ".join("{" + n + "}" for n in sorted(set().union(*needs)))
+        return (
+            f"every verify recipe needs {names}, so no check would run on a task without one; "
+            "add a recipe that applies to every task"
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -238,11 +238,27 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def cmd_config_validate(args: argparse.Namespace) -> int:
     """`config validate`."""
     from phases.backends import make_backend
+    from phases.verify import coverage_problem
 
     loaded = _load(args)
     problem = make_backend(loaded.config.agent).check()
     if problem:
         raise PipelineError(f"{loaded.config_file or 'config'}: {problem}")
+    config = loaded.config
+    gap = coverage_problem(config.phases.verify.run)
+    if gap:
+        # Valid, but a task no check runs on cannot land: say so before a run finds out.
+        origin = loaded.origin_of("phases.verify.run")
+        where = (
+            origin.describe() if origin.kind != "default" else loaded.config_file or "default configuration"
+        )
+        if config.allow_unchecked:
+            then = "such a task lands with no check, since allow_unchecked is true"
+        elif config.phases.verify.run:
+            then = "such a task goes to needs_help instead of landing (or set allow_unchecked: true)"
+        else:
+            then = "`run` refuses to start until recipes are set (or allow_unchecked: true)"
+        print(f"warning: {where}: key 'phases.verify.run': {gap}; {then}", file=sys.stderr)
     print(f"{loaded.config_file or 'default configuration'}: valid")
     return Exit.OK
 

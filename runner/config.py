@@ -150,11 +150,13 @@ class VerifyPhase(_Strict):
     """Recipes that must pass in the task's worktree before it may be integrated."""
 
     run: Recipes = Field(
-        default_factory=lambda: list[Recipe](["bild {namespace}", "bild --test {namespace}"]),
-        description="commands run in order; a string is split into argv, a list is argv",
+        default_factory=list,
+        description="commands run in order; a string is split into argv, a list is argv; "
+        "none: `run` refuses to start unless allow_unchecked",
     )
     skip_exit_codes: list[int] = Field(
-        default_factory=lambda: [2], description="exit codes that skip the remaining recipes"
+        default_factory=list,
+        description="exit codes that skip the remaining recipes (opt-in; a skip is not a pass)",
     )
     timeout: TimeoutSeconds = Field(1800, gt=0, description="seconds one recipe may run, at most 7 days")
 

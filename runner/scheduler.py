@@ -626,6 +626,12 @@ def preflight(config: PipelineConfig) -> None:
             f"Base branch {config.base!r} does not exist in {config.repo_path}. Create it or set "
             "'base' in the config (or --base)."
         )
+    if not config.phases.verify.run and not config.allow_unchecked:
+        raise PipelineError(
+            "No verify recipes are configured (key 'phases.verify.run'), so no check would run "
+            "and no task could land. Set phases.verify.run to the commands that build and test "
+            "the repository, or set allow_unchecked: true to land tasks with no check."
+        )
     backend = make_backend(config.agent)
     problem = backend.check()
     if problem:

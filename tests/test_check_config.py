@@ -12,12 +12,14 @@ from phases.verify import (
     RecipeRun,
     VerifyStatus,
     counts_as_passed,
+    coverage_problem,
     run_recipes,
 )
 from runner import state
 from runner.config import load_config
 from runner.errors import ConfigError
-from tests.conftest import CLI, write_config
+from runner.init_config import detect_test_command
+from tests.conftest import CLI, make_repo, write_config
 
 SHIPPED = Path(__file__).resolve().parents[1] / "pipeline.yaml"
 
@@ -29,6 +31,20 @@ def config_error(path: Path) -> str:
 
 
 # -- defaults ----------------------------------------------------------------------------------
+
+
+def test_defaults_have_no_skip_codes_no_recipes_and_do_not_allow_unchecked(repo: Path) -> None:
+    config = load_config(write_config(repo, "base: live\n")).config
+    assert config.phases.verify.skip_exit_codes == []
+    assert config.phases.verify.run == []
+    assert config.allow_unchecked is False
+
+
+def test_the_shipped_config_has_real_checks_and_no_skip_codes() -> None:
+    config = load_config(SHIPPED).config
+    assert config.phases.verify.skip_exit_codes == []
+    assert config.phases.verify.run and coverage_problem(config.phases.verify.run) is None
+    assert "bild" not in SHIPPED.read_text().split("phases:")[1]
 
 
 def test_allow_unchecked_is_shown_by_config_show(cli: CLI, repo: Path) -> None:
@@ -118,6 +134,69 @@ def test_a_bad_root_given_as_a_flag_names_the_flag(repo: Path) -> None:
     assert "flag --root" in str(caught.value) and "'root'" in str(caught.value)
 
 
+# -- warnings: config that would check nothing -------------------------------------------------
+
+
+def test_validate_warns_when_some_tasks_would_get_no_check(cli: CLI, repo: Path) -> None:
+    for recipes, warned in [
+        ("[]", "no verify recipes"),
+        ("['bild {namespace}', ['bild', '--test', '{namespace}']]", "every verify recipe needs {namespace}"),
+        ("['bild {namespace}', 'make test']", None),
+        ("['make test']", None),
+    ]:
+        write_config(repo, f"phases:\n  verify:\n    run: {recipes}\n")
+        done = cli("config", "validate", cwd=repo)
+        assert done.code == 0, done.err
+        warnings = [x for x in done.err.splitlines() if x.startswith("warning:")]
+        if warned is None:
+            assert warnings == [], recipes
+        else:
+            (line,) = warnings
+            assert warned in line and "'phases.verify.run'" in line and "pipeline.yaml" in line
+
+
+# -- init ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "makefile",
+    [
+        "build:\n\tcc main.c\n",  # no test target
+        "test := unit\nbuild:\n\tcc main.c\n",  # a variable named test
+        "all:\n\techo test: done\n",  # `test:` only inside a recipe line
+    ],
+)
+def test_init_does_not_pick_make_test_without_a_test_target(cli: CLI, tmp_path: Path, makefile: str) -> None:
+    repo = make_repo(tmp_path / "r", files={"Makefile": makefile})
+    assert detect_test_command(repo) is None
+    done = cli("init", "--preset", "codex", "--base", "live", "--yes", cwd=repo)
+    assert done.code == 0, done.err
+    assert "No test command detected" in done.out
+    text = (repo / "pipeline.yaml").read_text()
+    assert "skip_exit_codes" not in text
+    values = cli("config", "show", "--json", cwd=repo).json()["values"]
+    assert values["phases.verify.run"]["value"] == []
+    assert values["phases.verify.skip_exit_codes"]["value"] == []
+    validate = cli("config", "validate", cwd=repo)
+    assert validate.code == 0 and "warning:" in validate.err
+
+
+@pytest.mark.parametrize(
+    ("name", "makefile"),
+    [
+        ("Makefile", "check test: build\n\ttrue\n"),
+        ("GNUmakefile", "test::\n\ttrue\n"),
+        ("makefile", "test :\n\ttrue\n"),
+    ],
+)
+def test_init_finds_a_test_target_in_the_makefile_make_reads(
+    tmp_path: Path, name: str, makefile: str
+) -> None:
+    repo = make_repo(tmp_path / "r", files={name: makefile})
+    found = detect_test_command(repo)
+    assert found is not None and found.argv == ["make", "test"]
+
+
 # -- verification results ------------------------------------------------------------------------
 
 
@@ -142,6 +221,15 @@ def test_no_recipe_that_ran_and_passed_is_unchecked(tmp_path: Path) -> None:
     partly = run_recipes([ok, skip, ok], tmp_path, spec(), log)
     assert partly.status is VerifyStatus.SKIP and partly.passed == 1
     assert counts_as_passed(partly, allow_unchecked=False)
+
+
+def test_exit_2_is_a_failure_unless_declared_a_skip_code(repo: Path) -> None:
+    defaults = load_config(write_config(repo, "base: live\n")).config.phases.verify
+    two = ["python3", "-c", "raise SystemExit(2)"]
+    run = RecipeRun(values={}, skip_exit_codes=defaults.skip_exit_codes, timeout=30)
+    result = run_recipes([two], repo, run, repo.parent / "log")
+    assert result.status is VerifyStatus.FAIL and "failed (exit 2)" in result.summary
+    assert not counts_as_passed(result, allow_unchecked=True)
 
 
 # -- the state schema ----------------------------------------------------------------------------

@@ -34,6 +34,27 @@ def system_comments(s: Sample, task_id: str) -> str:
     return "\n".join(c["body"] for c in s.task(task_id)["comments"] if c["author"] == "system")
 
 
+# -- exit 2 is not a pass ----------------------------------------------------------------------
+
+
+def test_make_test_exiting_2_on_a_failing_test_does_not_land(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, limits={"max_retries": 1}, phases={"verify": {"run": ["make test"]}})
+    commit_to_base(s, {"Makefile": "test:\n\tpython3 check.py\n"})
+    start = git(s.repo, "rev-parse", "live")
+    s.plan({"t-1": [ALWAYS_BAD], "t-2": [{"files": {"good.txt": "fine\n"}}]})
+    s.add("breaks the tests")
+    s.add("keeps them green")
+    done = until_idle(s)
+    assert done.returncode == 3, done.stdout + done.stderr
+    # make exits 2 when its recipe fails: that is a failure, not a skip.
+    assert runs_of(s, "t-1") == ["dev:success", "verify:failure"]
+    (error,) = s.rows("SELECT error_summary FROM pipeline_runs WHERE task_id='t-1' AND phase='verify'")[0]
+    assert "failed (exit 2)" in error and "bad files: ['x.txt']" in error
+    assert s.task("t-1")["status"] == "needs_help"
+    assert git(s.repo, "log", "--format=%(trailers:key=Task-Id,valueonly)", f"{start}..live").strip() == "t-2"
+    assert not (s.repo / "x.txt").exists()
+
+
 # -- skips are recorded as skips ---------------------------------------------------------------
 
 
@@ -105,6 +126,28 @@ def test_allow_unchecked_promotes_a_task_no_check_ran_on_and_says_so(tmp_path: P
     assert s.trailers() == ["t-1"]
     assert runs_of(s, "t-1")[:2] == ["dev:success", "verify:skipped"]
     assert "no check ran" in system_comments(s, "t-1")
+
+
+def test_a_config_without_recipes_refuses_to_run_and_lands_nothing(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    s.config.pop("phases")
+    s.write_config()
+    s.add("anything")
+    validate = s.cli("config", "validate")
+    assert validate.returncode == 0
+    assert "warning:" in validate.stderr and "phases.verify.run" in validate.stderr
+    done = s.cli("run", "--once")
+    assert done.returncode == 1
+    assert "phases.verify.run" in done.stderr and "allow_unchecked" in done.stderr
+    assert s.task("t-1")["status"] == "open" and s.task("t-1")["runs"] == []
+    assert not s.state.exists() or not list(s.state.glob("*.prompt"))  # no agent started
+    assert s.base_log() == ["initial"]
+
+    # Saying so explicitly lands it, recorded as skipped.
+    s.write_config(allow_unchecked=True)
+    assert until_idle(s).returncode == 0
+    assert s.trailers() == ["t-1"]
+    assert runs_of(s, "t-1")[:2] == ["dev:success", "verify:skipped"]
 
 
 # -- bad config is refused before a task is claimed ------------------------------------------
