@@ -448,8 +448,15 @@ class Pipeline:
                 result = VerifyResult(VerifyStatus.FAIL, f"verification crashed: {exc!r}")
             if result.status is VerifyStatus.FAIL:
                 self.runs.finish(row, RunStatus.FAILURE, error=result.summary)
-                self.note(task_id, f"verification failed:\n{result.summary}")
-                self.fail(task_id, result.summary, new_patchset=True)
+                # The comment and the run keep the output's tail (the next prompt's feedback);
+                # the log line and a needs-help reason take only the headline, so a failing
+                # test's traceback is never mistaken in the runner's log for one of its own.
+                headline = (result.summary.splitlines() or ["verification failed"])[0]
+                logger.info("{}: verification failed: {}", task_id, headline)
+                self.store.comment(
+                    task_id, f"Pipeline: verification failed:\n{result.summary}", Author.SYSTEM
+                )
+                self.fail(task_id, headline, new_patchset=True)
                 continue
             if result.status is VerifyStatus.PASS:
                 self.runs.finish(row, RunStatus.SUCCESS)

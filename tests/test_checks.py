@@ -39,7 +39,9 @@ def system_comments(s: Sample, task_id: str) -> str:
 
 def test_make_test_exiting_2_on_a_failing_test_does_not_land(tmp_path: Path) -> None:
     s = make_sample(tmp_path, limits={"max_retries": 1}, phases={"verify": {"run": ["make test"]}})
-    commit_to_base(s, {"Makefile": "test:\n\tpython3 check.py\n"})
+    # A failing test run the way unittest and pytest report one: a traceback, then exit 1.
+    fail = "python3 -c \"raise AssertionError('a test failed')\""
+    commit_to_base(s, {"Makefile": f"test:\n\tpython3 check.py || {fail}\n"})
     start = git(s.repo, "rev-parse", "live")
     s.plan({"t-1": [ALWAYS_BAD], "t-2": [{"files": {"good.txt": "fine\n"}}]})
     s.add("breaks the tests")
@@ -49,8 +51,11 @@ def test_make_test_exiting_2_on_a_failing_test_does_not_land(tmp_path: Path) -> 
     # make exits 2 when its recipe fails: that is a failure, not a skip.
     assert runs_of(s, "t-1") == ["dev:success", "verify:failure"]
     (error,) = s.rows("SELECT error_summary FROM pipeline_runs WHERE task_id='t-1' AND phase='verify'")[0]
-    assert "failed (exit 2)" in error and "bad files: ['x.txt']" in error
+    assert "failed (exit 2)" in error and "AssertionError: a test failed" in error
     assert s.task("t-1")["status"] == "needs_help"
+    assert "AssertionError: a test failed" in system_comments(s, "t-1")
+    # The runner's own output keeps to the headline: a test's traceback is not taken for its own.
+    assert "Traceback" not in done.stdout + done.stderr
     assert git(s.repo, "log", "--format=%(trailers:key=Task-Id,valueonly)", f"{start}..live").strip() == "t-2"
     assert not (s.repo / "x.txt").exists()
 
