@@ -15,7 +15,7 @@ from pathlib import Path
 import tenacity
 from loguru import logger
 
-from phases.verify import RecipeRun, VerifyStatus, run_recipes
+from phases.verify import RecipeRun, VerifyStatus, counts_as_passed, run_recipes
 from runner import killpoints
 from runner.config import Recipe
 from runner.errors import GitError
@@ -36,6 +36,8 @@ class IntegrateStatus(enum.StrEnum):
     EMPTY = "empty"  # the commit changes nothing on the current base
     REFUSED = "refused"  # not the task's fault: base checked out and dirty, or base keeps moving
     STOPPED = "stopped"  # a person changed the task while it was being integrated
+    FAULT = "fault"  # a check could not start (a missing program): the machine's fault
+    UNCHECKED = "unchecked"  # no integrate recipe ran and passed, and the config does not allow that
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def integrate(
     *,
     task_id: str | None = None,
     secrets: Mapping[str, str] | None = None,
+    allow_unchecked: bool = False,
 ) -> IntegrateResult:
     """Land ``commit`` (the sha that passed verification) on ``base``.
 
@@ -186,12 +189,18 @@ def integrate(
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
         worktree = check_out(candidate)
         checked = run_recipes(recipes, worktree, spec, log_path)
+        if checked.status is VerifyStatus.FAULT:
+            return IntegrateResult(IntegrateStatus.FAULT, f"checks could not run: {checked.summary}", old)
         if checked.status is VerifyStatus.FAIL:
             return IntegrateResult(
                 IntegrateStatus.CHECKS_FAILED,
                 f"checks failed on {base} ({old[:12]}) with the change applied: {checked.summary}",
                 old,
             )
+        # An explicitly empty list of integrate recipes is the config's choice not to check again;
+        # recipes that all skipped checked nothing.
+        if recipes and not counts_as_passed(checked, allow_unchecked=allow_unchecked):
+            return IntegrateResult(IntegrateStatus.UNCHECKED, checked.summary, old)
         refusal = _dirty_message(git, base, checkout) or _in_the_way_message(base, checkout, added)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)

@@ -1,4 +1,4 @@
-"""Verify phase: deterministic. The branch shape, then the configured recipes in the worktree."""
+"""Verify phase: deterministic. The commit's shape and secrets, then the recipes on a pristine checkout of it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from runner.errors import GitError, ProcessError
 from runner.git import Git
 from runner.leaks import find_leaks, refusal
 from runner.redact import redact
-from runner.templates import fill_argv, missing_values
+from runner.templates import fill_argv, missing_values, placeholders
 
 FEEDBACK_TAIL_CHARS = 4000
 
@@ -21,18 +21,57 @@ FEEDBACK_TAIL_CHARS = 4000
 class VerifyStatus(enum.StrEnum):
     """How verification ended."""
 
-    PASS = "pass"
-    SKIP = "skip"  # a recipe said the rest does not apply (one of skip_exit_codes)
+    PASS = "pass"  # every recipe that applied ran and exited 0, and at least one did
+    # A recipe exited with one of skip_exit_codes after at least one had passed: the rest do not
+    # apply. The run is a skip, not a success, but what ran did pass.
+    SKIP = "skip"
+    # Nothing failed, but no recipe ran and exited 0: none configured, none applied to the task
+    # (it lacks a value such as {namespace}), or a skip code ended them before any passed.
+    UNCHECKED = "unchecked"
     FAIL = "fail"
+    # A recipe could not be started at all (its program is missing, the disk is full): a fault of
+    # the machine, not of the commit under check.
+    FAULT = "fault"
 
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """The verdict, with the feedback for the next prompt and the skipped recipes."""
+    """The verdict, with the feedback for the next prompt, the skipped recipes, and how many passed."""
 
     status: VerifyStatus
     summary: str = ""
     skipped: list[str] = field(default_factory=list)
+    passed: int = 0  # recipes that ran and exited 0
+
+
+def counts_as_passed(result: VerifyResult, *, allow_unchecked: bool) -> bool:
+    """Whether ``result`` lets the commit go on (to integration, or onto base).
+
+    A failure never does; a verification in which no check ran only with ``allow_unchecked``
+    (the config's ``allow_unchecked`` key).
+    """
+    if result.status is VerifyStatus.UNCHECKED:
+        return allow_unchecked
+    return result.status in (VerifyStatus.PASS, VerifyStatus.SKIP)
+
+
+# Values a task may lack: a recipe needing one is skipped for such a task. The others (task id,
+# workspace, base, patchset) are always known.
+OPTIONAL_VALUES = frozenset({"namespace"})
+
+
+def coverage_problem(recipes: Sequence[Recipe]) -> str | None:
+    """Why some tasks would get no check from these verify recipes, or None when every task gets one."""
+    if not recipes:
+        return "no verify recipes are configured, so no check would run on any task"
+    needs = [placeholders(" ".join(recipe_argv(r))) & OPTIONAL_VALUES for r in recipes]
+    if all(needs):
+        names = ", ".join("{" + n + "}" for n in sorted(set().union(*needs)))
+        return (
+            f"every verify recipe needs {names}, so no check would run on a task without one; "
+            "add a recipe that applies to every task"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,9 +84,13 @@ class RecipeRun:
 
 
 def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path: Path) -> VerifyResult:
-    """Run each recipe in ``cwd``; the whole output goes to ``log_path``, its tail to the result."""
+    """Run each recipe in ``cwd``; the whole output goes to ``log_path``, its tail to the result.
+
+    The result is UNCHECKED, not PASS, when no recipe ran and exited 0.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     skipped: list[str] = []
+    passed = 0
     with open(log_path, "a", encoding="utf-8") as log:
         for recipe in recipes:
             template = recipe_argv(recipe)
@@ -65,28 +108,42 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
                 done = procs.run(argv, cwd=cwd, check=False, timeout=spec.timeout)
             except ProcessError as exc:
                 log.write(f"{exc}\n")
-                return VerifyResult(VerifyStatus.FAIL, f"`{' '.join(argv)}` could not run: {exc}", skipped)
+                return VerifyResult(
+                    VerifyStatus.FAULT, f"`{' '.join(argv)}` could not run: {exc}", skipped, passed
+                )
             log.write(redact(done.output))
             if done.timed_out:
                 return VerifyResult(
                     VerifyStatus.FAIL,
                     f"`{' '.join(argv)}` timed out after {spec.timeout:g}s:\n{_tail(done.output)}",
                     skipped,
+                    passed,
                 )
             log.write(f"(exit {done.exit_code})\n")
             if done.exit_code in spec.skip_exit_codes:
-                return VerifyResult(
-                    VerifyStatus.SKIP,
-                    f"`{' '.join(argv)}` exited {done.exit_code}: remaining recipes skipped",
-                    skipped,
+                summary = (
+                    f"`{' '.join(argv)}` exited {done.exit_code} (a skip code): remaining recipes skipped"
                 )
+                if not passed:
+                    return VerifyResult(
+                        VerifyStatus.UNCHECKED, f"{summary}, before any check passed", skipped, passed
+                    )
+                return VerifyResult(VerifyStatus.SKIP, f"{summary} after {passed} passed", skipped, passed)
             if done.exit_code != 0:
                 return VerifyResult(
                     VerifyStatus.FAIL,
                     f"`{' '.join(argv)}` failed (exit {done.exit_code}):\n{_tail(done.output)}",
                     skipped,
+                    passed,
                 )
-    return VerifyResult(VerifyStatus.PASS, "all recipes passed", skipped)
+            passed += 1
+    if not recipes:
+        return VerifyResult(VerifyStatus.UNCHECKED, "no recipes are configured", skipped, passed)
+    if not passed:
+        return VerifyResult(
+            VerifyStatus.UNCHECKED, f"every recipe was skipped: {', '.join(skipped)}", skipped, passed
+        )
+    return VerifyResult(VerifyStatus.PASS, "all recipes passed", skipped, passed)
 
 
 def verify_task(

@@ -19,7 +19,7 @@ from runner.errors import PipelineError, TaskError
 from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
 from runner.state import open_db
-from runner.status import build_status, render_status
+from runner.status import build_status, render_status, waiting_for_a_person
 from runner.tasks import (
     Author,
     BuiltinTaskStore,
@@ -41,6 +41,9 @@ class Exit(enum.IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
+    # `run --until-idle` stopped with tasks that need a person: needing help, or verified with
+    # their integration held back (base's checkout dirty, say).
+    NEEDS_ATTENTION = 3
     INTERRUPTED = 130
 
 
@@ -194,7 +197,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner.scheduler import run_loop
 
     loaded = _load(args, with_flags=True)
-    return run_loop(loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle)
+    code = run_loop(loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle)
+    if code != Exit.OK or not args.until_idle or args.dry_run:
+        return code
+    # Idle, but not necessarily finished: a batch job or CI must be able to tell.
+    config = loaded.config
+    waiting = waiting_for_a_person(config.root, parent=config.parent, task_id=config.task_id)
+    if not waiting:
+        return Exit.OK
+    print(f"Stopped with {len(waiting)} task(s) waiting for a person:")
+    for item in waiting:
+        reason = item.reason.splitlines()[0][:300] if item.reason else ""
+        print(f"  {item.task_id}  {item.why}: {item.title}" + (f"\n      {reason}" if reason else ""))
+    return Exit.NEEDS_ATTENTION
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -251,11 +266,27 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def cmd_config_validate(args: argparse.Namespace) -> int:
     """`config validate`."""
     from phases.backends import make_backend
+    from phases.verify import coverage_problem
 
     loaded = _load(args)
     problem = make_backend(loaded.config.agent).check()
     if problem:
         raise PipelineError(f"{loaded.config_file or 'config'}: {problem}")
+    config = loaded.config
+    gap = coverage_problem(config.phases.verify.run)
+    if gap:
+        # Valid, but a task no check runs on cannot land: say so before a run finds out.
+        origin = loaded.origin_of("phases.verify.run")
+        where = (
+            origin.describe() if origin.kind != "default" else loaded.config_file or "default configuration"
+        )
+        if config.allow_unchecked:
+            then = "such a task lands with no check, since allow_unchecked is true"
+        elif config.phases.verify.run:
+            then = "such a task goes to needs_help instead of landing (or set allow_unchecked: true)"
+        else:
+            then = "`run` refuses to start until recipes are set (or allow_unchecked: true)"
+        print(f"warning: {where}: key 'phases.verify.run': {gap}; {then}", file=sys.stderr)
     print(f"{loaded.config_file or 'default configuration'}: valid")
     return Exit.OK
 

@@ -13,10 +13,10 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runner.errors import ConfigError
@@ -24,6 +24,28 @@ from runner.errors import ConfigError
 ENV_PREFIX = "PIPELINE_"
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG_NAME = "pipeline.yaml"
+# Longer timeouts overflow the timers that enforce them; a week is past any sensible agent or build.
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+
+def _at_most_a_week(value: int) -> int:
+    if value > MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"must be at most {MAX_TIMEOUT_SECONDS} seconds (7 days)")
+    return value
+
+
+TimeoutSeconds = Annotated[int, AfterValidator(_at_most_a_week)]
+
+
+def _split_words(value: str, what: str) -> list[str]:
+    """``value`` split like a shell splits words (never run by one); a clear error if it cannot be."""
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"{what} {value!r} cannot be split into words ({exc}): close the quote, escape it, "
+            "or write it as a list of arguments"
+        ) from None
 
 
 class _Strict(BaseModel):
@@ -33,8 +55,19 @@ class _Strict(BaseModel):
 class Limits(_Strict):
     """Bounds on how much one task may cost before a person is asked to look at it."""
 
-    max_retries: int = Field(5, ge=0, description="failed attempts of any phase before needs_help")
+    max_retries: int = Field(5, description="failed attempts of any phase before needs_help, at least 1")
     max_task_cost: int = Field(0, ge=0, description="cumulative cents per task, 0 = no cap")
+
+    @field_validator("max_retries")
+    @classmethod
+    def _positive_retries(cls, value: int) -> int:
+        # Unlike max_task_cost, 0 has no "no cap" meaning here: a loop with no bound spends forever.
+        if value < 1:
+            raise ValueError(
+                "must be a positive number of failed attempts before a task needs help "
+                "(0 does not mean unlimited); use a larger number to allow more attempts"
+            )
+        return value
 
 
 class TokenPrices(_Strict):
@@ -48,7 +81,7 @@ class AgentConfig(_Strict):
     """Which coding agent the dev phase starts and with what caps."""
 
     preset: str = Field("agentd", description="dev backend: a name from the agent registry")
-    timeout: int = Field(1800, gt=0, description="seconds an agent run may take")
+    timeout: TimeoutSeconds = Field(1800, gt=0, description="seconds an agent run may take, at most 7 days")
     max_iter: int = Field(80, gt=0, description="agent iteration cap")
     max_cost: int = Field(300, ge=0, description="agent cost cap per run, cents")
     provider: str | None = Field(None, description="agent provider, passed to the agent")
@@ -70,7 +103,7 @@ class AgentConfig(_Strict):
     def _split_command(cls, value: Any) -> Any:
         # A string is split like a shell would split words, but it never reaches a shell.
         if isinstance(value, str):
-            return shlex.split(value)
+            return _split_words(value, "the command")
         return value
 
     @field_validator("preset")
@@ -101,24 +134,40 @@ class TasksConfig(_Strict):
 Recipe = str | list[str]
 
 
+def _check_recipes(recipes: list[Recipe]) -> list[Recipe]:
+    """Every recipe must become a non-empty argv, so a bad one is refused here, not at each run."""
+    for number, recipe in enumerate(recipes, 1):
+        argv = _split_words(recipe, f"recipe {number}") if isinstance(recipe, str) else recipe
+        if not argv:
+            raise ValueError(f"recipe {number} is empty: give a command to run")
+    return recipes
+
+
+Recipes = Annotated[list[Recipe], AfterValidator(_check_recipes)]
+
+
 class VerifyPhase(_Strict):
     """Recipes that must pass in the task's worktree before it may be integrated."""
 
-    run: list[Recipe] = Field(
-        default_factory=lambda: list[Recipe](["bild {namespace}", "bild --test {namespace}"]),
-        description="commands run in order; a string is split into argv, a list is argv",
+    run: Recipes = Field(
+        default_factory=list,
+        description="commands run in order; a string is split into argv, a list is argv; "
+        "none: `run` refuses to start unless allow_unchecked",
     )
     skip_exit_codes: list[int] = Field(
-        default_factory=lambda: [2], description="exit codes that skip the remaining recipes"
+        default_factory=list,
+        description="exit codes that skip the remaining recipes (opt-in; a skip is not a pass)",
     )
-    timeout: int = Field(1800, gt=0, description="seconds one recipe may run")
+    timeout: TimeoutSeconds = Field(1800, gt=0, description="seconds one recipe may run, at most 7 days")
 
 
 class IntegratePhase(_Strict):
     """Recipes run on the integrated tree before base moves; null means verify's again."""
 
-    run: list[Recipe] | None = Field(None, description="null: the verify recipes again")
-    timeout: int | None = Field(None, gt=0, description="seconds one recipe may run; null: verify's")
+    run: Recipes | None = Field(None, description="null: the verify recipes again")
+    timeout: TimeoutSeconds | None = Field(
+        None, gt=0, description="seconds one recipe may run, at most 7 days; null: verify's"
+    )
 
 
 class PhasesConfig(_Strict):
@@ -149,6 +198,11 @@ class PipelineConfig(BaseSettings):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     phases: PhasesConfig = Field(default_factory=PhasesConfig)
+    allow_unchecked: bool = Field(
+        False,
+        description="promote a task no check ran on (no recipe applied, or a skip code ended them "
+        "before any passed); false: such a task goes to needs_help",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -399,8 +453,31 @@ def _resolve_paths(
         start = config_file.parent if config_file is not None else Path.cwd()
         repo = _git_toplevel(start) or start.resolve()
     repo = repo.resolve()
-    root = config.root if config.root.is_absolute() else repo / config.root
-    return config.model_copy(update={"repo": repo, "root": root.resolve()})
+    root = (config.root if config.root.is_absolute() else repo / config.root).resolve()
+    problem = _root_problem(root, repo)
+    if problem:
+        where = _where("root", origins, config_file)
+        raise ConfigError(f"Invalid configuration:\n  {where}: key 'root': {problem}")
+    return config.model_copy(update={"repo": repo, "root": root})
+
+
+def _root_problem(root: Path, repo: Path) -> str | None:
+    """Why ``root`` cannot hold the runner's files for ``repo``, or None. Both are resolved."""
+    # The root writes a `*` .gitignore into itself, and it removes and rebuilds what it holds.
+    hint = "use a directory inside the repository, such as _/pipeline (the default), or one beside it"
+    if root == repo:
+        return (
+            f"{root} is the repository itself: the root's '*' .gitignore would hide every new file "
+            f"from git status; {hint}"
+        )
+    if root.is_relative_to(repo) and ".git" in root.relative_to(repo).parts:
+        return f"{root} is inside the repository's .git directory, which belongs to git; {hint}"
+    if repo.is_relative_to(root):
+        return (
+            f"{root} contains the repository {repo}: the root is the runner's own directory "
+            f"(worktrees, state, logs); {hint}"
+        )
+    return None
 
 
 def _model_keys(loc: tuple[str | int, ...]) -> list[str]:
@@ -417,19 +494,22 @@ def _model_keys(loc: tuple[str | int, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
+def _where(dotted: str, origins: Mapping[str, Origin], config_file: Path | None) -> str:
+    """The file, variable or flag that set a dotted key (or its nearest ancestor)."""
+    probe = dotted
+    while probe:
+        if probe in origins:
+            return origins[probe].describe()
+        probe = probe.rpartition(".")[0]
+    return str(config_file) if config_file else "default"
+
+
 def _explain(exc: ValidationError, origins: dict[str, Origin], config_file: Path | None) -> str:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         dotted = ".".join(str(p) for p in loc)
-        origin = None
-        probe = dotted
-        while probe:
-            if probe in origins:
-                origin = origins[probe]
-                break
-            probe = probe.rpartition(".")[0]
-        where = origin.describe() if origin else (str(config_file) if config_file else "default")
+        where = _where(dotted, origins, config_file)
         if error["type"] == "extra_forbidden":
             valid = _model_keys(loc)
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1)

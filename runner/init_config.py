@@ -20,11 +20,18 @@ class TestCommand:
     argv: list[str]
 
 
+# A rule line whose targets include `test` (`test:`, `test::`, `check test: build`), but not a
+# variable assignment (`test := x`, `test ::= x`) or a recipe line (those start with a tab).
+_TEST_RULE = re.compile(r"^(?:[^\s:#=]+[ \t]+)*test(?:[ \t]+[^\s:#=]+)*[ \t]*::?(?![:=])", re.M)
+
+
 def _has_make_test(repo: Path) -> bool:
-    makefile = repo / "Makefile"
-    return (
-        makefile.is_file() and re.search(r"^test\s*:", makefile.read_text(errors="replace"), re.M) is not None
-    )
+    # The makefile `make` itself reads: the first of these names that exists.
+    for name in ("GNUmakefile", "makefile", "Makefile"):
+        path = repo / name
+        if path.is_file():
+            return _TEST_RULE.search(path.read_text(errors="replace")) is not None
+    return False
 
 
 def _has_npm_test(repo: Path) -> bool:
@@ -86,10 +93,12 @@ agent:
 {agent_extra}
 phases:
   verify:                 # must pass in the task's worktree before it may be integrated
-    run:
-      - {test_argv}{test_note}
+{verify_run}
   integrate:
     run: null             # null: the verify recipes again, on the integrated tree
+
+# A task on which no check ran (no recipe applied to it) goes to needs_help instead of landing.
+allow_unchecked: false
 """
 
 PRESET_EXTRAS = {
@@ -137,18 +146,26 @@ def write_config(target: Path, repo: Path, answers: InitAnswers, current_branch:
         raise ConfigError(f"Unknown preset {preset!r}; valid names: {', '.join(sorted(BACKENDS))}.")
     default_base = current_branch or "main"
     base = answers.base or (default_base if answers.yes else _ask("Base branch", default_base))
-    test_argv = detected.argv if detected else ["make", "test"]
+    if detected:
+        verify_run = f"    run:\n      - {json.dumps(detected.argv)}   # detected: {detected.kind}"
+    else:
+        # Guessing a command would fail every task, or pass them all with nothing checked.
+        verify_run = (
+            '    run: []               # no test command detected: add yours, e.g. ["make", "test"];\n'
+            "                          # `run` refuses to start while this is empty"
+        )
     text = TEMPLATE.format(
         repo_name=repo.name,
         base=base,
         preset=preset,
         preset_note="   # " + ", ".join(sorted(BACKENDS)),
         agent_extra=PRESET_EXTRAS.get(preset, ""),
-        test_argv=json.dumps(test_argv),
-        test_note=f"   # detected: {detected.kind}"
-        if detected
-        else "   # no test command detected: edit this",
+        verify_run=verify_run,
     )
     target.write_text(text, encoding="utf-8")
-    found = f"tests: {detected.kind}" if detected else "no test command detected"
-    return f"Wrote {target} (preset {preset}, base {base}, {found})."
+    if detected:
+        return f"Wrote {target} (preset {preset}, base {base}, tests: {detected.kind})."
+    return (
+        f"Wrote {target} (preset {preset}, base {base}). No test command detected: set phases.verify.run "
+        f"in {target} to the commands that check this repository before `pipeline-runner run`."
+    )

@@ -44,7 +44,7 @@ from phases.integrate import (
     follow,
     integrate,
 )
-from phases.verify import RecipeRun, VerifyResult, VerifyStatus, verify_task
+from phases.verify import RecipeRun, VerifyResult, VerifyStatus, counts_as_passed, verify_task
 from runner import killpoints
 from runner.config import PipelineConfig
 from runner.errors import GitError, PipelineError, ProcessError
@@ -54,6 +54,7 @@ from runner.lock import RunnerLock
 from runner.logs import add_file_sink
 from runner.redact import agent_secrets
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.status import held_integration
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.waking import Waker
 from runner.workspace import TASK_REFS, Layout, Workspaces, task_ref
@@ -496,6 +497,7 @@ class Pipeline:
                 before_swap=before_swap,
                 task_id=task.id,
                 secrets=self.secrets,
+                allow_unchecked=self.config.allow_unchecked,
             )
         finally:
             db.close()
@@ -531,6 +533,20 @@ class Pipeline:
                 self.checkout_lags(result.lag)
             self.workspaces.release(task_id)
             self.clear_fault("integrate")
+        elif result.status is IntegrateStatus.FAULT:
+            self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
+            self.fault("integrate", f"integration of {task_id}: {result.detail}")
+        elif result.status is IntegrateStatus.UNCHECKED:
+            with self.db.write():
+                self.runs.finish(row, RunStatus.SKIPPED, error=result.detail)
+                if self.store.get(task_id).status is TaskStatus.VERIFIED:
+                    self.store.set_status(task_id, TaskStatus.NEEDS_HELP)
+                    self.note(
+                        task_id,
+                        "needs help: no integrate check ran on it, so base was not moved. Configure "
+                        "phases.integrate.run recipes that apply or set allow_unchecked: true, then "
+                        f"`pipeline-runner task set-status {task_id} open`. Why: {result.detail}",
+                    )
         elif result.status is IntegrateStatus.STOPPED:
             self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
             logger.info("integration of {} stopped: {}", task_id, result.detail)
@@ -598,7 +614,7 @@ class Pipeline:
             if task.id in self.verifying:
                 continue
             dev = self.awaiting_verify(task.id)
-            if dev is None or self.base_moved_outside():
+            if dev is None or self.paused("verify") or self.base_moved_outside():
                 continue
             if self.dry_run:
                 self.say(f"would verify {task.id}")
@@ -706,7 +722,11 @@ class Pipeline:
         return path
 
     def collect_verifies(self, wait: bool = False) -> bool:
-        """Apply the results of finished verifications (all of them, waiting, with ``wait``)."""
+        """Apply the results of finished verifications (all of them, waiting, with ``wait``).
+
+        Each outcome and the status it implies are one transaction, applied only while the task is
+        still in progress: a person's status change meanwhile stands.
+        """
         acted = False
         for task_id, (row, future) in list(self.verifying.items()):
             if not wait and not future.done():
@@ -715,25 +735,65 @@ class Pipeline:
             acted = True
             try:
                 result = future.result()
-            except Exception as exc:  # a bug or an I/O error in the worker must not kill the loop
-                result = VerifyResult(VerifyStatus.FAIL, f"verification crashed: {exc!r}")
-            if result.status is VerifyStatus.FAIL:
-                self.runs.finish(row, RunStatus.FAILURE, error=result.summary)
-                self.note(task_id, f"verification failed:\n{result.summary}")
-                self.fail(task_id, result.summary, new_patchset=True)
-                continue
+            except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
+                result = VerifyResult(VerifyStatus.FAULT, f"verification could not run: {exc}")
             with self.db.write():
-                self.runs.finish(
-                    row, RunStatus.SUCCESS, error=result.summary if result.status is VerifyStatus.SKIP else None
-                )
-                self.store.set_status(task_id, TaskStatus.VERIFIED)
-                if result.status is VerifyStatus.SKIP:
-                    self.note(task_id, f"verification skipped ({result.summary}), promoting")
-                else:
-                    skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
-                    self.note(task_id, f"verification passed{skipped}")
+                status = self.store.get(task_id).status
+                if status is not TaskStatus.IN_PROGRESS:
+                    self.runs.finish(row, RunStatus.CANCELLED, error=f"a person set the task to {status.value}")
+                    continue
+                self.apply_verification(task_id, row, result)
+            if result.status is VerifyStatus.FAULT:
+                self.fault("verify", f"verification of {task_id}: {result.summary}")
+            else:
+                self.clear_fault("verify")
             killpoints.reached("verified")
         return acted
+
+    def apply_verification(self, task_id: str, row: int, result: VerifyResult) -> None:
+        """Record a verification's outcome and move the task as it implies (in the caller's transaction)."""
+        if result.status is VerifyStatus.FAULT:
+            # Not the commit's fault: the verification is done again once the fault clears.
+            self.runs.finish(row, RunStatus.CANCELLED, error=result.summary)
+            return
+        if result.status is VerifyStatus.FAIL:
+            self.runs.finish(row, RunStatus.FAILURE, error=result.summary)
+            # The comment and the run keep the output's tail (the next prompt's feedback); the log
+            # line and a needs-help reason take only the headline, so a failing test's traceback
+            # is never mistaken in the runner's log for one of its own.
+            headline = (result.summary.splitlines() or ["verification failed"])[0]
+            logger.info("{}: verification failed: {}", task_id, headline)
+            self.store.comment(task_id, f"Pipeline: verification failed:\n{result.summary}", Author.SYSTEM)
+            self.fail(task_id, headline, new_patchset=True)
+            return
+        if result.status is VerifyStatus.PASS:
+            self.runs.finish(row, RunStatus.SUCCESS)
+            self.store.set_status(task_id, TaskStatus.VERIFIED)
+            skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
+            self.note(task_id, f"verification passed{skipped}")
+            return
+        # A skip is recorded as one, never as a success.
+        self.runs.finish(row, RunStatus.SKIPPED, error=result.summary)
+        if not counts_as_passed(result, allow_unchecked=self.config.allow_unchecked):
+            # The configuration checked nothing: not the task's fault, so no retry is spent, and
+            # trying again would check nothing again. A person changes the config.
+            self.store.set_status(task_id, TaskStatus.NEEDS_HELP)
+            self.note(
+                task_id,
+                "needs help: no check ran on it, so it was not promoted. Configure verify recipes "
+                "that apply to it (phases.verify.run) or set allow_unchecked: true, then "
+                f"`pipeline-runner task set-status {task_id} open`. Why: {result.summary}",
+            )
+        elif result.status is VerifyStatus.UNCHECKED:
+            self.store.set_status(task_id, TaskStatus.VERIFIED)
+            self.note(
+                task_id,
+                f"verification skipped, no check ran ({result.summary}); promoting because "
+                "allow_unchecked is true",
+            )
+        else:
+            self.store.set_status(task_id, TaskStatus.VERIFIED)
+            self.note(task_id, f"verification skipped ({result.summary}), promoting")
 
     def develop_step(self) -> bool:
         """Start agents for open, eligible tasks whose dependencies are done, up to concurrency."""
@@ -830,13 +890,19 @@ class Pipeline:
         self.clear_fault("dev")
 
     def idle(self) -> bool:
-        """Nothing is running and nothing can start: every eligible task is done, needs help, or
-        waits on one that does."""
+        """Nothing is running and nothing can start: every eligible task is done, needs help,
+        waits on one that does, or is verified with its integration held back for a person."""
         if self.verifying or self.integrating is not None or self.runs.running(Phase.DEV):
             return False
+        # A held integration waits for a person (a dirty checkout of base), not for the loop.
+        verified = [
+            t
+            for t in self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+            if held_integration(self.runs, t.id) is None
+        ]
         busy = [
             *self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False),
-            *self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False),
+            *verified,
             *self.store.ready(),
         ]
         return not any(self.eligible(t) for t in busy)
@@ -889,6 +955,12 @@ def preflight(config: PipelineConfig) -> None:
         raise PipelineError(
             f"Base branch {config.base!r} does not exist in {config.repo_path}. Create it or set "
             "'base' in the config (or --base)."
+        )
+    if not config.phases.verify.run and not config.allow_unchecked:
+        raise PipelineError(
+            "No verify recipes are configured (key 'phases.verify.run'), so no check would run "
+            "and no task could land. Set phases.verify.run to the commands that build and test "
+            "the repository, or set allow_unchecked: true to land tasks with no check."
         )
     backend = make_backend(config.agent)
     problem = backend.check()

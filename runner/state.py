@@ -77,6 +77,43 @@ MIGRATIONS: list[str] = [
     CREATE INDEX idx_pipeline_runs_task ON pipeline_runs(task_id);
     CREATE INDEX idx_pipeline_runs_status ON pipeline_runs(status);
     """,
+    # 2: run status 'skipped' (a verification in which a skip code or the lack of any applicable
+    # recipe meant no full check). SQLite cannot alter a CHECK, so the table is rebuilt; the phase
+    # CHECK goes, so that a new phase needs no migration (Phase validates it on read). Row ids
+    # and the AUTOINCREMENT counter are kept, so no id is ever handed out twice.
+    """
+    CREATE TABLE pipeline_runs_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        patchset INTEGER NOT NULL,
+        agent_run_id TEXT,
+        status TEXT NOT NULL
+            CHECK (status IN ('running', 'success', 'failure', 'cancelled', 'skipped')),
+        cost_cents REAL NOT NULL DEFAULT 0,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        error_summary TEXT,
+        log_path TEXT,
+        pid INTEGER,
+        workspace TEXT,
+        before_sha TEXT,
+        after_sha TEXT,
+        tokens INTEGER
+    );
+    INSERT INTO pipeline_runs_v2 (id, task_id, phase, patchset, agent_run_id, status, cost_cents,
+        started_at, finished_at, error_summary, log_path, pid, workspace, before_sha, after_sha, tokens)
+    SELECT id, task_id, phase, patchset, agent_run_id, status, cost_cents,
+        started_at, finished_at, error_summary, log_path, pid, workspace, before_sha, after_sha, tokens
+    FROM pipeline_runs;
+    DELETE FROM sqlite_sequence WHERE name = 'pipeline_runs_v2';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'pipeline_runs_v2', seq FROM sqlite_sequence WHERE name = 'pipeline_runs';
+    DROP TABLE pipeline_runs;
+    ALTER TABLE pipeline_runs_v2 RENAME TO pipeline_runs;
+    CREATE INDEX idx_pipeline_runs_task ON pipeline_runs(task_id);
+    CREATE INDEX idx_pipeline_runs_status ON pipeline_runs(status);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -211,6 +248,9 @@ class RunStatus(enum.StrEnum):
     FAILURE = "failure"
     # Ended by the runner stopping or refusing, not by the task: never counts against its retries.
     CANCELLED = "cancelled"
+    # Not a full check: a skip code ended the recipes, or no recipe ran. Never a success, and not
+    # the task's failure either.
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,65 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from runner.faults import read_faults
-from runner.state import SCHEMA_VERSION, Phase, Runs, RunStatus, open_db
-from runner.tasks import Author, BuiltinTaskStore, TaskStatus
+from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db
+from runner.tasks import Author, BuiltinTaskStore, TaskStatus, TaskType
 
 # Version of the `status --json` document; bump when a key changes meaning or disappears.
 STATUS_SCHEMA_VERSION = 1
+
+
+def held_integration(runs: Runs, task_id: str) -> RunRecord | None:
+    """The refused integration holding a verified task back, if its last integration was refused.
+
+    A refusal (base's checkout dirty, untracked files in the way) is recorded as a cancelled
+    integrate run with the reason; it needs a person, not another attempt of the task.
+    """
+    last = runs.last_attempt(task_id, Phase.INTEGRATE)
+    if last is not None and last.status is RunStatus.CANCELLED and last.error_summary:
+        return last
+    return None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A task that the loop cannot finish without a person."""
+
+    task_id: str
+    title: str
+    why: str  # "needs help" or "integration held"
+    reason: str
+
+
+def waiting_for_a_person(
+    root: Path, *, parent: str | None = None, task_id: str | None = None
+) -> list[Waiting]:
+    """Work tasks (under ``parent``, or just ``task_id``, when given) that need help or whose
+    integration is held back, with the last reason given for each."""
+    db_path = root / "state.db"
+    if not db_path.exists():
+        return []
+    db = open_db(db_path, create=False)
+    try:
+        store = BuiltinTaskStore(db)
+        runs = Runs(db)
+        waiting: list[Waiting] = []
+        for task in store.list_tasks(TaskStatus.NEEDS_HELP, parent):
+            if task.type is TaskType.WORK and task_id in (None, task.id):
+                reasons = [c.body for c in task.comments if c.author is Author.SYSTEM]
+                waiting.append(Waiting(task.id, task.title, "needs help", reasons[-1] if reasons else ""))
+        for task in store.list_tasks(TaskStatus.VERIFIED, parent, with_comments=False):
+            held = held_integration(runs, task.id)
+            if held is not None and task.type is TaskType.WORK and task_id in (None, task.id):
+                waiting.append(Waiting(task.id, task.title, "integration held", held.error_summary or ""))
+        return waiting
+    finally:
+        db.close()
 
 
 def build_status(root: Path, base: str) -> dict[str, Any]:
@@ -30,6 +79,7 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         "needs_help_tasks": [],
         "held_integrations": [],
         "faults": [],
+        "skipped_verifications": [],
         "state_schema_version": None,
     }
     # Work paused by a fault that is no task's (a stale lock, a lagging checkout of base).
@@ -74,11 +124,19 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         for task in store.list_tasks(TaskStatus.VERIFIED, with_comments=False):
             # A verified task whose last integration was refused (a dirty checkout of base, say)
             # waits for a person; say why here rather than only in the log.
-            last = runs.last_attempt(task.id, Phase.INTEGRATE)
-            if last is not None and last.status is RunStatus.CANCELLED and last.error_summary:
+            held = held_integration(runs, task.id)
+            if held is not None:
                 doc["held_integrations"].append(
-                    {"id": task.id, "title": task.title, "reason": last.error_summary, "at": last.finished_at}
+                    {"id": task.id, "title": task.title, "reason": held.error_summary, "at": held.finished_at}
                 )
+        for status in (TaskStatus.VERIFIED, TaskStatus.NEEDS_HELP):
+            for task in store.list_tasks(status, with_comments=False):
+                last = runs.last_attempt(task.id, Phase.VERIFY)
+                if last is not None and last.status is RunStatus.SKIPPED:
+                    doc["skipped_verifications"].append(
+                        {"id": task.id, "title": task.title, "status": task.status.value,
+                         "reason": last.error_summary, "at": last.finished_at}
+                    )  # fmt: skip
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:
         db.close()
@@ -112,7 +170,7 @@ def render_status(doc: dict[str, Any]) -> str:
         for task in doc["needs_help_tasks"]:
             lines.append(f"  {task['id']}  {task['title']}")
             if task["reason"]:
-                lines.append(f"      last reason: {task['reason'].splitlines()[0][:200]}")
+                lines.append(f"      last reason: {task['reason'].splitlines()[0][:300]}")
         lines.append("Resume one with `pipeline-runner task set-status ID open`.")
     if doc["faults"]:
         lines += ["", "Paused by faults that are no task's (nothing is charged; retried by itself):"]
@@ -124,4 +182,10 @@ def render_status(doc: dict[str, Any]) -> str:
         for task in doc["held_integrations"]:
             lines.append(f"  {task['id']}  {task['title']}")
             lines.append(f"      {task['reason'].splitlines()[0][:300]}")
+    if doc["skipped_verifications"]:
+        lines += ["", "Verification skipped (no full check ran):"]
+        for task in doc["skipped_verifications"]:
+            lines.append(f"  {task['id']}  {task['status']}  {task['title']}")
+            if task["reason"]:
+                lines.append(f"      {task['reason'].splitlines()[0][:300]}")
     return "\n".join(lines)

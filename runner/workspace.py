@@ -27,9 +27,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from loguru import logger
+
 from runner.errors import GitError
 from runner.git import Git
-from runner.ids import check_task_id
+from runner.ids import check_task_id, id_problem
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,16 @@ class Workspaces:
             (path / ".git" / "index.lock").unlink(missing_ok=True)
 
     def existing(self) -> list[str]:
-        """Task ids that have a workspace directory."""
+        """Task ids that have a workspace directory; other directories there are left alone."""
         if not self.layout.worktrees.is_dir():
             return []
-        return sorted(p.name for p in self.layout.worktrees.iterdir() if p.is_dir())
+        ids = []
+        for path in sorted(p for p in self.layout.worktrees.iterdir() if p.is_dir()):
+            problem = id_problem(path.name)
+            if problem is not None:
+                # Not one of ours (no task can have that id): a stray directory must not stop the
+                # runner, and it is not ours to delete.
+                logger.warning("ignoring {}: not a task workspace ({})", path, problem)
+                continue
+            ids.append(path.name)
+        return ids

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import git
+from tests.conftest import clean_env, git
 from tests.loop_helpers import Sample, all_done, make_sample
 
 TERMINAL = ("done", "needs_help")
@@ -300,3 +300,23 @@ def test_base_moved_by_an_agent_through_its_path_is_reported_and_blames_no_task(
     assert done.returncode == 0 and "resumed base" in done.stdout
     s.run_once_until(lambda d: s.task("t-3")["status"] == "done", limit=40)
     assert git(s.repo, "log", "--format=%(trailers:key=Task-Id,valueonly)", f"{start}..live").split() == ["t-3", "t-1"]
+
+
+def test_a_check_that_cannot_start_is_a_fault_not_the_tasks_and_resumes(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    s = make_sample(tmp_path, phases={"verify": {"run": [["site-checker"]]}})
+    s.env["PATH"] = f"{bin_dir}{os.pathsep}{clean_env()['PATH']}"
+    s.add("x")
+    for _ in range(4):
+        assert s.cli("run", "--once").returncode == 0
+    task = s.task("t-1")
+    assert task["status"] == "in_progress"
+    assert [r["status"] for r in task["runs"] if r["status"] == "failure"] == []
+    (fault,) = s.status()["faults"]
+    assert fault["area"] == "verify" and "site-checker" in fault["message"]
+    checker = bin_dir / "site-checker"
+    checker.write_text("#!/bin/sh\nexit 0\n")
+    checker.chmod(0o755)
+    s.run_once_until(all_done(1), limit=60)
+    assert s.trailers() == ["t-1"] and s.status()["faults"] == []
