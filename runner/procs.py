@@ -17,6 +17,10 @@ from pathlib import Path
 
 from runner.errors import ProcessError
 
+# Output kept of one run, per log file: the first half and the last half of it, the cut marked.
+MAX_OUTPUT_BYTES = 10 * 1024 * 1024
+SUPERVISOR_SCRIPT = str(Path(__file__).resolve().with_name("supervise.py"))
+
 
 @dataclass(frozen=True)
 class ProcResult:
