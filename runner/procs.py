@@ -1,12 +1,17 @@
 """The one place that runs processes. Failures become typed errors or result values.
 
-Commands are argv lists and never pass through a shell. Foreground commands (git, recipes, agent
-CLIs that answer at once) are waited for; agents that must outlive the runner start detached in
-their own session.
+Commands are argv lists and never pass through a shell. Every child sees ``PWD`` equal to its
+working directory (many tools read ``PWD`` before asking the kernel). Short foreground commands
+(git, agent CLIs that answer at once) are waited for with their output in memory; recipes run
+under the supervisor with their output streamed to a log, capped, and their whole process tree
+ended with them (``run_logged``); agents that must outlive the runner start detached in their own
+session (``spawn_detached``). ``kill_marked`` finds what is left of a run whose supervisor was
+killed outright.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,6 +42,15 @@ class ProcResult:
         return self.exit_code == 0 and not self.timed_out
 
 
+def child_env(env: Mapping[str, str] | None, cwd: Path | str | None) -> dict[str, str]:
+    """The environment for a child run in ``cwd``: ``env`` (else the runner's) with ``PWD`` set to it."""
+    result = dict(os.environ if env is None else env)
+    # Should the runner's own directory be gone, the child fails on its own terms.
+    with contextlib.suppress(OSError):
+        result["PWD"] = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    return result
+
+
 def run(
     argv: Sequence[str],
     cwd: Path | str | None = None,
@@ -58,7 +72,7 @@ def run(
         proc = subprocess.Popen(
             args,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=child_env(env, cwd),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -102,7 +116,7 @@ def spawn_detached(
             proc = subprocess.Popen(
                 args,
                 cwd=cwd,
-                env=dict(env) if env is not None else None,
+                env=child_env(env, cwd),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,11 +1,13 @@
-"""The process layer: detached children are seen alive from the moment they are started."""
+"""The process layer: detached children, runs that leave nothing behind, bounded output, PWD."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from runner import procs
+from tests.proc_helpers import PYTHON, script, wait_for
 
 
 def test_a_child_just_started_is_alive_even_while_it_is_still_exec_ing(tmp_path: Path) -> None:
@@ -42,3 +44,22 @@ def test_a_finished_child_or_a_foreign_pid_is_not_alive(tmp_path: Path) -> None:
         assert procs.pid_alive(other, str(sleeper))
     finally:
         procs.kill_group(other)
+
+
+# -- PWD ------------------------------------------------------------------------------------------
+
+SHOW_DIRS = "import os\nprint(os.environ.get('PWD'))\nprint(os.getcwd())\n"
+
+
+def test_every_child_sees_pwd_equal_to_its_working_directory(tmp_path: Path) -> None:
+    show = script(tmp_path, "show.py", SHOW_DIRS)
+    work = tmp_path / "work"
+    work.mkdir()
+    expected = f"{work}\n{work}\n"
+    stale = {**os.environ, "PWD": "/somewhere/else"}
+    assert procs.run([PYTHON, show], cwd=work).output == expected
+    assert procs.run([PYTHON, show], cwd=work, env=stale).output == expected
+    assert procs.run([PYTHON, show], cwd=work, env={"PATH": os.environ["PATH"]}).output == expected
+    pid = procs.spawn_detached([PYTHON, show], work, log_path=tmp_path / "detached", env=stale)
+    wait_for(lambda: not procs.pid_alive(pid), what="detached child done")
+    assert (tmp_path / "detached").read_text() == expected
