@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,3 +284,43 @@ def _file_tail(path: Path, start: int, limit: int) -> str:
     except OSError:
         return ""
 
+
+def kill_marked(name: str, value: str) -> int:
+    """SIGKILL every live process whose environment holds ``NAME=VALUE``; return how many there were.
+
+    Every process of a run inherits the run's marker variable, so this finds what is left of a run
+    whose supervisor was itself killed outright (its descendants then belong to init). The calling
+    process is skipped, and so are processes of other users, whose environment cannot be read.
+    """
+    entry = os.fsencode(f"{name}={value}")
+    me = os.getpid()
+    killed: set[int] = set()
+    deadline = time.monotonic() + 5
+    while True:
+        # Again until none is found: a process may fork between the look and the kill.
+        found = [pid for pid in _marked(entry) if pid != me]
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(found)
+        if not found or time.monotonic() > deadline:
+            return len(killed)
+        time.sleep(0.02)
+
+
+def _marked(entry: bytes) -> list[int]:
+    """Live processes whose environment has ``entry`` (``NAME=VALUE``) among its variables."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                state = fh.read().rpartition(b")")[2].split()[:1]
+        except OSError:
+            continue
+        if state != [b"Z"] and entry in environ.split(b"\0"):
+            found.append(int(name))
+    return found

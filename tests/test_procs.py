@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 from runner import procs
+from runner.supervise import read_status
 from tests.proc_helpers import (
     DAEMONS,
     LOUD,
@@ -62,6 +64,33 @@ def test_a_finished_child_or_a_foreign_pid_is_not_alive(tmp_path: Path) -> None:
 
 
 # -- what a run leaves behind -------------------------------------------------------------------
+
+
+def test_kill_marked_ends_what_a_killed_supervisor_left_behind(tmp_path: Path) -> None:
+    daemons = script(tmp_path, "daemons.py", DAEMONS)
+    run_id, other_id = f"run-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
+    with cleanup([]) as pids:
+        bystander = procs.spawn_detached(
+            ["sleep", "600"], tmp_path, log_path=tmp_path / "other.log", env={**os.environ, "PIPELINE_RUN_ID": other_id}
+        )
+        pids.append(bystander)
+        supervisor = procs.spawn_detached(
+            procs.python_script_argv(
+                procs.SUPERVISOR_SCRIPT, "--status-file", str(tmp_path / "run.json"), "--timeout", "600",
+                "--", PYTHON, daemons, str(tmp_path / "pids"), "600",
+            ),
+            tmp_path, log_path=tmp_path / "run.log", env={**os.environ, "PIPELINE_RUN_ID": run_id},
+        )  # fmt: skip
+        pids += read_pids(tmp_path / "pids")
+        leader = (read_status(tmp_path / "run.json") or {})["pid"]
+        pids.append(leader)
+        os.kill(supervisor, signal.SIGKILL)  # nothing of it runs to clean up: its descendants go to init
+        wait_for(lambda: not alive(supervisor), what="supervisor gone")
+        assert all(alive(pid) for pid in pids)
+        assert procs.kill_marked("PIPELINE_RUN_ID", run_id) == 4  # the agent and its three daemons
+        wait_for(lambda: not any(alive(pid) for pid in pids if pid != bystander), 5, "marked processes gone")
+        assert alive(bystander)  # another run's process is not touched
+        assert procs.kill_marked("PIPELINE_RUN_ID", run_id) == 0
 
 
 def test_run_logged_ends_the_daemons_a_recipe_leaves(tmp_path: Path) -> None:
