@@ -7,10 +7,13 @@ import os
 import re
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
+from phases.agents import AgentRequest, AgentState, CommandBackend
 from runner import procs
+from runner.config import AgentConfig
 from runner.supervise import read_status
 from tests.proc_helpers import DAEMONS, LOUD, LOUD_EXTRA, PYTHON, alive, cleanup, read_pids, script, wait_for
 
@@ -156,3 +159,24 @@ def test_secrets_are_masked_wherever_they_are_in_a_long_output(tmp_path: Path) -
     assert "start *** https://***@example.com/x\n" in log and log.endswith("end ***\n")
     assert secret not in log and "hunter22" not in log
 
+
+def test_an_agent_whose_supervisor_was_killed_is_ended_when_polled(tmp_path: Path) -> None:
+    daemons = script(tmp_path, "daemons.py", DAEMONS)
+    run_id = f"t-1-{uuid.uuid4()}"
+    backend = CommandBackend(
+        AgentConfig(preset="command", command=[PYTHON, daemons, str(tmp_path / "pids"), "600"], timeout=600)
+    )
+    request = AgentRequest(
+        run_id=run_id, workspace=tmp_path, prompt_file=tmp_path / "prompt.md", log_path=tmp_path / "agent.log",
+        status_file=tmp_path / "run.json", values={}, env={**os.environ, "PIPELINE_RUN_ID": run_id},
+    )  # fmt: skip
+    with cleanup([]) as pids:
+        handle = backend.start(request)
+        pids += read_pids(tmp_path / "pids")
+        assert handle.pid is not None and backend.poll(handle).state is AgentState.RUNNING
+        os.kill(handle.pid, signal.SIGKILL)  # with the machine's OOM killer, say: no clean-up runs
+        wait_for(lambda: not alive(handle.pid or 0), what="supervisor gone")
+        outcome = backend.poll(handle)
+        assert outcome.state is AgentState.FAILED and "disappeared" in (outcome.error or "")
+        # Its setsid and double-forked daemons used to run on.
+        wait_for(lambda: not any(alive(pid) for pid in pids), 5, "the agent's processes gone")
