@@ -25,6 +25,9 @@ from runner.templates import fill_argv
 # packages to scan), which halves its start-up; its path also identifies it in /proc.
 SUPERVISOR_SCRIPT = str(Path(supervise.__file__).resolve())
 SUPERVISOR_MODULE = SUPERVISOR_SCRIPT
+# The variable dev gives every agent run (PIPELINE_RUN_ID=<run id>); all of the run's processes
+# inherit it, which finds them once their supervisor is gone.
+RUN_MARKER = "PIPELINE_RUN_ID"
 
 
 class AgentState(enum.StrEnum):
@@ -223,7 +226,8 @@ class CommandBackend(AgentBackend):
         stdout = ["--stdout", str(stdout_file(request.status_file))] if self.separate_stdout else []
         supervisor = procs.python_script_argv(
             SUPERVISOR_SCRIPT, "--status-file", str(request.status_file),
-            "--timeout", str(self.config.timeout), *stdout, "--", *agent_argv,
+            "--timeout", str(self.config.timeout), "--max-bytes", str(procs.MAX_OUTPUT_BYTES), *stdout,
+            "--", *agent_argv,
         )  # fmt: skip
         pid = procs.spawn_detached(supervisor, request.workspace, log_path=request.log_path, env=request.env)
         return AgentHandle(request.run_id, pid, request.log_path, request.status_file, time.time())
@@ -239,11 +243,9 @@ class CommandBackend(AgentBackend):
         verdict = self.verdict(handle)
         if verdict is not None:
             return verdict
-        status = read_status(handle.status_file)
         # The supervisor died without a verdict (killed with the machine or by hand): make sure
         # nothing of the agent keeps running, then report it.
-        if status is not None and isinstance(status.get("pgid"), int):
-            procs.kill_group(status["pgid"])
+        self.kill_leftovers(handle)
         return AgentOutcome(
             AgentState.FAILED,
             f"agent process disappeared before reporting a result; its log ends: {log_tail(handle.log_path, 800)}",
@@ -267,15 +269,21 @@ class CommandBackend(AgentBackend):
         )
 
     def cancel(self, handle: AgentHandle) -> None:
-        """Stop the supervisor (which kills the agent's group) and the group itself."""
-        status = read_status(handle.status_file)
+        """Stop the supervisor (which ends every process of the run); without one, end them here."""
         if handle.pid and procs.pid_alive(handle.pid, SUPERVISOR_MODULE):
             # The supervisor stops the agent politely (TERM, then KILL after a grace period) and
             # records how the run ended.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGTERM)
-        elif status is not None and isinstance(status.get("pgid"), int):
+        else:
+            self.kill_leftovers(handle)
+
+    def kill_leftovers(self, handle: AgentHandle) -> None:
+        """End what a supervisor that is gone left running: the agent's group and all marked processes."""
+        status = read_status(handle.status_file)
+        if status is not None and isinstance(status.get("pgid"), int):
             procs.kill_group(status["pgid"])
+        procs.kill_marked(RUN_MARKER, handle.run_id)
 
 
 def stdout_file(status_file: Path) -> Path:

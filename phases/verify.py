@@ -9,10 +9,9 @@ from pathlib import Path
 
 from runner import procs
 from runner.config import Recipe, recipe_argv
-from runner.errors import GitError, ProcessError
+from runner.errors import GitError
 from runner.git import Git
 from runner.leaks import find_leaks, refusal
-from runner.redact import redact
 from runner.templates import fill_argv, missing_values, placeholders
 
 FEEDBACK_TAIL_CHARS = 4000
@@ -103,19 +102,19 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
                 continue
             argv = fill_argv(template, spec.values)
             log.write(f"$ {' '.join(argv)}\n")
-            log.flush()
-            try:
-                done = procs.run(argv, cwd=cwd, check=False, timeout=spec.timeout)
-            except ProcessError as exc:
-                log.write(f"{exc}\n")
+            log.flush()  # the recipe's own output is appended to the same file after this line
+            # Streamed to the log (capped, masked), never held in memory; every process the recipe
+            # starts ends with it, and with the runner if the runner dies.
+            done = procs.run_logged(argv, cwd, log_path=log_path, timeout=spec.timeout)
+            if done.exit_code is None and not done.timed_out:
+                log.write(f"{done.error}\n")
                 return VerifyResult(
-                    VerifyStatus.FAULT, f"`{' '.join(argv)}` could not run: {exc}", skipped, passed
+                    VerifyStatus.FAULT, f"`{' '.join(argv)}` could not run: {done.error}", skipped, passed
                 )
-            log.write(redact(done.output))
             if done.timed_out:
                 return VerifyResult(
                     VerifyStatus.FAIL,
-                    f"`{' '.join(argv)}` timed out after {spec.timeout:g}s:\n{_tail(done.output)}",
+                    f"`{' '.join(argv)}` timed out after {spec.timeout:g}s:\n{_tail(done.tail)}",
                     skipped,
                     passed,
                 )
@@ -132,7 +131,7 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
             if done.exit_code != 0:
                 return VerifyResult(
                     VerifyStatus.FAIL,
-                    f"`{' '.join(argv)}` failed (exit {done.exit_code}):\n{_tail(done.output)}",
+                    f"`{' '.join(argv)}` failed (exit {done.exit_code}):\n{_tail(done.tail)}",
                     skipped,
                     passed,
                 )

@@ -1,21 +1,35 @@
 """The one place that runs processes. Failures become typed errors or result values.
 
-Commands are argv lists and never pass through a shell. Foreground commands (git, recipes, agent
-CLIs that answer at once) are waited for; agents that must outlive the runner start detached in
-their own session.
+Commands are argv lists and never pass through a shell. Every child sees ``PWD`` equal to its
+working directory (many tools read ``PWD`` before asking the kernel). Short foreground commands
+(git, agent CLIs that answer at once) are waited for with their output in memory; recipes run
+under the supervisor with their output streamed to a log, capped, and their whole process tree
+ended with them (``run_logged``); agents that must outlive the runner start detached in their own
+session (``spawn_detached``). ``kill_marked`` finds what is left of a run whose supervisor was
+killed outright.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import ProcessError
+from runner.supervise import read_status
+
+# Output kept of one run, per log file: the first half and the last half of it, the cut marked.
+MAX_OUTPUT_BYTES = 10 * 1024 * 1024
+# What a LoggedResult quotes of the end of the output.
+TAIL_BYTES = 8192
+SUPERVISOR_SCRIPT = str(Path(__file__).resolve().with_name("supervise.py"))
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,15 @@ class ProcResult:
     def ok(self) -> bool:
         """True when the command exited 0."""
         return self.exit_code == 0 and not self.timed_out
+
+
+def child_env(env: Mapping[str, str] | None, cwd: Path | str | None) -> dict[str, str]:
+    """The environment for a child run in ``cwd``: ``env`` (else the runner's) with ``PWD`` set to it."""
+    result = dict(os.environ if env is None else env)
+    # Should the runner's own directory be gone, the child fails on its own terms.
+    with contextlib.suppress(OSError):
+        result["PWD"] = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    return result
 
 
 def run(
@@ -54,7 +77,7 @@ def run(
         proc = subprocess.Popen(
             args,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=child_env(env, cwd),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -98,7 +121,7 @@ def spawn_detached(
             proc = subprocess.Popen(
                 args,
                 cwd=cwd,
-                env=dict(env) if env is not None else None,
+                env=child_env(env, cwd),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -167,3 +190,137 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
 def python_script_argv(script: str, *args: str) -> list[str]:
     """argv that runs a stdlib-only script with the current interpreter, isolated and fast."""
     return [sys.executable, "-I", "-S", script, *args]
+
+
+@dataclass(frozen=True)
+class LoggedResult:
+    """How a command run by ``run_logged`` ended; its output is in the log."""
+
+    argv: list[str]
+    exit_code: int | None  # None when it never ran (see ``error``)
+    timed_out: bool = False
+    tail: str = ""  # the end of its output (already masked), for feedback
+    error: str | None = None  # why it could not start, or what stopped it before it ended
+
+    @property
+    def ok(self) -> bool:
+        """True when the command ran to its end and exited 0."""
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+def run_logged(
+    argv: Sequence[str],
+    cwd: Path | str,
+    *,
+    log_path: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    max_bytes: int = MAX_OUTPUT_BYTES,
+    tail_bytes: int = TAIL_BYTES,
+) -> LoggedResult:
+    """Run ``argv`` in ``cwd`` under the supervisor, its output appended to ``log_path``; wait for it.
+
+    The output (stdout and stderr interleaved, secrets masked) goes straight to the log, never
+    through this process's memory, and at most ``max_bytes`` of it is kept (its first and last
+    halves, the cut marked). When the command exits or times out, every process it started ends
+    with it, ``setsid`` daemons included. If this process dies, even by SIGKILL, the supervisor
+    notices within a fraction of a second and ends the command's tree. Nothing raises: a command
+    that cannot start is a result with ``error`` set.
+    """
+    args = [str(a) for a in argv]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, status_name = tempfile.mkstemp(prefix=f".{log_path.name}.", suffix=".status", dir=log_path.parent)
+    os.close(fd)
+    status_file = Path(status_name)
+    status_file.unlink()
+    supervisor = python_script_argv(
+        SUPERVISOR_SCRIPT, "--status-file", status_name, "--timeout", str(timeout),
+        "--max-bytes", str(max_bytes), "--parent", str(os.getpid()), "--", *args,
+    )  # fmt: skip
+    try:
+        with open(log_path, "ab") as log:
+            start = log.tell()
+            # In the runner's own process group, so that Ctrl-C in a terminal reaches it too.
+            proc = subprocess.Popen(
+                supervisor, cwd=cwd, env=child_env(env, cwd), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+            )  # fmt: skip
+    except OSError as exc:
+        return LoggedResult(args, None, error=f"{args[0]!r} could not be started: {exc}")
+    try:
+        returncode = proc.wait()
+    except BaseException:
+        # Interrupted while waiting (Ctrl-C in the main thread): end the command before going on.
+        proc.terminate()
+        proc.wait()
+        raise
+    status = read_status(status_file)
+    with contextlib.suppress(OSError):
+        status_file.unlink()
+    tail = _file_tail(log_path, start, tail_bytes)
+    if status is None or status.get("state") != "finished":
+        return LoggedResult(args, None, tail=tail, error=f"its supervisor ended without a verdict (exit {returncode})")
+    exit_code = status.get("exit_code")
+    error = status.get("error")
+    if status.get("started") is False:
+        return LoggedResult(args, None, tail=tail, error=str(error))
+    timed_out = bool(status.get("timed_out"))
+    return LoggedResult(
+        args,
+        exit_code if isinstance(exit_code, int) else None,
+        timed_out,
+        tail,
+        None if timed_out or not error else str(error),
+    )
+
+
+def _file_tail(path: Path, start: int, limit: int) -> str:
+    """The last ``limit`` bytes of ``path`` past offset ``start``."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(start, size - limit))
+            return fh.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def kill_marked(name: str, value: str) -> int:
+    """SIGKILL every live process whose environment holds ``NAME=VALUE``; return how many there were.
+
+    Every process of a run inherits the run's marker variable, so this finds what is left of a run
+    whose supervisor was itself killed outright (its descendants then belong to init). The calling
+    process is skipped, and so are processes of other users, whose environment cannot be read.
+    """
+    entry = os.fsencode(f"{name}={value}")
+    me = os.getpid()
+    killed: set[int] = set()
+    deadline = time.monotonic() + 5
+    while True:
+        # Again until none is found: a process may fork between the look and the kill.
+        found = [pid for pid in _marked(entry) if pid != me]
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(found)
+        if not found or time.monotonic() > deadline:
+            return len(killed)
+        time.sleep(0.02)
+
+
+def _marked(entry: bytes) -> list[int]:
+    """Live processes whose environment has ``entry`` (``NAME=VALUE``) among its variables."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                state = fh.read().rpartition(b")")[2].split()[:1]
+        except OSError:
+            continue
+        if state != [b"Z"] and entry in environ.split(b"\0"):
+            found.append(int(name))
+    return found
