@@ -57,7 +57,7 @@ from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, p
 from runner.status import held_integration
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.waking import Waker
-from runner.workspace import TASK_REFS, Layout, Workspaces, task_ref
+from runner.workspace import TASK_REFS, Layout, Workspaces, remove_siblings, task_ref
 
 BACKOFF_CAP_SECONDS = 600.0
 CHEAP_POLL_SECONDS = 0.02
@@ -448,8 +448,9 @@ class Pipeline:
         log_path = self.layout.task_log(task.id, f"integrate-p{task.patchset}-{int(time.time() * 1000)}")
         row = self.runs.start(
             task.id, Phase.INTEGRATE, task.patchset, before_sha=commit,
-            workspace=str(self.layout.integration), log_path=str(log_path),
+            log_path=str(log_path),
         )  # fmt: skip
+        self.runs.update(row, workspace=str(self.layout.integration_attempt(row)))
         future = self.integrator.submit(self.integrate_worker, row, task, commit, log_path)
         future.add_done_callback(lambda _: self.wake.set())
         self.integrating = (task.id, row, future)
@@ -458,7 +459,8 @@ class Pipeline:
     def verified_sha(self, task_id: str) -> str | None:
         """The commit that passed the task's last verification, if it is still in the repository."""
         rec = self.runs.last_attempt(task_id, Phase.VERIFY)
-        if rec is None or rec.status is not RunStatus.SUCCESS or rec.after_sha is None:
+        # A skip that promoted the task (allow_unchecked, or a skip code after a pass) counts too.
+        if rec is None or rec.status not in (RunStatus.SUCCESS, RunStatus.SKIPPED) or rec.after_sha is None:
             return None
         return self.git.rev(rec.after_sha)
 
@@ -488,11 +490,11 @@ class Pipeline:
 
             result = integrate(
                 self.git,
-                self.check_out_candidate,
+                lambda sha: self.check_out_candidate(sha, row),
                 self.config.base,
                 commit,
                 recipes,
-                self.recipe_run(task, self.layout.integration, timeout),
+                self.recipe_run(task, self.layout.integration_attempt(row), timeout),
                 log_path,
                 before_swap=before_swap,
                 task_id=task.id,
@@ -505,10 +507,12 @@ class Pipeline:
             self.workspaces.release(task.id)
         return result
 
-    def check_out_candidate(self, sha: str) -> Path:
-        """A pristine checkout of an integration candidate."""
-        self.workspaces.checkouts.create(self.layout.integration, sha)
-        return self.layout.integration
+    def check_out_candidate(self, sha: str, row: int) -> Path:
+        """A pristine checkout of an integration attempt's candidate; earlier attempts' go."""
+        path = self.layout.integration_attempt(row)
+        remove_siblings(path)
+        self.workspaces.checkouts.create(path, sha)
+        return path
 
     def collect_integration(self, wait: bool = False) -> bool:
         """Record the outcome of the integration in flight, if it has finished (or, waiting, once it has)."""
@@ -697,17 +701,15 @@ class Pipeline:
 
     def start_verify(self, task: Task, dev: RunRecord) -> None:
         """Start verification of the commit the dev attempt brought in, in a worker thread."""
-        workspace = self.layout.check(task.id)
         log_path = self.layout.task_log(task.id, f"verify-p{task.patchset}-{int(time.time() * 1000)}")
         # The sha under judgement is recorded: it, and only it, is what integrates if it passes.
         commit = dev.after_sha or self.git.rev(task_ref(task.id)) or ""
-        row = self.runs.start(
-            task.id, Phase.VERIFY, task.patchset, workspace=str(workspace), log_path=str(log_path),
-            after_sha=commit,
-        )  # fmt: skip
+        row = self.runs.start(task.id, Phase.VERIFY, task.patchset, log_path=str(log_path), after_sha=commit)
+        workspace = self.layout.check(task.id, row)
+        self.runs.update(row, workspace=str(workspace))
         verify = self.config.phases.verify
         future = self.executor.submit(
-            verify_task, self.git, lambda sha: self.check_out_for_verify(task.id, sha), task.id,
+            verify_task, self.git, lambda sha: self.check_out_for_verify(task.id, sha, row), task.id,
             self.config.base, commit, list(verify.run), self.recipe_run(task, workspace, verify.timeout),
             log_path, self.secrets,
         )  # fmt: skip
@@ -715,9 +717,9 @@ class Pipeline:
         self.verifying[task.id] = (row, future)
         killpoints.reached("verify-started")
 
-    def check_out_for_verify(self, task_id: str, sha: str) -> Path:
+    def check_out_for_verify(self, task_id: str, sha: str, row: int) -> Path:
         """In the verify worker: the pristine checkout of the commit under judgement."""
-        path = self.workspaces.check_out(task_id, sha)
+        path = self.workspaces.check_out(task_id, sha, row)
         killpoints.reached("verify-checked-out")
         return path
 

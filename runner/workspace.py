@@ -5,8 +5,8 @@ ROOT/state.db              SQLite state
 ROOT/runner.lock           held by the active runner
 ROOT/faults.json           faults that pause work (a stale lock, a missing tool), for status
 ROOT/worktrees/TASK        a task's workspace: the agent's own repository, branch TASK
-ROOT/checks/TASK           a pristine checkout of exactly the commit under verification
-ROOT/integration           a pristine checkout of the integration candidate
+ROOT/checks/TASK/RUN       a pristine checkout of exactly the commit under verification
+ROOT/integration/RUN       a pristine checkout of the integration candidate
 ROOT/prompts/RUN.md        prompts, outside every checkout so git never tracks them
 ROOT/runs/RUN.json         status files of supervised agent commands
 ROOT/logs/pipeline.jsonl   the runner's log; ROOT/logs/tasks/TASK/RUN.log per attempt
@@ -67,9 +67,18 @@ class Layout:
         """The integration worktree."""
         return self.root / "integration"
 
-    def check(self, task_id: str) -> Path:
-        """Where a task's commit is checked out for verification."""
+    def checks(self, task_id: str) -> Path:
+        """Where a task's commits are checked out for verification, one directory per attempt."""
         return self.root / "checks" / check_task_id(task_id)
+
+    def check(self, task_id: str, attempt: int) -> Path:
+        """The checkout of one verification attempt: never shared with another attempt, even one
+        whose processes are still being ended after a kill."""
+        return self.checks(task_id) / str(attempt)
+
+    def integration_attempt(self, attempt: int) -> Path:
+        """The checkout of one integration attempt's candidate."""
+        return self.integration / str(attempt)
 
     @property
     def worktrees(self) -> Path:
@@ -174,6 +183,14 @@ class Checkouts:
         return local
 
 
+def remove_siblings(path: Path) -> None:
+    """Remove everything beside ``path`` in its directory (earlier attempts' checkouts)."""
+    if path.parent.is_dir():
+        for other in path.parent.iterdir():
+            if other.name != path.name:
+                remove_tree(other)
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -250,9 +267,11 @@ class Workspaces:
             path, f"refs/heads/{task_id}", {f"refs/heads/{base}": commit, f"refs/heads/{task_id}": commit}
         )
 
-    def check_out(self, task_id: str, commit: str) -> Path:
-        """A pristine checkout of exactly ``commit`` for the task's checks."""
-        path = self.layout.check(task_id)
+    def check_out(self, task_id: str, commit: str, attempt: int) -> Path:
+        """A pristine checkout of exactly ``commit`` for one attempt at the task's checks; the
+        checkouts of its earlier attempts are removed."""
+        path = self.layout.check(task_id, attempt)
+        remove_siblings(path)
         self.checkouts.create(path, commit)
         return path
 
@@ -261,7 +280,7 @@ class Workspaces:
         path = self.layout.worktree(task_id)
         self._drop_legacy(path)
         remove_tree(path)
-        remove_tree(self.layout.check(task_id))
+        remove_tree(self.layout.checks(task_id))
         self.git.delete_ref(task_ref(task_id))
 
     def _drop_legacy(self, path: Path) -> None:
