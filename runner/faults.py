@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from loguru import logger
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,60 @@ def write_faults(path: Path, faults: list[Fault]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps([asdict(f) for f in faults], indent=1), encoding="utf-8")
     os.replace(tmp, path)
+
+
+class FaultBoard:
+    """The faults in force for one root: recorded, cleared, and kept in its faults file.
+
+    The file is the truth: it is read again at every cycle, so `pipeline-runner resume`, run from
+    another process, clears a fault for a daemon too.
+    """
+
+    def __init__(self, path: Path, delay: Callable[[int], float], *, writable: bool = True) -> None:
+        self.path = path
+        self.delay = delay  # seconds to wait after the n-th recurrence (n from 0)
+        self.writable = writable
+        self.faults: dict[str, Fault] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the faults file again."""
+        self.faults = {f.area: f for f in read_faults(self.path)}
+
+    def get(self, area: str) -> Fault | None:
+        """The fault that pauses ``area``, if any."""
+        return self.faults.get(area)
+
+    def __contains__(self, area: str) -> bool:
+        return area in self.faults
+
+    def record(self, area: str, message: str, data: dict[str, str] | None = None) -> None:
+        """A fault of the machine or the repository (not of any task) pauses ``area``.
+
+        The work is retried after a delay that doubles with each recurrence, so the same failing
+        work is not redone every cycle; `status` shows the fault until it clears.
+        """
+        previous = self.faults.get(area)
+        count = previous.count + 1 if previous else 1
+        wait = self.delay(count - 1)
+        since = previous.since if previous else time.time()
+        self.faults[area] = Fault(area, message, since, count, time.time() + wait, data or {})
+        logger.error("{} paused (not charged to any task; retrying in {:.0f}s): {}", area, wait, message)
+        self._save()
+
+    def clear(self, area: str) -> None:
+        """The work of ``area`` went through: its fault, if any, is over."""
+        if self.faults.pop(area, None) is not None:
+            logger.info("{} resumed: the fault has cleared", area)
+            self._save()
+
+    def retry_at(self, area: str) -> float | None:
+        """When ``area`` may be tried again, while it waits out a fault's delay; else None."""
+        fault = self.faults.get(area)
+        if fault is None or time.time() >= fault.retry_at:
+            return None
+        return fault.retry_at
+
+    def _save(self) -> None:
+        if self.writable:
+            write_faults(self.path, list(self.faults.values()))

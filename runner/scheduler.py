@@ -36,19 +36,16 @@ from phases.dev import (
     start_agent,
 )
 from phases.integrate import (
-    TRAILER,
-    CheckoutLag,
     IntegrateResult,
     IntegrateStatus,
-    base_checkout,
-    follow,
     integrate,
 )
 from phases.verify import RecipeRun, VerifyResult, VerifyStatus, counts_as_passed, verify_task
 from runner import killpoints
+from runner.basewatch import BaseWatch
 from runner.config import PipelineConfig
-from runner.errors import GitError, PipelineError, ProcessError
-from runner.faults import Fault, read_faults, write_faults
+from runner.errors import PipelineError, ProcessError
+from runner.faults import FaultBoard
 from runner.git import Git
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink
@@ -107,7 +104,6 @@ class Pipeline:
         self.runs = Runs(db)
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
-        self.git_dir = self.git.common_dir()
         self.workspaces = Workspaces(self.git, self.layout)
         self.backend: AgentBackend = make_backend(config.agent)
         self.template = prompt_template(config)
@@ -118,7 +114,12 @@ class Pipeline:
         )
         self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
         self.cancelling: set[int] = set()  # dev runs this process asked to stop
-        self.faults: dict[str, Fault] = {f.area: f for f in read_faults(self.layout.faults_file)}
+        self.faults = FaultBoard(
+            self.layout.faults_file, lambda n: backoff_delay(config.interval, n), writable=not dry_run
+        )
+        self.watch = BaseWatch(
+            self.git, config.base, self.layout, self.faults, self.store, self.runs, dry_run=dry_run
+        )
         self.integrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
         self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
         self.integrate_paused_until = 0.0
@@ -136,38 +137,13 @@ class Pipeline:
         logger.info("{}: {}", task_id, " ".join(message.split())[:300])
         self.store.comment(task_id, f"Pipeline: {message}", Author.SYSTEM)
 
-    def fault(self, area: str, message: str, data: dict[str, str] | None = None) -> None:
-        """Record a fault of the machine or the repository (not of any task) that pauses ``area``.
-
-        The work is retried after a delay that doubles with each repeat, so the same failing work
-        is not redone every cycle; `status` shows the fault until it clears.
-        """
-        previous = self.faults.get(area)
-        count = previous.count + 1 if previous else 1
-        delay = backoff_delay(self.config.interval, count - 1)
-        since = previous.since if previous else time.time()
-        self.faults[area] = Fault(area, message, since, count, time.time() + delay, data or {})
-        logger.error("{} paused (not charged to any task; retrying in {:.0f}s): {}", area, delay, message)
-        self.save_faults()
-
-    def clear_fault(self, area: str) -> None:
-        """The work of ``area`` went through: its fault, if any, is over."""
-        if self.faults.pop(area, None) is not None:
-            logger.info("{} resumed: the fault has cleared", area)
-            self.save_faults()
-
     def paused(self, area: str) -> bool:
-        """Whether ``area`` waits out a fault's delay now."""
-        fault = self.faults.get(area)
-        if fault is None or time.time() >= fault.retry_at:
+        """Whether ``area`` waits out a fault's delay now (the loop wakes when it is up)."""
+        retry_at = self.faults.retry_at(area)
+        if retry_at is None:
             return False
-        self.next_wake = fault.retry_at if self.next_wake is None else min(self.next_wake, fault.retry_at)
+        self.next_wake = retry_at if self.next_wake is None else min(self.next_wake, retry_at)
         return True
-
-    def save_faults(self) -> None:
-        """Keep the faults where `status`, another process, reads them."""
-        if not self.dry_run:
-            write_faults(self.layout.faults_file, list(self.faults.values()))
 
     def eligible(self, task: Task) -> bool:
         """Work tasks matching --parent / --task-id."""
@@ -248,7 +224,7 @@ class Pipeline:
         # swap and the bookkeeping): it is never developed or integrated again.
         for rec in self.runs.landing_candidates():
             if base_sha and self.git.is_ancestor(str(rec.after_sha), base_sha):
-                self.repair_base_checkout(f"{rec.after_sha}^", base_sha)
+                self.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
                 with self.db.write():
                     self.runs.finish(rec.id, RunStatus.SUCCESS)
                     self.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
@@ -288,73 +264,12 @@ class Pipeline:
                 self.workspaces.release(task_id)
         self.git.prune_worktrees()
 
-    def repair_base_checkout(self, old: str, new: str) -> None:
-        """If base's checkout still shows exactly ``old`` (killed before it was updated), update it."""
-        checkout = base_checkout(self.git, self.config.base)
-        if checkout is None or not self.git.dirty_paths(checkout):
-            return
-        if self.git.matches_commit(checkout, old):
-            try:
-                follow(self.git, checkout, old, new)
-            except GitError as exc:
-                self.checkout_lags(CheckoutLag(checkout, old, str(exc).strip()[-500:]))
-                return
-            logger.info(
-                "brought the checkout of {} at {} up to date after a restart", self.config.base, checkout
-            )
-
-    def checkout_lags(self, lag: CheckoutLag) -> None:
-        """Record that base's checkout shows an older base: held until it is brought along."""
-        base = self.config.base
-        self.fault(
-            "checkout",
-            f"{base} moved on, but its checkout at {lag.path} still shows {lag.shows[:12]}, so git status "
-            f"there shows the landed changes reversed. Do not commit there: that would revert them on {base}. "
-            f"The runner brings it along as soon as it can ({lag.reason}); to do it by hand: "
-            f"git -C {lag.path} read-tree -m -u {lag.shows} {base}",
-            data={"path": str(lag.path), "shows": lag.shows},
-        )
-
-    def catch_up_checkout(self) -> bool:
-        """Try to bring a lagging checkout of base along; True while it still lags.
-
-        Integration waits meanwhile: with the checkout showing an older base, nothing could tell a
-        person's edits there from the lag.
-        """
-        fault = self.faults.get("checkout")
-        if fault is None:
-            return False
-        if time.time() < fault.retry_at:
-            self.paused("checkout")
-            return True
-        path, shows = Path(fault.data["path"]), fault.data["shows"]
-        tip = self.git.branch_sha(self.config.base)
-        if tip is None or not path.exists() or base_checkout(self.git, self.config.base) != path:
-            self.clear_fault("checkout")  # the checkout is gone, or shows another branch now
-            return False
-        if self.git.matches_commit(path, tip):
-            self.clear_fault("checkout")  # brought along by hand
-            return False
-        if not self.git.matches_commit(path, shows):
-            # Edited meanwhile: only a person can say which edits are theirs.
-            self.checkout_lags(CheckoutLag(path, shows, "files there were changed since"))
-            return True
-        try:
-            follow(self.git, path, shows, tip)
-        except GitError as exc:
-            self.checkout_lags(CheckoutLag(path, shows, str(exc).strip()[-500:]))
-            return True
-        logger.info("brought the checkout of {} at {} along to {}", self.config.base, path, tip[:12])
-        self.clear_fault("checkout")
-        return False
-
     # -- the cycle -----------------------------------------------------------------------------
 
     def cycle(self) -> bool:
         """One cycle; True if any task changed state (so another cycle should follow at once)."""
         self.next_wake = None
-        # `pipeline-runner resume`, from another process, clears faults in the file.
-        self.faults = {f.area: f for f in read_faults(self.layout.faults_file)}
+        self.faults.reload()  # `pipeline-runner resume`, from another process, clears faults there
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         acted = self.integrate_step(verified)
@@ -373,7 +288,10 @@ class Pipeline:
             return True  # `verified` predates that outcome; the next cycle, at once, starts another
         if self.integrating is not None or time.time() < self.integrate_paused_until:
             return False
-        if self.base_moved_outside() or self.catch_up_checkout() or self.base_ref_locked():
+        if self.watch.moved_outside() or self.watch.ref_locked():
+            return False
+        if self.watch.checkout_lagging():
+            self.paused("checkout")
             return False
         if self.paused("integrate"):
             return False
@@ -383,56 +301,6 @@ class Pipeline:
                 continue
             self.start_integration(task)
             return True
-        return False
-
-    def base_moved_outside(self) -> bool:
-        """Whether base holds a commit naming a task that the runner did not land (an agent that
-        reached the repository by its path, say): a fault that holds every integration until a
-        person has looked (`pipeline-runner resume`), so no later task is blamed for it.
-
-        Only the commits base gained since the last look are read: a person's ordinary commits
-        carry no ``Task-Id`` of a task here and pass.
-        """
-        tip = self.git.branch_sha(self.config.base)
-        seen_file = self.layout.base_seen_file
-        try:
-            seen = seen_file.read_text(encoding="utf-8").strip()
-        except OSError:
-            seen = ""
-        if tip is not None and tip != seen:
-            foreign = []
-            if seen and self.git.rev(seen) and self.git.is_ancestor(seen, tip):
-                for sha, task_id in self.git.trailers_in(f"{seen}..{tip}", TRAILER, limit=1000):
-                    if self.store.exists(task_id) and sha not in self.runs.landed(task_id):
-                        foreign.append(f"{sha[:12]} (Task-Id {task_id})")
-            if not self.dry_run:
-                seen_file.write_text(tip + "\n", encoding="utf-8")
-            if foreign:
-                self.fault(
-                    "base",
-                    f"{self.config.base} moved to commits the runner did not land: {', '.join(foreign[:5])}. "
-                    "Something other than the runner (an agent reaching the repository by its path?) moved "
-                    f"it. Integration is held so no task is blamed: check {self.config.base}, reset it if "
-                    "needed, then run `pipeline-runner resume`.",
-                )
-        return "base" in self.faults
-
-    def base_ref_locked(self) -> bool:
-        """A lock file on base's ref (a git command running, or one killed) blocks every swap: a
-        fault, checked before any integration check runs, cleared as soon as the file is gone."""
-        lock = self.git_dir / "refs" / "heads" / f"{self.config.base}.lock"
-        if lock.exists():
-            message = (
-                f"{lock} exists: a git command is updating {self.config.base}, or one was killed and "
-                "left its lock. Remove the file if no git command is running; integration resumes by itself."
-            )
-            current = self.faults.get("integrate")
-            if current is None or current.message != message:
-                self.fault("integrate", message)
-            return True
-        current = self.faults.get("integrate")
-        if current is not None and current.message.startswith(str(lock)):
-            self.clear_fault("integrate")
         return False
 
     def start_integration(self, task: Task) -> None:
@@ -526,7 +394,7 @@ class Pipeline:
             result = future.result()
         except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
             self.runs.finish(row, RunStatus.CANCELLED, error=f"integration failed: {exc}")
-            self.fault("integrate", f"integration of {task_id} failed: {exc}")
+            self.faults.record("integrate", f"integration of {task_id} failed: {exc}")
             return True
         if result.status is IntegrateStatus.INTEGRATED:
             with self.db.write():
@@ -534,12 +402,12 @@ class Pipeline:
                 self.finish_done(task_id, result.detail, release=False)
             killpoints.reached("integrated")
             if result.lag is not None:
-                self.checkout_lags(result.lag)
+                self.watch.checkout_lags(result.lag)
             self.workspaces.release(task_id)
-            self.clear_fault("integrate")
+            self.faults.clear("integrate")
         elif result.status is IntegrateStatus.FAULT:
             self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
-            self.fault("integrate", f"integration of {task_id}: {result.detail}")
+            self.faults.record("integrate", f"integration of {task_id}: {result.detail}")
         elif result.status is IntegrateStatus.UNCHECKED:
             with self.db.write():
                 self.runs.finish(row, RunStatus.SKIPPED, error=result.detail)
@@ -618,7 +486,7 @@ class Pipeline:
             if task.id in self.verifying:
                 continue
             dev = self.awaiting_verify(task.id)
-            if dev is None or self.paused("verify") or self.base_moved_outside():
+            if dev is None or self.paused("verify") or self.watch.moved_outside():
                 continue
             if self.dry_run:
                 self.say(f"would verify {task.id}")
@@ -746,9 +614,9 @@ class Pipeline:
                     continue
                 self.apply_verification(task_id, row, result)
             if result.status is VerifyStatus.FAULT:
-                self.fault("verify", f"verification of {task_id}: {result.summary}")
+                self.faults.record("verify", f"verification of {task_id}: {result.summary}")
             else:
-                self.clear_fault("verify")
+                self.faults.clear("verify")
             killpoints.reached("verified")
         return acted
 
@@ -802,7 +670,7 @@ class Pipeline:
         running = self.runs.running(Phase.DEV)
         slots = self.config.concurrency - len(running)
         # No agent starts on a base something else moved: its work would be judged against it.
-        if slots <= 0 or self.paused("dev") or self.base_moved_outside():
+        if slots <= 0 or self.paused("dev") or self.watch.moved_outside():
             return False
         acted = False
         starting: list[Task] = []
@@ -881,7 +749,7 @@ class Pipeline:
             with self.db.write():
                 self.runs.finish(row, RunStatus.CANCELLED, error=error)
                 self.store.set_status(task.id, TaskStatus.OPEN)
-            self.fault("dev", error)
+            self.faults.record("dev", error)
             return
         killpoints.reached("agent-spawned")
         # pid 0 marks "started" for backends without a local process (agentd).
@@ -889,7 +757,7 @@ class Pipeline:
             self.runs.update(row, pid=handle.pid or 0)
             self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
         killpoints.reached("agent-recorded")
-        self.clear_fault("dev")
+        self.faults.clear("dev")
 
     def idle(self) -> bool:
         """Nothing is running and nothing can start: every eligible task is done, needs help,
