@@ -137,6 +137,13 @@ class Pipeline:
         logger.info("{}: {}", task_id, " ".join(message.split())[:300])
         self.store.comment(task_id, f"Pipeline: {message}", Author.SYSTEM)
 
+    def base_suspect(self) -> bool:
+        """Whether base holds commits the runner did not land. Not looked at while an integration
+        is in flight: base has moved then, by the runner's own hand, before the bookkeeping."""
+        if self.integrating is not None:
+            return "base" in self.faults
+        return self.watch.moved_outside()
+
     def paused(self, area: str) -> bool:
         """Whether ``area`` waits out a fault's delay now (the loop wakes when it is up)."""
         retry_at = self.faults.retry_at(area)
@@ -288,7 +295,7 @@ class Pipeline:
             return True  # `verified` predates that outcome; the next cycle, at once, starts another
         if self.integrating is not None or time.time() < self.integrate_paused_until:
             return False
-        if self.watch.moved_outside() or self.watch.ref_locked():
+        if self.base_suspect() or self.watch.ref_locked():
             return False
         if self.watch.checkout_lagging():
             self.paused("checkout")
@@ -486,7 +493,7 @@ class Pipeline:
             if task.id in self.verifying:
                 continue
             dev = self.awaiting_verify(task.id)
-            if dev is None or self.paused("verify") or self.watch.moved_outside():
+            if dev is None or self.paused("verify") or self.base_suspect():
                 continue
             if self.dry_run:
                 self.say(f"would verify {task.id}")
@@ -670,7 +677,7 @@ class Pipeline:
         running = self.runs.running(Phase.DEV)
         slots = self.config.concurrency - len(running)
         # No agent starts on a base something else moved: its work would be judged against it.
-        if slots <= 0 or self.paused("dev") or self.watch.moved_outside():
+        if slots <= 0 or self.paused("dev") or self.base_suspect():
             return False
         acted = False
         starting: list[Task] = []
