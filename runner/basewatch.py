@@ -7,6 +7,8 @@ says in `status` what is wrong and what to do, and clears by itself once the cau
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 
 from loguru import logger
@@ -18,6 +20,8 @@ from runner.git import Git
 from runner.state import Runs
 from runner.tasks import BuiltinTaskStore
 from runner.workspace import Layout
+
+STALE_LOCK_SECONDS = 2.0
 
 
 class BaseWatch:
@@ -101,6 +105,30 @@ class BaseWatch:
         logger.info("brought the checkout of {} at {} along to {}", self.base, path, tip[:12])
         self.faults.clear("checkout")
         return False
+
+    def drop_own_locks(self, since: float) -> None:
+        """Remove the lock files a git command of the runner left when the runner was killed in
+        the middle of an integration that started at ``since``: on base's ref (the swap) and on
+        the index of base's checkout (bringing it along). A lock made before that integration
+        started, or in the last seconds, is not the runner's and is left alone."""
+        checkout = base_checkout(self.git, self.base)
+        locks = [self.git_dir / "refs" / "heads" / f"{self.base}.lock"]
+        if checkout is not None:
+            locks.append(Path(self.git.out("rev-parse", "--path-format=absolute", "--git-path", "index.lock", cwd=checkout)))
+        for lock in locks:
+            try:
+                made = lock.stat().st_mtime
+            except OSError:
+                continue
+            if made < since:
+                continue
+            # git holds these locks for milliseconds: one still there a moment later outlived the
+            # command that took it.
+            time.sleep(max(0.0, made + STALE_LOCK_SECONDS - time.time()))
+            with contextlib.suppress(OSError):
+                if lock.stat().st_mtime == made:
+                    lock.unlink()
+                logger.warning("removed {}, left by the runner's own git command when it was killed", lock)
 
     # -- base's ref and history ----------------------------------------------------------------
 

@@ -226,6 +226,8 @@ class Pipeline:
 
         Runs under the runner lock, so no other runner is acting; agents may still be.
         """
+        for rec in self.runs.running(Phase.INTEGRATE):
+            self.watch.drop_own_locks(_ts(rec.started_at))
         base_sha = self.git.branch_sha(self.config.base)
         # A task whose candidate is on base has landed, whatever its row says (a kill between the
         # swap and the bookkeeping): it is never developed or integrated again.
@@ -238,6 +240,9 @@ class Pipeline:
                 self.workspaces.release(rec.task_id)
         for rec in self.runs.running(Phase.INTEGRATE):
             self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
+        # Only the runner writes its own refs: a lock there is one a killed fetch of ours left.
+        for lock in (self.git.common_dir() / TASK_REFS).glob("**/*.lock"):
+            lock.unlink(missing_ok=True)
         for rec in self.runs.running(Phase.DEV):
             if rec.pid is None:
                 # Stopped between claiming the task and recording its agent's pid: the agent may

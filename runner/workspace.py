@@ -103,6 +103,8 @@ class Layout:
 
 
 TASK_REFS = "refs/pipeline/tasks/"
+# Written last when a checkout is made: one without it was interrupted and is made again.
+READY_MARK = "pipeline-ready"
 
 
 def task_ref(task_id: str) -> str:
@@ -149,6 +151,8 @@ class Checkouts:
         dot_git = path / ".git"
         if dot_git.is_symlink() or not dot_git.is_dir() or (dot_git / "commondir").exists():
             return False
+        if not (dot_git / READY_MARK).is_file():
+            return False  # made only in part (the runner was killed while making it)
         try:
             alternates = (dot_git / "objects" / "info" / "alternates").read_text(encoding="utf-8")
         except OSError:
@@ -180,6 +184,7 @@ class Checkouts:
         else:
             local.update_ref("HEAD", head)
         local.run("read-tree", "--reset", "-u", "HEAD")
+        (dot_git / READY_MARK).write_text("", encoding="utf-8")
         return local
 
 

@@ -7,6 +7,10 @@ workspace is left, and no two agents ever worked in the same workspace at once.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -60,3 +64,34 @@ def test_killed_at_each_point_the_next_start_finishes_everything(tmp_path: Path,
     assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""
     assert shared_workspaces(s) == []
     assert kill_leftovers(s.root) == []
+
+
+def test_a_lock_on_base_left_by_the_runners_killed_swap_is_removed_but_a_persons_is_not(tmp_path: Path) -> None:
+    s = make_sample(tmp_path)
+    s.add("x")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    lock = s.repo / ".git" / "refs" / "heads" / "live.lock"
+    # A person's git command took the lock before the runner's integration started: left alone.
+    lock.write_text("")
+    conn = sqlite3.connect(s.root / "state.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO pipeline_runs (task_id, phase, patchset, status, started_at) "
+            "VALUES ('t-1', 'integrate', 0, 'running', ?)",
+            (datetime.fromtimestamp(time.time() + 1, UTC).isoformat(),),
+        )
+    conn.close()
+    assert s.cli("run", "--once").returncode == 0
+    assert lock.exists() and s.base_log() == ["initial"]
+    # The runner's own: made after its integration started, when it was killed mid-swap.
+    conn = sqlite3.connect(s.root / "state.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO pipeline_runs (task_id, phase, patchset, status, started_at) "
+            "VALUES ('t-1', 'integrate', 0, 'running', ?)",
+            (datetime.fromtimestamp(time.time() - 5, UTC).isoformat(),),
+        )
+    conn.close()
+    os.utime(lock, (time.time() - 3, time.time() - 3))
+    s.run_once_until(all_done(1))
+    assert not lock.exists() and s.trailers() == ["t-1"]
