@@ -140,7 +140,7 @@ class BaseWatch:
         Only the commits base gained since the last look are read: a person's ordinary commits
         carry no ``Task-Id`` of a task here and pass.
         """
-        tip = self.git.branch_sha(self.base)
+        tip = self.tip()
         seen_file = self.layout.base_seen_file
         try:
             seen = seen_file.read_text(encoding="utf-8").strip()
@@ -163,6 +163,17 @@ class BaseWatch:
                     "run `pipeline-runner resume`.",
                 )
         return "base" in self.faults
+
+    def tip(self) -> str | None:
+        """Base's tip, read from its ref file when it has one: this runs every cycle, and a cycle
+        with nothing to do should cost no process."""
+        try:
+            text = (self.git_dir / "refs" / "heads" / self.base).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
+            return text
+        return self.git.branch_sha(self.base)  # packed, or a symbolic ref
 
     def ref_locked(self) -> bool:
         """A lock file on base's ref (a git command running, or one killed) blocks every swap: a
