@@ -671,7 +671,7 @@ class Pipeline:
         """
         task = self.store.get(rec.task_id)
         sha = self.workspaces.commit_left_work(
-            rec.task_id, rec.before_sha, left_work_message(task, rec.agent_run_id)
+            rec.task_id, rec.before_sha, self.config.base, left_work_message(task, rec.agent_run_id)
         )
         if sha is not None:
             logger.info("{}: committed the changes the agent left uncommitted as {}", rec.task_id, sha[:12])

@@ -88,6 +88,17 @@ def test_codex_sandbox_keeps_git_read_only_so_the_runner_commits_what_it_left(tm
     assert (s.repo / "README.md").read_text() == "sample, with a changed line\n"
 
 
+def test_codex_retry_after_a_rejection_amends_the_commit_the_runner_made(tmp_path: Path) -> None:
+    s = preset_sample(tmp_path, "codex", max_retries=3)
+    s.plan({"t-1": [{"files": {"a.txt": "BAD value\n"}}, {"files": {"a.txt": "good\n"}}]})
+    s.add("Fix a")
+    s.run_until(all_done(1))
+    assert runs(s) == ["dev:success", "verify:failure", "dev:success", "verify:success", "integrate:success"]
+    # Still exactly one commit over base, as verify demands.
+    assert s.base_log() == ["Fix a", "initial"] and s.trailers() == ["t-1"]
+    assert (s.repo / "a.txt").read_text() == "good\n"
+
+
 def test_codex_reconnecting_events_in_a_run_that_completes_are_not_a_failure(tmp_path: Path) -> None:
     s = preset_sample(tmp_path, "codex")
     s.write_config(agent={"permissions": "danger-full-access"})
