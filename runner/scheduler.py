@@ -660,7 +660,9 @@ class Pipeline:
                 self.note(rec.task_id, f"dev failed (run={rec.agent_run_id}): {error}")
                 self.fail(rec.task_id, error)
         if environment:
-            self.fault("dev", f"the {self.config.agent.preset} agent cannot work here: {result.error}")
+            # Marked, so that what clears faults of starting agents can tell this one apart.
+            message = f"the {self.config.agent.preset} agent cannot work here: {result.error}"
+            self.fault("dev", message, data={"cause": "agent-environment"})
         killpoints.reached("dev-recorded")
 
     def commit_left_work(self, rec: RunRecord) -> None:
