@@ -46,6 +46,16 @@ class AgentOutcome:
     error: str | None = None
     cost_cents: float = 0.0
     tokens: int | None = None
+    # The run failed for a reason of the machine, the network or the agent's own setup (auth,
+    # config, sandbox, an untrusted folder, an unreachable endpoint), not of the task: every task
+    # would fail the same way, so the attempt is not charged to this one.
+    environment: bool = False
+    # The agent stopped on a cap (turns, budget) after it may have done the work: a commit it made
+    # is brought in and verified like any other, and only without one is this a failure.
+    work_counts: bool = False
+    # What the agent reported that explains a failure found later ("agent made no commit"), such
+    # as the tool calls its permission mode denied.
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,10 @@ class AgentBackend(abc.ABC):
     # Whether the agent commits each edit on its own (aider does, with messages of its own): the
     # runner then folds its commits into the one commit, with the Task-Id trailer, verify expects.
     commits_per_edit: bool = False
+    # Whether the runner commits what the agent left uncommitted in its workspace when it ended
+    # without a commit: a sandbox (codex's workspace-write) or a permission mode (claude's
+    # acceptEdits) lets these CLIs edit files but not write .git.
+    runner_commits: bool = False
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config

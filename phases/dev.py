@@ -157,6 +157,9 @@ def judge(outcome: AgentOutcome, after: str | None, before_sha: str | None) -> D
     if outcome.state is AgentState.RUNNING:
         return DevResult(DevStatus.RUNNING)
     if outcome.state is AgentState.FAILED:
+        if outcome.work_counts and after is not None and after != before_sha:
+            # Out of turns or budget after committing: the commit is judged by verification.
+            return DevResult(DevStatus.COMMITTED, None, outcome.cost_cents, outcome.tokens, after)
         return DevResult(
             DevStatus.FAILED, outcome.error or "agent failed", outcome.cost_cents, outcome.tokens
         )
@@ -168,7 +171,8 @@ def judge(outcome: AgentOutcome, after: str | None, before_sha: str | None) -> D
             outcome.tokens,
         )
     if after == before_sha:
-        return DevResult(DevStatus.FAILED, "agent made no commit", outcome.cost_cents, outcome.tokens)
+        error = "agent made no commit" + (f"; {outcome.detail}" if outcome.detail else "")
+        return DevResult(DevStatus.FAILED, error, outcome.cost_cents, outcome.tokens)
     return DevResult(DevStatus.COMMITTED, None, outcome.cost_cents, outcome.tokens, after)
 
 
@@ -196,3 +200,15 @@ def fold_commits(git: Git, task: Task, base: str, ref: str) -> str | None:
 
 
 FOLD_HEADING = "The agent's commits, folded into one:"
+
+
+def left_work_message(task: Task, run_id: str | None) -> str:
+    """The message of the commit the runner makes of what an agent left uncommitted."""
+    title = " ".join(task.title.split()) or task.id
+    run = f" (run {run_id})" if run_id else ""
+    return (
+        f"{title}\n\n"
+        f"The agent{run} left these changes uncommitted in its workspace: its sandbox or permission "
+        "mode lets it edit files but not run git, so pipeline-runner committed them for it.\n\n"
+        f"Task-Id: {task.id}\n"
+    )

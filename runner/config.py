@@ -71,10 +71,13 @@ class Limits(_Strict):
 
 
 class TokenPrices(_Strict):
-    """Prices for agents that report tokens but no money (codex)."""
+    """Prices for agents that report tokens but no money (codex, gemini)."""
 
     input: float = Field(ge=0, description="dollars per million input tokens")
     output: float = Field(ge=0, description="dollars per million output tokens")
+    cached_input: float | None = Field(
+        None, ge=0, description="dollars per million cached input tokens; default: the input price"
+    )
 
 
 class AgentConfig(_Strict):
@@ -97,6 +100,12 @@ class AgentConfig(_Strict):
         None, description="claude --permission-mode, codex --sandbox, gemini --approval-mode"
     )
     price_per_mtok: TokenPrices | None = Field(None, description="dollars per million tokens, for cost")
+    offline_timeout: int = Field(
+        180,
+        ge=0,
+        description="seconds a run may show nothing but attempts to reconnect before it is stopped as "
+        "a fault of the network, not the task's (codex); 0 = never",
+    )
 
     @field_validator("command", mode="before")
     @classmethod

@@ -104,7 +104,7 @@ allow_unchecked: false
 PRESET_EXTRAS = {
     "command": '  command: ["my-agent", "{prompt_file}"]   # argv template; placeholders stay inside one argument\n',
     "claude-code": "  model: null              # claude --model\n  env: {}                  # e.g. ANTHROPIC_API_KEY: ${ANTHROPIC_API_KEY}\n",
-    "codex": "  model: null\n  price_per_mtok: null     # {input: 1.25, output: 10.0} to record a cost from tokens\n",
+    "codex": "  model: null\n  price_per_mtok: null     # {input: 1.25, cached_input: 0.125, output: 10.0} to record a cost from tokens\n",
     "aider": "  model: null\n  args: []                 # extra aider flags\n",
     "opencode": "  model: null              # provider/model\n",
     "gemini": "  model: null\n",

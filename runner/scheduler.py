@@ -31,6 +31,7 @@ from phases.dev import (
     build_prompt,
     fold_commits,
     judge,
+    left_work_message,
     prompt_template,
     recipe_texts,
     start_agent,
@@ -508,9 +509,17 @@ class Pipeline:
         return acted
 
     def record_dev(self, rec: RunRecord, outcome: AgentOutcome) -> None:
-        """Bring in what a finished agent committed, judge it, and record it in one transaction."""
+        """Bring in what a finished agent committed, judge it, and record it in one transaction.
+
+        A failure of the agent's environment (auth, config, network) is not the task's: the run is
+        recorded as cancelled, the task goes back to open uncharged, and new agents wait (a fault).
+        """
+        # A run stopped on a cap after doing the work is judged by the work, as a success is.
+        keeps_work = outcome.state is AgentState.SUCCEEDED or outcome.work_counts
         try:
-            after = self.workspaces.bring_in(rec.task_id) if outcome.state is AgentState.SUCCEEDED else None
+            if keeps_work and self.backend.runner_commits:
+                self.commit_left_work(rec)
+            after = self.workspaces.bring_in(rec.task_id) if keeps_work else None
         except ProcessError as exc:
             outcome = AgentOutcome(
                 AgentState.FAILED, f"could not bring in the agent's commit: {exc}", outcome.cost_cents, outcome.tokens
@@ -520,6 +529,7 @@ class Pipeline:
         result = judge(outcome, after, rec.before_sha)
         if result.status is DevStatus.COMMITTED and self.backend.commits_per_edit:
             result = self.fold(rec.task_id, result)
+        environment = outcome.environment and result.status is DevStatus.FAILED
         with self.db.write():
             status = self.store.get(rec.task_id).status
             if status is not TaskStatus.IN_PROGRESS:
@@ -528,7 +538,15 @@ class Pipeline:
                     error=f"a person set the task to {status.value}; the agent's result was not used",
                 )  # fmt: skip
                 return
-            if result.status is DevStatus.COMMITTED:
+            if environment:
+                error = result.error or "the agent's environment failed"
+                self.runs.finish(
+                    rec.id, RunStatus.CANCELLED, cost_cents=result.cost_cents, tokens=result.tokens,
+                    error=f"not charged to the task: {error}",
+                )  # fmt: skip
+                self.store.set_status(rec.task_id, TaskStatus.OPEN)
+                self.note(rec.task_id, f"dev stopped by a fault of the environment, not charged (run={rec.agent_run_id}): {error}")
+            elif result.status is DevStatus.COMMITTED:
                 self.runs.finish(
                     rec.id, RunStatus.SUCCESS, cost_cents=result.cost_cents,
                     after_sha=result.after_sha, tokens=result.tokens,
@@ -541,7 +559,24 @@ class Pipeline:
                 )
                 self.note(rec.task_id, f"dev failed (run={rec.agent_run_id}): {error}")
                 self.fail(rec.task_id, error)
+        if environment:
+            # Marked, so that what clears faults of starting agents can tell this one apart.
+            message = f"the {self.config.agent.preset} agent cannot work here: {result.error}"
+            self.fault("dev", message, data={"cause": "agent-environment"})
         killpoints.reached("dev-recorded")
+
+    def commit_left_work(self, rec: RunRecord) -> None:
+        """Commit what the agent left uncommitted in its workspace, for an agent that cannot run git.
+
+        Made again harmlessly after a kill: once the commit exists the branch has moved and
+        nothing more is committed.
+        """
+        task = self.store.get(rec.task_id)
+        sha = self.workspaces.commit_left_work(
+            rec.task_id, rec.before_sha, self.config.base, left_work_message(task, rec.agent_run_id)
+        )
+        if sha is not None:
+            logger.info("{}: committed the changes the agent left uncommitted as {}", rec.task_id, sha[:12])
 
     def stop_dev(self, rec: RunRecord, status: TaskStatus) -> bool:
         """Stop the agent of a task a person moved; once it has ended, record the run as cancelled.

@@ -263,6 +263,39 @@ class Workspaces:
         self.checkouts.refresh(path)
         return self.git.fetch_ref(path / ".git", f"refs/heads/{task_id}", task_ref(task_id))
 
+    def commit_left_work(self, task_id: str, before: str | None, base: str, message: str) -> str | None:
+        """Commit, on the task branch of the agent's workspace, the changes the agent left there.
+
+        For agents that can edit files but not write ``.git`` (a sandbox, a permission mode): only
+        when the branch is still at ``before`` (the agent made no commit of its own) and checked
+        out. Tracked and untracked files are taken, except what ``.gitignore`` excludes. When the
+        branch holds the task's commit already (a retry), that commit is amended, with its message,
+        so the task stays one commit over ``base``. Returns the new commit, or None when there was
+        nothing to commit (or no such workspace).
+        """
+        path = self.layout.worktree(task_id)
+        if before is None or not self.checkouts.intact(path):
+            return None
+        # Rewritten first, as before any git command of the runner in a workspace an agent used.
+        self.checkouts.refresh(path)
+        local = self.checkouts.git_of(path)
+        branch = f"refs/heads/{task_id}"
+        head = local.run("symbolic-ref", "--quiet", "HEAD", check=False).output.strip()
+        if head != branch or local.rev(branch) != before:
+            return None
+        # The agent has ended with its whole process group: a lock left now is stale.
+        (path / ".git" / "index.lock").unlink(missing_ok=True)
+        local.run("add", "--all", "--", ".")
+        if local.run("diff", "--cached", "--quiet", before, check=False).exit_code == 0:
+            return None
+        base_sha = self.git.branch_sha(base)
+        amend = base_sha is not None and local.count_commits(base_sha, before) > 0
+        # whitespace, not strip: a title starting with '#' is a title, not a comment.
+        args = ["commit", "--quiet", "--no-verify", "--cleanup=whitespace"]
+        args += ["--amend", "--no-edit"] if amend else ["--file=-"]
+        local.run(*args, stdin=None if amend else message)
+        return local.rev(branch)
+
     def reset_onto(self, task_id: str, commit: str, base: str) -> None:
         """Drop the task's work: a fresh workspace whose task branch is ``commit``."""
         self.git.delete_ref(task_ref(task_id))

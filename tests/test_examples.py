@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,15 @@ def test_examples_validate_through_the_cli(cli: CLI, tmp_path: Path) -> None:
     for path in (EXAMPLES / "epics" / "docs.yaml", EXAMPLES / "command.yaml"):
         done = cli("-c", str(path), "config", "validate", cwd=tmp_path)
         assert done.code == 0, done.err
+
+
+def test_codex_endpoint_example_gives_codex_a_home_with_a_responses_provider() -> None:
+    # codex-cli 0.171 ignores OPENAI_BASE_URL: a custom endpoint is a provider in CODEX_HOME.
+    agent = load_config(EXAMPLES / "codex-endpoint.yaml").config.agent
+    home = tomllib.loads((EXAMPLES / "codex-home" / "config.toml").read_text(encoding="utf-8"))
+    provider = home["model_providers"][home["model_provider"]]
+    assert agent.preset == "codex" and agent.permissions == "workspace-write"
+    assert provider["wire_api"] == "responses" and provider["base_url"].startswith("http")
+    assert Path(agent.env["CODEX_HOME"]).is_absolute()
+    # The key reaches the agent from the runner's environment, under the name codex reads.
+    assert agent.env[provider["env_key"]] == "${" + provider["env_key"] + "}"

@@ -20,7 +20,9 @@ CASES: dict[str, dict[str, Any]] = {
         "key": "ANTHROPIC_API_KEY",
         "flags": [["--output-format", "json"], ["--max-turns", "7"], ["--max-budget-usd", "1.50"],
                   ["--permission-mode", "bypassPermissions"], ["--model", "m-1"]],
-        "cost": 25.0, "tokens": 1840 + 412, "error": "claude reported success: API Error: overloaded",
+        # tokens from modelUsage: both models, cache reads and writes included
+        "cost": 25.0, "tokens": 1840 + 412 + 9120 + 2048 + 610 + 45,
+        "error": "claude: API error 529: overloaded_error: overloaded",
     },
     "codex": {
         "key": "OPENAI_API_KEY",
@@ -41,7 +43,7 @@ CASES: dict[str, dict[str, Any]] = {
     "gemini": {
         "key": "GEMINI_API_KEY",
         "flags": [["--output-format", "json"], ["--approval-mode", "yolo"], ["--model", "m-1"]],
-        "cost": 0.0, "tokens": 3500, "error": "gemini: overloaded (turn limit reached)",
+        "cost": 0.0, "tokens": 3500, "error": "gemini: overloaded (exit 53: turn limit reached)",
     },
 }  # fmt: skip
 

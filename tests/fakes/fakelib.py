@@ -6,7 +6,11 @@ An attempt may hold: files {path: text} to write, commits (default 1; 0 makes no
 message (default: one with the Task-Id trailer the prompt asks for), sleep seconds,
 exit code, cost cents, error text, sleeper seconds (a child that outlives a timeout unless killed).
 With per_edit_commits (aider's way), each file is committed on its own, with a message of the
-agent's own (no Task-Id trailer) and the author marked "(aider)", never amending.
+agent's own (no Task-Id trailer) and the author marked "(aider)", never amending. With
+git="read-only" (codex's workspace-write sandbox) the files are written and every git command that
+writes .git fails as it does there; with git="denied" (claude's acceptEdits) the files are written
+and git is never run (with git="nothing", as when every write is denied, nothing is written);
+attempt["git_output"] then holds what the agent saw.
 """
 
 from __future__ import annotations
@@ -45,7 +49,10 @@ def peek(task_id: str) -> tuple[int, dict[str, Any]]:
 
 
 def perform(
-    prompt_file: str | None = None, prompt_text: str | None = None, per_edit_commits: bool = False
+    prompt_file: str | None = None,
+    prompt_text: str | None = None,
+    per_edit_commits: bool = False,
+    git: str = "allowed",
 ) -> tuple[int, dict[str, Any]]:
     """Do one attempt in the current directory; returns (exit code, attempt)."""
     task_id = os.environ["PIPELINE_TASK_ID"]
@@ -57,7 +64,7 @@ def perform(
     # Stopped politely (SIGTERM), it still says when it left.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     try:
-        return _perform(task_id, number, attempt, state, prompt_file, prompt_text, per_edit_commits)
+        return _perform(task_id, number, attempt, state, prompt_file, prompt_text, per_edit_commits, git)
     finally:
         with open(state / "occupancy.log", "a") as log:
             log.write(f"{os.getcwd()} {os.getpid()} end {time.time()}\n")
@@ -71,6 +78,7 @@ def _perform(
     prompt_file: str | None,
     prompt_text: str | None,
     per_edit_commits: bool,
+    git: str,
 ) -> tuple[int, dict[str, Any]]:
     prompt = prompt_text if prompt_text is not None else Path(prompt_file or "").read_text()
     (state / f"{task_id}.{number}.prompt").write_text(prompt)
@@ -82,6 +90,8 @@ def _perform(
             k for k, v in os.environ.items() if secret and v == secret and k != "FAKE_SECRET"
         ),
         "task": os.environ.get("PIPELINE_TASK_ID"),
+        "cwd": os.getcwd(),
+        **{k: os.environ.get(k) for k in ("IS_SANDBOX", "GEMINI_CLI_TRUST_WORKSPACE", "PWD")},
     }
     (state / f"{task_id}.{number}.env.json").write_text(json.dumps(seen))
     if attempt.get("leak"):
@@ -118,6 +128,19 @@ def _perform(
                 env=author,
             )
         return int(attempt.get("exit", 0)), attempt
+    if git == "nothing":
+        return int(attempt.get("exit", 0)), attempt
+    if git != "allowed":
+        for name, text in files.items():
+            path = Path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        output = ""
+        if git == "read-only":
+            # The sandbox mounts the git directory read-only: the first write into it fails.
+            git_dir = _git("rev-parse", "--absolute-git-dir")
+            output = f"fatal: Unable to create '{git_dir}/index.lock': Read-only file system\n"
+        return int(attempt.get("exit", 0)), {**attempt, "git_output": output}
     commits = int(attempt.get("commits", 1))
     for index in range(commits):
         for name, text in files.items():
