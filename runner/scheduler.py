@@ -58,6 +58,7 @@ from runner.waking import Waker
 from runner.workspace import TASK_REFS, Layout, Workspaces, remove_siblings, task_ref
 
 BACKOFF_CAP_SECONDS = 600.0
+AGENT_ENVIRONMENT = "agent-environment"  # the cause of a dev fault reported by the agent itself
 CHEAP_POLL_SECONDS = 0.02
 # With pidfds an agent's exit wakes the loop at once; this slower look covers a supervisor whose
 # pid was taken by another process.
@@ -562,7 +563,9 @@ class Pipeline:
         if environment:
             # Marked, so that what clears faults of starting agents can tell this one apart.
             message = f"the {self.config.agent.preset} agent cannot work here: {result.error}"
-            self.fault("dev", message, data={"cause": "agent-environment"})
+            self.faults.record("dev", message, data={"cause": AGENT_ENVIRONMENT})
+        else:
+            self.faults.clear("dev")  # an agent ran here without a fault of its environment
         killpoints.reached("dev-recorded")
 
     def commit_left_work(self, rec: RunRecord) -> None:
@@ -804,7 +807,11 @@ class Pipeline:
             self.runs.update(row, pid=handle.pid or 0)
             self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
         killpoints.reached("agent-recorded")
-        self.faults.clear("dev")
+        current = self.faults.get("dev")
+        # An agent that starts clears a fault of starting agents; a fault of the agent's
+        # environment clears only once an agent ran without one, so its delay keeps growing.
+        if current is not None and current.data.get("cause") != AGENT_ENVIRONMENT:
+            self.faults.clear("dev")
 
     def idle(self) -> bool:
         """Nothing is running and nothing can start: every eligible task is done, needs help,
