@@ -16,6 +16,7 @@ from loguru import logger
 from runner import __version__
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
 from runner.errors import PipelineError, TaskError
+from runner.faults import read_faults, write_faults
 from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
 from runner.state import open_db
@@ -203,18 +204,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Idle, but not necessarily finished: a batch job or CI must be able to tell.
     config = loaded.config
     waiting = waiting_for_a_person(config.root, parent=config.parent, task_id=config.task_id)
-    if not waiting:
+    faults = read_faults(Layout(config.root).faults_file)
+    if not waiting and not faults:
         return Exit.OK
-    print(f"Stopped with {len(waiting)} task(s) waiting for a person:")
+    if waiting:
+        print(f"Stopped with {len(waiting)} task(s) waiting for a person:")
     for item in waiting:
         reason = item.reason.splitlines()[0][:300] if item.reason else ""
         print(f"  {item.task_id}  {item.why}: {item.title}" + (f"\n      {reason}" if reason else ""))
+    if faults:
+        print("Stopped with work paused by faults that are no task's:")
+    for fault in faults:
+        print(f"  {fault.area}: {fault.message}")
     return Exit.NEEDS_ATTENTION
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """`resume`: clear recorded faults; those still present are found again on the next cycle."""
-    from runner.faults import read_faults, write_faults
 
     path = Layout(_load(args).config.root).faults_file
     faults = read_faults(path)

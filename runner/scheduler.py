@@ -58,7 +58,9 @@ from runner.waking import Waker
 from runner.workspace import TASK_REFS, Layout, Workspaces, remove_siblings, task_ref
 
 BACKOFF_CAP_SECONDS = 600.0
-AGENT_ENVIRONMENT = "agent-environment"  # the cause of a dev fault reported by the agent itself
+AGENT_ENVIRONMENT = "agent-environment"
+# Retries a fault gets before a batch run (`--until-idle`) gives up waiting for it.
+FAULT_PATIENCE = 3  # the cause of a dev fault reported by the agent itself
 CHEAP_POLL_SECONDS = 0.02
 # With pidfds an agent's exit wakes the loop at once; this slower look covers a supervisor whose
 # pid was taken by another process.
@@ -831,6 +833,13 @@ class Pipeline:
         ]
         return not any(self.eligible(t) for t in busy)
 
+    def stuck(self) -> bool:
+        """Nothing is running and a fault has held work through several retries (or base moved
+        outside the runner): a batch run (`--until-idle`) stops here rather than wait for hours."""
+        if self.verifying or self.integrating is not None or self.runs.running(Phase.DEV):
+            return False
+        return any(f.area == "base" or f.count >= FAULT_PATIENCE for f in self.faults.faults.values())
+
     # -- waiting -------------------------------------------------------------------------------
 
     def sleep(self) -> None:
@@ -938,6 +947,9 @@ def run_loop(config: PipelineConfig, *, once: bool, dry_run: bool, until_idle: b
                 if not acted:
                     if until_idle and pipeline.idle():
                         logger.info("nothing left to do; exiting")
+                        break
+                    if until_idle and pipeline.stuck():
+                        logger.info("nothing can move until a fault clears; exiting")
                         break
                     pipeline.sleep()
         finally:

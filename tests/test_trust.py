@@ -320,3 +320,12 @@ def test_a_check_that_cannot_start_is_a_fault_not_the_tasks_and_resumes(tmp_path
     checker.chmod(0o755)
     s.run_once_until(all_done(1), limit=60)
     assert s.trailers() == ["t-1"] and s.status()["faults"] == []
+
+
+def test_until_idle_stops_on_a_fault_that_persists_and_says_so(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, phases={"verify": {"run": [["site-checker"]]}})
+    s.add("x")
+    done = s.cli("run", "--until-idle", timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "paused by faults" in done.stdout and "site-checker" in done.stdout
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='failure'") == [(0,)]
