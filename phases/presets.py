@@ -495,6 +495,15 @@ class OpenCode(CliPreset):
                 errors.append(_opencode_error(event))
         if errors:
             message, environment = errors[-1]
+            if not steps and message.endswith("(UnknownError)"):
+                # What opencode reports for a model its provider does not know, before any step:
+                # nothing the task did, and nothing another attempt would change.
+                environment = True
+                model = self.config.model or "(the provider's default)"
+                message += (
+                    f", before its first step: opencode reports an unknown model so; check agent.model "
+                    f"({model}) against `opencode models`"
+                )
             return self.failed(
                 f"opencode: {message}", handle, cost_usd * 100, tokens or None, environment=environment
             )

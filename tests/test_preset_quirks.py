@@ -304,6 +304,10 @@ ENVIRONMENT_FAULTS: dict[str, tuple[str, Callable[[Sample], None], str]] = {
     "opencode-auth": ("opencode", lambda s: s.plan({"t-1": [{"error": "API key is invalid",
                                                              "error_name": "ProviderAuthError"}]}),
                       "opencode: API key is invalid (ProviderAuthError)"),
+    "opencode-unknown-model": ("opencode", lambda s: s.plan({"t-1": [{"error": "Unexpected error",
+                                                                      "error_name": "UnknownError"}]}),
+                               "opencode: Unexpected error (UnknownError), before its first step: opencode "
+                               "reports an unknown model so; check agent.model"),
 }  # fmt: skip
 
 
