@@ -124,8 +124,8 @@ def _first(paths: list[str], count: int = 5) -> str:
 
 def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple[IntegrateStatus, str]:
     """The commit that would land: ``commit``'s change on ``old``, computed in the repository
-    without any checkout, carrying the task's ``Task-Id`` trailer. Returns (PICKED-like status
-    INTEGRATED, sha) or (CONFLICT / EMPTY, detail)."""
+    without any checkout, carrying the task's ``Task-Id`` trailer. Returns (INTEGRATED, its sha),
+    or (CONFLICT, git's account of the conflict), or (EMPTY, "")."""
     merged = git.merge_onto(old, commit)
     if merged.status is PickStatus.CONFLICT:
         return IntegrateStatus.CONFLICT, merged.output.strip()[-3000:]

@@ -82,6 +82,7 @@ class Git:
 
     def __init__(self, repo: Path, *, git_dir: Path | None = None, work_tree: Path | None = None) -> None:
         self.repo = repo
+        self._common_dir: Path | None = None
         # Given explicitly for the runner's checkouts: git must never go looking for a repository
         # above one whose .git an agent removed (the person's repository encloses the root).
         self._location = [f"--git-dir={git_dir}"] if git_dir is not None else []
@@ -138,8 +139,12 @@ class Git:
         return self.update_ref(f"refs/heads/{branch}", new, old)
 
     def common_dir(self) -> Path:
-        """The repository's git directory shared by all its worktrees (objects, refs, config)."""
-        return Path(self.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+        """The repository's git directory shared by all its worktrees (objects, refs, config).
+
+        Asked once: it does not change while the repository exists."""
+        if self._common_dir is None:
+            self._common_dir = Path(self.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+        return self._common_dir
 
     def fetch_ref(self, source: Path, src_ref: str, dst_ref: str) -> str | None:
         """Copy ``src_ref`` of the repository at ``source`` (and the objects it needs) to ``dst_ref``.
@@ -292,6 +297,10 @@ class Git:
         """Tracked files with uncommitted changes in a worktree."""
         output = self.run("status", "--porcelain", "--untracked-files=no", cwd=cwd).output
         return [line[3:] for line in output.splitlines() if line.strip()]
+
+    def index_matches(self, cwd: Path, commit: str) -> bool:
+        """Whether a worktree's index is exactly ``commit``'s tree (its files may differ)."""
+        return self.run("diff-index", "--quiet", "--cached", commit, cwd=cwd, check=False).exit_code == 0
 
     def matches_commit(self, cwd: Path, commit: str) -> bool:
         """Whether a worktree's index and tracked files are exactly ``commit``'s tree."""

@@ -55,7 +55,7 @@ from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, p
 from runner.status import held_integration
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.waking import Waker
-from runner.workspace import TASK_REFS, Layout, Workspaces, remove_siblings, task_ref
+from runner.workspace import TASK_REFS, Layout, Workspaces, task_ref
 
 BACKOFF_CAP_SECONDS = 600.0
 AGENT_ENVIRONMENT = "agent-environment"
@@ -245,7 +245,7 @@ class Pipeline:
         for rec in self.runs.running(Phase.INTEGRATE):
             self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
         # Only the runner writes its own refs: a lock there is one a killed fetch of ours left.
-        for lock in (self.git.common_dir() / TASK_REFS).glob("**/*.lock"):
+        for lock in (self.watch.git_dir / TASK_REFS).glob("**/*.lock"):
             lock.unlink(missing_ok=True)
         for rec in self.runs.running(Phase.DEV):
             if rec.pid is None:
@@ -374,7 +374,7 @@ class Pipeline:
 
             result = integrate(
                 self.git,
-                lambda sha: self.check_out_candidate(sha, row),
+                lambda sha: self.workspaces.check_out_candidate(sha, row),
                 self.config.base,
                 commit,
                 recipes,
@@ -390,13 +390,6 @@ class Pipeline:
         if result.status is IntegrateStatus.INTEGRATED:
             self.workspaces.release(task.id)
         return result
-
-    def check_out_candidate(self, sha: str, row: int) -> Path:
-        """A pristine checkout of an integration attempt's candidate; earlier attempts' go."""
-        path = self.layout.integration_attempt(row)
-        remove_siblings(path)
-        self.workspaces.checkouts.create(path, sha)
-        return path
 
     def collect_integration(self, wait: bool = False) -> bool:
         """Record the outcome of the integration in flight, if it has finished (or, waiting, once it has)."""

@@ -117,14 +117,11 @@ class Checkouts:
 
     def __init__(self, git: Git) -> None:
         self.git = git
-        self._objects: Path | None = None
         self._identity: list[tuple[str, str]] | None = None
 
     def objects(self) -> Path:
         """The object directory the checkouts borrow from."""
-        if self._objects is None:
-            self._objects = self.git.common_dir() / "objects"
-        return self._objects
+        return self.git.common_dir() / "objects"
 
     def config_text(self) -> str:
         """The whole config of a checkout: written by the runner, rewritten before it runs git there."""
@@ -306,9 +303,15 @@ class Workspaces:
         )
 
     def check_out(self, task_id: str, commit: str, attempt: int) -> Path:
-        """A pristine checkout of exactly ``commit`` for one attempt at the task's checks; the
-        checkouts of its earlier attempts are removed."""
-        path = self.layout.check(task_id, attempt)
+        """A pristine checkout of exactly ``commit`` for one attempt at the task's checks."""
+        return self.fresh(self.layout.check(task_id, attempt), commit)
+
+    def check_out_candidate(self, commit: str, attempt: int) -> Path:
+        """A pristine checkout of an integration attempt's candidate."""
+        return self.fresh(self.layout.integration_attempt(attempt), commit)
+
+    def fresh(self, path: Path, commit: str) -> Path:
+        """A checkout of exactly ``commit`` at ``path``; the earlier attempts' beside it are removed."""
         remove_siblings(path)
         self.checkouts.create(path, commit)
         return path
