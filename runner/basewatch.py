@@ -83,16 +83,17 @@ class BaseWatch:
         fault = self.faults.get("checkout")
         if fault is None:
             return False
-        if self.faults.retry_at("checkout") is not None:
-            return True
         path, shows = Path(fault.data["path"]), fault.data["shows"]
         tip = self.git.branch_sha(self.base)
         if tip is None or not path.exists() or base_checkout(self.git, self.base) != path:
             self.faults.clear("checkout")  # the checkout is gone, or shows another branch now
             return False
-        if self.git.matches_commit(path, tip):
-            self.faults.clear("checkout")  # brought along by hand
+        if self.git.index_matches(path, tip):
+            # Brought along by hand: edits of the person's own may remain in its files.
+            self.faults.clear("checkout")
             return False
+        if self.faults.retry_at("checkout") is not None:
+            return True
         if not self.git.matches_commit(path, shows):
             # Edited meanwhile: only a person can say which edits are theirs.
             self.checkout_lags(CheckoutLag(path, shows, "files there were changed since"))

@@ -329,3 +329,28 @@ def test_until_idle_stops_on_a_fault_that_persists_and_says_so(tmp_path: Path) -
     assert done.returncode == 3, done.stdout + done.stderr
     assert "paused by faults" in done.stdout and "site-checker" in done.stdout
     assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='failure'") == [(0,)]
+
+
+def test_a_lagging_checkout_a_person_edited_is_left_to_them_and_the_advice_works(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, concurrency=1)
+    s.add("first")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    lock = s.repo / ".git" / "index.lock"
+    lock.write_text("")
+    assert s.cli("run", "--once").returncode == 0
+    lock.unlink()
+    # The person edits a file there before the runner brings the checkout along.
+    (s.repo / "README.md").write_text("my own edit\n")
+    for _ in range(3):
+        assert s.cli("run", "--once").returncode == 0
+    (fault,) = s.status()["faults"]
+    assert "files there were changed since" in fault["message"]
+    assert (s.repo / "README.md").read_text() == "my own edit\n"  # never overwritten
+    # The command the message gives catches up and keeps the person's edit.
+    command = fault["message"].rpartition("to do it by hand: ")[2].split()
+    assert command[:2] == ["git", "-C"]
+    git(Path(command[2]), *command[3:])
+    assert (s.repo / "t-1.txt").read_text() == "t-1 done\n"
+    assert (s.repo / "README.md").read_text() == "my own edit\n"
+    assert s.cli("run", "--once").returncode == 0
+    assert s.status()["faults"] == []
