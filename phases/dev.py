@@ -62,8 +62,8 @@ def build_prompt(
 
 
 def recipe_texts(config: PipelineConfig) -> list[str]:
-    """The verify recipes as a person reads them."""
-    return [" ".join(recipe_argv(r)) for r in config.phases.verify.run]
+    """The recipes of the phases that check the task's commit, as a person reads them."""
+    return [" ".join(recipe_argv(r)) for phase in config.stage_phases("verify").values() for r in phase.run]
 
 
 def template_values(

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import tenacity
 from loguru import logger
 
-from phases.verify import RecipeRun, VerifyStatus, counts_as_passed, run_recipes
+from phases.verify import VerifyResult, VerifyStatus, counts_as_passed
 from runner import killpoints
-from runner.config import Recipe
 from runner.errors import GitError
 from runner.git import Git, PickStatus
 from runner.leaks import find_leaks
@@ -25,6 +24,7 @@ from runner.leaks import refusal as leak_refusal
 
 MAX_BASE_RACES = 20
 TRAILER = "Task-Id"
+RECEIPTS = "refs/notes/pipeline"  # the notes ref every landed commit's receipt is kept under
 
 
 class IntegrateStatus(enum.StrEnum):
@@ -141,22 +141,22 @@ def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple
 
 def integrate(
     git: Git,
-    check_out: Callable[[str], Path],
+    check: Callable[[str], VerifyResult],
     base: str,
     commit: str,
-    recipes: Sequence[Recipe],
-    spec: RecipeRun,
-    log_path: Path,
     before_swap: Callable[[str], str | None] = lambda sha: None,
     *,
+    receipt: Callable[[str, VerifyResult], str] | None = None,
     task_id: str | None = None,
     secrets: Mapping[str, str] | None = None,
     allow_unchecked: bool = False,
 ) -> IntegrateResult:
     """Land ``commit`` (the sha that passed verification) on ``base``.
 
-    The candidate is computed in the repository (merge-tree, commit-tree), then checked in a
-    pristine checkout made by ``check_out``. ``before_swap`` is told the candidate sha before base
+    The candidate is computed in the repository (merge-tree, commit-tree), then ``check`` runs
+    the graph's integrate phases on it (in a pristine checkout, made only if a phase must run).
+    ``receipt`` gives the note attached to the candidate (under ``refs/notes/pipeline``) before
+    base moves, so nothing lands without one. ``before_swap`` is told the candidate sha before base
     moves, so that a crash between the swap and the bookkeeping can be recognised on restart; it
     may return a reason to stop instead (a person changed the task meanwhile). With a
     ``task_id``, what lands carries its ``Task-Id`` trailer even if the agent left it out."""
@@ -187,8 +187,7 @@ def integrate(
         refusal = _in_the_way_message(base, checkout, added)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
-        worktree = check_out(candidate)
-        checked = run_recipes(recipes, worktree, spec, log_path)
+        checked = check(candidate)
         if checked.status is VerifyStatus.FAULT:
             return IntegrateResult(IntegrateStatus.FAULT, f"checks could not run: {checked.summary}", old)
         if checked.status is VerifyStatus.FAIL:
@@ -197,13 +196,15 @@ def integrate(
                 f"checks failed on {base} ({old[:12]}) with the change applied: {checked.summary}",
                 old,
             )
-        # An explicitly empty list of integrate recipes is the config's choice not to check again;
-        # recipes that all skipped checked nothing.
-        if recipes and not counts_as_passed(checked, allow_unchecked=allow_unchecked):
+        # No phase at integration is the config's choice (a pass); phases that all skipped
+        # checked nothing.
+        if not counts_as_passed(checked, allow_unchecked=allow_unchecked):
             return IntegrateResult(IntegrateStatus.UNCHECKED, checked.summary, old)
         refusal = _dirty_message(git, base, checkout) or _in_the_way_message(base, checkout, added)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
+        if receipt is not None:
+            git.add_note(RECEIPTS, candidate, receipt(candidate, checked))
         stop = before_swap(candidate)
         if stop:
             return IntegrateResult(IntegrateStatus.STOPPED, stop)
@@ -218,5 +219,7 @@ def integrate(
                     logger.warning("base moved, but updating its checkout {} failed: {}", checkout, exc)
                     lag = CheckoutLag(checkout, old, str(exc).strip()[-500:])
             return IntegrateResult(IntegrateStatus.INTEGRATED, candidate, candidate, lag)
+        if receipt is not None:
+            git.remove_note(RECEIPTS, candidate)  # this candidate never landed
         logger.info("base {} moved during integration; integrating again on its new tip", base)
     return IntegrateResult(IntegrateStatus.REFUSED, f"base {base!r} kept moving; will try again next cycle")

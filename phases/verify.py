@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner import procs
-from runner.config import Recipe, recipe_argv
+from runner.config import PhaseConfig, Recipe, recipe_argv
 from runner.errors import GitError
 from runner.git import Git
 from runner.leaks import find_leaks, refusal
 from runner.templates import fill_argv, missing_values, placeholders
+
+if TYPE_CHECKING:
+    from phases.checks import PhaseOutcome
 
 FEEDBACK_TAIL_CHARS = 4000
 
@@ -40,7 +45,10 @@ class VerifyResult:
     status: VerifyStatus
     summary: str = ""
     skipped: list[str] = field(default_factory=list)
-    passed: int = 0  # recipes that ran and exited 0
+    passed: int = 0  # recipes (of one phase) or phases (of a graph) that ran, or were reused, and passed
+    exit_code: int | None = None  # of the last recipe that ran
+    # Per phase of the check graph, in the order they ended; empty for a single list of recipes.
+    phases: tuple[PhaseOutcome, ...] = ()
 
 
 def counts_as_passed(result: VerifyResult, *, allow_unchecked: bool) -> bool:
@@ -59,15 +67,16 @@ def counts_as_passed(result: VerifyResult, *, allow_unchecked: bool) -> bool:
 OPTIONAL_VALUES = frozenset({"namespace"})
 
 
-def coverage_problem(recipes: Sequence[Recipe]) -> str | None:
-    """Why some tasks would get no check from these verify recipes, or None when every task gets one."""
+def coverage_problem(phases: Mapping[str, PhaseConfig]) -> str | None:
+    """Why some tasks would get no check from the graph's required phases, or None when every task gets one."""
+    recipes = [r for phase in phases.values() if not phase.optional for r in phase.run]
     if not recipes:
-        return "no verify recipes are configured, so no check would run on any task"
+        return "no phases are configured, so no check would run on any task"
     needs = [placeholders(" ".join(recipe_argv(r))) & OPTIONAL_VALUES for r in recipes]
     if all(needs):
         names = ", ".join("{" + n + "}" for n in sorted(set().union(*needs)))
         return (
-            f"every verify recipe needs {names}, so no check would run on a task without one; "
+            f"every recipe of a required phase needs {names}, so no check would run on a task without one; "
             "add a recipe that applies to every task"
         )
     return None
@@ -80,6 +89,7 @@ class RecipeRun:
     values: dict[str, str | None]
     skip_exit_codes: Sequence[int]
     timeout: float
+    env: Mapping[str, str] | None = None  # added to the runner's environment
 
 
 def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path: Path) -> VerifyResult:
@@ -105,7 +115,8 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
             log.flush()  # the recipe's own output is appended to the same file after this line
             # Streamed to the log (capped, masked), never held in memory; every process the recipe
             # starts ends with it, and with the runner if the runner dies.
-            done = procs.run_logged(argv, cwd, log_path=log_path, timeout=spec.timeout)
+            env = {**os.environ, **spec.env} if spec.env else None
+            done = procs.run_logged(argv, cwd, log_path=log_path, timeout=spec.timeout, env=env)
             if done.exit_code is None and not done.timed_out:
                 log.write(f"{done.error}\n")
                 return VerifyResult(
@@ -117,6 +128,7 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
                     f"`{' '.join(argv)}` timed out after {spec.timeout:g}s:\n{_tail(done.tail)}",
                     skipped,
                     passed,
+                    done.exit_code,
                 )
             log.write(f"(exit {done.exit_code})\n")
             if done.exit_code in spec.skip_exit_codes:
@@ -125,15 +137,19 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
                 )
                 if not passed:
                     return VerifyResult(
-                        VerifyStatus.UNCHECKED, f"{summary}, before any check passed", skipped, passed
-                    )
-                return VerifyResult(VerifyStatus.SKIP, f"{summary} after {passed} passed", skipped, passed)
+                        VerifyStatus.UNCHECKED, f"{summary}, before any check passed", skipped, passed,
+                        done.exit_code,
+                    )  # fmt: skip
+                return VerifyResult(
+                    VerifyStatus.SKIP, f"{summary} after {passed} passed", skipped, passed, done.exit_code
+                )
             if done.exit_code != 0:
                 return VerifyResult(
                     VerifyStatus.FAIL,
                     f"`{' '.join(argv)}` failed (exit {done.exit_code}):\n{_tail(done.tail)}",
                     skipped,
                     passed,
+                    done.exit_code,
                 )
             passed += 1
     if not recipes:
@@ -142,23 +158,20 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
         return VerifyResult(
             VerifyStatus.UNCHECKED, f"every recipe was skipped: {', '.join(skipped)}", skipped, passed
         )
-    return VerifyResult(VerifyStatus.PASS, "all recipes passed", skipped, passed)
+    return VerifyResult(VerifyStatus.PASS, "all recipes passed", skipped, passed, 0)
 
 
 def verify_task(
     git: Git,
-    check_out: Callable[[str], Path],
     task_id: str,
     base: str,
     commit: str,
-    recipes: Sequence[Recipe],
-    spec: RecipeRun,
-    log_path: Path,
+    check: Callable[[str], VerifyResult],
     secrets: Mapping[str, str] | None = None,
 ) -> VerifyResult:
     """``commit`` must be exactly one commit over base and carry none of the ``secrets`` the
-    agent was handed; then the recipes must pass on a pristine checkout of exactly that commit
-    (made by ``check_out``): nothing the agent left uncommitted in its workspace is seen."""
+    agent was handed; then ``check`` runs the graph's verify phases on exactly that commit, in a
+    pristine checkout of it: nothing the agent left uncommitted in its workspace is seen."""
     try:
         count = git.count_commits(f"refs/heads/{base}", commit)
     except GitError as exc:
@@ -174,7 +187,7 @@ def verify_task(
         return VerifyResult(
             VerifyStatus.FAIL, refusal(leaks, "remove it from the files and the message, then amend the commit")
         )
-    return run_recipes(recipes, check_out(commit), spec, log_path)
+    return check(commit)
 
 
 def _tail(output: str) -> str:

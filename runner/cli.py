@@ -95,8 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--until-idle", action="store_true",
         help="exit once every eligible task is done or needs help (for batch jobs and CI)",
     )  # fmt: skip
+    run.add_argument("--no-cache", action="store_true", help="run every phase, reusing no earlier pass")
     _add_config_flags(run)
     run.set_defaults(handler=cmd_run)
+
+    phases = sub.add_parser("phases", help="the check graph, in the order it runs")
+    phases.add_argument("--json", action="store_true")
+    phases.set_defaults(handler=cmd_phases)
+
+    check = sub.add_parser("check", help="run the check graph on a rev yourself (exit 0 pass, 1 fail)")
+    check.add_argument("--rev", default="HEAD", help="the commit to check (default: HEAD)")
+    check.add_argument(
+        "--phase", action="append", default=[], metavar="NAME", help="only this phase and what it needs"
+    )
+    check.add_argument("--on", choices=["verify", "integrate"], help="only the phases that run there")
+    check.add_argument("--no-cache", action="store_true", help="run every phase, reusing no earlier pass")
+    check.set_defaults(handler=cmd_check)
+
+    receipt = sub.add_parser("receipt", help="what a landed commit passed (its git note)")
+    receipt.add_argument("rev", nargs="?", help="the commit (default: base's tip)")
+    receipt.add_argument("--json", action="store_true")
+    receipt.set_defaults(handler=cmd_receipt)
 
     status = sub.add_parser("status", help="task counts, active runs, tasks needing help, cost")
     status.add_argument("--json", action="store_true", help="machine-readable output (see README)")
@@ -198,7 +217,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner.scheduler import run_loop
 
     loaded = _load(args, with_flags=True)
-    code = run_loop(loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle)
+    code = run_loop(
+        loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle, use_cache=not args.no_cache
+    )
     if code != Exit.OK or not args.until_idle or args.dry_run:
         return code
     # Idle, but not necessarily finished: a batch job or CI must be able to tell.
@@ -247,6 +268,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_phases(args: argparse.Namespace) -> int:
+    """`phases`: the graph in running order."""
+    from runner.checkcmd import graph_document, render_graph
+
+    doc = graph_document(_load(args).config)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(render_graph(doc), end="")
+    return Exit.OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """`check`: the graph on a rev, in a pristine checkout, with the pipeline's cache."""
+    from phases.verify import VerifyStatus
+    from runner.checkcmd import CheckRun, check
+
+    config = _load(args).config
+    result = check(config, CheckRun(args.rev, args.phase, args.on, not args.no_cache))
+    print(result.summary)
+    if result.status in (VerifyStatus.PASS, VerifyStatus.SKIP):
+        return Exit.OK
+    return Exit.ERROR
+
+
+def cmd_receipt(args: argparse.Namespace) -> int:
+    """`receipt`: the note a landed commit carries."""
+    from runner.checkcmd import receipt_of
+
+    sha, text, data = receipt_of(_load(args).config, args.rev)
+    if args.json:
+        if data is None:
+            raise PipelineError(f"the note on {sha[:12]} is not a pipeline-runner receipt")
+        _print_json({"commit": sha, **data})
+    else:
+        print(text, end="")
+    return Exit.OK
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     """`config show`: every effective value and its origin."""
     loaded = _load(args, with_flags=True)
@@ -279,20 +339,20 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     if problem:
         raise PipelineError(f"{loaded.config_file or 'config'}: {problem}")
     config = loaded.config
-    gap = coverage_problem(config.phases.verify.run)
+    gap = coverage_problem(config.phases)
     if gap:
         # Valid, but a task no check runs on cannot land: say so before a run finds out.
-        origin = loaded.origin_of("phases.verify.run")
+        origin = loaded.origin_of("phases")
         where = (
             origin.describe() if origin.kind != "default" else loaded.config_file or "default configuration"
         )
         if config.allow_unchecked:
             then = "such a task lands with no check, since allow_unchecked is true"
-        elif config.phases.verify.run:
+        elif config.phases:
             then = "such a task goes to needs_help instead of landing (or set allow_unchecked: true)"
         else:
             then = "`run` refuses to start until recipes are set (or allow_unchecked: true)"
-        print(f"warning: {where}: key 'phases.verify.run': {gap}; {then}", file=sys.stderr)
+        print(f"warning: {where}: key 'phases': {gap}; {then}", file=sys.stderr)
     print(f"{loaded.config_file or 'default configuration'}: valid")
     return Exit.OK
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from runner import graph
 from runner.errors import ConfigError
 
 ENV_PREFIX = "PIPELINE_"
@@ -155,35 +157,107 @@ def _check_recipes(recipes: list[Recipe]) -> list[Recipe]:
 Recipes = Annotated[list[Recipe], AfterValidator(_check_recipes)]
 
 
-class VerifyPhase(_Strict):
-    """Recipes that must pass in the task's worktree before it may be integrated."""
+PHASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# `dev` is the agent's phase; `verify` and `integrate` are the stages, and as the only keys of
+# `phases` the older form (phases.verify.run / phases.integrate.run) that still loads.
+RESERVED_PHASE_NAMES = frozenset({"dev", "verify", "integrate"})
+_SHORTHAND_KEYS = {"verify": {"run", "skip_exit_codes", "timeout"}, "integrate": {"run", "timeout"}}
+Stage = Literal["verify", "integrate"]
+
+
+class PhaseConfig(_Strict):
+    """One phase of the check graph: recipes, what it needs first, where it runs."""
 
     run: Recipes = Field(
-        default_factory=list,
-        description="commands run in order; a string is split into argv, a list is argv; "
-        "none: `run` refuses to start unless allow_unchecked",
+        min_length=1, description="commands run in order; a string is split into argv, a list is argv"
     )
+    needs: list[str] = Field(default_factory=list, description="phases that must pass before this one starts")
+    on: list[Stage] = Field(
+        default_factory=lambda: list[Stage](("verify", "integrate")),
+        min_length=1,
+        description="verify: the task's own commit; integrate: the candidate on base's tip before base moves",
+    )
+    timeout: TimeoutSeconds = Field(1800, gt=0, description="seconds each recipe may run, at most 7 days")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the recipes")
     skip_exit_codes: list[int] = Field(
         default_factory=list,
-        description="exit codes that skip the remaining recipes (opt-in; a skip is not a pass)",
+        description="exit codes that skip the phase's remaining recipes (opt-in; a skip is not a pass)",
     )
-    timeout: TimeoutSeconds = Field(1800, gt=0, description="seconds one recipe may run, at most 7 days")
+    optional: bool = Field(False, description="a failure is reported and never rejects the task")
+    cache: bool = Field(True, description="reuse a pass on the same tree; false for checks not a function of the tree")
+
+    @field_validator("on")
+    @classmethod
+    def _unique_stages(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
 
-class IntegratePhase(_Strict):
-    """Recipes run on the integrated tree before base moves; null means verify's again."""
+def _from_shorthand(phases: dict[str, Any]) -> dict[str, Any]:
+    """The older ``phases.verify`` / ``phases.integrate`` form as named phases of the same meaning.
 
-    run: Recipes | None = Field(None, description="null: the verify recipes again")
-    timeout: TimeoutSeconds | None = Field(
-        None, gt=0, description="seconds one recipe may run, at most 7 days; null: verify's"
+    ``verify.run`` becomes the phase ``verify``; with ``integrate.run`` null (the old default) it
+    runs at integration too (and is reused there when the tree is the same), otherwise
+    ``integrate.run`` becomes a phase ``integrate`` of its own.
+    """
+    old_verify = phases.get("verify") or {}
+    old_integrate = phases.get("integrate") or {}
+    for name, old in (("verify", old_verify), ("integrate", old_integrate)):
+        # Checked here too: a section without recipes becomes no phase, but a bad value is an error.
+        timeout = old.get("timeout")
+        if timeout is not None and (not isinstance(timeout, int) or not 0 < timeout <= MAX_TIMEOUT_SECONDS):
+            raise ValueError(
+                f"key 'phases.{name}.timeout': must be a whole number of seconds, more than 0 and at most "
+                f"{MAX_TIMEOUT_SECONDS} (7 days) (got {timeout!r})"
+            )
+    verify_run = old_verify.get("run") or []
+    integrate_run = old_integrate.get("run")
+    skip = old_verify.get("skip_exit_codes", [])
+    timeout = old_verify.get("timeout", 1800)
+    converted: dict[str, Any] = {}
+    if verify_run:
+        stages = ["verify", "integrate"] if integrate_run is None else ["verify"]
+        converted["verify"] = {"run": verify_run, "skip_exit_codes": skip, "timeout": timeout, "on": stages}
+    if integrate_run:
+        converted["integrate"] = {
+            "run": integrate_run,
+            "skip_exit_codes": skip,
+            "timeout": old_integrate.get("timeout") or timeout,
+            "on": ["integrate"],
+        }
+    return converted
+
+
+def _is_shorthand(phases: Mapping[str, Any]) -> bool:
+    return bool(phases) and all(
+        name in _SHORTHAND_KEYS and (value is None or (isinstance(value, Mapping) and set(value) <= _SHORTHAND_KEYS[name]))
+        for name, value in phases.items()
     )
 
 
-class PhasesConfig(_Strict):
-    """Per-phase settings."""
-
-    verify: VerifyPhase = Field(default_factory=VerifyPhase)
-    integrate: IntegratePhase = Field(default_factory=IntegratePhase)
+def check_graph(phases: Mapping[str, PhaseConfig]) -> str | None:
+    """What is wrong with the graph of ``phases`` (names, needs, cycles, stages), or None."""
+    for name in phases:
+        if not PHASE_NAME.match(name):
+            return (
+                f"phases.{name}: {name!r} is not a valid phase name: use letters, digits, '.', '_' "
+                "and '-' (at most 64, starting with a letter or digit)"
+            )
+    needs = {name: phase.needs for name, phase in phases.items()}
+    for name, need in graph.unknown_needs(needs):
+        return f"phases.{name}.needs: {need!r} is not a phase; valid names: {', '.join(phases) or '(none)'}"
+    cycle = graph.find_cycle(needs)
+    if cycle:
+        return f"phases: the needs form a cycle: {' -> '.join(cycle)}; a phase cannot need itself"
+    for name, phase in phases.items():
+        for need in phase.needs:
+            missing = [stage for stage in phase.on if stage not in phases[need].on]
+            if missing:
+                return (
+                    f"phases.{name}.needs: {need!r} does not run at {', '.join(missing)}, where "
+                    f"{name!r} runs (its on: {phases[need].on}); add {missing[0]} to phases.{need}.on "
+                    f"or remove it from phases.{name}.on"
+                )
+    return None
 
 
 class PipelineConfig(BaseSettings):
@@ -206,12 +280,43 @@ class PipelineConfig(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
-    phases: PhasesConfig = Field(default_factory=PhasesConfig)
+    phases: dict[str, PhaseConfig] = Field(
+        default_factory=dict,
+        description="the check graph: named phases with run, needs, on, timeout, env, skip_exit_codes, "
+        "optional, cache (the older verify/integrate form still loads)",
+    )
+    check_concurrency: int | None = Field(
+        None, ge=1, description="phase recipes running at once, across tasks; default: the machine's cores"
+    )
     allow_unchecked: bool = Field(
         False,
         description="promote a task no check ran on (no recipe applied, or a skip code ended them "
         "before any passed); false: such a task goes to needs_help",
     )
+
+    @field_validator("phases", mode="before")
+    @classmethod
+    def _phases_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        if _is_shorthand(value):
+            return _from_shorthand(dict(value))
+        for name in value:
+            if name in RESERVED_PHASE_NAMES:
+                raise ValueError(
+                    f"phases.{name}: {name!r} is a reserved name (dev is the agent's phase; verify and "
+                    "integrate, as the only keys of phases with only run/skip_exit_codes/timeout, are the "
+                    "older form); give the phase another name"
+                )
+        return value
+
+    @field_validator("phases")
+    @classmethod
+    def _valid_graph(cls, value: dict[str, PhaseConfig]) -> dict[str, PhaseConfig]:
+        problem = check_graph(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -232,6 +337,19 @@ class PipelineConfig(BaseSettings):
         """The repository, absolute (resolved by load_config)."""
         assert self.repo is not None
         return self.repo
+
+    def stage_phases(self, stage: str) -> dict[str, PhaseConfig]:
+        """The phases that run at ``stage`` (verify or integrate), in declaration order."""
+        return {name: phase for name, phase in self.phases.items() if stage in phase.on}
+
+    def phase_order(self) -> list[str]:
+        """Every phase after all it needs."""
+        return graph.order({name: phase.needs for name, phase in self.phases.items()})
+
+    @property
+    def check_slots(self) -> int:
+        """Phase recipes that may run at once (check_concurrency, default the machine's cores)."""
+        return self.check_concurrency or os.cpu_count() or 1
 
     @property
     def state_db(self) -> Path:
@@ -360,12 +478,22 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
         if not isinstance(parent_ref, str):
             raise ConfigError(f"{path}: key 'extends' must be a file path")
         base_data, base_origins = _read_yaml_chain(path.parent / parent_ref, (*seen, path))
+    _unquoted_on(data)
     own_origins = {key: Origin("file", str(path)) for key in _flatten(data)}
     # A relative repo or root in a file means relative to that file, not to the cwd.
     for key in ("repo",):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str((path.parent / data[key]).resolve())
     return _deep_merge(base_data, data), {**base_origins, **own_origins}
+
+
+def _unquoted_on(data: dict[str, Any]) -> None:
+    """YAML 1.1 reads an unquoted ``on:`` key as the boolean true; under a phase it means ``on``."""
+    phases = data.get("phases")
+    if isinstance(phases, dict):
+        for phase in phases.values():
+            if isinstance(phase, dict) and True in phase and "on" not in phase:
+                phase["on"] = phase.pop(True)
 
 
 def _env_layer() -> tuple[dict[str, Any], dict[str, Origin]]:

@@ -190,6 +190,19 @@ class Git:
         author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
         return self.run("commit-tree", tree, "-p", parent, "-F", "-", stdin=message, env=author).output.strip()
 
+    def add_note(self, ref: str, commit: str, text: str) -> None:
+        """Attach ``text`` to ``commit`` as a note under ``ref`` (replacing one already there)."""
+        self.run("notes", f"--ref={ref}", "add", "-f", "-F", "-", commit, stdin=text)
+
+    def remove_note(self, ref: str, commit: str) -> None:
+        """Remove ``commit``'s note under ``ref``, if it has one."""
+        self.run("notes", f"--ref={ref}", "remove", "--ignore-missing", commit)
+
+    def note(self, ref: str, commit: str) -> str | None:
+        """``commit``'s note under ``ref``, or None."""
+        done = self.run("notes", f"--ref={ref}", "show", commit, check=False)
+        return done.output if done.ok else None
+
     def message(self, commit: str) -> str:
         """A commit's full message."""
         return self.run("log", "-1", "--format=%B", commit).output

@@ -91,11 +91,12 @@ agent:
   max_iter: 80            # turn / iteration cap, where the agent has one
   max_cost: 300           # cents per attempt, where the agent takes a budget
 {agent_extra}
-phases:
-  verify:                 # must pass in the task's worktree before it may be integrated
+# The check graph: each phase runs its recipes (argv lists, or strings split like a shell would,
+# never given to one) after the phases it `needs` passed; independent phases run side by side.
+# `on`: verify (the task's own commit), integrate (the candidate on base's tip), default both; a
+# pass on the same tree is reused, so a phase on both runs once when base did not move.
+# More per phase: timeout, env, optional, cache, skip codes (README). `pipeline-runner phases`.
 {verify_run}
-  integrate:
-    run: null             # null: the verify recipes again, on the integrated tree
 
 # A task on which no check ran (no recipe applied to it) goes to needs_help instead of landing.
 allow_unchecked: false
@@ -147,12 +148,13 @@ def write_config(target: Path, repo: Path, answers: InitAnswers, current_branch:
     default_base = current_branch or "main"
     base = answers.base or (default_base if answers.yes else _ask("Base branch", default_base))
     if detected:
-        verify_run = f"    run:\n      - {json.dumps(detected.argv)}   # detected: {detected.kind}"
+        verify_run = f"phases:\n  test:\n    run:\n      - {json.dumps(detected.argv)}   # detected: {detected.kind}"
     else:
         # Guessing a command would fail every task, or pass them all with nothing checked.
         verify_run = (
-            '    run: []               # no test command detected: add yours, e.g. ["make", "test"];\n'
-            "                          # `run` refuses to start while this is empty"
+            "phases: {}               # no test command detected: add yours, e.g.\n"
+            '                          #   test: {run: ["make", "test"]}\n'
+            "                          # `run` refuses to start while there is none"
         )
     text = TEMPLATE.format(
         repo_name=repo.name,
@@ -166,6 +168,6 @@ def write_config(target: Path, repo: Path, answers: InitAnswers, current_branch:
     if detected:
         return f"Wrote {target} (preset {preset}, base {base}, tests: {detected.kind})."
     return (
-        f"Wrote {target} (preset {preset}, base {base}). No test command detected: set phases.verify.run "
-        f"in {target} to the commands that check this repository before `pipeline-runner run`."
+        f"Wrote {target} (preset {preset}, base {base}). No test command detected: declare phases "
+        f"in {target} with the commands that check this repository before `pipeline-runner run`."
     )

@@ -11,20 +11,23 @@ import enum
 import os
 import shutil
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import tenacity
 from loguru import logger
 
 from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
 from phases.backends import make_backend
+from phases.checks import GraphRun, RowListener, empty_stage, run_graph
 from phases.dev import (
     DevResult,
     DevStatus,
@@ -41,9 +44,10 @@ from phases.integrate import (
     IntegrateStatus,
     integrate,
 )
-from phases.verify import RecipeRun, VerifyResult, VerifyStatus, counts_as_passed, verify_task
-from runner import killpoints
+from phases.verify import VerifyResult, VerifyStatus, counts_as_passed, verify_task
+from runner import killpoints, receipts
 from runner.basewatch import BaseWatch
+from runner.checkcache import CheckCache
 from runner.config import PipelineConfig
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
@@ -100,9 +104,14 @@ def _ts(value: str) -> float:
 class Pipeline:
     """One pipeline: a config, its state, its repository."""
 
-    def __init__(self, config: PipelineConfig, db: Database, *, dry_run: bool = False) -> None:
+    def __init__(
+        self, config: PipelineConfig, db: Database, *, dry_run: bool = False, use_cache: bool = True
+    ) -> None:
         self.config = config
         self.dry_run = dry_run
+        self.use_cache = use_cache
+        # Phase recipes running at once, across every verification and integration.
+        self.slots = threading.BoundedSemaphore(config.check_slots)
         self.db = db
         self.store: BuiltinTaskStore = open_task_source(config.tasks.source, db)
         self.runs = Runs(db)
@@ -169,19 +178,37 @@ class Pipeline:
         """Highest priority (P0) first, then oldest."""
         return sorted(tasks, key=lambda t: (t.priority, t.created_at, t.id))
 
-    def recipe_run(self, task: Task, workspace: Path, timeout: int) -> RecipeRun:
-        """Substitution values and limits for the recipes of one task."""
-        return RecipeRun(
-            values={
-                "namespace": task.namespace,
-                "task_id": task.id,
-                "workspace": str(workspace),
-                "base": self.config.base,
-                "patchset": str(task.patchset),
-            },
-            skip_exit_codes=self.config.phases.verify.skip_exit_codes,
-            timeout=timeout,
-        )
+    def check_values(self, task: Task, workspace: Path) -> dict[str, str | None]:
+        """Substitution values for the recipes of one task's checks."""
+        return {
+            "namespace": task.namespace,
+            "task_id": task.id,
+            "workspace": str(workspace),
+            "base": self.config.base,
+            "patchset": str(task.patchset),
+        }
+
+    def check_stage(
+        self, db: Database, stage: str, task: Task, parent: int, sha: str, workdir: Callable[[], Path],
+        log_path: Path,
+    ) -> VerifyResult:  # fmt: skip
+        """Run the graph's phases for ``stage`` on ``sha`` (in the calling worker thread, with its
+        own connection ``db``); each phase is a row under the attempt ``parent``."""
+        empty = empty_stage(stage, self.config.phases)
+        if empty is not None:
+            return empty
+        runs = Runs(db)
+        tree = self.git.rev(f"{sha}^{{tree}}") or sha
+        runs.update(parent, tree=tree)
+        workspace = self.layout.check(task.id, parent) if stage == "verify" else self.layout.integration_attempt(parent)
+        return run_graph(
+            GraphRun(
+                phases=self.config.stage_phases(stage), stage=stage, tree=tree, workdir=workdir,
+                values=self.check_values(task, workspace), log_dir=log_path.with_suffix(""),
+                slots=self.slots, cache=CheckCache(db) if self.use_cache else None,
+                listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path),
+            )
+        )  # fmt: skip
 
     def fail(self, task_id: str, reason: str, *, new_patchset: bool = False) -> None:
         """Record a rejection: back to open, or to needs_help when a limit is reached."""
@@ -259,6 +286,7 @@ class Pipeline:
                     self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped before the agent started")
         for rec in self.runs.running(Phase.VERIFY):
             self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during verification")
+        self.runs.cancel_running_checks("runner stopped while the phase ran")
         # The integration checkout is rebuilt at each integration; one an older version made is a
         # linked worktree, which must be unregistered too.
         self.git.remove_worktree(self.layout.integration)
@@ -354,9 +382,6 @@ class Pipeline:
         The candidate sha is written to the run's row (through the thread's own connection)
         before base moves, so that a crash right after the swap is recognised on restart.
         """
-        phases = self.config.phases
-        recipes = phases.integrate.run if phases.integrate.run is not None else phases.verify.run
-        timeout = phases.integrate.timeout or phases.verify.timeout
         db = open_db(self.config.state_db)
         try:
             runs = Runs(db)
@@ -372,15 +397,21 @@ class Pipeline:
                 killpoints.reached("before-swap")
                 return None
 
+            def check(sha: str) -> VerifyResult:
+                return self.check_stage(
+                    db, "integrate", task, row, sha, lambda: self.workspaces.check_out_candidate(sha, row), log_path
+                )
+
+            def receipt(sha: str, checked: VerifyResult) -> str:
+                return receipts.render(self.receipt_data(runs, task, sha, checked))
+
             result = integrate(
                 self.git,
-                lambda sha: self.workspaces.check_out_candidate(sha, row),
+                check,
                 self.config.base,
                 commit,
-                recipes,
-                self.recipe_run(task, self.layout.integration_attempt(row), timeout),
-                log_path,
                 before_swap=before_swap,
+                receipt=receipt,
                 task_id=task.id,
                 secrets=self.secrets,
                 allow_unchecked=self.config.allow_unchecked,
@@ -390,6 +421,30 @@ class Pipeline:
         if result.status is IntegrateStatus.INTEGRATED:
             self.workspaces.release(task.id)
         return result
+
+    def receipt_data(self, runs: Runs, task: Task, sha: str, checked: VerifyResult) -> dict[str, Any]:
+        """What the receipt on the candidate ``sha`` says: the task, its agent run and cost, and
+        each phase that passed for it, at verify on the task's commit and at integration on ``sha``."""
+        dev = runs.last_attempt(task.id, Phase.DEV)
+        verify = runs.last_attempt(task.id, Phase.VERIFY)
+        stages = []
+        if verify is not None:
+            records = runs.checks([verify.id])[verify.id]
+            stages.append({"stage": "verify", "commit": verify.after_sha, "tree": verify.tree,
+                           "phases": receipts.record_entries(records)})  # fmt: skip
+        stages.append({"stage": "integrate", "commit": sha, "tree": self.git.rev(f"{sha}^{{tree}}"),
+                       "phases": receipts.phase_entries(checked.phases)})  # fmt: skip
+        return {
+            "task": task.id,
+            "title": task.title,
+            "patchset": task.patchset,
+            "base": self.config.base,
+            "agent_run": dev.agent_run_id if dev is not None else None,
+            "cost_cents": runs.total_cost(task.id),
+            "tree": self.git.rev(f"{sha}^{{tree}}"),
+            "landed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "checks": stages,
+        }
 
     def collect_integration(self, wait: bool = False) -> bool:
         """Record the outcome of the integration in flight, if it has finished (or, waiting, once it has)."""
@@ -425,7 +480,7 @@ class Pipeline:
                     self.note(
                         task_id,
                         "needs help: no integrate check ran on it, so base was not moved. Configure "
-                        "phases.integrate.run recipes that apply or set allow_unchecked: true, then "
+                        "phases that apply at integration or set allow_unchecked: true, then "
                         f"`pipeline-runner task set-status {task_id} open`. Why: {result.detail}",
                     )
         elif result.status is IntegrateStatus.STOPPED:
@@ -620,15 +675,25 @@ class Pipeline:
         row = self.runs.start(task.id, Phase.VERIFY, task.patchset, log_path=str(log_path), after_sha=commit)
         workspace = self.layout.check(task.id, row)
         self.runs.update(row, workspace=str(workspace))
-        verify = self.config.phases.verify
-        future = self.executor.submit(
-            verify_task, self.git, lambda sha: self.check_out_for_verify(task.id, sha, row), task.id,
-            self.config.base, commit, list(verify.run), self.recipe_run(task, workspace, verify.timeout),
-            log_path, self.secrets,
-        )  # fmt: skip
+        future = self.executor.submit(self.verify_worker, task, row, commit, log_path)
         future.add_done_callback(lambda _: self.wake.set())
         self.verifying[task.id] = (row, future)
         killpoints.reached("verify-started")
+
+    def verify_worker(self, task: Task, row: int, commit: str, log_path: Path) -> VerifyResult:
+        """In a verify worker: the commit's shape and secrets, then the graph's verify phases on a
+        pristine checkout of it (with the worker's own connection for the phases' rows)."""
+        db = open_db(self.config.state_db)
+        try:
+
+            def check(sha: str) -> VerifyResult:
+                return self.check_stage(
+                    db, "verify", task, row, sha, lambda: self.check_out_for_verify(task.id, sha, row), log_path
+                )
+
+            return verify_task(self.git, task.id, self.config.base, commit, check, self.secrets)
+        finally:
+            db.close()
 
     def check_out_for_verify(self, task_id: str, sha: str, row: int) -> Path:
         """In the verify worker: the pristine checkout of the commit under judgement."""
@@ -695,8 +760,8 @@ class Pipeline:
             self.store.set_status(task_id, TaskStatus.NEEDS_HELP)
             self.note(
                 task_id,
-                "needs help: no check ran on it, so it was not promoted. Configure verify recipes "
-                "that apply to it (phases.verify.run) or set allow_unchecked: true, then "
+                "needs help: no check ran on it, so it was not promoted. Configure phases "
+                "that apply to it (key 'phases') or set allow_unchecked: true, then "
                 f"`pipeline-runner task set-status {task_id} open`. Why: {result.summary}",
             )
         elif result.status is VerifyStatus.UNCHECKED:
@@ -882,11 +947,11 @@ def preflight(config: PipelineConfig) -> None:
             f"Base branch {config.base!r} does not exist in {config.repo_path}. Create it or set "
             "'base' in the config (or --base)."
         )
-    if not config.phases.verify.run and not config.allow_unchecked:
+    if not config.phases and not config.allow_unchecked:
         raise PipelineError(
-            "No verify recipes are configured (key 'phases.verify.run'), so no check would run "
-            "and no task could land. Set phases.verify.run to the commands that build and test "
-            "the repository, or set allow_unchecked: true to land tasks with no check."
+            "No phases are configured (key 'phases'), so no check would run and no task could "
+            "land. Declare the commands that build and test the repository as phases (for example "
+            "phases: {test: {run: [\"make test\"]}}), or set allow_unchecked: true to land tasks with no check."
         )
     backend = make_backend(config.agent)
     problem = backend.check()
@@ -902,7 +967,9 @@ def preflight(config: PipelineConfig) -> None:
         )
 
 
-def run_loop(config: PipelineConfig, *, once: bool, dry_run: bool, until_idle: bool = False) -> int:
+def run_loop(
+    config: PipelineConfig, *, once: bool, dry_run: bool, until_idle: bool = False, use_cache: bool = True
+) -> int:
     """`run`: cycles until interrupted, one cycle with ``once``, or until nothing is left to do
     with ``until_idle``. Returns the exit code."""
     preflight(config)
@@ -924,7 +991,7 @@ def run_loop(config: PipelineConfig, *, once: bool, dry_run: bool, until_idle: b
         print(f"Another pipeline-runner (pid {lock.holder()}) is active on {config.root}; exiting.")
         return 0
     with lock, _sigterm_as_interrupt():
-        pipeline = Pipeline(config, open_db(config.state_db), dry_run=False)
+        pipeline = Pipeline(config, open_db(config.state_db), dry_run=False, use_cache=use_cache)
         try:
             logger.info(
                 "pipeline starting: repo={} base={} root={} concurrency={} at {}",

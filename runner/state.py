@@ -114,6 +114,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX idx_pipeline_runs_task ON pipeline_runs(task_id);
     CREATE INDEX idx_pipeline_runs_status ON pipeline_runs(status);
     """,
+    # 3: the check graph. A verification or integration (parent_id NULL, as every older row) now
+    # has a row per phase of the graph under it (parent_id = its id, phase = the phase's own name),
+    # with the phase's exit code, duration, the tree it checked and, for a pass reused instead of
+    # run, the run it was reused from. check_results holds the passes by content key.
+    """
+    ALTER TABLE pipeline_runs ADD COLUMN parent_id INTEGER;
+    ALTER TABLE pipeline_runs ADD COLUMN exit_code INTEGER;
+    ALTER TABLE pipeline_runs ADD COLUMN duration REAL;
+    ALTER TABLE pipeline_runs ADD COLUMN tree TEXT;
+    ALTER TABLE pipeline_runs ADD COLUMN cached_from INTEGER;
+    CREATE INDEX idx_pipeline_runs_parent ON pipeline_runs(parent_id);
+    CREATE TABLE check_results (
+        key TEXT PRIMARY KEY,
+        phase TEXT NOT NULL,
+        tree TEXT NOT NULL,
+        run_id INTEGER,
+        duration REAL NOT NULL,
+        exit_code INTEGER NOT NULL,
+        passed_at TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -273,14 +294,45 @@ class RunRecord:
     before_sha: str | None
     after_sha: str | None
     tokens: int | None
+    tree: str | None = None  # the tree a verification or integration checked
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
-        """Build from a pipeline_runs row."""
-        data = dict(row)
+        """Build from a pipeline_runs row of an attempt (not of one phase of the check graph)."""
+        data = {name: row[name] for name in _RUN_COLUMNS}
         data["phase"] = Phase(data["phase"])
         data["status"] = RunStatus(data["status"])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One phase of the check graph within a verification or integration (its ``parent_id``)."""
+
+    id: int
+    parent_id: int
+    task_id: str
+    phase: str  # the phase's own name
+    status: RunStatus
+    started_at: str
+    finished_at: str | None
+    error_summary: str | None
+    log_path: str | None
+    exit_code: int | None
+    duration: float | None
+    tree: str | None
+    cached_from: int | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> CheckRecord:
+        """Build from a pipeline_runs row with a parent."""
+        data = {name: row[name] for name in _CHECK_COLUMNS}
+        data["status"] = RunStatus(data["status"])
+        return cls(**data)
+
+
+_RUN_COLUMNS = [f for f in RunRecord.__dataclass_fields__]
+_CHECK_COLUMNS = [f for f in CheckRecord.__dataclass_fields__]
 
 
 class Runs:
@@ -289,7 +341,7 @@ class Runs:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def start(self, task_id: str, phase: Phase, patchset: int, **fields: Any) -> int:
+    def start(self, task_id: str, phase: Phase | str, patchset: int, **fields: Any) -> int:
         """Insert a running attempt and return its row id."""
         columns = ["task_id", "phase", "patchset", "status", "started_at", *fields]
         values = [task_id, str(phase), patchset, str(RunStatus.RUNNING), now_iso(), *fields.values()]
@@ -336,24 +388,26 @@ class Runs:
     def running(self, phase: Phase | None = None) -> list[RunRecord]:
         """Attempts still marked running, oldest first."""
         if phase is None:
-            rows = self.db.query("SELECT * FROM pipeline_runs WHERE status = 'running' ORDER BY id")
+            rows = self.db.query("SELECT * FROM pipeline_runs WHERE status = 'running' AND parent_id IS NULL ORDER BY id")
         else:
             rows = self.db.query(
-                "SELECT * FROM pipeline_runs WHERE status = 'running' AND phase = ? ORDER BY id",
+                "SELECT * FROM pipeline_runs WHERE status = 'running' AND phase = ? AND parent_id IS NULL "
+                "ORDER BY id",
                 (str(phase),),
             )
         return [RunRecord.from_row(r) for r in rows]
 
     def for_task(self, task_id: str) -> list[RunRecord]:
         """Every attempt of a task, oldest first."""
-        rows = self.db.query("SELECT * FROM pipeline_runs WHERE task_id = ? ORDER BY id", (task_id,))
+        rows = self.db.query("SELECT * FROM pipeline_runs WHERE task_id = ? AND parent_id IS NULL ORDER BY id", (task_id,)
+        )
         return [RunRecord.from_row(r) for r in rows]
 
     def failures_since(self, task_id: str, since: str | None) -> tuple[int, str | None]:
         """Failed attempts of any phase since ``since`` (all when None), and the last one's time."""
         row = self.db.query(
             "SELECT COUNT(*), MAX(finished_at) FROM pipeline_runs "
-            "WHERE task_id = ? AND status = 'failure' AND (? IS NULL OR finished_at > ?)",
+            "WHERE task_id = ? AND status = 'failure' AND parent_id IS NULL AND (? IS NULL OR finished_at > ?)",
             (task_id, since, since),
         )[0]
         return int(row[0]), row[1]
@@ -371,7 +425,7 @@ class Runs:
     def latest(self, task_id: str) -> RunRecord | None:
         """The most recent attempt of a task that was not cancelled."""
         rows = self.db.query(
-            "SELECT * FROM pipeline_runs WHERE task_id = ? AND status != 'cancelled' "
+            "SELECT * FROM pipeline_runs WHERE task_id = ? AND status != 'cancelled' AND parent_id IS NULL "
             "ORDER BY id DESC LIMIT 1",
             (task_id,),
         )
@@ -380,7 +434,8 @@ class Runs:
     def last_attempt(self, task_id: str, phase: Phase) -> RunRecord | None:
         """The most recent attempt of one phase of a task, cancelled ones included."""
         rows = self.db.query(
-            "SELECT * FROM pipeline_runs WHERE task_id = ? AND phase = ? ORDER BY id DESC LIMIT 1",
+            "SELECT * FROM pipeline_runs WHERE task_id = ? AND phase = ? AND parent_id IS NULL "
+            "ORDER BY id DESC LIMIT 1",
             (task_id, str(phase)),
         )
         return RunRecord.from_row(rows[0]) if rows else None
@@ -389,7 +444,7 @@ class Runs:
         """The commits the runner put on base for a task."""
         rows = self.db.query(
             "SELECT after_sha FROM pipeline_runs WHERE task_id = ? AND phase = 'integrate' "
-            "AND status = 'success' AND after_sha IS NOT NULL",
+            "AND status = 'success' AND after_sha IS NOT NULL AND parent_id IS NULL",
             (task_id,),
         )
         return {str(r[0]) for r in rows}
@@ -399,15 +454,43 @@ class Runs:
         landed before the runner was stopped."""
         rows = self.db.query(
             "SELECT r.* FROM pipeline_runs r JOIN tasks t ON t.id = r.task_id "
-            "WHERE r.phase = 'integrate' AND r.after_sha IS NOT NULL "
+            "WHERE r.phase = 'integrate' AND r.after_sha IS NOT NULL AND r.parent_id IS NULL "
             "AND t.status IN ('open', 'in_progress', 'verified') ORDER BY r.id"
         )
         return [RunRecord.from_row(r) for r in rows]
 
+    def start_check(self, parent: int, task_id: str, phase: str, patchset: int, **fields: Any) -> int:
+        """Insert a running phase of the check graph under the attempt ``parent``; its row id."""
+        return self.start(task_id, phase, patchset, parent_id=parent, **fields)
+
+    def checks(self, parents: list[int]) -> dict[int, list[CheckRecord]]:
+        """The phase rows under each of the attempts ``parents``, oldest first."""
+        found: dict[int, list[CheckRecord]] = {p: [] for p in parents}
+        # In chunks: SQLite caps the number of bound parameters.
+        for at in range(0, len(parents), 500):
+            chunk = parents[at : at + 500]
+            rows = self.db.query(
+                f"SELECT * FROM pipeline_runs WHERE parent_id IN ({', '.join('?' for _ in chunk)}) ORDER BY id",
+                tuple(chunk),
+            )
+            for row in rows:
+                found[int(row["parent_id"])].append(CheckRecord.from_row(row))
+        return found
+
+    def cancel_running_checks(self, reason: str) -> None:
+        """Mark the phase rows a stopped runner left running as cancelled."""
+        with self.db.write() as conn:
+            conn.execute(
+                "UPDATE pipeline_runs SET status = 'cancelled', finished_at = ?, error_summary = ? "
+                "WHERE status = 'running' AND parent_id IS NOT NULL",
+                (now_iso(), reason),
+            )
+
     def last_failure(self, task_id: str) -> RunRecord | None:
         """The most recent failed attempt of a task, of any phase."""
         rows = self.db.query(
-            "SELECT * FROM pipeline_runs WHERE task_id = ? AND status = 'failure' ORDER BY id DESC LIMIT 1",
+            "SELECT * FROM pipeline_runs WHERE task_id = ? AND status = 'failure' AND parent_id IS NULL "
+            "ORDER BY id DESC LIMIT 1",
             (task_id,),
         )
         return RunRecord.from_row(rows[0]) if rows else None

@@ -35,15 +35,14 @@ def config_error(path: Path) -> str:
 
 def test_defaults_have_no_skip_codes_no_recipes_and_do_not_allow_unchecked(repo: Path) -> None:
     config = load_config(write_config(repo, "base: live\n")).config
-    assert config.phases.verify.skip_exit_codes == []
-    assert config.phases.verify.run == []
+    assert config.phases == {}
     assert config.allow_unchecked is False
 
 
 def test_the_shipped_config_has_real_checks_and_no_skip_codes() -> None:
     config = load_config(SHIPPED).config
-    assert config.phases.verify.skip_exit_codes == []
-    assert config.phases.verify.run and coverage_problem(config.phases.verify.run) is None
+    assert all(phase.skip_exit_codes == [] for phase in config.phases.values())
+    assert config.phases and coverage_problem(config.phases) is None
     assert "bild" not in SHIPPED.read_text().split("phases:")[1]
 
 
@@ -85,6 +84,7 @@ def test_an_empty_recipe_is_an_error(repo: Path) -> None:
         ("agent:\n  timeout: {}\n", "agent.timeout"),
         ("phases:\n  verify:\n    timeout: {}\n", "phases.verify.timeout"),
         ("phases:\n  integrate:\n    timeout: {}\n", "phases.integrate.timeout"),
+        ("phases:\n  unit:\n    run: [x]\n    timeout: {}\n", "phases.unit.timeout"),
     ],
 )
 def test_timeouts_are_capped_at_seven_days(repo: Path, section: str, key: str) -> None:
@@ -139,8 +139,8 @@ def test_a_bad_root_given_as_a_flag_names_the_flag(repo: Path) -> None:
 
 def test_validate_warns_when_some_tasks_would_get_no_check(cli: CLI, repo: Path) -> None:
     for recipes, warned in [
-        ("[]", "no verify recipes"),
-        ("['bild {namespace}', ['bild', '--test', '{namespace}']]", "every verify recipe needs {namespace}"),
+        ("[]", "no phases are configured"),
+        ("['bild {namespace}', ['bild', '--test', '{namespace}']]", "every recipe of a required phase needs {namespace}"),
         ("['bild {namespace}', 'make test']", None),
         ("['make test']", None),
     ]:
@@ -152,7 +152,7 @@ def test_validate_warns_when_some_tasks_would_get_no_check(cli: CLI, repo: Path)
             assert warnings == [], recipes
         else:
             (line,) = warnings
-            assert warned in line and "'phases.verify.run'" in line and "pipeline.yaml" in line
+            assert warned in line and "'phases'" in line and "pipeline.yaml" in line
 
 
 # -- init ---------------------------------------------------------------------------------------
@@ -175,8 +175,7 @@ def test_init_does_not_pick_make_test_without_a_test_target(cli: CLI, tmp_path: 
     text = (repo / "pipeline.yaml").read_text()
     assert "skip_exit_codes" not in text
     values = cli("config", "show", "--json", cwd=repo).json()["values"]
-    assert values["phases.verify.run"]["value"] == []
-    assert values["phases.verify.skip_exit_codes"]["value"] == []
+    assert values["phases"]["value"] == {}
     validate = cli("config", "validate", cwd=repo)
     assert validate.code == 0 and "warning:" in validate.err
 
@@ -224,7 +223,7 @@ def test_no_recipe_that_ran_and_passed_is_unchecked(tmp_path: Path) -> None:
 
 
 def test_exit_2_is_a_failure_unless_declared_a_skip_code(repo: Path) -> None:
-    defaults = load_config(write_config(repo, "base: live\n")).config.phases.verify
+    defaults = load_config(write_config(repo, "base: live\nphases: {test: {run: [x]}}\n")).config.phases["test"]
     two = ["python3", "-c", "raise SystemExit(2)"]
     run = RecipeRun(values={}, skip_exit_codes=defaults.skip_exit_codes, timeout=30)
     result = run_recipes([two], repo, run, repo.parent / "log")

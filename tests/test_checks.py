@@ -95,7 +95,7 @@ def test_a_task_no_recipe_applies_to_goes_to_needs_help_without_spending_retries
     assert task["status"] == "needs_help"
     assert runs_of(s, "t-1") == ["dev:success", "verify:skipped"]
     note = system_comments(s, "t-1")
-    assert "no check ran" in note and "phases.verify.run" in note and "allow_unchecked: true" in note
+    assert "no check ran" in note and "key 'phases'" in note and "allow_unchecked: true" in note
     # Not the task's fault: nothing counts against its retries, and nothing starts again.
     assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='failure'") == [(0,)]
     assert s.cli("run", "--once").returncode == 0
@@ -140,10 +140,10 @@ def test_a_config_without_recipes_refuses_to_run_and_lands_nothing(tmp_path: Pat
     s.add("anything")
     validate = s.cli("config", "validate")
     assert validate.returncode == 0
-    assert "warning:" in validate.stderr and "phases.verify.run" in validate.stderr
+    assert "warning:" in validate.stderr and "'phases'" in validate.stderr
     done = s.cli("run", "--once")
     assert done.returncode == 1
-    assert "phases.verify.run" in done.stderr and "allow_unchecked" in done.stderr
+    assert "key 'phases'" in done.stderr and "allow_unchecked" in done.stderr
     assert s.task("t-1")["status"] == "open" and s.task("t-1")["runs"] == []
     assert not s.state.exists() or not list(s.state.glob("*.prompt"))  # no agent started
     assert s.base_log() == ["initial"]

@@ -33,7 +33,7 @@ def test_epic_config_narrows_the_repo_config() -> None:
     assert epic.concurrency == 1 < base.concurrency
     assert epic.limits.max_retries == 2 and epic.limits.max_task_cost == 600
     assert epic.agent == base.agent  # inherited whole
-    assert epic.phases.verify.run == [["python", "-m", "pytest", "-q", "tests/auth"]]
+    assert epic.phases["verify"].run == [["python", "-m", "pytest", "-q", "tests/auth"]]
 
 
 def test_examples_validate_through_the_cli(cli: CLI, tmp_path: Path) -> None:

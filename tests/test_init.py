@@ -27,7 +27,8 @@ def test_init_detects_tests_and_writes_a_valid_config(cli: CLI, tmp_path: Path, 
     assert kind in done.out
     assert cli("config", "validate", cwd=repo).code == 0
     values = cli("config", "show", "--json", cwd=repo).json()["values"]
-    assert values["phases.verify.run"]["value"] == [argv]
+    assert values["phases.test.run"]["value"] == [argv]
+    assert values["phases.test.on"]["value"] == ["verify", "integrate"]
     assert values["agent.preset"]["value"] == "codex"
     assert values["base"]["value"] == "trunk"
     assert "# " in (repo / "pipeline.yaml").read_text()  # commented for a person to read

@@ -1,0 +1,81 @@
+"""Passes of the check graph, kept by content: the Make rule "up to date" over git trees.
+
+A phase's pass is keyed by the tree it checked, the phase's name, its recipes after substitution,
+its environment and where it runs (``on``). The same key later means the same check on the same
+files, so the pass is reused instead of run. Only passes are kept: a failure is always run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from runner.state import Database, now_iso, parse_iso
+
+
+def cache_key(
+    tree: str, phase: str, argvs: Sequence[Sequence[str]], env: Mapping[str, str], on: Sequence[str]
+) -> str:
+    """The content key of one phase's check of ``tree``: equal keys mean the same check of the same files."""
+    material = json.dumps(
+        {"tree": tree, "phase": phase, "recipes": [list(a) for a in argvs], "env": dict(sorted(env.items())),
+         "on": sorted(on)},
+        sort_keys=True,
+    )  # fmt: skip
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedPass:
+    """A pass that can stand in for running the phase again."""
+
+    run_id: int | None  # the phase row that passed; None for a pass by `pipeline-runner check`
+    duration: float
+    exit_code: int
+    passed_at: str
+
+    def describe(self, now: float | None = None) -> str:
+        """"cached from run N, 3 min ago", as every report shows a reuse."""
+        import time
+
+        ago = max(0.0, (now or time.time()) - parse_iso(self.passed_at).timestamp())
+        source = f"run {self.run_id}" if self.run_id is not None else "`pipeline-runner check`"
+        return f"cached from {source}, {_ago(ago)}"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} days ago"
+
+
+class CheckCache:
+    """The ``check_results`` table of the state database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def lookup(self, key: str) -> CachedPass | None:
+        """The pass recorded under ``key``, if any."""
+        rows = self.db.query(
+            "SELECT run_id, duration, exit_code, passed_at FROM check_results WHERE key = ?", (key,)
+        )
+        if not rows:
+            return None
+        run_id, duration, exit_code, passed_at = rows[0]
+        return CachedPass(run_id, float(duration), int(exit_code), str(passed_at))
+
+    def store(self, key: str, *, phase: str, tree: str, run_id: int | None, duration: float) -> None:
+        """Record a pass under ``key`` (the newest pass of a key wins)."""
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO check_results (key, phase, tree, run_id, duration, exit_code, passed_at) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (key, phase, tree, run_id, duration, now_iso()),
+            )
