@@ -100,7 +100,7 @@ def check(config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout) -
     """Run the graph on ``request.rev`` in a pristine checkout, exactly as the pipeline would,
     filling and using the same cache."""
     git = Git(config.repo_path)
-    sha = git.rev(f"{request.rev}^{{commit}}")
+    sha = git.rev(request.rev)
     if sha is None:
         raise PipelineError(f"{request.rev!r} is not a commit in {config.repo_path} (given with --rev).")
     unknown = [p for p in request.phases if p not in config.phases]
@@ -116,7 +116,7 @@ def check(config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout) -
         return VerifyResult(VerifyStatus.UNCHECKED, "no phase to run")
     layout = Layout(config.root)
     layout.ensure()
-    tree = git.rev(f"{sha}^{{tree}}") or sha
+    tree = git.tree_of(sha) or sha
     place = layout.root / "check" / f"{tree[:12]}-{threading.get_native_id()}"
     workspaces = Workspaces(git, layout)
     db = open_db(config.state_db)
@@ -143,7 +143,7 @@ def receipt_of(config: PipelineConfig, rev: str | None) -> tuple[str, str, dict[
     """(sha, note text, its data) of the receipt on ``rev`` (default: base's tip)."""
     git = Git(config.repo_path)
     name = rev or config.base
-    sha = git.rev(f"{name}^{{commit}}")
+    sha = git.rev(name)
     if sha is None:
         raise PipelineError(f"{name!r} is not a commit in {config.repo_path}.")
     text = git.note(RECEIPTS, sha)

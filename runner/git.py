@@ -114,6 +114,11 @@ class Git:
         result = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=cwd, check=False)
         return result.output.strip() if result.ok else None
 
+    def tree_of(self, commit: str) -> str | None:
+        """The tree a commit records, or None when there is no such commit."""
+        result = self.run("rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}", check=False)
+        return result.output.strip() if result.ok else None
+
     def branch_sha(self, branch: str) -> str | None:
         """The tip of a local branch, or None when it does not exist."""
         return self.rev(f"refs/heads/{branch}")

@@ -198,7 +198,7 @@ class Pipeline:
         if empty is not None:
             return empty
         runs = Runs(db)
-        tree = self.git.rev(f"{sha}^{{tree}}") or sha
+        tree = self.git.tree_of(sha) or sha
         runs.update(parent, tree=tree)
         workspace = self.layout.check(task.id, parent) if stage == "verify" else self.layout.integration_attempt(parent)
         return run_graph(
@@ -432,7 +432,7 @@ class Pipeline:
             records = runs.checks([verify.id])[verify.id]
             stages.append({"stage": "verify", "commit": verify.after_sha, "tree": verify.tree,
                            "phases": receipts.record_entries(records)})  # fmt: skip
-        stages.append({"stage": "integrate", "commit": sha, "tree": self.git.rev(f"{sha}^{{tree}}"),
+        stages.append({"stage": "integrate", "commit": sha, "tree": self.git.tree_of(sha),
                        "phases": receipts.phase_entries(checked.phases)})  # fmt: skip
         return {
             "task": task.id,
@@ -441,7 +441,7 @@ class Pipeline:
             "base": self.config.base,
             "agent_run": dev.agent_run_id if dev is not None else None,
             "cost_cents": runs.total_cost(task.id),
-            "tree": self.git.rev(f"{sha}^{{tree}}"),
+            "tree": self.git.tree_of(sha),
             "landed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "checks": stages,
         }
