@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from runner import registries
 from runner.config import load_config
 from runner.logs import setup_stderr
 from runner.scheduler import Pipeline
@@ -85,7 +86,7 @@ def run_loop(work: Path, tasks: int, concurrency: int, agent_seconds: float) -> 
         f"agent: {{preset: command, command: ['{sys.executable}', '-I', '-S', '{repo / 'agent.py'}', '{agent_seconds}']}}\n"
         "phases: {verify: {run: [['true']]}}\n"
     )
-    config = load_config(repo / "pipeline.yaml").config
+    config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
     Layout(config.root).ensure()
     db = open_db(config.state_db)
     store = BuiltinTaskStore(db)
@@ -118,7 +119,7 @@ def idle_cycle_ms(work: Path, done_tasks: int, comments_per_task: int = 6, cycle
     (repo / "pipeline.yaml").write_text(
         "base: live\nagent: {preset: command, command: ['true']}\nphases: {verify: {run: [['true']]}}\n"
     )
-    config = load_config(repo / "pipeline.yaml").config
+    config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
     Layout(config.root).ensure()
     db = open_db(config.state_db)
     store = BuiltinTaskStore(db)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from phases.agents import AgentBackend, AgentdBackend, CommandBackend
 from phases.presets import PRESETS
 from runner.config import AgentConfig
+from runner.errors import ConfigError
 
 BACKENDS: dict[str, type[AgentBackend]] = {
     AgentdBackend.name: AgentdBackend,
@@ -15,4 +16,7 @@ BACKENDS: dict[str, type[AgentBackend]] = {
 
 def make_backend(config: AgentConfig) -> AgentBackend:
     """The backend named by ``config.preset`` (validated against BACKENDS when the config loads)."""
-    return BACKENDS[config.preset](config)
+    backend = BACKENDS.get(config.preset)
+    if backend is None:
+        raise ConfigError(f"key 'agent.preset': unknown preset {config.preset!r}; valid names: {', '.join(sorted(BACKENDS))}")
+    return backend(config)

@@ -13,7 +13,7 @@ from typing import Any
 
 from loguru import logger
 
-from runner import __version__
+from runner import __version__, registries
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
 from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace, *, with_flags: bool = False) -> LoadedConfig:
     flags = {name: getattr(args, name, None) for name in FLAG_KEYS} if with_flags else None
-    loaded = load_config(find_config_file(args.config), flags)
+    loaded = load_config(find_config_file(args.config), flags, registries.names())
     # Secrets configured only in agent.env are masked in whatever this command writes, too.
     register_values(agent_secrets(loaded.config.agent.env, os.environ).values())
     return loaded

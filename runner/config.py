@@ -11,13 +11,20 @@ import difflib
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runner import graph
@@ -117,29 +124,11 @@ class AgentConfig(_Strict):
             return _split_words(value, "the command")
         return value
 
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, value: str) -> str:
-        from phases.backends import BACKENDS
-
-        if value not in BACKENDS:
-            raise ValueError(_unknown_name("preset", value, sorted(BACKENDS)))
-        return value
-
 
 class TasksConfig(_Strict):
     """Where tasks come from."""
 
     source: str = Field("builtin", description="task source: a name from the task-source registry")
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        from runner.tasks import TASK_SOURCES
-
-        if value not in TASK_SOURCES:
-            raise ValueError(_unknown_name("task source", value, sorted(TASK_SOURCES)))
-        return value
 
 
 Recipe = str | list[str]
@@ -537,10 +526,16 @@ def find_config_file(explicit: str | None) -> Path | None:
     return default if default.is_file() else None
 
 
-def load_config(config_file: Path | None, flags: Mapping[str, Any] | None = None) -> LoadedConfig:
+def load_config(
+    config_file: Path | None,
+    flags: Mapping[str, Any] | None = None,
+    registries: Mapping[str, Collection[str]] | None = None,
+) -> LoadedConfig:
     """Merge defaults, the YAML chain, ``PIPELINE_*`` variables and flags, then validate.
 
-    ``flags`` maps FLAG_KEYS names to values; None values mean "not given".
+    ``flags`` maps FLAG_KEYS names to values; None values mean "not given". ``registries`` maps
+    "preset" and "task source" to the names registered (runner.registries.names()); a name
+    not among them is an error naming its file and key.
     """
     file_data: dict[str, Any] = {}
     origins: dict[str, Origin] = {}
@@ -569,9 +564,31 @@ def load_config(config_file: Path | None, flags: Mapping[str, Any] | None = None
         config = PipelineConfig(**merged)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, origins, config_file)) from None
+    _check_registered(config, registries or {}, origins, config_file)
 
     config = _resolve_paths(config, origins, config_file)
     return LoadedConfig(config=config, origins=origins, config_file=config_file, files=files)
+
+
+# The config keys that name an entry of a registry, and what the registry calls its entries.
+REGISTRY_KEYS = {"agent.preset": "preset", "tasks.source": "task source"}
+
+
+def _check_registered(
+    config: PipelineConfig,
+    registries: Mapping[str, Collection[str]],
+    origins: Mapping[str, Origin],
+    config_file: Path | None,
+) -> None:
+    """Each key that names a registry entry names one the registry has (when its names are given:
+    this module imports no registry, the caller hands their names in)."""
+    values = {"agent.preset": config.agent.preset, "tasks.source": config.tasks.source}
+    for key, what in REGISTRY_KEYS.items():
+        names = registries.get(what)
+        if names is not None and values[key] not in names:
+            where = _where(key, origins, config_file)
+            message = _unknown_name(what, values[key], sorted(names))
+            raise ConfigError(f"Invalid configuration:\n  {where}: key {key!r}: {message}")
 
 
 _RANK = {"default": 0, "file": 1, "env": 2, "flag": 3}

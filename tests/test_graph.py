@@ -171,3 +171,24 @@ def test_a_full_cache_hit_runs_nothing_and_makes_no_checkout(tmp_path: Path) -> 
     assert result.status is VerifyStatus.PASS
     (outcome,) = result.phases
     assert outcome.state is PhaseState.CACHED and outcome.cached is not None and outcome.cached.run_id == 3
+
+
+def test_the_config_module_imports_no_registry_back() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, runner.config; print(sorted(m for m in sys.modules if m.startswith('phases')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_registry_names_are_checked_when_handed_in(tmp_path: Path) -> None:
+    from runner import registries
+    from runner.config import load_config
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("agent: {preset: agnetd}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, registries=registries.names())
+    assert "'agent.preset'" in str(caught.value) and "Did you mean 'agentd'" in str(caught.value)
+    assert str(path) in str(caught.value)
