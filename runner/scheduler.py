@@ -7,7 +7,6 @@ Verification runs in worker threads beside the loop; only the loop's thread touc
 
 from __future__ import annotations
 
-import enum
 import os
 import shutil
 import signal
@@ -44,14 +43,26 @@ from phases.integrate import (
     IntegrateStatus,
     integrate,
 )
-from phases.verify import VerifyResult, VerifyStatus, counts_as_passed, verify_task
-from runner import killpoints, receipts
+from phases.verify import VerifyResult, VerifyStatus, verify_task
+from runner import killpoints, receipts, recovery
 from runner.basewatch import BaseWatch
 from runner.checkcache import CheckCache
 from runner.config import PipelineConfig
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
 from runner.git import Git
+from runner.lifecycle import (
+    INTEGRATE_MOVES,
+    VERIFY_MOVES,
+    Gate,
+    Move,
+    Step,
+    TaskView,
+    Then,
+    allowed,
+    next_step,
+    resolve,
+)
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink
 from runner.redact import agent_secrets
@@ -59,7 +70,7 @@ from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, p
 from runner.status import held_integration
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.waking import Waker
-from runner.workspace import TASK_REFS, Layout, Workspaces, task_ref
+from runner.workspace import Layout, Workspaces, task_ref
 
 BACKOFF_CAP_SECONDS = 600.0
 AGENT_ENVIRONMENT = "agent-environment"
@@ -69,15 +80,6 @@ CHEAP_POLL_SECONDS = 0.02
 # With pidfds an agent's exit wakes the loop at once; this slower look covers a supervisor whose
 # pid was taken by another process.
 PIDFD_RECHECK_SECONDS = 1.0
-
-
-class Gate(enum.StrEnum):
-    """Whether an open task may start an attempt now."""
-
-    GO = "go"
-    RETRIES = "retries"
-    COST = "cost"
-    BACKOFF = "backoff"
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,6 @@ class Pipeline:
         self.next_wake: float | None = None
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def say(self, message: str) -> None:
-        """What a dry run would do, on stdout."""
-        print(f"DRY RUN: {message}", flush=True)
 
     def note(self, task_id: str, message: str) -> None:
         """A system comment on the task, and a log line."""
@@ -212,15 +210,26 @@ class Pipeline:
 
     def fail(self, task_id: str, reason: str, *, new_patchset: bool = False) -> None:
         """Record a rejection: back to open, or to needs_help when a limit is reached."""
-        if new_patchset:
+        self.settle(task_id, Move(RunStatus.FAILURE, Then.RETRY, new_patchset), reason)
+
+    def settle(self, task_id: str, move: Move, reason: str, note: str | None = None) -> TaskStatus:
+        """Move the task as an outcome's ``move`` says (in the caller's transaction); its new status.
+
+        ``note`` is said on the task, except when a retry reaches a limit: then the limit is."""
+        if move.new_patchset:
             self.store.bump_patchset(task_id)
         task = self.store.get(task_id)
-        verdict = self.gate(task, include_backoff=False)
-        if verdict.gate in (Gate.RETRIES, Gate.COST):
-            self.store.set_status(task_id, TaskStatus.NEEDS_HELP)
+        verdict = self.gate(task, include_backoff=False) if move.then is Then.RETRY else None
+        limit = verdict is not None and verdict.gate in (Gate.RETRIES, Gate.COST)
+        new = resolve(move.then, task.status, limit_reached=limit, allow_unchecked=self.config.allow_unchecked)
+        if not allowed(task.status, new):
+            raise PipelineError(f"{task_id}: the runner may not move a task from {task.status} to {new}")
+        self.store.set_status(task_id, new)
+        if limit and verdict is not None:
             self.note(task_id, f"needs help: {verdict.detail}. Last failure: {reason}")
-            return
-        self.store.set_status(task_id, TaskStatus.OPEN)
+        elif note:
+            self.note(task_id, note)
+        return new
 
     def gate(self, task: Task, *, include_backoff: bool = True) -> GateResult:
         """Retry limit (failures of any phase since a person last resumed it), cost cap, backoff."""
@@ -243,70 +252,11 @@ class Pipeline:
                 return GateResult(Gate.BACKOFF, f"backoff {remaining:.1f}s", remaining)
         return GateResult(Gate.GO)
 
-    def awaiting_verify(self, task_id: str) -> RunRecord | None:
-        """The dev attempt waiting for verification, if the task's latest attempt is one."""
-        latest = self.runs.latest(task_id)
-        if latest is not None and latest.phase is Phase.DEV and latest.status is RunStatus.SUCCESS:
-            return latest
-        return None
-
     # -- recovery ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Bring SQLite, git and the processes back in line after a crash or kill.
-
-        Runs under the runner lock, so no other runner is acting; agents may still be.
-        """
-        for rec in self.runs.running(Phase.INTEGRATE):
-            self.watch.drop_own_locks(_ts(rec.started_at))
-        base_sha = self.git.branch_sha(self.config.base)
-        # A task whose candidate is on base has landed, whatever its row says (a kill between the
-        # swap and the bookkeeping): it is never developed or integrated again.
-        for rec in self.runs.landing_candidates():
-            if base_sha and self.git.is_ancestor(str(rec.after_sha), base_sha):
-                self.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
-                with self.db.write():
-                    self.runs.finish(rec.id, RunStatus.SUCCESS)
-                    self.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
-                self.workspaces.release(rec.task_id)
-        for rec in self.runs.running(Phase.INTEGRATE):
-            self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
-        # Only the runner writes its own refs: a lock there is one a killed fetch of ours left.
-        for lock in (self.watch.git_dir / TASK_REFS).glob("**/*.lock"):
-            lock.unlink(missing_ok=True)
-        for rec in self.runs.running(Phase.DEV):
-            if rec.pid is None:
-                # Stopped between claiming the task and recording its agent's pid: the agent may
-                # have started all the same. Adopt it, so no second agent joins it in its workspace.
-                pid = self.backend.find_started(self.handle_of(rec))
-                if pid is not None:
-                    self.runs.update(rec.id, pid=pid)
-                    logger.info("{}: adopted agent run {} (pid {}) after a restart", rec.task_id, rec.agent_run_id, pid)
-                else:
-                    self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped before the agent started")
-        for rec in self.runs.running(Phase.VERIFY):
-            self.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during verification")
-        self.runs.cancel_running_checks("runner stopped while the phase ran")
-        # The integration checkout is rebuilt at each integration; one an older version made is a
-        # linked worktree, which must be unregistered too.
-        self.git.remove_worktree(self.layout.integration)
-        running_dev = {r.task_id for r in self.runs.running(Phase.DEV)}
-        for task in self.store.list_tasks(status=TaskStatus.IN_PROGRESS):
-            if task.id not in running_dev and self.awaiting_verify(task.id) is None:
-                self.store.set_status(task.id, TaskStatus.OPEN)
-                self.note(task.id, "recovered an in-progress task with no live agent; back to open")
-        for task_id in self.workspaces.existing():
-            if task_id not in running_dev:
-                # A git command of ours killed in this worktree leaves its lock behind.
-                self.workspaces.drop_stale_lock(task_id)
-        # What the runner keeps for tasks that are done (a kill between landing and cleaning up):
-        # read once, not one git call per task of a long history.
-        refs = self.git.out("for-each-ref", "--format=%(refname)", TASK_REFS).splitlines()
-        kept = set(self.workspaces.existing()) | {r.removeprefix(TASK_REFS) for r in refs}
-        for task_id in sorted(kept - running_dev):
-            if self.store.exists(task_id) and self.store.get(task_id).status is TaskStatus.DONE:
-                self.workspaces.release(task_id)
-        self.git.prune_worktrees()
+        """Bring SQLite, git and the processes back in line after a crash or kill (runner.recovery)."""
+        recovery.reconcile(self)
 
     # -- the cycle -----------------------------------------------------------------------------
 
@@ -340,9 +290,6 @@ class Pipeline:
         if self.paused("integrate"):
             return False
         for task in self.order([t for t in verified if self.eligible(t)]):
-            if self.dry_run:
-                self.say(f"would integrate {task.id} into {self.config.base}")
-                continue
             self.start_integration(task)
             return True
         return False
@@ -460,51 +407,44 @@ class Pipeline:
             self.runs.finish(row, RunStatus.CANCELLED, error=f"integration failed: {exc}")
             self.faults.record("integrate", f"integration of {task_id} failed: {exc}")
             return True
+        move = INTEGRATE_MOVES[result.status]
         if result.status is IntegrateStatus.INTEGRATED:
             with self.db.write():
-                self.runs.finish(row, RunStatus.SUCCESS, after_sha=result.detail)
+                self.runs.finish(row, move.run, after_sha=result.detail)
                 self.finish_done(task_id, result.detail, release=False)
             killpoints.reached("integrated")
             if result.lag is not None:
                 self.watch.checkout_lags(result.lag)
             self.workspaces.release(task_id)
             self.faults.clear("integrate")
-        elif result.status is IntegrateStatus.FAULT:
-            self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
-            self.faults.record("integrate", f"integration of {task_id}: {result.detail}")
-        elif result.status is IntegrateStatus.UNCHECKED:
-            with self.db.write():
-                self.runs.finish(row, RunStatus.SKIPPED, error=result.detail)
-                if self.store.get(task_id).status is TaskStatus.VERIFIED:
-                    self.store.set_status(task_id, TaskStatus.NEEDS_HELP)
-                    self.note(
-                        task_id,
-                        "needs help: no integrate check ran on it, so base was not moved. Configure "
-                        "phases that apply at integration or set allow_unchecked: true, then "
-                        f"`pipeline-runner task set-status {task_id} open`. Why: {result.detail}",
-                    )
-        elif result.status is IntegrateStatus.STOPPED:
-            self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
-            logger.info("integration of {} stopped: {}", task_id, result.detail)
-        elif result.status is IntegrateStatus.REFUSED:
-            self.runs.finish(row, RunStatus.CANCELLED, error=result.detail)
-            logger.error("integration of {} refused: {}", task_id, result.detail)
-            # Whatever refused it (a dirty checkout) needs a person; try again after an interval.
-            self.integrate_paused_until = time.time() + self.config.interval
-        else:
-            label = {
-                IntegrateStatus.CONFLICT: "integration conflict, redeveloping on the new base",
-                IntegrateStatus.CHECKS_FAILED: "post-integration checks failed, redeveloping on the new base",
-                IntegrateStatus.EMPTY: "the commit is empty on the new base, redeveloping",
-            }[result.status]
-            moved = self.store.get(task_id).status is not TaskStatus.VERIFIED
-            if result.new_base and not moved:
-                self.workspaces.reset_onto(task_id, result.new_base, self.config.base)
-            with self.db.write():
-                self.runs.finish(row, RunStatus.FAILURE, error=result.detail)
-                self.note(task_id, f"{label}: {result.detail}")
-                if self.store.get(task_id).status is TaskStatus.VERIFIED:
-                    self.fail(task_id, result.detail, new_patchset=True)
+            return True
+        if move.then is Then.KEEP:
+            self.runs.finish(row, move.run, error=result.detail)
+            if result.status is IntegrateStatus.FAULT:
+                self.faults.record("integrate", f"integration of {task_id}: {result.detail}")
+            elif result.status is IntegrateStatus.STOPPED:
+                logger.info("integration of {} stopped: {}", task_id, result.detail)
+            else:
+                logger.error("integration of {} refused: {}", task_id, result.detail)
+                # Whatever refused it (a dirty checkout) needs a person; try again after an interval.
+                self.integrate_paused_until = time.time() + self.config.interval
+            return True
+        label = {
+            IntegrateStatus.CONFLICT: "integration conflict, redeveloping on the new base",
+            IntegrateStatus.CHECKS_FAILED: "post-integration checks failed, redeveloping on the new base",
+            IntegrateStatus.EMPTY: "the commit is empty on the new base, redeveloping",
+            IntegrateStatus.UNCHECKED: "needs help: no integrate check ran on it, so base was not moved. "
+            "Configure phases that apply at integration or set allow_unchecked: true, then "
+            f"`pipeline-runner task set-status {task_id} open`. Why",
+        }[result.status]
+        moved = self.store.get(task_id).status is not TaskStatus.VERIFIED
+        if result.new_base and move.new_patchset and not moved:
+            self.workspaces.reset_onto(task_id, result.new_base, self.config.base)
+        with self.db.write():
+            self.runs.finish(row, move.run, error=result.detail)
+            # A person who moved the task meanwhile decided; the outcome changes nothing then.
+            if self.store.get(task_id).status is TaskStatus.VERIFIED:
+                self.settle(task_id, move, result.detail, f"{label}: {result.detail}")
         return True
 
     def finish_done(self, task_id: str, sha: str, *, recovered: bool = False, release: bool = True) -> None:
@@ -534,9 +474,6 @@ class Pipeline:
         """
         acted = False
         for rec in self.runs.running(Phase.DEV):
-            if self.dry_run:
-                self.say(f"would check agent run {rec.agent_run_id} of {rec.task_id}")
-                continue
             status = self.store.get(rec.task_id).status
             if status is not TaskStatus.IN_PROGRESS:
                 acted |= self.stop_dev(rec, status)
@@ -546,18 +483,70 @@ class Pipeline:
                 continue
             acted = True
             self.record_dev(rec, outcome)
+        running = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
-            if task.id in self.verifying:
+            latest = self.runs.latest(task.id)
+            if next_step(self.view(task, running=running, latest=latest)) is not Step.VERIFY:
                 continue
-            dev = self.awaiting_verify(task.id)
-            if dev is None or self.paused("verify") or self.base_suspect():
+            if self.paused("verify") or self.base_suspect():
                 continue
-            if self.dry_run:
-                self.say(f"would verify {task.id}")
-                continue
-            self.start_verify(task, dev)
+            assert latest is not None
+            self.start_verify(task, latest)
             acted = True
         return acted
+
+    def view(
+        self, task: Task, *, running: set[str], latest: RunRecord | None, ready: set[str] | None = None
+    ) -> TaskView:
+        """What ``next_step`` needs to know of ``task``. ``ready``: the ids of open tasks whose
+        dependencies are done (when the task is open)."""
+        in_flight = task.id in self.verifying or (self.integrating is not None and self.integrating[0] == task.id)
+        return TaskView(
+            status=task.status,
+            gate=self.gate(task).gate if task.status is TaskStatus.OPEN else Gate.GO,
+            dependencies_done=ready is None or task.id in ready,
+            agent_running=task.id in running,
+            checking=in_flight,
+            latest=(latest.phase, latest.status) if latest is not None else None,
+            held=task.status is TaskStatus.VERIFIED and held_integration(self.runs, task.id) is not None,
+        )
+
+    def plan(self) -> list[str]:
+        """What one cycle would do, a line per eligible task that is not done (a dry run)."""
+        lines = [f"paused: {f.area}: {f.message.splitlines()[0]}" for f in self.faults.faults.values()]
+        running = {r.task_id for r in self.runs.running(Phase.DEV)}
+        ready = {t.id for t in self.store.ready()}
+        slots = self.config.concurrency - len(running)
+        for status in (TaskStatus.VERIFIED, TaskStatus.IN_PROGRESS, TaskStatus.OPEN):
+            for task in self.order([t for t in self.store.list_tasks(status, with_comments=False) if self.eligible(t)]):
+                step = next_step(self.view(task, running=running, latest=self.runs.latest(task.id), ready=ready))
+                if step is Step.DEVELOP:
+                    slots -= 1
+                    if slots < 0:
+                        lines.append(f"would leave {task.id} open: every agent slot is taken")
+                        continue
+                lines.append(self.planned(task, step))
+        return lines
+
+    def planned(self, task: Task, step: Step) -> str:
+        """A dry run's line for ``step`` of ``task``."""
+        if step is Step.DEVELOP:
+            return f"would start a {self.config.agent.preset} agent for {task.id} (patchset {task.patchset})"
+        if step in (Step.WAIT, Step.GIVE_UP):
+            verdict = self.gate(task)
+            if step is Step.GIVE_UP:
+                return f"would move {task.id} to needs_help: {verdict.detail}"
+            if verdict.gate is Gate.BACKOFF:
+                return f"would wait with {task.id}: {verdict.detail}"
+            return f"would wait with {task.id}: its dependencies are not done"
+        return {
+            Step.WATCH: f"would check the agent of {task.id}",
+            Step.VERIFY: f"would verify {task.id}",
+            Step.CHECKING: f"would wait for the checks of {task.id}",
+            Step.REOPEN: f"would reopen {task.id}: no agent is alive and nothing is left to verify",
+            Step.INTEGRATE: f"would integrate {task.id} into {self.config.base}",
+            Step.HELD: f"would hold {task.id}: its integration waits for a person",
+        }.get(step, f"nothing to do for {task.id}")
 
     def record_dev(self, rec: RunRecord, outcome: AgentOutcome) -> None:
         """Bring in what a finished agent committed, judge it, and record it in one transaction.
@@ -732,48 +721,35 @@ class Pipeline:
 
     def apply_verification(self, task_id: str, row: int, result: VerifyResult) -> None:
         """Record a verification's outcome and move the task as it implies (in the caller's transaction)."""
-        if result.status is VerifyStatus.FAULT:
-            # Not the commit's fault: the verification is done again once the fault clears.
-            self.runs.finish(row, RunStatus.CANCELLED, error=result.summary)
-            return
+        move = VERIFY_MOVES[result.status]
+        self.runs.finish(row, move.run, error=None if move.run is RunStatus.SUCCESS else result.summary)
+        if move.then is Then.KEEP:
+            return  # a fault: the verification is done again once it clears
         if result.status is VerifyStatus.FAIL:
-            self.runs.finish(row, RunStatus.FAILURE, error=result.summary)
             # The comment and the run keep the output's tail (the next prompt's feedback); the log
             # line and a needs-help reason take only the headline, so a failing test's traceback
             # is never mistaken in the runner's log for one of its own.
             headline = (result.summary.splitlines() or ["verification failed"])[0]
             logger.info("{}: verification failed: {}", task_id, headline)
             self.store.comment(task_id, f"Pipeline: verification failed:\n{result.summary}", Author.SYSTEM)
-            self.fail(task_id, headline, new_patchset=True)
+            self.settle(task_id, move, headline)
             return
-        if result.status is VerifyStatus.PASS:
-            self.runs.finish(row, RunStatus.SUCCESS)
-            self.store.set_status(task_id, TaskStatus.VERIFIED)
-            skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
-            self.note(task_id, f"verification passed{skipped}")
-            return
-        # A skip is recorded as one, never as a success.
-        self.runs.finish(row, RunStatus.SKIPPED, error=result.summary)
-        if not counts_as_passed(result, allow_unchecked=self.config.allow_unchecked):
+        skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
+        notes = {
+            VerifyStatus.PASS: f"verification passed{skipped}",
+            VerifyStatus.SKIP: f"verification skipped ({result.summary}), promoting",
+        }
+        if result.status is VerifyStatus.UNCHECKED:
             # The configuration checked nothing: not the task's fault, so no retry is spent, and
             # trying again would check nothing again. A person changes the config.
-            self.store.set_status(task_id, TaskStatus.NEEDS_HELP)
-            self.note(
-                task_id,
-                "needs help: no check ran on it, so it was not promoted. Configure phases "
+            notes[result.status] = (
+                f"verification skipped, no check ran ({result.summary}); promoting because allow_unchecked is true"
+                if self.config.allow_unchecked
+                else "needs help: no check ran on it, so it was not promoted. Configure phases "
                 "that apply to it (key 'phases') or set allow_unchecked: true, then "
-                f"`pipeline-runner task set-status {task_id} open`. Why: {result.summary}",
+                f"`pipeline-runner task set-status {task_id} open`. Why: {result.summary}"
             )
-        elif result.status is VerifyStatus.UNCHECKED:
-            self.store.set_status(task_id, TaskStatus.VERIFIED)
-            self.note(
-                task_id,
-                f"verification skipped, no check ran ({result.summary}); promoting because "
-                "allow_unchecked is true",
-            )
-        else:
-            self.store.set_status(task_id, TaskStatus.VERIFIED)
-            self.note(task_id, f"verification skipped ({result.summary}), promoting")
+        self.settle(task_id, move, result.summary, notes[result.status])
 
     def develop_step(self) -> bool:
         """Start agents for open, eligible tasks whose dependencies are done, up to concurrency."""
@@ -797,19 +773,11 @@ class Pipeline:
                 self.next_wake = wake if self.next_wake is None else min(self.next_wake, wake)
                 continue
             if verdict.gate is not Gate.GO:
-                if self.dry_run:
-                    self.say(f"would move {task.id} to needs_help: {verdict.detail}")
-                    continue
                 self.store.set_status(task.id, TaskStatus.NEEDS_HELP)
                 self.note(task.id, f"needs help: {verdict.detail}")
                 acted = True
                 continue
             slots -= 1
-            if self.dry_run:
-                self.say(
-                    f"would start a {self.config.agent.preset} agent for {task.id} (patchset {task.patchset})"
-                )
-                continue
             starting.append(task)
         for task in starting:
             self.start_dev(task, self.prepare_workspace(task))
@@ -980,7 +948,8 @@ def run_loop(
             return 0
         pipeline = Pipeline(config, open_db(config.state_db, readonly=True), dry_run=True)
         try:
-            pipeline.cycle()
+            for line in pipeline.plan():
+                print(f"DRY RUN: {line}", flush=True)
         finally:
             pipeline.close()
         return 0

@@ -55,7 +55,9 @@ class Sample:
         return self.repo / "_" / "pipeline"
 
     def write_config(self, **changes: Any) -> None:
-        merged = _merge(self.config, changes)
+        # A graph given replaces the one before: phases of two graphs do not mix.
+        base = {k: v for k, v in self.config.items() if not (k == "phases" and "phases" in changes)}
+        merged = _merge(base, changes)
         self.config = merged
         (self.repo / ".git" / "info" / "exclude").write_text("pipeline.yaml\n_/\n")
         (self.repo / "pipeline.yaml").write_text(yaml.safe_dump(merged))

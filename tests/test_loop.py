@@ -176,7 +176,8 @@ def test_commit_pushed_to_base_during_verify_is_kept(tmp_path: Path) -> None:
 
 
 def test_base_moving_during_integration_is_integrated_again(tmp_path: Path) -> None:
-    s = make_sample(tmp_path)
+    # Not cached: the check must run at integration (it is where the person pushes meanwhile).
+    s = make_sample(tmp_path, phases={"check": {"run": [["python3", "check.py"]], "cache": False}})
     s.env["PUSH_FROM"] = str(s.repo)
     s.plan({"t-1": [{"files": {"t1.txt": "mine\n", "PUSH_DURING_integrate": "x"}}]})
     s.add("task")

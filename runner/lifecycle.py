@@ -1,0 +1,152 @@
+"""A task's life in one place: the statuses it may move between, the next step for it, and what
+each outcome of a step does to it.
+
+Pure functions over explicit tables, no processes and no database: the loop asks ``next_step``
+what to do with a task and applies the ``Move`` an outcome maps to; a dry run prints the steps.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from phases.integrate import IntegrateStatus
+from phases.verify import VerifyStatus
+from runner.state import Phase, RunStatus
+from runner.tasks import TaskStatus
+
+OPEN, IN_PROGRESS, VERIFIED = TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.VERIFIED
+DONE, NEEDS_HELP = TaskStatus.DONE, TaskStatus.NEEDS_HELP
+
+# Every move the runner makes, and why. A person may set any status (`task set-status`); the
+# runner then takes the person's status as it is and only ever makes these moves.
+TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
+    (OPEN, IN_PROGRESS): "an agent starts an attempt",
+    (OPEN, NEEDS_HELP): "a limit is reached (max_retries, max_task_cost) before an attempt",
+    (IN_PROGRESS, OPEN): "an attempt failed with retries left, a fault of the environment stopped "
+    "the agent (uncharged), or no agent is alive after a restart",
+    (IN_PROGRESS, VERIFIED): "its commit passed the verify phases",
+    (IN_PROGRESS, NEEDS_HELP): "a failed attempt reached a limit, or no check ran on it",
+    (VERIFIED, DONE): "its candidate passed the integrate phases and base moved to it",
+    (VERIFIED, OPEN): "the candidate conflicts, fails its checks or is empty on base's tip: redeveloped",
+    (VERIFIED, NEEDS_HELP): "the same at a limit, or no integrate check ran on it",
+    # A kill between base's swap and the bookkeeping: the candidate is on base, so it landed.
+    (OPEN, DONE): "found on base after a restart",
+    (IN_PROGRESS, DONE): "found on base after a restart",
+}
+
+
+def allowed(old: TaskStatus, new: TaskStatus) -> bool:
+    """Whether the runner may move a task from ``old`` to ``new``."""
+    return old == new or (old, new) in TRANSITIONS
+
+
+class Step(enum.StrEnum):
+    """What the loop does next with a task."""
+
+    DEVELOP = "develop"  # start an agent
+    WAIT = "wait"  # backing off after a failure, or its dependencies are not done
+    GIVE_UP = "give_up"  # a limit is reached: needs help
+    WATCH = "watch"  # its agent is running: look whether it finished
+    VERIFY = "verify"  # the agent committed: check that commit
+    CHECKING = "checking"  # its verification or integration is running
+    REOPEN = "reopen"  # in progress with no agent and nothing to check (after a restart)
+    INTEGRATE = "integrate"  # verified: land it
+    HELD = "held"  # verified, but its integration waits for a person (base's checkout dirty)
+    NOTHING = "nothing"  # done, or waits for a person
+
+
+class Gate(enum.StrEnum):
+    """Whether an open task may start an attempt now."""
+
+    GO = "go"
+    RETRIES = "retries"
+    COST = "cost"
+    BACKOFF = "backoff"
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What the decision needs to know of one task."""
+
+    status: TaskStatus
+    gate: Gate = Gate.GO
+    dependencies_done: bool = True
+    agent_running: bool = False  # a dev run of it is recorded running
+    checking: bool = False  # its verification or integration is in flight in this process
+    latest: tuple[Phase, RunStatus] | None = None  # its last attempt that was not cancelled
+    held: bool = False  # its last integration was refused for a reason that needs a person
+
+
+def next_step(task: TaskView) -> Step:
+    """The next step for ``task`` (pure)."""
+    if task.status is OPEN:
+        if not task.dependencies_done:
+            return Step.WAIT
+        return {Gate.GO: Step.DEVELOP, Gate.BACKOFF: Step.WAIT}.get(task.gate, Step.GIVE_UP)
+    if task.status is IN_PROGRESS:
+        if task.checking:
+            return Step.CHECKING
+        if task.agent_running:
+            return Step.WATCH
+        if task.latest == (Phase.DEV, RunStatus.SUCCESS):
+            return Step.VERIFY
+        return Step.REOPEN
+    if task.status is VERIFIED:
+        if task.checking:
+            return Step.CHECKING
+        return Step.HELD if task.held else Step.INTEGRATE
+    return Step.NOTHING
+
+
+class Then(enum.StrEnum):
+    """What an outcome does to the task's status."""
+
+    KEEP = "keep"  # stays where it is (the step is done again once its fault clears)
+    PROMOTE = "promote"  # in progress -> verified, verified -> done
+    RETRY = "retry"  # a failure charged to the task: open, or needs help at a limit
+    NEEDS_HELP = "needs_help"  # not the task's failure, but only a person can change it
+    # A verification in which no check ran: promoted only when the config allows unchecked work.
+    PROMOTE_IF_ALLOWED = "promote_if_allowed"
+
+
+@dataclass(frozen=True)
+class Move:
+    """How one outcome is recorded: the attempt's row status, the task's move, a new patchset."""
+
+    run: RunStatus
+    then: Then
+    new_patchset: bool = False
+
+
+VERIFY_MOVES: dict[VerifyStatus, Move] = {
+    VerifyStatus.PASS: Move(RunStatus.SUCCESS, Then.PROMOTE),
+    VerifyStatus.SKIP: Move(RunStatus.SKIPPED, Then.PROMOTE),  # what ran passed; the rest skipped
+    VerifyStatus.UNCHECKED: Move(RunStatus.SKIPPED, Then.PROMOTE_IF_ALLOWED),
+    VerifyStatus.FAIL: Move(RunStatus.FAILURE, Then.RETRY, new_patchset=True),
+    VerifyStatus.FAULT: Move(RunStatus.CANCELLED, Then.KEEP),  # the machine's, not the commit's
+}
+
+INTEGRATE_MOVES: dict[IntegrateStatus, Move] = {
+    IntegrateStatus.INTEGRATED: Move(RunStatus.SUCCESS, Then.PROMOTE),
+    IntegrateStatus.CONFLICT: Move(RunStatus.FAILURE, Then.RETRY, new_patchset=True),
+    IntegrateStatus.CHECKS_FAILED: Move(RunStatus.FAILURE, Then.RETRY, new_patchset=True),
+    IntegrateStatus.EMPTY: Move(RunStatus.FAILURE, Then.RETRY, new_patchset=True),
+    IntegrateStatus.UNCHECKED: Move(RunStatus.SKIPPED, Then.NEEDS_HELP),
+    IntegrateStatus.FAULT: Move(RunStatus.CANCELLED, Then.KEEP),
+    IntegrateStatus.REFUSED: Move(RunStatus.CANCELLED, Then.KEEP),  # held for a person
+    IntegrateStatus.STOPPED: Move(RunStatus.CANCELLED, Then.KEEP),  # a person moved the task
+}
+
+
+def resolve(then: Then, current: TaskStatus, *, limit_reached: bool, allow_unchecked: bool) -> TaskStatus:
+    """The task's status after an outcome's ``then``, from ``current`` (pure)."""
+    if then is Then.KEEP:
+        return current
+    if then is Then.PROMOTE_IF_ALLOWED:
+        then = Then.PROMOTE if allow_unchecked else Then.NEEDS_HELP
+    if then is Then.PROMOTE:
+        return {IN_PROGRESS: VERIFIED, VERIFIED: DONE}.get(current, current)
+    if then is Then.NEEDS_HELP:
+        return NEEDS_HELP
+    return NEEDS_HELP if limit_reached else OPEN

@@ -1,0 +1,77 @@
+"""Recovery: after a crash or a kill at any point, bring SQLite, git and the processes back in line.
+
+Runs once at start, under the runner lock, so no other runner is acting; agents may still be (they
+are adopted, not started again). Every step here is safe to repeat: a kill during recovery is
+recovered by the next start.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from runner.lifecycle import Step, next_step
+from runner.state import Phase, RunStatus, parse_iso
+from runner.tasks import TaskStatus
+from runner.workspace import TASK_REFS
+
+if TYPE_CHECKING:
+    from runner.scheduler import Pipeline
+
+
+def reconcile(p: Pipeline) -> None:
+    """Bring ``p``'s state back in line: landings a kill interrupted are finished, runs no process
+    is behind any more are cancelled (uncharged), agents still alive are adopted, locks our killed
+    git commands left are dropped, and what done tasks held is released."""
+    for rec in p.runs.running(Phase.INTEGRATE):
+        p.watch.drop_own_locks(parse_iso(rec.started_at).timestamp())
+    base_sha = p.git.branch_sha(p.config.base)
+    # A task whose candidate is on base has landed, whatever its row says (a kill between the
+    # swap and the bookkeeping): it is never developed or integrated again.
+    for rec in p.runs.landing_candidates():
+        if base_sha and p.git.is_ancestor(str(rec.after_sha), base_sha):
+            p.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
+            with p.db.write():
+                p.runs.finish(rec.id, RunStatus.SUCCESS)
+                p.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
+            p.workspaces.release(rec.task_id)
+    for rec in p.runs.running(Phase.INTEGRATE):
+        p.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
+    # Only the runner writes its own refs: a lock there is one a killed fetch of ours left.
+    for lock in (p.watch.git_dir / TASK_REFS).glob("**/*.lock"):
+        lock.unlink(missing_ok=True)
+    for rec in p.runs.running(Phase.DEV):
+        if rec.pid is None:
+            # Stopped between claiming the task and recording its agent's pid: the agent may
+            # have started all the same. Adopt it, so no second agent joins it in its workspace.
+            pid = p.backend.find_started(p.handle_of(rec))
+            if pid is not None:
+                p.runs.update(rec.id, pid=pid)
+                logger.info("{}: adopted agent run {} (pid {}) after a restart", rec.task_id, rec.agent_run_id, pid)
+            else:
+                p.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped before the agent started")
+    for rec in p.runs.running(Phase.VERIFY):
+        p.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during verification")
+    p.runs.cancel_running_checks("runner stopped while the phase ran")
+    # The integration checkout is rebuilt at each integration; one an older version made is a
+    # linked worktree, which must be unregistered too.
+    p.git.remove_worktree(p.layout.integration)
+    running_dev = {r.task_id for r in p.runs.running(Phase.DEV)}
+    for task in p.store.list_tasks(status=TaskStatus.IN_PROGRESS):
+        view = p.view(task, running=running_dev, latest=p.runs.latest(task.id))
+        if next_step(view) is Step.REOPEN:
+            p.store.set_status(task.id, TaskStatus.OPEN)
+            p.note(task.id, "recovered an in-progress task with no live agent; back to open")
+    for task_id in p.workspaces.existing():
+        if task_id not in running_dev:
+            # A git command of ours killed in this worktree leaves its lock behind.
+            p.workspaces.drop_stale_lock(task_id)
+    # What the runner keeps for tasks that are done (a kill between landing and cleaning up):
+    # read once, not one git call per task of a long history.
+    refs = p.git.out("for-each-ref", "--format=%(refname)", TASK_REFS).splitlines()
+    kept = set(p.workspaces.existing()) | {r.removeprefix(TASK_REFS) for r in refs}
+    for task_id in sorted(kept - running_dev):
+        if p.store.exists(task_id) and p.store.get(task_id).status is TaskStatus.DONE:
+            p.workspaces.release(task_id)
+    p.git.prune_worktrees()
