@@ -10,23 +10,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import tenacity
 from loguru import logger
 
 from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
 from phases.backends import make_backend
-from phases.checks import GraphRun, RowListener, empty_stage, run_graph
 from phases.dev import (
     DevResult,
     DevStatus,
@@ -38,22 +34,14 @@ from phases.dev import (
     recipe_texts,
     start_agent,
 )
-from phases.integrate import (
-    IntegrateResult,
-    IntegrateStatus,
-    integrate,
-)
-from phases.verify import VerifyResult, VerifyStatus, verify_task
-from runner import killpoints, receipts, recovery
+from runner import killpoints, recovery
 from runner.basewatch import BaseWatch
-from runner.checkcache import CheckCache
 from runner.config import PipelineConfig
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
 from runner.git import Git
+from runner.integrator import Integrator
 from runner.lifecycle import (
-    INTEGRATE_MOVES,
-    VERIFY_MOVES,
     Gate,
     Move,
     Step,
@@ -69,6 +57,7 @@ from runner.redact import agent_secrets
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.status import held_integration
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
+from runner.verifier import Verifier
 from runner.waking import Waker
 from runner.workspace import Layout, Workspaces, task_ref
 
@@ -111,9 +100,6 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.dry_run = dry_run
-        self.use_cache = use_cache
-        # Phase recipes running at once, across every verification and integration.
-        self.slots = threading.BoundedSemaphore(config.check_slots)
         self.db = db
         self.store: BuiltinTaskStore = open_task_source(config.tasks.source, db)
         self.runs = Runs(db)
@@ -124,10 +110,6 @@ class Pipeline:
         self.template = prompt_template(config)
         # The secret values every agent is handed: a commit holding one never lands.
         self.secrets = agent_secrets(config.agent.env, os.environ)
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(1, config.concurrency), thread_name_prefix="verify"
-        )
-        self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
         self.cancelling: set[int] = set()  # dev runs this process asked to stop
         self.faults = FaultBoard(
             self.layout.faults_file, lambda n: backoff_delay(config.interval, n), writable=not dry_run
@@ -135,11 +117,11 @@ class Pipeline:
         self.watch = BaseWatch(
             self.git, config.base, self.layout, self.faults, self.store, self.runs, dry_run=dry_run
         )
-        self.integrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
-        self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
-        self.integrate_paused_until = 0.0
         self.wake = Waker()
         self.next_wake: float | None = None
+        # The executors: agents are started and harvested here; checks and landings run there.
+        self.verifier = Verifier(self, use_cache=use_cache)
+        self.integrator = Integrator(self)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -151,7 +133,7 @@ class Pipeline:
     def base_suspect(self) -> bool:
         """Whether base holds commits the runner did not land. Not looked at while an integration
         is in flight: base has moved then, by the runner's own hand, before the bookkeeping."""
-        if self.integrating is not None:
+        if self.integrator.integrating is not None:
             return "base" in self.faults
         return self.watch.moved_outside()
 
@@ -175,38 +157,6 @@ class Pipeline:
     def order(tasks: list[Task]) -> list[Task]:
         """Highest priority (P0) first, then oldest."""
         return sorted(tasks, key=lambda t: (t.priority, t.created_at, t.id))
-
-    def check_values(self, task: Task, workspace: Path) -> dict[str, str | None]:
-        """Substitution values for the recipes of one task's checks."""
-        return {
-            "namespace": task.namespace,
-            "task_id": task.id,
-            "workspace": str(workspace),
-            "base": self.config.base,
-            "patchset": str(task.patchset),
-        }
-
-    def check_stage(
-        self, db: Database, stage: str, task: Task, parent: int, sha: str, workdir: Callable[[], Path],
-        log_path: Path,
-    ) -> VerifyResult:  # fmt: skip
-        """Run the graph's phases for ``stage`` on ``sha`` (in the calling worker thread, with its
-        own connection ``db``); each phase is a row under the attempt ``parent``."""
-        empty = empty_stage(stage, self.config.phases)
-        if empty is not None:
-            return empty
-        runs = Runs(db)
-        tree = self.git.tree_of(sha) or sha
-        runs.update(parent, tree=tree)
-        workspace = self.layout.check(task.id, parent) if stage == "verify" else self.layout.integration_attempt(parent)
-        return run_graph(
-            GraphRun(
-                phases=self.config.stage_phases(stage), stage=stage, tree=tree, workdir=workdir,
-                values=self.check_values(task, workspace), log_dir=log_path.with_suffix(""),
-                slots=self.slots, cache=CheckCache(db) if self.use_cache else None,
-                listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path),
-            )
-        )  # fmt: skip
 
     def fail(self, task_id: str, reason: str, *, new_patchset: bool = False) -> None:
         """Record a rejection: back to open, or to needs_help when a limit is reached."""
@@ -266,186 +216,11 @@ class Pipeline:
         self.faults.reload()  # `pipeline-runner resume`, from another process, clears faults there
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
-        acted = self.integrate_step(verified)
+        acted = self.integrator.integrate_step(verified)
         acted |= self.harvest_step()
-        acted |= self.collect_verifies()
+        acted |= self.verifier.collect_verifies()
         acted |= self.develop_step()
         return acted
-
-    def integrate_step(self, verified: list[Task]) -> bool:
-        """Apply a finished integration, then start the next, most urgent one.
-
-        Integrations run one at a time in a worker thread, beside the loop, so that agents that
-        finish meanwhile are harvested and their slots refilled without waiting for it.
-        """
-        if self.collect_integration():
-            return True  # `verified` predates that outcome; the next cycle, at once, starts another
-        if self.integrating is not None or time.time() < self.integrate_paused_until:
-            return False
-        if self.base_suspect() or self.watch.ref_locked():
-            return False
-        if self.watch.checkout_lagging():
-            self.paused("checkout")
-            return False
-        if self.paused("integrate"):
-            return False
-        for task in self.order([t for t in verified if self.eligible(t)]):
-            self.start_integration(task)
-            return True
-        return False
-
-    def start_integration(self, task: Task) -> None:
-        """Record the attempt and hand it to the integration worker."""
-        commit = self.verified_sha(task.id)
-        if commit is None:
-            row = self.runs.start(task.id, Phase.INTEGRATE, task.patchset)
-            reason = f"the commit that passed verification of {task.id} is not recorded; developing again"
-            self.runs.finish(row, RunStatus.FAILURE, error=reason)
-            self.note(task.id, reason)
-            self.fail(task.id, reason, new_patchset=True)
-            return
-        log_path = self.layout.task_log(task.id, f"integrate-p{task.patchset}-{int(time.time() * 1000)}")
-        row = self.runs.start(
-            task.id, Phase.INTEGRATE, task.patchset, before_sha=commit,
-            log_path=str(log_path),
-        )  # fmt: skip
-        self.runs.update(row, workspace=str(self.layout.integration_attempt(row)))
-        future = self.integrator.submit(self.integrate_worker, row, task, commit, log_path)
-        future.add_done_callback(lambda _: self.wake.set())
-        self.integrating = (task.id, row, future)
-        killpoints.reached("integrate-started")
-
-    def verified_sha(self, task_id: str) -> str | None:
-        """The commit that passed the task's last verification, if it is still in the repository."""
-        rec = self.runs.last_attempt(task_id, Phase.VERIFY)
-        # A skip that promoted the task (allow_unchecked, or a skip code after a pass) counts too.
-        if rec is None or rec.status not in (RunStatus.SUCCESS, RunStatus.SKIPPED) or rec.after_sha is None:
-            return None
-        return self.git.rev(rec.after_sha)
-
-    def integrate_worker(self, row: int, task: Task, commit: str, log_path: Path) -> IntegrateResult:
-        """In the worker thread: cherry-pick, check, swap base; clean up after a success.
-
-        The candidate sha is written to the run's row (through the thread's own connection)
-        before base moves, so that a crash right after the swap is recognised on restart.
-        """
-        db = open_db(self.config.state_db)
-        try:
-            runs = Runs(db)
-            store = open_task_source(self.config.tasks.source, db)
-
-            def before_swap(sha: str) -> str | None:
-                # Read and written under one lock: a person's status change lands before or after.
-                with db.write():
-                    status = store.get(task.id).status
-                    if status is not TaskStatus.VERIFIED:
-                        return f"a person set the task to {status.value} during integration; base was not moved"
-                    runs.update(row, after_sha=sha)
-                killpoints.reached("before-swap")
-                return None
-
-            def check(sha: str) -> VerifyResult:
-                return self.check_stage(
-                    db, "integrate", task, row, sha, lambda: self.workspaces.check_out_candidate(sha, row), log_path
-                )
-
-            def receipt(sha: str, checked: VerifyResult) -> str:
-                return receipts.render(self.receipt_data(runs, task, sha, checked))
-
-            result = integrate(
-                self.git,
-                check,
-                self.config.base,
-                commit,
-                before_swap=before_swap,
-                receipt=receipt,
-                task_id=task.id,
-                secrets=self.secrets,
-                allow_unchecked=self.config.allow_unchecked,
-            )
-        finally:
-            db.close()
-        if result.status is IntegrateStatus.INTEGRATED:
-            self.workspaces.release(task.id)
-        return result
-
-    def receipt_data(self, runs: Runs, task: Task, sha: str, checked: VerifyResult) -> dict[str, Any]:
-        """What the receipt on the candidate ``sha`` says: the task, its agent run and cost, and
-        each phase that passed for it, at verify on the task's commit and at integration on ``sha``."""
-        dev = runs.last_attempt(task.id, Phase.DEV)
-        verify = runs.last_attempt(task.id, Phase.VERIFY)
-        stages = []
-        if verify is not None:
-            records = runs.checks([verify.id])[verify.id]
-            stages.append({"stage": "verify", "commit": verify.after_sha, "tree": verify.tree,
-                           "phases": receipts.record_entries(records)})  # fmt: skip
-        stages.append({"stage": "integrate", "commit": sha, "tree": self.git.tree_of(sha),
-                       "phases": receipts.phase_entries(checked.phases)})  # fmt: skip
-        return {
-            "task": task.id,
-            "title": task.title,
-            "patchset": task.patchset,
-            "base": self.config.base,
-            "agent_run": dev.agent_run_id if dev is not None else None,
-            "cost_cents": runs.total_cost(task.id),
-            "tree": self.git.tree_of(sha),
-            "landed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "checks": stages,
-        }
-
-    def collect_integration(self, wait: bool = False) -> bool:
-        """Record the outcome of the integration in flight, if it has finished (or, waiting, once it has)."""
-        if self.integrating is None:
-            return False
-        task_id, row, future = self.integrating
-        if not wait and not future.done():
-            return False
-        self.integrating = None
-        try:
-            result = future.result()
-        except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
-            self.runs.finish(row, RunStatus.CANCELLED, error=f"integration failed: {exc}")
-            self.faults.record("integrate", f"integration of {task_id} failed: {exc}")
-            return True
-        move = INTEGRATE_MOVES[result.status]
-        if result.status is IntegrateStatus.INTEGRATED:
-            with self.db.write():
-                self.runs.finish(row, move.run, after_sha=result.detail)
-                self.finish_done(task_id, result.detail, release=False)
-            killpoints.reached("integrated")
-            if result.lag is not None:
-                self.watch.checkout_lags(result.lag)
-            self.workspaces.release(task_id)
-            self.faults.clear("integrate")
-            return True
-        if move.then is Then.KEEP:
-            self.runs.finish(row, move.run, error=result.detail)
-            if result.status is IntegrateStatus.FAULT:
-                self.faults.record("integrate", f"integration of {task_id}: {result.detail}")
-            elif result.status is IntegrateStatus.STOPPED:
-                logger.info("integration of {} stopped: {}", task_id, result.detail)
-            else:
-                logger.error("integration of {} refused: {}", task_id, result.detail)
-                # Whatever refused it (a dirty checkout) needs a person; try again after an interval.
-                self.integrate_paused_until = time.time() + self.config.interval
-            return True
-        label = {
-            IntegrateStatus.CONFLICT: "integration conflict, redeveloping on the new base",
-            IntegrateStatus.CHECKS_FAILED: "post-integration checks failed, redeveloping on the new base",
-            IntegrateStatus.EMPTY: "the commit is empty on the new base, redeveloping",
-            IntegrateStatus.UNCHECKED: "needs help: no integrate check ran on it, so base was not moved. "
-            "Configure phases that apply at integration or set allow_unchecked: true, then "
-            f"`pipeline-runner task set-status {task_id} open`. Why",
-        }[result.status]
-        moved = self.store.get(task_id).status is not TaskStatus.VERIFIED
-        if result.new_base and move.new_patchset and not moved:
-            self.workspaces.reset_onto(task_id, result.new_base, self.config.base)
-        with self.db.write():
-            self.runs.finish(row, move.run, error=result.detail)
-            # A person who moved the task meanwhile decided; the outcome changes nothing then.
-            if self.store.get(task_id).status is TaskStatus.VERIFIED:
-                self.settle(task_id, move, result.detail, f"{label}: {result.detail}")
-        return True
 
     def finish_done(self, task_id: str, sha: str, *, recovered: bool = False, release: bool = True) -> None:
         """Mark a landed task done and remove its workspace and the runner's ref for it."""
@@ -491,7 +266,7 @@ class Pipeline:
             if self.paused("verify") or self.base_suspect():
                 continue
             assert latest is not None
-            self.start_verify(task, latest)
+            self.verifier.start_verify(task, latest)
             acted = True
         return acted
 
@@ -500,7 +275,7 @@ class Pipeline:
     ) -> TaskView:
         """What ``next_step`` needs to know of ``task``. ``ready``: the ids of open tasks whose
         dependencies are done (when the task is open)."""
-        in_flight = task.id in self.verifying or (self.integrating is not None and self.integrating[0] == task.id)
+        in_flight = task.id in self.verifier.verifying or (self.integrator.integrating is not None and self.integrator.integrating[0] == task.id)
         return TaskView(
             status=task.status,
             gate=self.gate(task).gate if task.status is TaskStatus.OPEN else Gate.GO,
@@ -656,101 +431,6 @@ class Pipeline:
         logger.info("{}: folded the agent's commits into {}", task_id, folded[:12])
         return replace(result, after_sha=folded)
 
-    def start_verify(self, task: Task, dev: RunRecord) -> None:
-        """Start verification of the commit the dev attempt brought in, in a worker thread."""
-        log_path = self.layout.task_log(task.id, f"verify-p{task.patchset}-{int(time.time() * 1000)}")
-        # The sha under judgement is recorded: it, and only it, is what integrates if it passes.
-        commit = dev.after_sha or self.git.rev(task_ref(task.id)) or ""
-        row = self.runs.start(task.id, Phase.VERIFY, task.patchset, log_path=str(log_path), after_sha=commit)
-        workspace = self.layout.check(task.id, row)
-        self.runs.update(row, workspace=str(workspace))
-        future = self.executor.submit(self.verify_worker, task, row, commit, log_path)
-        future.add_done_callback(lambda _: self.wake.set())
-        self.verifying[task.id] = (row, future)
-        killpoints.reached("verify-started")
-
-    def verify_worker(self, task: Task, row: int, commit: str, log_path: Path) -> VerifyResult:
-        """In a verify worker: the commit's shape and secrets, then the graph's verify phases on a
-        pristine checkout of it (with the worker's own connection for the phases' rows)."""
-        db = open_db(self.config.state_db)
-        try:
-
-            def check(sha: str) -> VerifyResult:
-                return self.check_stage(
-                    db, "verify", task, row, sha, lambda: self.check_out_for_verify(task.id, sha, row), log_path
-                )
-
-            return verify_task(self.git, task.id, self.config.base, commit, check, self.secrets)
-        finally:
-            db.close()
-
-    def check_out_for_verify(self, task_id: str, sha: str, row: int) -> Path:
-        """In the verify worker: the pristine checkout of the commit under judgement."""
-        path = self.workspaces.check_out(task_id, sha, row)
-        killpoints.reached("verify-checked-out")
-        return path
-
-    def collect_verifies(self, wait: bool = False) -> bool:
-        """Apply the results of finished verifications (all of them, waiting, with ``wait``).
-
-        Each outcome and the status it implies are one transaction, applied only while the task is
-        still in progress: a person's status change meanwhile stands.
-        """
-        acted = False
-        for task_id, (row, future) in list(self.verifying.items()):
-            if not wait and not future.done():
-                continue
-            del self.verifying[task_id]
-            acted = True
-            try:
-                result = future.result()
-            except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
-                result = VerifyResult(VerifyStatus.FAULT, f"verification could not run: {exc}")
-            with self.db.write():
-                status = self.store.get(task_id).status
-                if status is not TaskStatus.IN_PROGRESS:
-                    self.runs.finish(row, RunStatus.CANCELLED, error=f"a person set the task to {status.value}")
-                    continue
-                self.apply_verification(task_id, row, result)
-            if result.status is VerifyStatus.FAULT:
-                self.faults.record("verify", f"verification of {task_id}: {result.summary}")
-            else:
-                self.faults.clear("verify")
-            killpoints.reached("verified")
-        return acted
-
-    def apply_verification(self, task_id: str, row: int, result: VerifyResult) -> None:
-        """Record a verification's outcome and move the task as it implies (in the caller's transaction)."""
-        move = VERIFY_MOVES[result.status]
-        self.runs.finish(row, move.run, error=None if move.run is RunStatus.SUCCESS else result.summary)
-        if move.then is Then.KEEP:
-            return  # a fault: the verification is done again once it clears
-        if result.status is VerifyStatus.FAIL:
-            # The comment and the run keep the output's tail (the next prompt's feedback); the log
-            # line and a needs-help reason take only the headline, so a failing test's traceback
-            # is never mistaken in the runner's log for one of its own.
-            headline = (result.summary.splitlines() or ["verification failed"])[0]
-            logger.info("{}: verification failed: {}", task_id, headline)
-            self.store.comment(task_id, f"Pipeline: verification failed:\n{result.summary}", Author.SYSTEM)
-            self.settle(task_id, move, headline)
-            return
-        skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
-        notes = {
-            VerifyStatus.PASS: f"verification passed{skipped}",
-            VerifyStatus.SKIP: f"verification skipped ({result.summary}), promoting",
-        }
-        if result.status is VerifyStatus.UNCHECKED:
-            # The configuration checked nothing: not the task's fault, so no retry is spent, and
-            # trying again would check nothing again. A person changes the config.
-            notes[result.status] = (
-                f"verification skipped, no check ran ({result.summary}); promoting because allow_unchecked is true"
-                if self.config.allow_unchecked
-                else "needs help: no check ran on it, so it was not promoted. Configure phases "
-                "that apply to it (key 'phases') or set allow_unchecked: true, then "
-                f"`pipeline-runner task set-status {task_id} open`. Why: {result.summary}"
-            )
-        self.settle(task_id, move, result.summary, notes[result.status])
-
     def develop_step(self) -> bool:
         """Start agents for open, eligible tasks whose dependencies are done, up to concurrency."""
         running = self.runs.running(Phase.DEV)
@@ -844,7 +524,7 @@ class Pipeline:
     def idle(self) -> bool:
         """Nothing is running and nothing can start: every eligible task is done, needs help,
         waits on one that does, or is verified with its integration held back for a person."""
-        if self.verifying or self.integrating is not None or self.runs.running(Phase.DEV):
+        if self.verifier.verifying or self.integrator.integrating is not None or self.runs.running(Phase.DEV):
             return False
         # A held integration waits for a person (a dirty checkout of base), not for the loop.
         verified = [
@@ -862,7 +542,7 @@ class Pipeline:
     def stuck(self) -> bool:
         """Nothing is running and a fault has held work through several retries (or base moved
         outside the runner): a batch run (`--until-idle`) stops here rather than wait for hours."""
-        if self.verifying or self.integrating is not None or self.runs.running(Phase.DEV):
+        if self.verifier.verifying or self.integrator.integrating is not None or self.runs.running(Phase.DEV):
             return False
         return any(f.area == "base" or f.count >= FAULT_PATIENCE for f in self.faults.faults.values())
 
@@ -888,8 +568,8 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the verify workers (results not yet applied are redone on the next start)."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.integrator.shutdown(wait=False, cancel_futures=True)
+        self.verifier.close()
+        self.integrator.close()
         self.wake.close()
         self.db.close()
 
@@ -970,8 +650,8 @@ def run_loop(
             while True:
                 acted = pipeline.cycle()
                 if once:
-                    pipeline.collect_verifies(wait=True)
-                    pipeline.collect_integration(wait=True)
+                    pipeline.verifier.collect_verifies(wait=True)
+                    pipeline.integrator.collect_integration(wait=True)
                     break
                 if not acted:
                     if until_idle and pipeline.idle():

@@ -1,0 +1,171 @@
+"""The verification executor: the commit an agent made, checked by the graph's verify phases in
+worker threads beside the loop; the outcome recorded as the task's life says (runner.lifecycle).
+
+Phases of every verification and integration share one limit of recipes at once (``slots``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from phases.checks import GraphRun, RowListener, empty_stage, run_graph
+from phases.verify import VerifyResult, VerifyStatus, verify_task
+from runner import killpoints
+from runner.checkcache import CheckCache
+from runner.lifecycle import VERIFY_MOVES, Then
+from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db
+from runner.tasks import Author, Task, TaskStatus
+from runner.workspace import task_ref
+
+if TYPE_CHECKING:
+    from runner.scheduler import Pipeline
+
+
+class Verifier:
+    """Verifications of one pipeline, several at once."""
+
+    def __init__(self, pipeline: Pipeline, *, use_cache: bool = True) -> None:
+        self.p = pipeline
+        self.use_cache = use_cache
+        # Phase recipes running at once, across every verification and integration.
+        self.slots = threading.BoundedSemaphore(pipeline.config.check_slots)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, pipeline.config.concurrency), thread_name_prefix="verify")
+        self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
+
+    def close(self) -> None:
+        """Stop the workers (results not yet applied are redone on the next start)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def check_values(self, task: Task, workspace: Path) -> dict[str, str | None]:
+        """Substitution values for the recipes of one task's checks."""
+        return {
+            "namespace": task.namespace,
+            "task_id": task.id,
+            "workspace": str(workspace),
+            "base": self.p.config.base,
+            "patchset": str(task.patchset),
+        }
+
+    def check_stage(
+        self, db: Database, stage: str, task: Task, parent: int, sha: str, workdir: Callable[[], Path],
+        log_path: Path,
+    ) -> VerifyResult:  # fmt: skip
+        """Run the graph's phases for ``stage`` on ``sha`` (in the calling worker thread, with its
+        own connection ``db``); each phase is a row under the attempt ``parent``."""
+        empty = empty_stage(stage, self.p.config.phases)
+        if empty is not None:
+            return empty
+        runs = Runs(db)
+        tree = self.p.git.tree_of(sha) or sha
+        runs.update(parent, tree=tree)
+        workspace = self.p.layout.check(task.id, parent) if stage == "verify" else self.p.layout.integration_attempt(parent)
+        return run_graph(
+            GraphRun(
+                phases=self.p.config.stage_phases(stage), stage=stage, tree=tree, workdir=workdir,
+                values=self.check_values(task, workspace), log_dir=log_path.with_suffix(""),
+                slots=self.slots, cache=CheckCache(db) if self.use_cache else None,
+                listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path),
+            )
+        )  # fmt: skip
+
+    def start_verify(self, task: Task, dev: RunRecord) -> None:
+        """Start verification of the commit the dev attempt brought in, in a worker thread."""
+        log_path = self.p.layout.task_log(task.id, f"verify-p{task.patchset}-{int(time.time() * 1000)}")
+        # The sha under judgement is recorded: it, and only it, is what integrates if it passes.
+        commit = dev.after_sha or self.p.git.rev(task_ref(task.id)) or ""
+        row = self.p.runs.start(task.id, Phase.VERIFY, task.patchset, log_path=str(log_path), after_sha=commit)
+        workspace = self.p.layout.check(task.id, row)
+        self.p.runs.update(row, workspace=str(workspace))
+        future = self.pool.submit(self.verify_worker, task, row, commit, log_path)
+        future.add_done_callback(lambda _: self.p.wake.set())
+        self.verifying[task.id] = (row, future)
+        killpoints.reached("verify-started")
+
+    def verify_worker(self, task: Task, row: int, commit: str, log_path: Path) -> VerifyResult:
+        """In a verify worker: the commit's shape and secrets, then the graph's verify phases on a
+        pristine checkout of it (with the worker's own connection for the phases' rows)."""
+        db = open_db(self.p.config.state_db)
+        try:
+
+            def check(sha: str) -> VerifyResult:
+                return self.check_stage(
+                    db, "verify", task, row, sha, lambda: self.check_out_for_verify(task.id, sha, row), log_path
+                )
+
+            return verify_task(self.p.git, task.id, self.p.config.base, commit, check, self.p.secrets)
+        finally:
+            db.close()
+
+    def check_out_for_verify(self, task_id: str, sha: str, row: int) -> Path:
+        """In the verify worker: the pristine checkout of the commit under judgement."""
+        path = self.p.workspaces.check_out(task_id, sha, row)
+        killpoints.reached("verify-checked-out")
+        return path
+
+    def collect_verifies(self, wait: bool = False) -> bool:
+        """Apply the results of finished verifications (all of them, waiting, with ``wait``).
+
+        Each outcome and the status it implies are one transaction, applied only while the task is
+        still in progress: a person's status change meanwhile stands.
+        """
+        acted = False
+        for task_id, (row, future) in list(self.verifying.items()):
+            if not wait and not future.done():
+                continue
+            del self.verifying[task_id]
+            acted = True
+            try:
+                result = future.result()
+            except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
+                result = VerifyResult(VerifyStatus.FAULT, f"verification could not run: {exc}")
+            with self.p.db.write():
+                status = self.p.store.get(task_id).status
+                if status is not TaskStatus.IN_PROGRESS:
+                    self.p.runs.finish(row, RunStatus.CANCELLED, error=f"a person set the task to {status.value}")
+                    continue
+                self.apply_verification(task_id, row, result)
+            if result.status is VerifyStatus.FAULT:
+                self.p.faults.record("verify", f"verification of {task_id}: {result.summary}")
+            else:
+                self.p.faults.clear("verify")
+            killpoints.reached("verified")
+        return acted
+
+    def apply_verification(self, task_id: str, row: int, result: VerifyResult) -> None:
+        """Record a verification's outcome and move the task as it implies (in the caller's transaction)."""
+        move = VERIFY_MOVES[result.status]
+        self.p.runs.finish(row, move.run, error=None if move.run is RunStatus.SUCCESS else result.summary)
+        if move.then is Then.KEEP:
+            return  # a fault: the verification is done again once it clears
+        if result.status is VerifyStatus.FAIL:
+            # The comment and the run keep the output's tail (the next prompt's feedback); the log
+            # line and a needs-help reason take only the headline, so a failing test's traceback
+            # is never mistaken in the runner's log for one of its own.
+            headline = (result.summary.splitlines() or ["verification failed"])[0]
+            logger.info("{}: verification failed: {}", task_id, headline)
+            self.p.store.comment(task_id, f"Pipeline: verification failed:\n{result.summary}", Author.SYSTEM)
+            self.p.settle(task_id, move, headline)
+            return
+        skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
+        notes = {
+            VerifyStatus.PASS: f"verification passed{skipped}",
+            VerifyStatus.SKIP: f"verification skipped ({result.summary}), promoting",
+        }
+        if result.status is VerifyStatus.UNCHECKED:
+            # The configuration checked nothing: not the task's fault, so no retry is spent, and
+            # trying again would check nothing again. A person changes the config.
+            notes[result.status] = (
+                f"verification skipped, no check ran ({result.summary}); promoting because allow_unchecked is true"
+                if self.p.config.allow_unchecked
+                else "needs help: no check ran on it, so it was not promoted. Configure phases "
+                "that apply to it (key 'phases') or set allow_unchecked: true, then "
+                f"`pipeline-runner task set-status {task_id} open`. Why: {result.summary}"
+            )
+        self.p.settle(task_id, move, result.summary, notes[result.status])
