@@ -415,6 +415,7 @@ def cmd_task_list(args: argparse.Namespace) -> int:
 def cmd_task_show(args: argparse.Namespace) -> int:
     """`task show`."""
     from runner.ids import check_task_id
+    from runner.phaseview import attempt_json, phase_lines, phase_views
     from runner.state import Runs
 
     check_task_id(args.id)
@@ -423,11 +424,10 @@ def cmd_task_show(args: argparse.Namespace) -> int:
         raise PipelineError(f"No task with id {args.id!r} (no pipeline state yet).")
     task = store.get(args.id)
     runs = Runs(store.db).for_task(task.id)
+    phases = phase_views(Runs(store.db), runs)
     if args.json:
         data = task.to_json()
-        data["runs"] = [
-            {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in vars(r).items()} for r in runs
-        ]
+        data["runs"] = [attempt_json(r, phases[r.id]) for r in runs]
         _print_json(data)
         return Exit.OK
     print(_task_line(task))
@@ -442,6 +442,8 @@ def cmd_task_show(args: argparse.Namespace) -> int:
         for r in runs:
             err = f"  {r.error_summary.splitlines()[0][:100]}" if r.error_summary else ""
             print(f"  #{r.id} {r.phase.value:<9} ps{r.patchset} {r.status.value:<8} {r.cost_cents:.0f}c{err}")
+            for line in phase_lines(phases[r.id]):
+                print(line)
     if task.comments:
         print("\nComments:")
         for c in task.comments:
