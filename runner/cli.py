@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--base", help="base branch (default: the current branch)")
     init.add_argument("--yes", action="store_true", help="take the defaults instead of asking")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument(
+        "--no-check", action="store_true", help="do not run the detected tests on base's tip once written"
+    )
     init.set_defaults(handler=cmd_init)
 
     task = sub.add_parser("task", help="the built-in task store")
@@ -360,13 +363,21 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     """`init`: write a commented config for the repository holding the current directory."""
     from runner.git import Git
-    from runner.init_config import InitAnswers, write_config
+    from runner.init_config import InitAnswers, check_base, write_config
 
     target = Path(args.config or "pipeline.yaml")
     repo = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / ".git").exists()), Path.cwd())
     branch = Git(repo).run("symbolic-ref", "--quiet", "--short", "HEAD", check=False).output.strip() or None
     summary = write_config(target, repo, InitAnswers(args.preset, args.base, args.yes, args.force), branch)
-    print(summary)
+    print(summary, flush=True)
+    if args.no_check:
+        return Exit.OK
+    # The config stays written either way: a person fixes base, or the phase, and runs again.
+    checked = check_base(_load(args).config)
+    if checked is not None and checked.ok:
+        print(checked.message)
+    elif checked is not None:
+        print(f"warning: {target}: {checked.message}", file=sys.stderr)
     return Exit.OK
 
 
