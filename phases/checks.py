@@ -43,6 +43,10 @@ class PhaseState(enum.StrEnum):
 
 PASSING = frozenset({PhaseState.PASSED, PhaseState.CACHED, PhaseState.SKIPPED})
 
+# How the summary of a phase that did not run begins; its row is cancelled, as one the runner
+# stopped is, and reports tell the two apart by it.
+NOT_RUN_MARK = "not run: "
+
 
 @dataclass(frozen=True)
 class PhaseOutcome:
@@ -138,7 +142,7 @@ def _run_phase(
     with run.slots:
         if stop.is_set():
             return PhaseOutcome(
-                name, PhaseState.NOT_RUN, f"not run: the attempt was rejected by {stopped_by[0]}",
+                name, PhaseState.NOT_RUN, f"{NOT_RUN_MARK}the attempt was rejected by {stopped_by[0]}",
                 optional=phase.optional,
             )  # fmt: skip
         started = time.monotonic()
@@ -189,9 +193,9 @@ def run_graph(run: GraphRun) -> VerifyResult:
                 blocked = [n for n in needs[name] if results[n].state not in PASSING]
                 if blocked or stopped_by:
                     why = (
-                        f"not run: needs {blocked[0]} ({results[blocked[0]].state.value})"
+                        f"{NOT_RUN_MARK}needs {blocked[0]} ({results[blocked[0]].state.value})"
                         if blocked
-                        else f"not run: the attempt was rejected by {stopped_by[0]}"
+                        else f"{NOT_RUN_MARK}the attempt was rejected by {stopped_by[0]}"
                     )
                     settle(name, PhaseOutcome(name, PhaseState.NOT_RUN, why, optional=phase.optional), run.listener.started(name))
                     continue

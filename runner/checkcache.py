@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -38,11 +39,17 @@ class CachedPass:
 
     def describe(self, now: float | None = None) -> str:
         """"cached from run N, 3 min ago", as every report shows a reuse."""
-        import time
+        return describe_reuse(self.run_id, self.passed_at, now)
 
-        ago = max(0.0, (now or time.time()) - parse_iso(self.passed_at).timestamp())
-        source = f"run {self.run_id}" if self.run_id is not None else "`pipeline-runner check`"
-        return f"cached from {source}, {_ago(ago)}"
+
+def describe_reuse(run_id: int | None, passed_at: str | None, now: float | None = None) -> str:
+    """"cached from run N, 3 min ago": the pass of phase row ``run_id`` (None: a pass by
+    `pipeline-runner check`) made at ``passed_at``, its age left out when that is not known."""
+    source = f"run {run_id}" if run_id is not None else "`pipeline-runner check`"
+    if passed_at is None:
+        return f"cached from {source}"
+    ago = max(0.0, (time.time() if now is None else now) - parse_iso(passed_at).timestamp())
+    return f"cached from {source}, {_ago(ago)}"
 
 
 def _ago(seconds: float) -> str:

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--base", help="base branch (default: the current branch)")
     init.add_argument("--yes", action="store_true", help="take the defaults instead of asking")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument(
+        "--no-check", action="store_true", help="do not run the detected tests on base's tip once written"
+    )
     init.set_defaults(handler=cmd_init)
 
     task = sub.add_parser("task", help="the built-in task store")
@@ -360,13 +363,21 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     """`init`: write a commented config for the repository holding the current directory."""
     from runner.git import Git
-    from runner.init_config import InitAnswers, write_config
+    from runner.init_config import InitAnswers, check_base, write_config
 
     target = Path(args.config or "pipeline.yaml")
     repo = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / ".git").exists()), Path.cwd())
     branch = Git(repo).run("symbolic-ref", "--quiet", "--short", "HEAD", check=False).output.strip() or None
     summary = write_config(target, repo, InitAnswers(args.preset, args.base, args.yes, args.force), branch)
-    print(summary)
+    print(summary, flush=True)
+    if args.no_check:
+        return Exit.OK
+    # The config stays written either way: a person fixes base, or the phase, and runs again.
+    checked = check_base(_load(args).config)
+    if checked is not None and checked.ok:
+        print(checked.message)
+    elif checked is not None:
+        print(f"warning: {target}: {checked.message}", file=sys.stderr)
     return Exit.OK
 
 
@@ -415,6 +426,7 @@ def cmd_task_list(args: argparse.Namespace) -> int:
 def cmd_task_show(args: argparse.Namespace) -> int:
     """`task show`."""
     from runner.ids import check_task_id
+    from runner.phaseview import attempt_json, phase_lines, phase_views
     from runner.state import Runs
 
     check_task_id(args.id)
@@ -423,11 +435,10 @@ def cmd_task_show(args: argparse.Namespace) -> int:
         raise PipelineError(f"No task with id {args.id!r} (no pipeline state yet).")
     task = store.get(args.id)
     runs = Runs(store.db).for_task(task.id)
+    phases = phase_views(Runs(store.db), runs)
     if args.json:
         data = task.to_json()
-        data["runs"] = [
-            {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in vars(r).items()} for r in runs
-        ]
+        data["runs"] = [attempt_json(r, phases[r.id]) for r in runs]
         _print_json(data)
         return Exit.OK
     print(_task_line(task))
@@ -442,6 +453,8 @@ def cmd_task_show(args: argparse.Namespace) -> int:
         for r in runs:
             err = f"  {r.error_summary.splitlines()[0][:100]}" if r.error_summary else ""
             print(f"  #{r.id} {r.phase.value:<9} ps{r.patchset} {r.status.value:<8} {r.cost_cents:.0f}c{err}")
+            for line in phase_lines(phases[r.id]):
+                print(line)
     if task.comments:
         print("\nComments:")
         for c in task.comments:

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
+from runner.config import PipelineConfig
 from runner.errors import ConfigError
 
 
@@ -171,3 +173,51 @@ def write_config(target: Path, repo: Path, answers: InitAnswers, current_branch:
         f"Wrote {target} (preset {preset}, base {base}). No test command detected: declare phases "
         f"in {target} with the commands that check this repository before `pipeline-runner run`."
     )
+
+
+# Lines of a failing check's output that init shows (the whole of it is in the phase's log).
+BASE_CHECK_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class BaseCheck:
+    """How the written config's checks went on base's tip, and what to tell a person."""
+
+    ok: bool  # passed, or could not be checked yet: nothing to warn of
+    message: str
+
+
+def check_base(config: PipelineConfig, out: TextIO = sys.stdout) -> BaseCheck | None:
+    """Run the config's check graph on base's tip the way `pipeline-runner check` does (a pristine
+    checkout of it, the pipeline's cache), progress to ``out``; None when it has no phase.
+
+    Every task is checked with base's files under it: while the checks fail on base itself, every
+    task is rejected, whatever its agent did."""
+    from phases.checks import PhaseState
+    from phases.verify import VerifyStatus
+    from runner.checkcmd import CheckRun, check
+    from runner.git import Git
+
+    if not config.phases:
+        return None
+    base = config.base
+    if Git(config.repo_path).branch_sha(base) is None:
+        return BaseCheck(True, f"Not checked on {base}: the branch has no commit yet.")
+    result = check(config, CheckRun(f"refs/heads/{base}", [], None, use_cache=True), out)
+    if result.status in (VerifyStatus.PASS, VerifyStatus.SKIP):
+        return BaseCheck(True, f"The checks pass on {base}.")
+    why = {
+        VerifyStatus.FAIL: f"the checks fail on {base}, so every task would be rejected until {base} is fixed "
+        "(or the failing phase is changed in the config)",
+        VerifyStatus.FAULT: f"the checks could not run on {base}, so verification would pause until they can "
+        "(install what they need, or change the phase in the config)",
+        VerifyStatus.UNCHECKED: f"no check ran on {base}, so tasks would go to needs_help instead of landing",
+    }[result.status]
+    lines = result.summary.strip().splitlines()
+    if len(lines) > BASE_CHECK_TAIL_LINES + 1:
+        # The headline names the phase and command; the end of the output says why.
+        lines = [lines[0], "...", *lines[-BASE_CHECK_TAIL_LINES:]]
+    lines += [f"(the whole output of {o.name}: {o.log_path})" for o in result.phases
+              if o.state is PhaseState.FAILED and o.log_path]  # fmt: skip
+    text = "\n".join(f"    {line}" for line in lines)
+    return BaseCheck(False, f"{why}:\n{text}\n`pipeline-runner check --rev {base}` runs them again.")

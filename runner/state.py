@@ -466,16 +466,27 @@ class Runs:
     def checks(self, parents: list[int]) -> dict[int, list[CheckRecord]]:
         """The phase rows under each of the attempts ``parents``, oldest first."""
         found: dict[int, list[CheckRecord]] = {p: [] for p in parents}
+        for record in self._check_rows("parent_id", parents):
+            found[record.parent_id].append(record)
+        return found
+
+    def checks_by_id(self, ids: list[int]) -> dict[int, CheckRecord]:
+        """The phase rows with these ids (a reused pass's ``cached_from``, say), by id."""
+        return {record.id: record for record in self._check_rows("id", ids)}
+
+    def _check_rows(self, column: str, values: list[int]) -> list[CheckRecord]:
+        """Phase rows whose ``column`` (a trusted name) is one of ``values``, oldest first."""
+        records: list[CheckRecord] = []
         # In chunks: SQLite caps the number of bound parameters.
-        for at in range(0, len(parents), 500):
-            chunk = parents[at : at + 500]
+        for at in range(0, len(values), 500):
+            chunk = values[at : at + 500]
             rows = self.db.query(
-                f"SELECT * FROM pipeline_runs WHERE parent_id IN ({', '.join('?' for _ in chunk)}) ORDER BY id",
+                f"SELECT * FROM pipeline_runs WHERE {column} IN ({', '.join('?' for _ in chunk)}) "
+                "AND parent_id IS NOT NULL ORDER BY id",
                 tuple(chunk),
             )
-            for row in rows:
-                found[int(row["parent_id"])].append(CheckRecord.from_row(row))
-        return found
+            records += [CheckRecord.from_row(row) for row in rows]
+        return records
 
     def cancel_running_checks(self, reason: str) -> None:
         """Mark the phase rows a stopped runner left running as cancelled."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from runner.faults import read_faults
-from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db
+from runner.phaseview import PhaseView, phase_lines, phase_views
+from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.tasks import Author, BuiltinTaskStore, TaskStatus, TaskType
 
 # Version of the `status --json` document; bump when a key changes meaning or disappears.
-STATUS_SCHEMA_VERSION = 1
+# 2: each active run lists its phases so far.
+STATUS_SCHEMA_VERSION = 2
 
 
 def held_integration(runs: Runs, task_id: str) -> RunRecord | None:
@@ -97,6 +100,7 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         doc.update(store.counts())
         doc["epics"] = sum(store.counts(type_=None).values()) - sum(store.counts().values())
         active = runs.running()
+        phases = phase_views(runs, active)
         doc["active_dev_runs"] = sum(1 for r in active if r.phase is Phase.DEV)
         doc["active_runs"] = [
             {
@@ -107,6 +111,7 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
                 "pid": r.pid,
                 "started_at": r.started_at,
                 "log_path": r.log_path,
+                "phases": [p.to_json() for p in phases[r.id]],
             }
             for r in active
         ]
@@ -160,10 +165,16 @@ def render_status(doc: dict[str, Any]) -> str:
               "done": "Done", "needs_help": "Needs help"}  # fmt: skip
     lines += [f"  {label + ':':<13}{doc[key]}" for key, label in labels.items()]
     lines += ["", f"Active dev runs: {doc['active_dev_runs']}"]
+    if doc["active_runs"]:
+        lines.append("Active runs:")
+    now = time.time()
     for run in doc["active_runs"]:
+        elapsed = max(0.0, now - parse_iso(run["started_at"]).timestamp())
         lines.append(
-            f"  {run['task_id']}  {run['phase']}  patchset {run['patchset']}  since {run['started_at']}"
+            f"  {run['task_id']}  {run['phase']}  patchset {run['patchset']}  "
+            f"for {elapsed:.0f}s (since {run['started_at'][:19]})"
         )
+        lines += phase_lines([PhaseView.from_json(p) for p in run["phases"]], now=now)
     lines.append(f"Cost so far: {doc['cost_cents']:.2f} cents")
     if doc["needs_help_tasks"]:
         lines += ["", "Needs help:"]

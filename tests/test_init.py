@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, make_repo
+from tests.conftest import CLI, git, make_repo
 
 KINDS = {
     "pytest": ({"pyproject.toml": "[tool.pytest.ini_options]\n", "tests/test_a.py": "def test(): pass\n"},
@@ -22,7 +22,7 @@ KINDS = {
 def test_init_detects_tests_and_writes_a_valid_config(cli: CLI, tmp_path: Path, kind: str) -> None:
     files, argv = KINDS[kind]
     repo = make_repo(tmp_path / "r", base="trunk", files=files)
-    done = cli("init", "--preset", "codex", "--base", "trunk", "--yes", cwd=repo)
+    done = cli("init", "--preset", "codex", "--base", "trunk", "--yes", "--no-check", cwd=repo)
     assert done.code == 0, done.err
     assert kind in done.out
     assert cli("config", "validate", cwd=repo).code == 0
@@ -72,3 +72,49 @@ def test_init_asks_when_not_told(tmp_path: Path) -> None:
         input="", capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert no_answer.returncode == 1 and "--yes" in no_answer.stderr
+
+
+# -- the detected tests, run on base's tip ---------------------------------------------------------
+
+
+def test_init_runs_the_detected_tests_on_a_pristine_checkout_of_base(cli: CLI, tmp_path: Path) -> None:
+    makefile = "test:\n\tgrep -q green state.txt\n\t@echo all 3 tests passed\n"
+    repo = make_repo(tmp_path / "r", files={"Makefile": makefile, "state.txt": "green\n"})
+    (repo / "state.txt").write_text("red\n")  # a person's edit, not on base: not what is checked
+    done = cli("init", "--preset", "codex", "--yes", cwd=repo)
+    assert done.code == 0, done.err
+    assert "[test]" in done.out and "The checks pass on live." in done.out
+    assert "warning" not in done.err
+    assert cli("config", "validate", cwd=repo).code == 0
+    # The check's checkout and state stay in the runner's root, which git ignores.
+    assert git(repo, "status", "--porcelain") == "M state.txt\n?? pipeline.yaml"
+    # Its pass is the pipeline's: `check` on base reuses it.
+    again = cli("check", "--rev", "live", cwd=repo)
+    assert again.code == 0 and "cached from" in again.out
+
+
+def test_init_says_the_tests_fail_on_base_and_still_writes_the_config(cli: CLI, tmp_path: Path) -> None:
+    makefile = "test:\n\t@echo 'FAILED tests/test_login.py::test_login - assert 401 == 200'\n\t@exit 1\n"
+    repo = make_repo(tmp_path / "r", files={"Makefile": makefile})
+    done = cli("init", "--preset", "codex", "--yes", cwd=repo)
+    assert done.code == 0, done.err
+    assert "tests: make test" in done.out
+    assert "warning: pipeline.yaml: the checks fail on live, so every task would be rejected until live is fixed" in done.err
+    assert "phase test failed: `make test` failed (exit 2):" in done.err
+    assert "FAILED tests/test_login.py::test_login - assert 401 == 200" in done.err  # the output's tail
+    assert cli("config", "validate", cwd=repo).code == 0
+    values = cli("config", "show", "--json", cwd=repo).json()["values"]
+    assert values["phases.test.run"]["value"] == [["make", "test"]]
+    # --no-check writes the same config without running anything.
+    quiet = cli("init", "--preset", "codex", "--yes", "--force", "--no-check", cwd=tmp_path / "r")
+    assert quiet.code == 0 and "[test]" not in quiet.out and not quiet.err
+
+
+def test_init_without_checks_or_base_runs_nothing(cli: CLI, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"Makefile": "test:\n\ttrue\n"})
+    done = cli("init", "--preset", "codex", "--base", "release", "--yes", cwd=repo)
+    assert done.code == 0 and "Not checked on release: the branch has no commit yet." in done.out
+    bare = make_repo(tmp_path / "bare")
+    done = cli("init", "--preset", "codex", "--yes", cwd=bare)
+    assert done.code == 0 and "No test command detected" in done.out and "[test]" not in done.out
+    assert not (bare / "_").exists()
