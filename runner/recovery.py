@@ -65,8 +65,8 @@ def reconcile(p: Pipeline) -> None:
             p.note(task.id, "recovered an in-progress task with no live agent; back to open")
     for task_id in p.workspaces.existing():
         if task_id not in running_dev:
-            # A git command of ours killed in this worktree leaves its lock behind.
-            p.workspaces.drop_stale_lock(task_id)
+            # A git command of ours killed in this worktree leaves its locks behind.
+            p.workspaces.drop_stale_locks(task_id)
     # What the runner keeps for tasks that are done (a kill between landing and cleaning up):
     # read once, not one git call per task of a long history.
     refs = p.git.out("for-each-ref", "--format=%(refname)", TASK_REFS).splitlines()

@@ -163,6 +163,28 @@ class Checkouts:
         for name in ("info/attributes", "config.worktree"):
             (dot_git / name).unlink(missing_ok=True)
 
+    def drop_stale_locks(self, path: Path) -> None:
+        """Remove the lock files git commands left in the checkout at ``path`` when they were killed.
+
+        Only for a checkout in which no git command can be running: no agent works there and the
+        runner (which holds the runner lock) is not using it. A lock then outlived its command (the
+        runner killed inside ``git update-ref``, an agent killed inside ``git commit``) and would
+        fail every later command there for good. The index, HEAD and config locks sit at the top
+        of the git directory, ref locks anywhere under ``refs``; symbolic links are not followed.
+        """
+        dot_git = path / ".git"
+        if dot_git.is_symlink() or not dot_git.is_dir():
+            return
+        stale = [p for p in dot_git.glob("*.lock") if not p.is_dir()]
+        refs = dot_git / "refs"
+        if refs.is_dir() and not refs.is_symlink():
+            for folder, _dirs, files in os.walk(refs):
+                stale += [Path(folder) / name for name in files if name.endswith(".lock")]
+        for lock in stale:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+                logger.warning("removed {}, left by a git command killed in that checkout", lock)
+
     def create(self, path: Path, head: str, refs: dict[str, str] | None = None) -> Git:
         """A fresh checkout at ``path``: ``refs`` (full name -> sha) set, HEAD on ``head`` (a ref
         among them, or a sha to detach at), files and index exactly that commit."""
@@ -238,6 +260,9 @@ class Workspaces:
             raise GitError([], None, "", f"task id {task_id!r} is the name of the base branch")
         if self.checkouts.intact(path):
             self.checkouts.refresh(path)
+            # No run of the task is going (one is about to start): a lock here is stale, and left
+            # in place it would fail the update below, and so every later attempt, for good.
+            self.checkouts.drop_stale_locks(path)
             # The agent sees base under its own name, at its tip now, whatever it did to that ref.
             self.checkouts.git_of(path).update_ref(f"refs/heads/{base}", base_sha)
             return path
@@ -281,7 +306,7 @@ class Workspaces:
         if head != branch or local.rev(branch) != before:
             return None
         # The agent has ended with its whole process group: a lock left now is stale.
-        (path / ".git" / "index.lock").unlink(missing_ok=True)
+        self.checkouts.drop_stale_locks(path)
         local.run("add", "--all", "--", ".")
         if local.run("diff", "--cached", "--quiet", before, check=False).exit_code == 0:
             return None
@@ -330,11 +355,11 @@ class Workspaces:
             self.git.remove_worktree(path)
         remove_tree(path)
 
-    def drop_stale_lock(self, task_id: str) -> None:
-        """Remove the index.lock a killed git command left in a task's workspace."""
+    def drop_stale_locks(self, task_id: str) -> None:
+        """Remove the locks killed git commands left in the workspace of a task with no run going."""
         path = self.layout.worktree(task_id)
         if self.checkouts.intact(path):
-            (path / ".git" / "index.lock").unlink(missing_ok=True)
+            self.checkouts.drop_stale_locks(path)
 
     def existing(self) -> list[str]:
         """Task ids that have a workspace directory; other directories there are left alone."""

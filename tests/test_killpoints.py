@@ -95,3 +95,21 @@ def test_a_lock_on_base_left_by_the_runners_killed_swap_is_removed_but_a_persons
     os.utime(lock, (time.time() - 3, time.time() - 3))
     s.run_once_until(all_done(1))
     assert not lock.exists() and s.trailers() == ["t-1"]
+
+
+def test_locks_left_in_a_kept_workspace_by_killed_git_commands_are_removed(tmp_path: Path) -> None:
+    # t-1 fails its check once: its workspace is kept and acquired again for the next attempt.
+    s = make_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"x.txt": "BAD\n"}}, {"files": {"x.txt": "ok\n"}}]})
+    s.add("x")
+    s.run_once_until(lambda d: d["open"] == 1 and s.task("t-1")["patchset"] == 1)
+    dot_git = s.root / "worktrees" / "t-1" / ".git"
+    # What the runner killed inside `git update-ref refs/heads/live` there leaves, and an agent
+    # killed inside `git commit`: each made every later attempt fail, so the task never landed.
+    locks = [dot_git / "refs" / "heads" / "live.lock", dot_git / "refs" / "heads" / "t-1.lock", dot_git / "HEAD.lock"]
+    for lock in locks:
+        lock.write_text("")
+    s.run_once_until(all_done(1), limit=20)
+    assert s.trailers() == ["t-1"]
+    assert [lock for lock in locks if lock.exists()] == []
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='cancelled'") == [(0,)]
