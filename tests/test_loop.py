@@ -177,6 +177,10 @@ def test_commit_pushed_to_base_during_verify_is_kept(tmp_path: Path) -> None:
 
 def test_base_moving_during_integration_is_integrated_again(tmp_path: Path) -> None:
     s = make_sample(tmp_path)
+    # The check pushes to base while it checks the candidate, so it must run at integration: with
+    # the cache, the candidate's tree (the verified tree, base not having moved yet) reuses its pass.
+    s.config["phases"] = {"check": {"run": [["python3", "check.py"]], "cache": False}}
+    s.write_config()
     s.env["PUSH_FROM"] = str(s.repo)
     s.plan({"t-1": [{"files": {"t1.txt": "mine\n", "PUSH_DURING_integrate": "x"}}]})
     s.add("task")
