@@ -84,7 +84,7 @@ def run_loop(work: Path, tasks: int, concurrency: int, agent_seconds: float) -> 
         "interval: 1\n"
         "limits: {max_retries: 1}\n"
         f"agent: {{preset: command, command: ['{sys.executable}', '-I', '-S', '{repo / 'agent.py'}', '{agent_seconds}']}}\n"
-        "phases: {verify: {run: [['true']]}}\n"
+        "phases: {test: {run: [['true']]}}\n"
     )
     config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
     Layout(config.root).ensure()
@@ -117,7 +117,7 @@ def idle_cycle_ms(work: Path, done_tasks: int, comments_per_task: int = 6, cycle
     """Mean milliseconds of one cycle that finds nothing to do, over ``done_tasks`` done tasks."""
     repo = make_repo(work)
     (repo / "pipeline.yaml").write_text(
-        "base: live\nagent: {preset: command, command: ['true']}\nphases: {verify: {run: [['true']]}}\n"
+        "base: live\nagent: {preset: command, command: ['true']}\nphases: {test: {run: [['true']]}}\n"
     )
     config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
     Layout(config.root).ensure()

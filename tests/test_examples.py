@@ -6,10 +6,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from phases.backends import BACKENDS, make_backend
 from runner.config import load_config
-from tests.conftest import CLI
+from tests.conftest import CLI, write_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "configs"
 FILES = sorted(EXAMPLES.rglob("*.yaml"))
@@ -26,6 +27,22 @@ def test_example_loads_and_validates(path: Path) -> None:
     assert make_backend(loaded.config.agent).check() is None
 
 
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))
+def test_examples_declare_named_phases_not_the_older_form(path: Path) -> None:
+    phases = yaml.safe_load(path.read_text(encoding="utf-8")).get("phases") or {}
+    assert not {"verify", "integrate"} & set(phases)
+
+
+def test_the_readme_phases_example_loads(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parents[1] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## Phases", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write_config(tmp_path, example)).config
+    assert config.phase_order() == ["lint", "types", "unit", "e2e", "docs", "build"]
+    assert config.phases["unit"].needs == ["lint"] and config.phases["e2e"].on == ["integrate"]
+    assert config.phases["docs"].optional and config.phases["build"].skip_exit_codes == [77]
+    assert config.check_concurrency == 4
+
+
 def test_epic_config_narrows_the_repo_config() -> None:
     base = load_config(EXAMPLES / "claude-code.yaml").config
     epic = load_config(EXAMPLES / "epics" / "auth.yaml").config
@@ -33,7 +50,8 @@ def test_epic_config_narrows_the_repo_config() -> None:
     assert epic.concurrency == 1 < base.concurrency
     assert epic.limits.max_retries == 2 and epic.limits.max_task_cost == 600
     assert epic.agent == base.agent  # inherited whole
-    assert epic.phases["verify"].run == [["python", "-m", "pytest", "-q", "tests/auth"]]
+    assert epic.phases["unit"].run == [["python", "-m", "pytest", "-q", "tests/auth"]]
+    assert epic.phases["unit"].needs == ["lint"] and epic.phases["lint"] == base.phases["lint"]
 
 
 def test_examples_validate_through_the_cli(cli: CLI, tmp_path: Path) -> None:

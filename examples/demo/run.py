@@ -17,7 +17,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 CONFIG = """\
-# The demo's pipeline: the example agent develops, the project's unit tests verify.
+# The demo's pipeline: the example agent develops; two phases check each task, on its own commit
+# (verify) and again on the candidate on base's tip (integrate), where a pass on the same tree is
+# reused. `unit` starts only once `compile` has passed.
 base: live
 concurrency: 2
 interval: 0.5
@@ -28,7 +30,11 @@ agent:
   command: [{python}, {agent}, "{{prompt_file}}"]
   timeout: 60
 phases:
-  verify:
+  compile:
+    run:
+      - [{python}, -m, compileall, -q, .]
+  unit:
+    needs: [compile]
     run:
       - [{python}, -m, unittest, discover, -q]
 """
@@ -57,11 +63,19 @@ def main() -> int:
     # The config and the runner's state stay out of the sample project's history.
     (project / ".git" / "info" / "exclude").write_text("pipeline.yaml\n_/\n")
     runner = [sys.executable, "-m", "runner"]
+    step(*runner, "phases", cwd=project, env=env)
     step(*runner, "task", "import", str(HERE / "tasks.yaml"), cwd=project, env=env)
     step(*runner, "run", "--until-idle", cwd=project, env=env)
     step(*runner, "status", cwd=project, env=env)
     print(f"\n$ git log --oneline live   (in {project})", flush=True)
     subprocess.run(["git", "log", "--oneline", "live"], cwd=project, env=env, check=True)
+    # Every landed commit carries a receipt, a git note under refs/notes/pipeline: what each phase
+    # did on it, or reused. The note ends with the same facts as JSON (`receipt --json`), left out here.
+    print("\n$ pipeline-runner receipt live", flush=True)
+    receipt = subprocess.run([*runner, "receipt", "live"], cwd=project, env=env, check=True,
+                             capture_output=True, text=True).stdout  # fmt: skip
+    print(receipt.split("\n\n{", 1)[0])
+    print("(then the same as JSON: `pipeline-runner receipt --json`; `git log --notes=pipeline` shows it too)")
     print(f"\nThe demo project is in {project}; `pipeline-runner task show add-mul` there shows the")
     print("failed first attempt and the feedback that fixed it.")
     return 0
