@@ -191,6 +191,16 @@ def run_graph(run: GraphRun) -> VerifyResult:
             for name in graph.ready(needs, results, {*results, *(n for n, _, _ in running.values())}):
                 phase = run.phases[name]
                 blocked = [n for n in needs[name] if results[n].state not in PASSING]
+                failed_need = next((n for n in blocked if results[n].state is PhaseState.FAILED), None)
+                if failed_need is not None and not phase.optional and not stopped_by:
+                    # A required check that cannot run because an optional one it needs failed
+                    # was not passed: the attempt is rejected, never landed without it.
+                    why = (
+                        f"required phase {name} cannot run: it needs {failed_need}, which failed "
+                        f"(optional, but {name} needs it):\n{results[failed_need].summary}"
+                    )
+                    settle(name, PhaseOutcome(name, PhaseState.FAILED, why, optional=False), run.listener.started(name))
+                    continue
                 if blocked or stopped_by:
                     why = (
                         f"{NOT_RUN_MARK}needs {blocked[0]} ({results[blocked[0]].state.value})"

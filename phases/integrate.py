@@ -207,6 +207,8 @@ def integrate(
             git.add_note(RECEIPTS, candidate, receipt(candidate, checked))
         stop = before_swap(candidate)
         if stop:
+            if receipt is not None:
+                git.remove_note(RECEIPTS, candidate)  # this candidate does not land
             return IntegrateResult(IntegrateStatus.STOPPED, stop)
         if git.compare_and_swap(base, candidate, old):
             killpoints.reached("swapped")

@@ -147,9 +147,10 @@ Recipes = Annotated[list[Recipe], AfterValidator(_check_recipes)]
 
 
 PHASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# `dev` is the agent's phase; `verify` and `integrate` are the stages, and as the only keys of
-# `phases` the older form (phases.verify.run / phases.integrate.run) that still loads.
-RESERVED_PHASE_NAMES = frozenset({"dev", "verify", "integrate"})
+# `dev` is the agent's phase. `verify` and `integrate` may name phases, but as the only keys of
+# `phases`, with only the keys run/skip_exit_codes/timeout, they are the older form that still
+# loads (phases.verify.run / phases.integrate.run), with the older meaning.
+RESERVED_PHASE_NAMES = frozenset({"dev"})
 _SHORTHAND_KEYS = {"verify": {"run", "skip_exit_codes", "timeout"}, "integrate": {"run", "timeout"}}
 Stage = Literal["verify", "integrate"]
 
@@ -218,7 +219,7 @@ def _from_shorthand(phases: dict[str, Any]) -> dict[str, Any]:
 
 def _is_shorthand(phases: Mapping[str, Any]) -> bool:
     return bool(phases) and all(
-        name in _SHORTHAND_KEYS and (value is None or (isinstance(value, Mapping) and set(value) <= _SHORTHAND_KEYS[name]))
+        name in _SHORTHAND_KEYS and isinstance(value, Mapping) and set(value) <= _SHORTHAND_KEYS[name]
         for name, value in phases.items()
     )
 
@@ -290,12 +291,12 @@ class PipelineConfig(BaseSettings):
             return value
         if _is_shorthand(value):
             return _from_shorthand(dict(value))
+        # A phase set to null is removed: how a file that extends another drops one of its phases.
+        value = {name: phase for name, phase in value.items() if phase is not None}
         for name in value:
             if name in RESERVED_PHASE_NAMES:
                 raise ValueError(
-                    f"phases.{name}: {name!r} is a reserved name (dev is the agent's phase; verify and "
-                    "integrate, as the only keys of phases with only run/skip_exit_codes/timeout, are the "
-                    "older form); give the phase another name"
+                    f"phases.{name}: {name!r} is a reserved name (the agent's phase); give the phase another name"
                 )
         return value
 
@@ -468,6 +469,13 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
             raise ConfigError(f"{path}: key 'extends' must be a file path")
         base_data, base_origins = _read_yaml_chain(path.parent / parent_ref, (*seen, path))
     _unquoted_on(data)
+    phases = data.get("phases")
+    if isinstance(phases, dict) and _is_shorthand(phases):
+        # Read as named phases file by file, so a file in the named form can extend one in the older.
+        try:
+            data["phases"] = _from_shorthand(phases)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid configuration:\n  {path}: {exc}") from None
     own_origins = {key: Origin("file", str(path)) for key in _flatten(data)}
     # A relative repo or root in a file means relative to that file, not to the cwd.
     for key in ("repo",):

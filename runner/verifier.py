@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from phases.checks import GraphRun, RowListener, empty_stage, run_graph
+from phases.checks import GraphRun, PhaseState, RowListener, empty_stage, run_graph
 from phases.verify import VerifyResult, VerifyStatus, verify_task
 from runner import killpoints
 from runner.checkcache import CheckCache
@@ -155,7 +155,7 @@ class Verifier:
             return
         skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
         notes = {
-            VerifyStatus.PASS: f"verification passed{skipped}",
+            VerifyStatus.PASS: f"verification passed{skipped}{optional_failures(result)}",
             VerifyStatus.SKIP: f"verification skipped ({result.summary}), promoting",
         }
         if result.status is VerifyStatus.UNCHECKED:
@@ -169,3 +169,14 @@ class Verifier:
                 f"`pipeline-runner task set-status {task_id} open`. Why: {result.summary}"
             )
         self.p.settle(task_id, move, result.summary, notes[result.status])
+
+
+def optional_failures(result: VerifyResult) -> str:
+    """The optional phases that failed, for the task's comment (they reject nothing, but a person
+    should see them)."""
+    failed = [o for o in result.phases if o.optional and o.state is PhaseState.FAILED]
+    if not failed:
+        return ""
+    return "; optional phase(s) failed: " + "; ".join(
+        f"{o.name}: {(o.summary.splitlines() or [''])[0]}" for o in failed
+    )

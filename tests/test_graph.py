@@ -192,3 +192,29 @@ def test_registry_names_are_checked_when_handed_in(tmp_path: Path) -> None:
         load_config(path, registries=registries.names())
     assert "'agent.preset'" in str(caught.value) and "Did you mean 'agentd'" in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+def test_a_required_phase_that_needs_a_failed_optional_one_rejects_the_attempt(tmp_path: Path) -> None:
+    phases = {
+        "docs": PhaseConfig(run=[["python3", "-c", "raise SystemExit(1)"]], optional=True),
+        "publish": PhaseConfig(run=[["python3", "-c", "pass"]], needs=["docs"]),
+    }
+    result = run_graph(
+        GraphRun(
+            phases=phases, stage="verify", tree="t", workdir=lambda: tmp_path, values={},
+            log_dir=tmp_path / "logs", slots=threading.BoundedSemaphore(2),
+        )
+    )  # fmt: skip
+    assert result.status is VerifyStatus.FAIL
+    assert "required phase publish cannot run: it needs docs, which failed" in result.summary
+
+
+def test_a_file_extends_another_adding_and_dropping_phases_in_either_form(tmp_path: Path) -> None:
+    from runner.config import load_config
+
+    (tmp_path / "base.yaml").write_text("phases:\n  verify:\n    run: [make test]\n")
+    (tmp_path / "named.yaml").write_text("extends: base.yaml\nphases:\n  lint: {run: [ruff check .]}\n")
+    named = load_config(tmp_path / "named.yaml").config
+    assert list(named.phases) == ["verify", "lint"]
+    (tmp_path / "drop.yaml").write_text("extends: named.yaml\nphases:\n  verify: null\n")
+    assert list(load_config(tmp_path / "drop.yaml").config.phases) == ["lint"]
