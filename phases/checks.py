@@ -327,5 +327,5 @@ class RowListener:
         self.runs.finish(
             row, _ROW_STATUS[outcome.state], error=None if passed else outcome.summary or outcome.state.value,
             exit_code=outcome.exit_code, duration=round(outcome.duration, 3), log_path=outcome.log_path,
-            cached_from=outcome.cached.run_id if outcome.cached is not None else None,
+            cached_from=outcome.cached.source_row if outcome.cached is not None else None,
         )  # fmt: skip

@@ -27,6 +27,11 @@ def cache_key(
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+# The ``cached_from`` of a phase row that reused a pass `pipeline-runner check` recorded: such a
+# pass has no row of its own, and no row has id 0, so the row still says it was reused, not run.
+FROM_CHECK = 0
+
+
 @dataclass(frozen=True)
 class CachedPass:
     """A pass that can stand in for running the phase again."""
@@ -43,6 +48,11 @@ class CachedPass:
         ago = max(0.0, (now or time.time()) - parse_iso(self.passed_at).timestamp())
         source = f"run {self.run_id}" if self.run_id is not None else "`pipeline-runner check`"
         return f"cached from {source}, {_ago(ago)}"
+
+    @property
+    def source_row(self) -> int:
+        """What a phase row reusing this pass records as its ``cached_from``."""
+        return self.run_id if self.run_id is not None else FROM_CHECK
 
 
 def _ago(seconds: float) -> str:
