@@ -176,7 +176,9 @@ def test_commit_pushed_to_base_during_verify_is_kept(tmp_path: Path) -> None:
 
 
 def test_base_moving_during_integration_is_integrated_again(tmp_path: Path) -> None:
-    s = make_sample(tmp_path)
+    # A check of its own at integration: the verify check would be reused there (the candidate's
+    # tree is the verified one), and the person pushes from within a check that runs.
+    s = make_sample(tmp_path, phases={"integrate": {"run": [["python3", "check.py"]]}})
     s.env["PUSH_FROM"] = str(s.repo)
     s.plan({"t-1": [{"files": {"t1.txt": "mine\n", "PUSH_DURING_integrate": "x"}}]})
     s.add("task")
