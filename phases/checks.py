@@ -2,9 +2,10 @@
 
 A phase starts as soon as every phase it needs has passed; independent phases run side by side,
 each holding one of a limited number of slots shared by every check of the process (across
-tasks). A pass on the same content (tree, phase, recipes, env, on) is reused instead of run. The
-first required failure stops what depends on it and what has not started; phases already running
-finish (their passes are kept for later) and are reported as such.
+tasks). A pass on the same content (tree, phase, recipes, env, on) is reused instead of run,
+unless a phase that needs it must run (in the same checkout, where it may use what its needs
+left: a build it tests). The first required failure stops what depends on it and what has not
+started; phases already running finish (their passes are kept for later) and are reported as such.
 
 Only the thread that calls ``run_graph`` looks up and records results; phase threads only run
 recipes, so a database connection never crosses threads.
@@ -167,6 +168,32 @@ def _run_phase(
     )  # fmt: skip
 
 
+def _reusable(run: GraphRun, needs: Mapping[str, list[str]]) -> tuple[dict[str, str], dict[str, CachedPass]]:
+    """Each cached phase's content key, and the passes that will stand in for running a phase.
+
+    A phase that must run (nothing to reuse, or ``cache: false``) runs in the checkout its needs
+    ran in and may use what they left there (a build a test runs against), so what it needs,
+    directly or not, is run there too rather than reused. A phase none of whose recipes apply runs
+    nothing, and needs nothing left behind."""
+    keys: dict[str, str] = {}
+    hits: dict[str, CachedPass] = {}
+    must_run: set[str] = set()
+    for name, phase in run.phases.items():
+        argvs = phase_argvs(phase, run.values)
+        if not argvs:
+            continue
+        if run.cache is not None and phase.cache:
+            keys[name] = cache_key(run.tree, name, argvs, phase.env, phase.on)
+            hit = run.cache.lookup(keys[name])
+            if hit is not None:
+                hits[name] = hit
+                continue
+        must_run.add(name)
+    for name in graph.closure(needs, must_run) - must_run:
+        hits.pop(name, None)
+    return keys, hits
+
+
 def run_graph(run: GraphRun) -> VerifyResult:
     """Check one tree with the phases of one stage; the verdict and every phase's outcome."""
     needs = {name: [n for n in phase.needs if n in run.phases] for name, phase in run.phases.items()}
@@ -176,6 +203,7 @@ def run_graph(run: GraphRun) -> VerifyResult:
     stop = threading.Event()
     stopped_by: list[str] = []
     workdir = _lazy(run.workdir)
+    keys, hits = _reusable(run, needs)
 
     def settle(name: str, outcome: PhaseOutcome, row: int | None) -> None:
         outcome = replace(outcome, row=row)
@@ -209,21 +237,18 @@ def run_graph(run: GraphRun) -> VerifyResult:
                     )
                     settle(name, PhaseOutcome(name, PhaseState.NOT_RUN, why, optional=phase.optional), run.listener.started(name))
                     continue
-                argvs = phase_argvs(phase, run.values)
-                key = None
-                if run.cache is not None and phase.cache and argvs:
-                    key = cache_key(run.tree, name, argvs, phase.env, phase.on)
-                    hit = run.cache.lookup(key)
-                    if hit is not None:
-                        outcome = PhaseOutcome(
-                            name, PhaseState.CACHED, hit.describe(), hit.exit_code, 0.0,
-                            tuple(" ".join(a) for a in argvs), optional=phase.optional, cached=hit,
-                        )  # fmt: skip
-                        settle(name, outcome, run.listener.started(name))
-                        continue
+                hit = hits.get(name)
+                if hit is not None:
+                    outcome = PhaseOutcome(
+                        name, PhaseState.CACHED, hit.describe(), hit.exit_code, 0.0,
+                        tuple(" ".join(a) for a in phase_argvs(phase, run.values)), optional=phase.optional,
+                        cached=hit,
+                    )  # fmt: skip
+                    settle(name, outcome, run.listener.started(name))
+                    continue
                 row = run.listener.started(name)
                 future = pool.submit(_run_phase, name, phase, run, workdir, stop, stopped_by)
-                running[future] = (name, row, key)
+                running[future] = (name, row, keys.get(name))
             if not running:
                 if len(results) < len(run.phases) and not graph.ready(needs, results, results):
                     raise RuntimeError("the phase graph cannot make progress (a cycle?)")
@@ -341,5 +366,5 @@ class RowListener:
         self.runs.finish(
             row, _ROW_STATUS[outcome.state], error=None if passed else outcome.summary or outcome.state.value,
             exit_code=outcome.exit_code, duration=round(outcome.duration, 3), log_path=outcome.log_path,
-            cached_from=outcome.cached.run_id if outcome.cached is not None else None,
+            cached_from=outcome.cached.source_row if outcome.cached is not None else None,
         )  # fmt: skip

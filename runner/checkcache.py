@@ -28,6 +28,11 @@ def cache_key(
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+# The ``cached_from`` of a phase row that reused a pass `pipeline-runner check` recorded: such a
+# pass has no row of its own, and no row has id 0, so the row still says it was reused, not run.
+FROM_CHECK = 0
+
+
 @dataclass(frozen=True)
 class CachedPass:
     """A pass that can stand in for running the phase again."""
@@ -41,11 +46,16 @@ class CachedPass:
         """"cached from run N, 3 min ago", as every report shows a reuse."""
         return describe_reuse(self.run_id, self.passed_at, now)
 
+    @property
+    def source_row(self) -> int:
+        """What a phase row reusing this pass records as its ``cached_from``."""
+        return self.run_id if self.run_id is not None else FROM_CHECK
+
 
 def describe_reuse(run_id: int | None, passed_at: str | None, now: float | None = None) -> str:
     """"cached from run N, 3 min ago": the pass of phase row ``run_id`` (None: a pass by
     `pipeline-runner check`) made at ``passed_at``, its age left out when that is not known."""
-    source = f"run {run_id}" if run_id is not None else "`pipeline-runner check`"
+    source = f"run {run_id}" if run_id not in (None, FROM_CHECK) else "`pipeline-runner check`"
     if passed_at is None:
         return f"cached from {source}"
     ago = max(0.0, (time.time() if now is None else now) - parse_iso(passed_at).timestamp())

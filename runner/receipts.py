@@ -65,17 +65,35 @@ def parse(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+# A phase row's status as the phase's state, in the words the receipt uses for the phases it ran
+# itself (phases.checks.PhaseState), so that both stages of one receipt read alike.
+_ROW_STATES = {"success": "passed", "failure": "failed", "skipped": "skipped", "cancelled": "not_run"}
+
+
+def _row_state(record: Any) -> str:
+    if record.cached_from is not None:
+        return "cached"
+    status = str(record.status)
+    if status == "cancelled" and not (record.error_summary or "").startswith("not run"):
+        return "fault"
+    return _ROW_STATES.get(status, status)
+
+
 def record_entries(records: Sequence[Any]) -> list[dict[str, Any]]:
     """The receipt's entry for each phase row (runner.state.CheckRecord) of an earlier attempt."""
-    return [
-        {
+    entries = []
+    for r in records:
+        entry: dict[str, Any] = {
             "phase": r.phase,
-            "state": "cached" if r.cached_from is not None else str(r.status),
+            "state": _row_state(r),
             "exit_code": r.exit_code,
             "duration": round(r.duration or 0.0, 3),
             "reused": r.cached_from is not None,
             "run": r.id,
             "recipes": [],
         }
-        for r in records
-    ]
+        if r.cached_from is not None:
+            # None: the pass was recorded by `pipeline-runner check`, which keeps no row.
+            entry["reused_from_run"] = r.cached_from or None
+        entries.append(entry)
+    return entries

@@ -321,7 +321,7 @@ class CheckRecord:
     exit_code: int | None
     duration: float | None
     tree: str | None
-    cached_from: int | None
+    cached_from: int | None  # the row whose pass was reused; 0: a pass by `pipeline-runner check`
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> CheckRecord:
