@@ -385,7 +385,7 @@ def test_editing_a_phase_env_or_recipe_means_it_runs_again(tmp_path: Path) -> No
     assert [e["mode"] for e in events(s, "unit")] == ["one"]
 
     # The env changed between verification and integration: the same tree is checked again.
-    s.write_config(phases={"unit": {"env": {"MODE": "two"}}})
+    s.write_config(phases={"unit": {"run": [stamp(s, "unit", 0)], "env": {"MODE": "two"}}})
     once_until(s, "done", 1)
     assert [(e["stage"], e["mode"]) for e in events(s, "unit")] == [("verify", "one"), ("integrate", "two")]
     assert row(phase_rows(s, "t-1"), "integrate", "unit")["cached_from"] is None
@@ -397,7 +397,7 @@ def test_editing_a_phase_env_or_recipe_means_it_runs_again(tmp_path: Path) -> No
     assert f"[unit] unit: passed (cached from run {integrated}," in done.stdout, done.stdout
     assert ran(s, "unit") == 2
     # ...but not after the recipe changed.
-    s.write_config(phases={"unit": {"run": [stamp(s, "unit", 0, "--verbose")]}})
+    s.write_config(phases={"unit": {"run": [stamp(s, "unit", 0, "--verbose")], "env": {"MODE": "two"}}})
     done = s.cli("check", "--rev", "live")
     assert done.returncode == 0 and "cached" not in done.stdout, done.stdout + done.stderr
     assert ran(s, "unit", "check") == 1 and events(s, "unit", stage="check")[0]["args"] == ["--verbose"]
