@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -77,12 +78,17 @@ class Worktree:
 _WORKTREE_ADMIN = threading.Lock()
 
 
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
 class Git:
     """Git commands against one repository (and its worktrees)."""
 
     def __init__(self, repo: Path, *, git_dir: Path | None = None, work_tree: Path | None = None) -> None:
         self.repo = repo
         self._common_dir: Path | None = None
+        # A commit's tree never changes: asked by full sha, it is looked up once.
+        self._trees: dict[str, str] = {}
         # Given explicitly for the runner's checkouts: git must never go looking for a repository
         # above one whose .git an agent removed (the person's repository encloses the root).
         self._location = [f"--git-dir={git_dir}"] if git_dir is not None else []
@@ -116,8 +122,17 @@ class Git:
 
     def tree_of(self, commit: str) -> str | None:
         """The tree a commit records, or None when there is no such commit."""
+        if commit in self._trees:
+            return self._trees[commit]
         result = self.run("rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}", check=False)
-        return result.output.strip() if result.ok else None
+        if not result.ok:
+            return None
+        tree = result.output.strip()
+        if _FULL_SHA.fullmatch(commit):  # a name (a branch, HEAD) may point elsewhere later
+            if len(self._trees) > 10_000:
+                self._trees.clear()
+            self._trees[commit] = tree
+        return tree
 
     def branch_sha(self, branch: str) -> str | None:
         """The tip of a local branch, or None when it does not exist."""
