@@ -1,0 +1,104 @@
+"""The check graph attacked: a user's hostile config and revs, a misbehaving agent, checks racing.
+
+Real repositories, real SQLite and the real CLI as separate processes. Each test states the
+guarantee it holds down: base holds exactly what was checked, nothing lands without its phases
+passing on its own tree (or a pass for that exact content), every landed commit has a receipt.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import git
+from tests.loop_helpers import Sample, make_sample
+
+# A check that sleeps first, so that something can happen to its checkout meanwhile, then fails
+# when any .txt file says BAD.
+SLOW_CHECK_PY = """\
+import pathlib, sys, time
+here = pathlib.Path.cwd()
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
+bad = [str(p) for p in here.rglob("*.txt") if "BAD" in p.read_text()]
+print("bad files:", bad)
+sys.exit(1 if bad else 0)
+"""
+
+
+def sample(tmp_path: Path, phases: dict[str, Any], **config: Any) -> Sample:
+    s = make_sample(tmp_path, **config)
+    s.write_config(phases=phases)
+    return s
+
+
+def commit_on_branch(s: Sample, branch: str, files: dict[str, str]) -> str:
+    git(s.repo, "checkout", "-q", "-b", branch)
+    for name, text in files.items():
+        (s.repo / name).write_text(text)
+        git(s.repo, "add", name)
+    git(s.repo, "commit", "-q", "-m", f"on {branch}")
+    git(s.repo, "checkout", "-q", "live")
+    return git(s.repo, "rev-parse", branch).strip()
+
+
+def check_proc(s: Sample, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "check", *args], cwd=s.repo, env=s.full_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def cached_passes(s: Sample) -> list[tuple[str, str]]:
+    if not (s.root / "state.db").exists():
+        return []
+    return [(str(p), str(t)) for p, t in s.rows("SELECT phase, tree FROM check_results")]
+
+
+# -- processes a phase leaves behind ---------------------------------------------------------------
+
+
+def test_a_daemon_a_phase_forks_does_not_outlive_it_to_alter_a_later_checkout(tmp_path: Path) -> None:
+    marker = tmp_path / "daemon-was-here"
+    daemon = (
+        "import os, sys, time, pathlib\n"
+        "if os.fork(): sys.exit(0)\n"
+        "os.setsid()\n"
+        "if os.fork(): os._exit(0)\n"
+        "time.sleep(2)\n"
+        f"pathlib.Path({str(marker)!r}).write_text('alive')\n"
+        "os._exit(0)\n"
+    )
+    s = sample(tmp_path, {"unit": {"run": [["python3", "-c", daemon]], "cache": False}})
+    done = s.cli("check", "--rev", "live")
+    assert done.returncode == 0, done.stdout + done.stderr
+    time.sleep(3)
+    assert not marker.exists(), "a daemon forked by a phase survived it"
+
+
+# -- revs and notes a person hands the commands ------------------------------------------------------
+
+
+def test_check_refuses_a_rev_that_is_an_option_a_tree_or_a_blob(tmp_path: Path) -> None:
+    s = sample(tmp_path, {"unit": {"run": [["python3", "check.py"]]}})
+    tree = git(s.repo, "rev-parse", "live^{tree}").strip()
+    blob = git(s.repo, "rev-parse", "live:check.py").strip()
+    for rev in ("-x", "--all", "--git-dir=/tmp", tree, blob, "live:check.py", "live..live", "^live"):
+        done = s.cli("check", f"--rev={rev}")
+        assert done.returncode != 0, (rev, done.stdout, done.stderr)
+        assert "is not a commit" in done.stderr, (rev, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert cached_passes(s) == [], "a pass was recorded for something that is not a commit"
+
+
+def test_receipt_refuses_a_note_that_is_not_a_receipt(tmp_path: Path) -> None:
+    s = sample(tmp_path, {"unit": {"run": [["python3", "check.py"]]}})
+    git(s.repo, "notes", "--ref=refs/notes/pipeline", "add", "-m", "pipeline-runner receipt: not json\n{oops", "live")
+    done = s.cli("receipt", "--json")
+    assert done.returncode != 0 and "not a pipeline-runner receipt" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    for rev in ("-x", "--all", "live^{tree}"):
+        done = s.cli("receipt", rev)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, (rev, done.stderr)
