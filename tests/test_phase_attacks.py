@@ -57,6 +57,28 @@ def cached_passes(s: Sample) -> list[tuple[str, str]]:
     return [(str(p), str(t)) for p, t in s.rows("SELECT phase, tree FROM check_results")]
 
 
+# -- two checks at once --------------------------------------------------------------------------
+
+
+def test_two_checks_at_once_never_pass_a_tree_by_removing_each_others_checkout(tmp_path: Path) -> None:
+    s = sample(tmp_path, {"unit": {"run": [["python3", "slow.py", "2"]]}})
+    (s.repo / "slow.py").write_text(SLOW_CHECK_PY)
+    git(s.repo, "add", "slow.py")
+    git(s.repo, "commit", "-q", "-m", "slow check")
+    bad = commit_on_branch(s, "bad", {"x.txt": "BAD\n"})
+    bad_tree = git(s.repo, "rev-parse", f"{bad}^{{tree}}").strip()
+    first = check_proc(s, "--rev", "bad")
+    time.sleep(1.0)  # the first check is in its recipe's sleep when the second makes its checkout
+    second = check_proc(s, "--rev", "live")
+    out_first, _ = first.communicate(timeout=60)
+    out_second, _ = second.communicate(timeout=60)
+    assert second.returncode == 0, out_second
+    assert first.returncode == 1, f"the BAD tree passed:\n{out_first}"
+    assert ("unit", bad_tree) not in cached_passes(s)
+    # Each check cleans up after itself.
+    assert not any((s.root / "check").iterdir())
+
+
 # -- processes a phase leaves behind ---------------------------------------------------------------
 
 
