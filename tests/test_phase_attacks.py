@@ -7,14 +7,18 @@ passing on its own tree (or a pass for that exact content), every landed commit 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from runner import killpoints
 from tests.conftest import git
-from tests.loop_helpers import Sample, make_sample
+from tests.loop_helpers import Sample, all_done, make_sample
 
 # A check that sleeps first, so that something can happen to its checkout meanwhile, then fails
 # when any .txt file says BAD.
@@ -124,3 +128,36 @@ def test_receipt_refuses_a_note_that_is_not_a_receipt(tmp_path: Path) -> None:
     for rev in ("-x", "--all", "live^{tree}"):
         done = s.cli("receipt", rev)
         assert done.returncode != 0 and "Traceback" not in done.stderr, (rev, done.stderr)
+
+
+# -- a kill around the receipt ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("point", ["before-swap", "receipt-attached", "swapped"])
+def test_killed_between_the_receipt_and_the_swap_every_landed_commit_has_its_receipt_and_only_those(
+    tmp_path: Path, point: str
+) -> None:
+    s = sample(tmp_path, {"unit": {"run": [["python3", "check.py"]]}}, concurrency=1)
+    s.add("first")
+    s.add("second")
+    s.env[killpoints.ENV] = point
+    for _ in range(40):
+        done = s.cli("run", "--once")
+        if done.returncode == -9:
+            break
+        assert done.returncode == 0, done.stderr
+    else:
+        raise AssertionError(f"the runner never reached {point}")
+    del s.env[killpoints.ENV]
+    s.run_once_until(all_done(2), limit=40)
+
+    assert sorted(s.trailers()) == ["t-1", "t-2"]
+    landed = git(s.repo, "rev-list", "live", "--not", "live~2").split()
+    noted = {line.split()[1] for line in git(s.repo, "notes", "--ref=pipeline", "list").splitlines()}
+    assert noted == set(landed), "a receipt on a commit that never landed, or a landed commit without one"
+    for sha in landed:
+        done = s.cli("receipt", sha, "--json")
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        assert data["tree"] == git(s.repo, "rev-parse", f"{sha}^{{tree}}").strip()
+        assert [p["state"] for c in data["checks"] for p in c["phases"]] != []
