@@ -130,6 +130,20 @@ def test_receipt_refuses_a_note_that_is_not_a_receipt(tmp_path: Path) -> None:
         assert done.returncode != 0 and "Traceback" not in done.stderr, (rev, done.stderr)
 
 
+def test_a_hostile_phase_env_is_refused_as_config_or_faults_without_a_pass(tmp_path: Path) -> None:
+    s = sample(tmp_path, {"unit": {"run": [["python3", "check.py"]]}})
+    for env in ({"A=B": "c"}, {"": "c"}, {"A": "c\0d"}):
+        s.write_config(phases={"unit": {"run": [["python3", "check.py"]], "env": env}})
+        done = s.cli("check", "--rev", "live")
+        assert done.returncode != 0 and "Invalid configuration" in done.stderr, (env, done.stderr)
+        assert "Traceback" not in done.stderr
+    # A PATH that hides the program: the machine's fault, never a pass kept for the tree.
+    s.write_config(phases={"unit": {"run": [["python3", "check.py"]], "env": {"PATH": str(tmp_path / "nothing")}}})
+    done = s.cli("check", "--rev", "live")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "passed" not in done.stdout and cached_passes(s) == []
+
+
 # -- a kill around the receipt ---------------------------------------------------------------------
 
 
