@@ -18,7 +18,7 @@ import pytest
 
 from runner import killpoints
 from tests.conftest import git
-from tests.loop_helpers import Sample, all_done, make_sample
+from tests.loop_helpers import Sample, all_done, kill_leftovers, make_sample, stop, wait_for
 
 # A check that sleeps first, so that something can happen to its checkout meanwhile, then fails
 # when any .txt file says BAD.
@@ -81,6 +81,25 @@ def test_two_checks_at_once_never_pass_a_tree_by_removing_each_others_checkout(t
     assert ("unit", bad_tree) not in cached_passes(s)
     # Each check cleans up after itself.
     assert not any((s.root / "check").iterdir())
+
+
+def test_a_check_killed_mid_phase_keeps_no_pass_and_its_checkout_is_removed_by_the_next(tmp_path: Path) -> None:
+    s = sample(tmp_path, {"unit": {"run": [["python3", "slow.py", "30"]]}})
+    (s.repo / "slow.py").write_text(SLOW_CHECK_PY)
+    git(s.repo, "add", "slow.py")
+    git(s.repo, "commit", "-q", "-m", "slow check")
+    proc = check_proc(s, "--rev", "live")
+    wait_for(lambda: (s.root / "check").is_dir() and any((s.root / "check").iterdir()), 30)
+    time.sleep(0.5)
+    proc.kill()
+    proc.communicate(timeout=30)
+    time.sleep(1)
+    assert kill_leftovers(s.root) == [], "the killed check's recipe outlived it"
+    assert cached_passes(s) == []
+    s.write_config(phases={"unit": {"run": [["python3", "slow.py", "0"]]}})
+    done = s.cli("check", "--rev", "live")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list((s.root / "check").iterdir()) == [], "the killed check's checkout was left"
 
 
 # -- processes a phase leaves behind ---------------------------------------------------------------
@@ -175,3 +194,76 @@ def test_killed_between_the_receipt_and_the_swap_every_landed_commit_has_its_rec
         data = json.loads(done.stdout)
         assert data["tree"] == git(s.repo, "rev-parse", f"{sha}^{{tree}}").strip()
         assert [p["state"] for c in data["checks"] for p in c["phases"]] != []
+
+
+# -- code under check writing the runner's state ------------------------------------------------------
+
+# What the agent commits as the project's test runner: it passes, and, run by a verify phase in its
+# checkout (ROOT/checks/<task>/<attempt>), it records in ROOT/state.db a pass of the integrate-only
+# phase `gate` for its own tree, so that integration reuses it instead of running the gate.
+FORGER_PY = """\
+import hashlib, json, pathlib, sqlite3, subprocess, sys
+gate = sys.argv[1]
+tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], capture_output=True, text=True).stdout.strip()
+material = json.dumps({"tree": tree, "phase": "gate", "recipes": [["python3", gate]], "env": {},
+                       "on": ["integrate"]}, sort_keys=True)
+key = hashlib.sha256(material.encode()).hexdigest()
+db = pathlib.Path.cwd().parents[2] / "state.db"
+conn = sqlite3.connect(db, timeout=30)
+conn.execute("INSERT OR REPLACE INTO check_results (key, phase, tree, run_id, duration, exit_code, passed_at) "
+             "VALUES (?, 'gate', ?, NULL, 1.0, 0, '2026-01-01T00:00:00+00:00')", (key, tree))
+conn.commit()
+print("forged a pass of gate for", tree)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="recipes run with the runner's own rights: code under check can write ROOT/state.db and "
+    "record a pass the runner then reuses (not fixable without isolating recipes from the state)",
+)
+def test_code_under_check_cannot_forge_a_pass_of_a_later_phase(tmp_path: Path) -> None:
+    gate = tmp_path / "gate.py"
+    gate.write_text(SLOW_CHECK_PY)
+    s = sample(tmp_path, {
+        "unit": {"run": [["python3", "run_tests.py"]], "on": ["verify"]},
+        "gate": {"run": [["python3", str(gate)]], "on": ["integrate"]},
+    }, concurrency=1)  # fmt: skip
+    (s.repo / "run_tests.py").write_text("print('all good')\n")
+    git(s.repo, "add", "run_tests.py")
+    git(s.repo, "commit", "-q", "-m", "tests")
+    s.plan({"t-1": [{"files": {"x.txt": "BAD\n", "run_tests.py": FORGER_PY.replace("sys.argv[1]", repr(str(gate)))}}]})
+    s.add("sneak it in")
+    s.cli("run", "--until-idle", timeout=120)
+    landed = git(s.repo, "ls-tree", "--name-only", "live").split()
+    assert "x.txt" not in landed or "BAD" not in git(s.repo, "show", "live:x.txt")
+
+
+# -- two processes on one cache ------------------------------------------------------------------------
+
+
+def test_check_running_beside_run_shares_the_cache_without_locking_errors_or_false_passes(tmp_path: Path) -> None:
+    phases = {f"p{i}": {"run": [["python3", "check.py"]], "env": {"N": str(i)}} for i in range(6)}
+    phases["tagged"] = {"run": [["python3", "check.py", "{task_id}"]]}
+    s = sample(tmp_path, phases, concurrency=3)
+    s.plan({"t-2": [{"files": {"x.txt": "BAD\n"}}, {"files": {"x.txt": "fine\n"}}]})
+    for title in ("one", "two", "three"):
+        s.add(title)
+    bad = commit_on_branch(s, "bad", {"y.txt": "BAD\n"})
+    proc = s.start()
+    outputs = []
+    try:
+        for _ in range(4):
+            for rev in ("live", "bad"):
+                done = s.cli("check", "--rev", rev)
+                outputs.append(done.stdout + done.stderr)
+                assert done.returncode == (0 if rev == "live" else 1), outputs[-1]
+        wait_for(lambda: s.status()["done"] == 3, 90, proc)
+    finally:
+        out = stop(proc)
+    assert "locked" not in out + "".join(outputs)
+    assert sorted(s.trailers()) == ["t-1", "t-2", "t-3"]
+    assert "+BAD" not in git(s.repo, "log", "-p", "live")
+    bad_tree = git(s.repo, "rev-parse", f"{bad}^{{tree}}").strip()
+    assert [t for _, t in cached_passes(s) if t == bad_tree] == []
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status = 'running'") == [(0,)]
