@@ -217,26 +217,43 @@ print("forged a pass of gate for", tree)
 """
 
 
+def forge_attempt(tmp_path: Path, gate_cache: bool) -> Sample:
+    """A task whose commit holds BAD and a test runner that forges a pass of the gate for its tree."""
+    gate = tmp_path / "gate.py"
+    gate.write_text(SLOW_CHECK_PY)
+    s = sample(tmp_path, {
+        "unit": {"run": [["python3", "run_tests.py"]], "on": ["verify"]},
+        "gate": {"run": [["python3", str(gate)]], "on": ["integrate"], "cache": gate_cache},
+    }, concurrency=1, limits={"max_retries": 1})  # fmt: skip
+    (s.repo / "run_tests.py").write_text("print('all good')\n")
+    git(s.repo, "add", "run_tests.py")
+    git(s.repo, "commit", "-q", "-m", "tests")
+    forger = FORGER_PY.replace("sys.argv[1]", repr(str(gate)))
+    s.plan({"t-1": [{"files": {"x.txt": "BAD\n", "run_tests.py": forger}}]})
+    s.add("sneak it in")
+    s.cli("run", "--until-idle", timeout=120)
+    return s
+
+
+def bad_on_base(s: Sample) -> bool:
+    return "x.txt" in git(s.repo, "ls-tree", "--name-only", "live").split() and "BAD" in git(
+        s.repo, "show", "live:x.txt"
+    )
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="recipes run with the runner's own rights: code under check can write ROOT/state.db and "
     "record a pass the runner then reuses (not fixable without isolating recipes from the state)",
 )
 def test_code_under_check_cannot_forge_a_pass_of_a_later_phase(tmp_path: Path) -> None:
-    gate = tmp_path / "gate.py"
-    gate.write_text(SLOW_CHECK_PY)
-    s = sample(tmp_path, {
-        "unit": {"run": [["python3", "run_tests.py"]], "on": ["verify"]},
-        "gate": {"run": [["python3", str(gate)]], "on": ["integrate"]},
-    }, concurrency=1)  # fmt: skip
-    (s.repo / "run_tests.py").write_text("print('all good')\n")
-    git(s.repo, "add", "run_tests.py")
-    git(s.repo, "commit", "-q", "-m", "tests")
-    s.plan({"t-1": [{"files": {"x.txt": "BAD\n", "run_tests.py": FORGER_PY.replace("sys.argv[1]", repr(str(gate)))}}]})
-    s.add("sneak it in")
-    s.cli("run", "--until-idle", timeout=120)
-    landed = git(s.repo, "ls-tree", "--name-only", "live").split()
-    assert "x.txt" not in landed or "BAD" not in git(s.repo, "show", "live:x.txt")
+    assert not bad_on_base(forge_attempt(tmp_path, gate_cache=True))
+
+
+def test_a_gate_with_cache_false_is_never_taken_from_a_forged_pass(tmp_path: Path) -> None:
+    s = forge_attempt(tmp_path, gate_cache=False)
+    assert s.rows("SELECT COUNT(*) FROM check_results WHERE phase = 'gate'") == [(1,)], "the forger did not run"
+    assert not bad_on_base(s)
 
 
 # -- two processes on one cache ------------------------------------------------------------------------
