@@ -203,14 +203,21 @@ def integrate(
         refusal = _dirty_message(git, base, checkout) or _in_the_way_message(base, checkout, added)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
-        if receipt is not None:
-            git.add_note(RECEIPTS, candidate, receipt(candidate, checked))
+        # The candidate is recorded before its receipt is attached, so that a receipt left by a
+        # kill before the swap names a recorded candidate, which recovery finds and removes.
         stop = before_swap(candidate)
         if stop:
-            if receipt is not None:
-                git.remove_note(RECEIPTS, candidate)  # this candidate does not land
             return IntegrateResult(IntegrateStatus.STOPPED, stop)
-        if git.compare_and_swap(base, candidate, old):
+        if receipt is not None:
+            git.add_note(RECEIPTS, candidate, receipt(candidate, checked))
+            killpoints.reached("receipt-attached")
+        try:
+            swapped = git.compare_and_swap(base, candidate, old)
+        except BaseException:
+            if receipt is not None and git.branch_sha(base) != candidate:
+                git.remove_note(RECEIPTS, candidate)  # this candidate did not land
+            raise
+        if swapped:
             killpoints.reached("swapped")
             lag = None
             if checkout is not None:

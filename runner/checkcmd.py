@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from phases.checks import GraphRun, PhaseOutcome, run_graph
@@ -17,7 +19,7 @@ from runner.config import PipelineConfig, recipe_argv
 from runner.errors import PipelineError
 from runner.git import Git
 from runner.state import open_db
-from runner.workspace import Layout, Workspaces
+from runner.workspace import Layout, Workspaces, remove_tree
 
 
 def graph_document(config: PipelineConfig) -> dict[str, Any]:
@@ -117,15 +119,24 @@ def check(config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout) -
     layout = Layout(config.root)
     layout.ensure()
     tree = git.tree_of(sha) or sha
-    place = layout.root / "check" / f"{tree[:12]}-{threading.get_native_id()}"
+    # Its own checkout, never shared with (nor removed by) another `check` running meanwhile: a
+    # recipe whose checkout vanished under it can pass on no files at all, and that pass would be
+    # kept for the tree. Those of checks that died are removed.
+    place = layout.root / "check" / f"{tree[:12]}-{os.getpid()}-{threading.get_native_id()}"
+    remove_abandoned(place.parent)
     workspaces = Workspaces(git, layout)
+
+    def checkout() -> Path:
+        workspaces.checkouts.create(place, sha)
+        return place
+
     db = open_db(config.state_db)
     print(f"checking {request.rev} ({sha[:12]}, tree {tree[:12]}): {', '.join(chosen)}", file=out, flush=True)
     try:
         return run_graph(
             GraphRun(
                 phases=chosen, stage=request.stage or "check", tree=tree,
-                workdir=lambda: workspaces.fresh(place, sha),
+                workdir=checkout,
                 values={"namespace": None, "task_id": "", "workspace": str(place), "base": config.base,
                         "patchset": "0"},
                 log_dir=layout.root / "logs" / "check" / tree[:12],
@@ -137,6 +148,27 @@ def check(config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout) -
     finally:
         db.close()
         shutil.rmtree(place, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned(checks: Path) -> None:
+    """Remove the checkouts under ``checks`` whose `check` process (``<tree>-<pid>-<thread>``) is gone."""
+    if not checks.is_dir():
+        return
+    for other in checks.iterdir():
+        parts = other.name.split("-")
+        if len(parts) == 3 and parts[1].isdigit() and _alive(int(parts[1])):
+            continue
+        remove_tree(other)
 
 
 def receipt_of(config: PipelineConfig, rev: str | None) -> tuple[str, str, dict[str, Any] | None]:

@@ -138,8 +138,10 @@ def _check_recipes(recipes: list[Recipe]) -> list[Recipe]:
     """Every recipe must become a non-empty argv, so a bad one is refused here, not at each run."""
     for number, recipe in enumerate(recipes, 1):
         argv = _split_words(recipe, f"recipe {number}") if isinstance(recipe, str) else recipe
-        if not argv:
+        if not argv or not argv[0]:
             raise ValueError(f"recipe {number} is empty: give a command to run")
+        if any("\0" in word for word in argv):
+            raise ValueError(f"recipe {number} holds a NUL byte, which no command line can")
     return recipes
 
 
@@ -180,6 +182,15 @@ class PhaseConfig(_Strict):
     @classmethod
     def _unique_stages(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
+
+    @field_validator("env")
+    @classmethod
+    def _valid_env(cls, value: dict[str, str]) -> dict[str, str]:
+        # Refused here rather than when the first recipe starts (where no process could be made).
+        for name, text in value.items():
+            if not name or "=" in name or "\0" in name or "\0" in text:
+                raise ValueError(f"{name!r} cannot be set in a process environment (empty, '=' or a NUL byte)")
+        return value
 
 
 def _from_shorthand(phases: dict[str, Any]) -> dict[str, Any]:

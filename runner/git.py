@@ -14,6 +14,9 @@ from runner import procs
 from runner.errors import GitError
 from runner.procs import ProcResult
 
+# A full object name, as rev-parse prints one (sha1 or sha256).
+_OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
 # Commits made by the runner itself (integration candidates) need an identity even on machines
 # where none is configured; the author of the task's commit is kept.
 _IDENTITY = ["-c", "user.name=pipeline-runner", "-c", "user.email=pipeline-runner@localhost"]
@@ -118,7 +121,9 @@ class Git:
     def rev(self, ref: str, cwd: Path | None = None) -> str | None:
         """The commit a ref points to, or None."""
         result = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=cwd, check=False)
-        return result.output.strip() if result.ok else None
+        sha = result.output.strip()
+        # `^x` (a negative rev) verifies too and prints `^<sha>`: no commit is named that way.
+        return sha if result.ok and _OBJECT_NAME.fullmatch(sha) else None
 
     def tree_of(self, commit: str) -> str | None:
         """The tree a commit records, or None when there is no such commit."""

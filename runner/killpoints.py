@@ -24,6 +24,7 @@ POINTS = (
     "verified",  # the task verified
     "integrate-started",  # the integrate run recorded and handed to its worker
     "before-swap",  # the candidate recorded; base not yet moved
+    "receipt-attached",  # the candidate's receipt attached; base not yet moved
     "swapped",  # base moved; its checkout not yet brought along, nothing recorded
     "integrated",  # the task recorded done; its workspace not yet removed
 )

@@ -245,7 +245,7 @@ def run_logged(
                 supervisor, cwd=cwd, env=child_env(env, cwd), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, close_fds=True,
             )  # fmt: skip
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte, or a bad environment name
         return LoggedResult(args, None, error=f"{args[0]!r} could not be started: {exc}")
     try:
         returncode = proc.wait()

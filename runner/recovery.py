@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from phases.integrate import RECEIPTS
 from runner.lifecycle import Step, next_step
 from runner.state import Phase, RunStatus, parse_iso
 from runner.tasks import TaskStatus
@@ -37,6 +38,9 @@ def reconcile(p: Pipeline) -> None:
                 p.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
             p.workspaces.release(rec.task_id)
     for rec in p.runs.running(Phase.INTEGRATE):
+        if rec.after_sha and not (base_sha and p.git.is_ancestor(rec.after_sha, base_sha)):
+            # A candidate that never landed: a receipt attached before the kill claims it did.
+            p.git.remove_note(RECEIPTS, rec.after_sha)
         p.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
     # Only the runner writes its own refs: a lock there is one a killed fetch of ours left.
     for lock in (p.watch.git_dir / TASK_REFS).glob("**/*.lock"):
