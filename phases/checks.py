@@ -154,7 +154,7 @@ def _run_phase(
             return PhaseOutcome(name, PhaseState.FAULT, f"the checkout could not be made: {exc}", optional=phase.optional)
         spec = RecipeRun(run.values, phase.skip_exit_codes, phase.timeout, phase.env)
         result = run_recipes(phase.run, cwd, spec, log_path)
-        if result.status in (VerifyStatus.PASS, VerifyStatus.SKIP) and not (cwd / ".git").exists():
+        if result.status in (VerifyStatus.PASS, VerifyStatus.SKIP) and not cwd.is_dir():
             # The checkout was removed under the recipes: they passed on no files, not on the tree.
             result = VerifyResult(
                 VerifyStatus.FAULT, f"the checkout {cwd} was removed while the phase ran", result.skipped,
