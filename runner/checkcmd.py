@@ -18,6 +18,7 @@ from runner.checkcache import CheckCache
 from runner.config import PipelineConfig, recipe_argv
 from runner.errors import PipelineError
 from runner.git import Git
+from runner.procs import pid_alive
 from runner.state import open_db
 from runner.workspace import Layout, Workspaces, remove_tree
 
@@ -150,23 +151,13 @@ def check(config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout) -
         shutil.rmtree(place, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_abandoned(checks: Path) -> None:
     """Remove the checkouts under ``checks`` whose `check` process (``<tree>-<pid>-<thread>``) is gone."""
     if not checks.is_dir():
         return
     for other in checks.iterdir():
         parts = other.name.split("-")
-        if len(parts) == 3 and parts[1].isdigit() and _alive(int(parts[1])):
+        if len(parts) == 3 and parts[1].isdigit() and pid_alive(int(parts[1])):
             continue
         remove_tree(other)
 
