@@ -83,19 +83,6 @@ def closure(needs: Needs, names: Iterable[str]) -> set[str]:
     return found
 
 
-def dependants(needs: Needs, name: str) -> set[str]:
-    """Every phase that needs ``name``, directly or not (the phases its failure stops)."""
-    found: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for phase, wanted in needs.items():
-            if phase not in found and any(w == name or w in found for w in wanted):
-                found.add(phase)
-                changed = True
-    return found
-
-
 def ready(needs: Needs, finished: Iterable[str], started: Iterable[str]) -> list[str]:
     """Phases not yet started whose needs have all finished, in declaration order."""
     finished_set, started_set = set(finished), set(started)
