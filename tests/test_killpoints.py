@@ -58,6 +58,10 @@ def test_killed_at_each_point_the_next_start_finishes_everything(tmp_path: Path,
     assert sorted(s.trailers()) == ["t-1", "t-2"]  # each task once
     history = git(s.repo, "log", "-p", "live").splitlines()
     assert "+BAD" not in history
+    # Exactly the landed commits carry a receipt: none is lost, none names a commit that never landed.
+    landed = git(s.repo, "rev-list", "live", "--not", "live~2").split()
+    noted = {line.split()[1] for line in git(s.repo, "notes", "--ref=pipeline", "list").splitlines()}
+    assert noted == set(landed), "a receipt on a commit that never landed, or a landed commit without one"
     assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='running'") == [(0,)]
     assert s.leftover_worktrees() == []
     assert git(s.repo, "for-each-ref", "refs/pipeline/") == ""

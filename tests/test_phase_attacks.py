@@ -7,7 +7,6 @@ passing on its own tree (or a pass for that exact content), every landed commit 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -16,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from runner import killpoints
 from tests.conftest import git
-from tests.loop_helpers import Sample, all_done, kill_leftovers, make_sample, stop, wait_for
+from tests.loop_helpers import Sample, kill_leftovers, make_sample, stop, wait_for
 
 # A check that sleeps first, so that something can happen to its checkout meanwhile, then fails
 # when any .txt file says BAD.
@@ -161,39 +159,6 @@ def test_a_hostile_phase_env_is_refused_as_config_or_faults_without_a_pass(tmp_p
     done = s.cli("check", "--rev", "live")
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     assert "passed" not in done.stdout and cached_passes(s) == []
-
-
-# -- a kill around the receipt ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("point", ["before-swap", "receipt-attached", "swapped"])
-def test_killed_between_the_receipt_and_the_swap_every_landed_commit_has_its_receipt_and_only_those(
-    tmp_path: Path, point: str
-) -> None:
-    s = sample(tmp_path, {"unit": {"run": [["python3", "check.py"]]}}, concurrency=1)
-    s.add("first")
-    s.add("second")
-    s.env[killpoints.ENV] = point
-    for _ in range(40):
-        done = s.cli("run", "--once")
-        if done.returncode == -9:
-            break
-        assert done.returncode == 0, done.stderr
-    else:
-        raise AssertionError(f"the runner never reached {point}")
-    del s.env[killpoints.ENV]
-    s.run_once_until(all_done(2), limit=40)
-
-    assert sorted(s.trailers()) == ["t-1", "t-2"]
-    landed = git(s.repo, "rev-list", "live", "--not", "live~2").split()
-    noted = {line.split()[1] for line in git(s.repo, "notes", "--ref=pipeline", "list").splitlines()}
-    assert noted == set(landed), "a receipt on a commit that never landed, or a landed commit without one"
-    for sha in landed:
-        done = s.cli("receipt", sha, "--json")
-        assert done.returncode == 0, done.stderr
-        data = json.loads(done.stdout)
-        assert data["tree"] == git(s.repo, "rev-parse", f"{sha}^{{tree}}").strip()
-        assert [p["state"] for c in data["checks"] for p in c["phases"]] != []
 
 
 # -- code under check writing the runner's state ------------------------------------------------------

@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from runner.state import SCHEMA_VERSION
+from runner.state import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import git
 from tests.loop_helpers import Sample, make_sample, stop, wait_for
 
@@ -603,6 +603,13 @@ def test_check_agrees_with_the_pipeline_and_shares_its_cache(tmp_path: Path) -> 
     done = s.cli("check", "--rev", "live", "--phase", "c", "--no-cache")
     assert done.returncode == 0, done.stdout + done.stderr
     assert [e["phase"] for e in events(s)[before:]] == ["a", "c"]
+    # --on runs the phases of one stage only: d runs only on the candidate.
+    done = s.cli("check", "--rev", "live", "--on", "integrate", "--no-cache")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(e["phase"] for e in events(s)[before + 2 :]) == ["a", "b", "c", "d"]
+    done = s.cli("check", "--rev", "live", "--on", "verify", "--no-cache")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(e["phase"] for e in events(s)[before + 6 :]) == ["a", "b", "c"]
 
 
 # -- 7. older configs and databases --------------------------------------------------------------
@@ -623,99 +630,6 @@ def test_the_older_config_form_still_lands_tasks(tmp_path: Path) -> None:
     assert stage_of(receipt(s), "integrate")["integrate"]["state"] == "passed"
 
 
-# The schema as versions 1 and 2 of runner/state.py shipped it (MIGRATIONS[:2]), copied here so that
-# a later change to those entries cannot make this test build a different database.
-SCHEMA_V1 = """
-CREATE TABLE tasks (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    type TEXT NOT NULL DEFAULT 'work' CHECK (type IN ('work', 'epic')),
-    parent TEXT,
-    namespace TEXT,
-    status TEXT NOT NULL DEFAULT 'open'
-        CHECK (status IN ('open', 'in_progress', 'verified', 'done', 'needs_help')),
-    patchset INTEGER NOT NULL DEFAULT 0,
-    priority INTEGER NOT NULL DEFAULT 2 CHECK (priority BETWEEN 0 AND 4),
-    complexity INTEGER,
-    description TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '[]',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    resumed_at TEXT
-);
-CREATE INDEX idx_tasks_status ON tasks(status);
-CREATE INDEX idx_tasks_parent ON tasks(parent);
-CREATE TABLE task_dependencies (
-    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    depends_on TEXT NOT NULL,
-    PRIMARY KEY (task_id, depends_on)
-);
-CREATE TABLE task_comments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    author TEXT NOT NULL CHECK (author IN ('human', 'system', 'agent')),
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX idx_task_comments_task ON task_comments(task_id);
-CREATE TABLE id_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE pipeline_runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL,
-    phase TEXT NOT NULL CHECK (phase IN ('dev', 'verify', 'integrate')),
-    patchset INTEGER NOT NULL,
-    agent_run_id TEXT,
-    status TEXT NOT NULL CHECK (status IN ('running', 'success', 'failure', 'cancelled')),
-    cost_cents REAL NOT NULL DEFAULT 0,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    error_summary TEXT,
-    log_path TEXT,
-    pid INTEGER,
-    workspace TEXT,
-    before_sha TEXT,
-    after_sha TEXT,
-    tokens INTEGER
-);
-CREATE INDEX idx_pipeline_runs_task ON pipeline_runs(task_id);
-CREATE INDEX idx_pipeline_runs_status ON pipeline_runs(status);
-"""
-
-SCHEMA_V2 = """
-CREATE TABLE pipeline_runs_v2 (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    patchset INTEGER NOT NULL,
-    agent_run_id TEXT,
-    status TEXT NOT NULL
-        CHECK (status IN ('running', 'success', 'failure', 'cancelled', 'skipped')),
-    cost_cents REAL NOT NULL DEFAULT 0,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    error_summary TEXT,
-    log_path TEXT,
-    pid INTEGER,
-    workspace TEXT,
-    before_sha TEXT,
-    after_sha TEXT,
-    tokens INTEGER
-);
-INSERT INTO pipeline_runs_v2 (id, task_id, phase, patchset, agent_run_id, status, cost_cents,
-    started_at, finished_at, error_summary, log_path, pid, workspace, before_sha, after_sha, tokens)
-SELECT id, task_id, phase, patchset, agent_run_id, status, cost_cents,
-    started_at, finished_at, error_summary, log_path, pid, workspace, before_sha, after_sha, tokens
-FROM pipeline_runs;
-DELETE FROM sqlite_sequence WHERE name = 'pipeline_runs_v2';
-INSERT INTO sqlite_sequence (name, seq)
-    SELECT 'pipeline_runs_v2', seq FROM sqlite_sequence WHERE name = 'pipeline_runs';
-DROP TABLE pipeline_runs;
-ALTER TABLE pipeline_runs_v2 RENAME TO pipeline_runs;
-CREATE INDEX idx_pipeline_runs_task ON pipeline_runs(task_id);
-CREATE INDEX idx_pipeline_runs_status ON pipeline_runs(status);
-"""
-
-
 def _old_database(path: Path, old_sha: str, work_sha: str) -> None:
     """A state.db at schema version 2 with the rows an older runner left: a landed task, one that
     needs help after a failed verification (with a skipped one before it), and one whose
@@ -723,12 +637,12 @@ def _old_database(path: Path, old_sha: str, work_sha: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
     try:
-        conn.executescript(SCHEMA_V1)
+        conn.executescript(MIGRATIONS[0])  # shipped entries are never edited
         conn.execute(
             "INSERT INTO pipeline_runs (task_id, phase, patchset, status, started_at) "
             "VALUES ('t-0', 'dev', 0, 'success', '2024-01-01T00:00:00+00:00')"
         )  # a row before migration 2, to carry its id and the AUTOINCREMENT counter across
-        conn.executescript(SCHEMA_V2)
+        conn.executescript(MIGRATIONS[1])
         t = "2024-05-01T10:00:00.000000+00:00"
         conn.executemany(
             "INSERT INTO tasks (id, title, status, patchset, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -225,14 +225,20 @@ def test_a_verified_task_a_person_reopens_is_not_integrated(tmp_path: Path) -> N
     assert s.task("t-1")["status"] == "needs_help"
 
 
-def test_a_checkout_of_base_that_cannot_follow_is_brought_along_and_never_misleads(tmp_path: Path) -> None:
+def _base_moved_while_its_checkout_was_locked(tmp_path: Path) -> tuple[Sample, Path]:
+    """A task lands while something (an editor, a person's long git command) holds the index of
+    base's checkout; the lock is returned, still held."""
     s = make_sample(tmp_path, concurrency=1)
     s.add("first")
     s.run_once_until(lambda d: d["verified"] == 1)
-    # Something (an editor, a person's long git command) holds the index of base's checkout.
     lock = s.repo / ".git" / "index.lock"
     lock.write_text("")
     assert s.cli("run", "--once").returncode == 0
+    return s, lock
+
+
+def test_a_checkout_of_base_that_cannot_follow_is_brought_along_and_never_misleads(tmp_path: Path) -> None:
+    s, lock = _base_moved_while_its_checkout_was_locked(tmp_path)
     # Base moved; the checkout could not follow, and says so instead of asking for a commit.
     assert s.trailers() == ["t-1"]
     doc = s.status()
@@ -332,12 +338,7 @@ def test_until_idle_stops_on_a_fault_that_persists_and_says_so(tmp_path: Path) -
 
 
 def test_a_lagging_checkout_a_person_edited_is_left_to_them_and_the_advice_works(tmp_path: Path) -> None:
-    s = make_sample(tmp_path, concurrency=1)
-    s.add("first")
-    s.run_once_until(lambda d: d["verified"] == 1)
-    lock = s.repo / ".git" / "index.lock"
-    lock.write_text("")
-    assert s.cli("run", "--once").returncode == 0
+    s, lock = _base_moved_while_its_checkout_was_locked(tmp_path)
     lock.unlink()
     # The person edits a file there before the runner brings the checkout along.
     (s.repo / "README.md").write_text("my own edit\n")
