@@ -19,6 +19,7 @@ from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
 from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
+from runner.report import parse_since
 from runner.state import open_db
 from runner.status import build_status, render_status, waiting_for_a_person
 from runner.tasks import (
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="task counts, active runs, tasks needing help, cost")
     status.add_argument("--json", action="store_true", help="machine-readable output (see README)")
     status.set_defaults(handler=cmd_status)
+
+    report = sub.add_parser("report", help="throughput, lead time, cost, phase durations, flaky checks, timeline")
+    report.add_argument("--since", type=parse_since, metavar="DATE", help="only from this ISO date or datetime (UTC)")
+    report.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(handler=cmd_report)
 
     resume = sub.add_parser("resume", help="clear the faults that pause work, after a person has looked")
     resume.add_argument("area", nargs="?", help="only this one (dev, verify, integrate, checkout, base)")
@@ -268,6 +275,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(doc)
     else:
         print(render_status(doc))
+    return Exit.OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`report`: figures over the state; --html writes them as one file."""
+    from runner.report import load_report, render_text, report_json
+    from runner.report_html import write_html
+
+    report = load_report(_load(args).config.root, args.since)
+    if args.html is not None:
+        write_html(report, args.html)
+    if args.json:
+        _print_json(report_json(report))
+    elif args.html is not None:
+        print(f"Wrote {args.html}: {report.summary.tasks} task(s), {len(report.timeline.runs)} run(s) drawn.")
+    else:
+        print(render_text(report), end="")
     return Exit.OK
 
 
