@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from runner.report_query import STAGES, FlakyInput, ReportInputs, TaskInput, read_inputs
+from runner.report_query import STAGES, DurationBucket, FlakyInput, ReportInputs, TaskInput, read_inputs
 from runner.state import open_db
 
 # Version of the `report --json` document; bump when a key changes meaning or disappears.
@@ -188,16 +188,45 @@ def assign_slots(spans: Sequence[tuple[float, float]]) -> list[int]:
     return slots
 
 
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (the value at rank ceil(fraction * n)); None for no values.
-
-    The same definition the SQL of ``runner.report_query`` uses for durations.
-    """
-    if not values:
+def weighted_percentile(counts: Sequence[tuple[float, int]], fraction: float) -> float | None:
+    """Nearest-rank percentile of values given as ``(value, how many times)``: the value at rank
+    ceil(fraction * n) of the n values sorted; None for no values."""
+    total = sum(n for _, n in counts)
+    if total <= 0:
         return None
-    ordered = sorted(values)
-    rank = max(1, -(-round(fraction * 100) * len(ordered) // 100))
-    return ordered[rank - 1]
+    rank = max(1, -(-round(fraction * 100) * total // 100))  # ceil, in integers
+    seen = 0
+    for value, n in sorted(counts):
+        seen += n
+        if seen >= rank:
+            return value
+    return None  # unreachable: seen reaches total >= rank
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of ``values``; None for none."""
+    return weighted_percentile([(v, 1) for v in values], fraction)
+
+
+def phase_rows(buckets: Sequence[DurationBucket]) -> list[PhaseRow]:
+    """Per stage and check phase: runs passed, failed and reused, failure rate and p50/p95 of the
+    durations of the runs that ran; stages in the order a task meets them, then checks by name."""
+    groups: dict[tuple[str, str], list[DurationBucket]] = {}
+    for bucket in buckets:
+        groups.setdefault((bucket.kind, bucket.name), []).append(bucket)
+    order = {("stage", name): i for i, name in enumerate(STAGES)}
+    rows = []
+    for (kind, name), found in sorted(groups.items(), key=lambda g: (g[0][0] != "stage", order.get(g[0], 99), g[0][1])):
+        ran = [b for b in found if not b.reused]
+        passed = sum(b.count for b in ran if b.status == "success")
+        failed = sum(b.count for b in ran if b.status == "failure")
+        timed = [(b.seconds, b.count) for b in ran if b.seconds is not None]
+        rows.append(PhaseRow(
+            kind, name, passed, failed, sum(b.count for b in found if b.reused),
+            failed / (passed + failed) if passed + failed else None,
+            weighted_percentile(timed, 0.5), weighted_percentile(timed, 0.95),
+        ))  # fmt: skip
+    return rows
 
 
 def build_report(
@@ -228,16 +257,9 @@ def build_report(
         cost_cents=sum(d.cost_cents for d in days),
         flaky_checks=len(inputs.flaky),
     )
-    # Stages in the order a task goes through them, then check phases by name.
-    order = {("stage", name): i for i, name in enumerate(STAGES)}
-    phases = [
-        PhaseRow(p.kind, p.name, p.passed, p.failed, p.reused,
-                 p.failed / (p.passed + p.failed) if p.passed + p.failed else None, p.p50_s, p.p95_s)
-        for p in sorted(inputs.phases, key=lambda p: (p.kind != "stage", order.get((p.kind, p.name), 99), p.name))
-    ]
     return Report(
         initialized, as_of.astimezone(UTC).isoformat(timespec="seconds"), since, summary, tasks, days,
-        phases, list(inputs.flaky), _timeline(inputs, as_of),
+        phase_rows(inputs.durations), list(inputs.flaky), _timeline(inputs, as_of),
     )  # fmt: skip
 
 

@@ -43,16 +43,16 @@ class DayInput:
 
 
 @dataclass(frozen=True)
-class PhaseInput:
-    """One stage (``kind`` 'stage': dev, verify, integrate) or check phase (``kind`` 'check')."""
+class DurationBucket:
+    """How many runs of one stage (``kind`` 'stage': dev, verify, integrate) or check phase
+    (``kind`` 'check') ended with ``status`` after ``seconds`` (to three significant digits)."""
 
     kind: str
     name: str
-    passed: int
-    failed: int
-    reused: int  # a check phase whose earlier pass on the same tree was reused instead of run
-    p50_s: float | None  # over the runs that ran to an end (passed or failed), nearest rank
-    p95_s: float | None
+    status: str  # success or failure
+    reused: bool  # a check phase whose earlier pass on the same tree was reused instead of run
+    seconds: float | None
+    count: int
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class ReportInputs:
 
     tasks: list[TaskInput]
     days: list[DayInput]
-    phases: list[PhaseInput]
+    durations: list[DurationBucket]
     flaky: list[FlakyInput]
     runs: list[RunInput]  # the most recent TIMELINE_LIMIT attempts in the window, oldest first
     runs_in_window: int  # all attempts in the window, drawn or not
@@ -98,7 +98,7 @@ WITH a AS (
         TOTAL(cost_cents) AS cost_cents,
         MAX(started_at) AS last_start,
         MAX(CASE WHEN phase = 'integrate' AND status = 'success' THEN finished_at END) AS landed_at
-    FROM pipeline_runs WHERE parent_id IS NULL GROUP BY task_id
+    FROM pipeline_runs WHERE +parent_id IS NULL GROUP BY task_id  -- a scan: most rows qualify
 )
 SELECT t.id, t.title, t.status, t.created_at, COALESCE(a.attempts, 0) AS attempts,
     COALESCE(a.failures, 0) AS failures, COALESCE(a.cost_cents, 0) AS cost_cents, a.landed_at
@@ -113,37 +113,28 @@ FROM pipeline_runs WHERE parent_id IS NULL AND (:since IS NULL OR started_at >= 
 GROUP BY day ORDER BY day
 """
 
-# Durations by nearest rank: the value at rank ceil(p * n) of the n sorted durations, in integer
-# arithmetic (SQLite's ceil() is optional). A stage's duration is its wall time; a check phase's is
-# the duration it recorded. Reused passes took no time and are counted apart.
-_PHASES = """
-WITH r AS (
+# Durations as a histogram: runs counted by stage or phase, outcome and duration rounded to three
+# significant digits (SQLite's log() is optional, so by decade), which is a few thousand rows at
+# most however many runs there are; percentiles are taken from it (report.weighted_percentile).
+# A stage's duration is its wall time; a check phase's is the duration it recorded. `+status`
+# makes SQLite scan the table in order rather than visit most of its rows through an index;
+# MATERIALIZED computes each duration once rather than once per mention in the rounding.
+_DURATIONS = """
+WITH r AS MATERIALIZED (
     SELECT CASE WHEN parent_id IS NULL THEN 'stage' ELSE 'check' END AS kind, phase AS name, status,
         cached_from IS NOT NULL AS reused,
         CASE WHEN parent_id IS NULL
              THEN (julianday(finished_at) - julianday(started_at)) * 86400.0
-             ELSE duration END AS seconds
+             ELSE duration END AS s
     FROM pipeline_runs
-    WHERE status IN ('success', 'failure') AND (:since IS NULL OR started_at >= :since)
-),
-ran AS (
-    SELECT kind, name, seconds,
-        ROW_NUMBER() OVER (PARTITION BY kind, name ORDER BY seconds) AS rank,
-        COUNT(*) OVER (PARTITION BY kind, name) AS n
-    FROM r WHERE NOT reused AND seconds IS NOT NULL
-),
-pct AS (
-    SELECT kind, name,
-        MAX(CASE WHEN rank = (n + 1) / 2 THEN seconds END) AS p50_s,
-        MAX(CASE WHEN rank = (95 * n + 99) / 100 THEN seconds END) AS p95_s
-    FROM ran GROUP BY kind, name
+    WHERE +status IN ('success', 'failure') AND (:since IS NULL OR started_at >= :since)
 )
-SELECT c.kind, c.name, c.passed, c.failed, c.reused, pct.p50_s, pct.p95_s FROM (
-    SELECT kind, name, SUM(status = 'success' AND NOT reused) AS passed,
-        SUM(status = 'failure') AS failed, SUM(reused) AS reused
-    FROM r GROUP BY kind, name
-) c LEFT JOIN pct USING (kind, name)
-ORDER BY c.kind DESC, c.name
+SELECT kind, name, status, reused, COUNT(*) AS n,
+    CASE WHEN abs(s) < 1 THEN round(s, 3) WHEN abs(s) < 10 THEN round(s, 2)
+         WHEN abs(s) < 100 THEN round(s, 1) WHEN abs(s) < 1000 THEN round(s)
+         WHEN abs(s) < 10000 THEN round(s / 10) * 10 WHEN abs(s) < 100000 THEN round(s / 100) * 100
+         ELSE round(s / 1000) * 1000 END AS seconds
+FROM r GROUP BY kind, name, status, reused, seconds
 """
 
 # A failure followed (by row id, which grows with time) by a pass of the same phase on the same tree:
@@ -173,7 +164,15 @@ SELECT COUNT(*) FROM pipeline_runs WHERE parent_id IS NULL AND (:since IS NULL O
 def read_inputs(db: Database, since: str | None, timeline_limit: int = TIMELINE_LIMIT) -> ReportInputs:
     """The report's rows: tasks created or worked on since ``since`` (an ISO UTC string; all when
     None), and the attempts and check phases started since then."""
-    window = {"since": since}
+    # One read transaction: every figure comes from the same snapshot while a runner writes.
+    db.conn.execute("BEGIN")
+    try:
+        return _read(db, {"since": since}, timeline_limit)
+    finally:
+        db.conn.execute("ROLLBACK")
+
+
+def _read(db: Database, window: dict[str, Any], timeline_limit: int) -> ReportInputs:
     tasks = [
         TaskInput(
             str(r["id"]), str(r["title"]), str(r["status"]), str(r["created_at"]), int(r["attempts"]),
@@ -182,12 +181,11 @@ def read_inputs(db: Database, since: str | None, timeline_limit: int = TIMELINE_
         for r in db.query(_TASKS, window)
     ]
     days = [DayInput(str(r["day"]), int(r["runs"]), float(r["cost_cents"])) for r in db.query(_DAYS, window)]
-    phases = [
-        PhaseInput(
-            str(r["kind"]), str(r["name"]), int(r["passed"]), int(r["failed"]), int(r["reused"]),
-            _float(r["p50_s"]), _float(r["p95_s"]),
+    durations = [
+        DurationBucket(
+            str(r["kind"]), str(r["name"]), str(r["status"]), bool(r["reused"]), _float(r["seconds"]), int(r["n"])
         )
-        for r in db.query(_PHASES, window)
+        for r in db.query(_DURATIONS, window)
     ]
     flaky = [
         FlakyInput(
@@ -203,7 +201,7 @@ def read_inputs(db: Database, since: str | None, timeline_limit: int = TIMELINE_
     ]
     runs.reverse()
     count = int(db.query(_RUN_COUNT, window)[0][0])
-    return ReportInputs(tasks, days, phases, flaky, runs, count)
+    return ReportInputs(tasks, days, durations, flaky, runs, count)
 
 
 def _float(value: Any) -> float | None:

@@ -22,8 +22,10 @@ from runner.report import (
     load_report,
     parse_since,
     percentile,
+    phase_rows,
     render_text,
     report_json,
+    weighted_percentile,
 )
 from runner.report_html import render_html
 from runner.report_query import ReportInputs, RunInput, TaskInput, read_inputs
@@ -103,19 +105,34 @@ def _run(runs: Runs, task_id: str, phase: str, status: str, start: str, end: str
     return run_id
 
 
-def test_sql_durations_agree_with_the_nearest_rank_definition(tmp_path: Path) -> None:
+def test_durations_histogram_gives_the_percentiles_of_the_runs(tmp_path: Path) -> None:
     db, store, runs = _store(tmp_path)
     _task(db, store, "t-1", t(1))
     parent = _run(runs, "t-1", "verify", "success", t(1, 1), t(1, 2))
     for n in range(1, 23):
         with db.write() as conn:
             conn.execute("DELETE FROM pipeline_runs WHERE parent_id IS NOT NULL")
-        values = [float((k * 37) % 101) / 4 for k in range(n)]
+        values = [float((k * 37) % 101) / 2 for k in range(n)]  # repeats, three significant digits
         for value in values:
             _run(runs, "t-1", "unit", "success", t(1, 1), t(1, 1), parent_id=parent, duration=value)
-        (unit,) = [p for p in read_inputs(db, None).phases if p.kind == "check"]
-        assert (unit.p50_s, unit.p95_s) == (percentile(values, 0.5), percentile(values, 0.95)), n
+        (unit,) = [p for p in phase_rows(read_inputs(db, None).durations) if p.kind == "check"]
+        assert (unit.passed, unit.p50_s, unit.p95_s) == (n, percentile(values, 0.5), percentile(values, 0.95)), n
+    # However many runs there are, the histogram has a row per duration to three significant digits.
+    with db.write() as conn:
+        conn.execute("DELETE FROM pipeline_runs WHERE parent_id IS NOT NULL")
+    for value in (0.12345, 0.12349, 7.777, 7.7749, 1234.5, 1225.1, 98765.0, 123456.0, -0.5):
+        _run(runs, "t-1", "unit", "failure", t(1, 1), t(1, 1), parent_id=parent, duration=value)
+    buckets = sorted((b.seconds, b.count) for b in read_inputs(db, None).durations if b.kind == "check")
+    assert buckets == [(-0.5, 1), (0.123, 2), (7.77, 1), (7.78, 1), (1230.0, 2), (98800.0, 1), (123000.0, 1)]
     db.close()
+
+
+def test_weighted_percentile_is_the_percentile_of_the_repeated_values() -> None:
+    pairs = [(3.0, 2), (1.0, 5), (10.0, 1)]
+    flat = [3.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0]
+    for fraction in (0.01, 0.5, 0.62, 0.63, 0.95, 1.0):
+        assert weighted_percentile(pairs, fraction) == percentile(flat, fraction)
+    assert weighted_percentile([], 0.5) is None and weighted_percentile([(4.0, 0)], 0.5) is None
 
 
 # -- the rows, read from a real store -------------------------------------------------------------
@@ -164,7 +181,7 @@ def test_rows_aggregate_tasks_days_phases_and_flaky_checks(tmp_path: Path) -> No
     assert [(d.day, d.runs, d.cost_cents) for d in inputs.days] == [
         ("2026-03-01", 6, 50.0), ("2026-03-03", 4, 50.0), ("2026-03-05", 1, 0.0),
     ]  # fmt: skip
-    phases = {(p.kind, p.name): p for p in inputs.phases}
+    phases = {(p.kind, p.name): p for p in phase_rows(inputs.durations)}
     unit = phases["check", "unit"]
     assert (unit.passed, unit.failed, unit.reused) == (2, 2, 1)
     assert (unit.p50_s, unit.p95_s) == (30.0, 120.0)  # the reused pass took no time: not a duration
@@ -189,7 +206,7 @@ def test_since_keeps_tasks_worked_on_or_created_since_and_runs_started_since(tmp
     assert [task.id for task in inputs.tasks] == ["t-2", "t-3"]
     assert [d.day for d in inputs.days] == ["2026-03-03", "2026-03-05"]
     assert inputs.flaky == []  # tree A's failure and pass were both before
-    assert {(p.kind, p.name) for p in inputs.phases} == {("stage", "dev"), ("stage", "verify"),
+    assert {(b.kind, b.name) for b in inputs.durations} == {("stage", "dev"), ("stage", "verify"),
                                                           ("stage", "integrate"), ("check", "unit")}  # fmt: skip
     assert inputs.runs_in_window == 5
     # The timeline keeps the most recent runs, oldest first, and knows how many there were.
