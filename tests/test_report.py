@@ -401,3 +401,12 @@ def test_report_command_text_json_html_and_errors(cli: CLI, repo: Path, tmp_path
     missing = cli("report", "--html", str(tmp_path / "no" / "such" / "r.html"), cwd=repo)
     assert missing.code == 1 and str(tmp_path / "no" / "such" / "r.html") in missing.err
     assert "Traceback" not in missing.err + bad.err
+
+
+def test_timeline_says_when_it_draws_only_the_most_recent_runs() -> None:
+    runs = [RunInput(7, "t-1", "dev", "success", t(1, 1), t(1, 2)),
+            RunInput(8, "t-1", "verify", "running", t(1, 2), None)]  # fmt: skip
+    report = build_report(ReportInputs([], [], [], [], runs, 5000), AS_OF, None)
+    page = render_html(report)
+    assert "The last 2 of 5000 runs" in page and page.count('<rect class="run') == 2
+    assert "the last 2 of 5000 runs" in render_text(report)
