@@ -121,7 +121,7 @@ def _dependencies(
     if helpless:
         direct = [d for d in task.dependencies if d in helpless]
         via = "" if direct else f" (through {', '.join(pending[task.id])})"
-        return Why(Holdup.BLOCKED, f"blocked: {', '.join(helpless)} needs help{via}", tuple(helpless))
+        return Why(Holdup.BLOCKED, f"{', '.join(helpless)} needs help{via}", tuple(helpless))
     waiting = tuple(pending[task.id])
     named = ", ".join(f"{d} ({statuses[d].value})" for d in waiting)
     return Why(Holdup.DEPENDENCY, f"waiting on {named}", waiting)
