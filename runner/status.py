@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from runner.config import PipelineConfig
 from runner.faults import read_faults
 from runner.holdups import Queued, why
 from runner.lifecycle import Gate, GateResult, Limits, gate
-from runner.phaseview import PhaseView, phase_views
+from runner.phaseview import PhaseShown, PhaseView, phase_views
 from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType
 
@@ -182,7 +183,7 @@ def attempt_logs(run: RunRecord, phases: list[PhaseView], *, running_only: bool 
     own = Path(run.log_path)
     paths = [own]
     for phase in phases:
-        if phase.state.value == "running":
+        if phase.state is PhaseShown.RUNNING:
             paths.append(phase_log(own, phase.name))
         elif phase.log_path is not None and not running_only:
             paths.append(Path(phase.log_path))
@@ -206,11 +207,13 @@ def last_line(paths: list[Path]) -> str:
     return ""
 
 
-def _strip_escapes(text: str) -> str:
-    """``text`` without terminal escape sequences (colours, cursor moves)."""
-    import re
+# A terminal escape sequence: CSI (colours, cursor moves), OSC (titles, links), or a short one.
+ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
 
-    return re.sub(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])", "", text)
+
+def _strip_escapes(text: str) -> str:
+    """``text`` without terminal escape sequences."""
+    return ESCAPES.sub("", text)
 
 
 # The statuses of tasks that can wait in the queue, in the order the loop takes them.

@@ -290,3 +290,28 @@ def test_logs_follow_an_attempt_from_its_agent_through_its_checks(tmp_path: Path
     assert "fake-agent: reading" in out and "bad files: []" in out
     assert out.index("fake-agent: reading") < out.index("bad files: []")
     assert json.loads(sample.cli("status", "--json").stdout)["active_runs"] == []
+
+
+def test_watch_on_a_terminal_is_a_live_view_that_ctrl_c_ends(cli: CLI, repo: Path) -> None:
+    assert cli("task", "add", "first", cwd=repo).code == 0
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "status", "--watch", "--interval", "0.2"], cwd=repo, env=clean_env(),
+        stdout=slave, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    try:
+        deadline = time.time() + 20
+        while b"t-1" not in shown and time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                shown += os.read(master, 65536)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert b"t-1" in shown and ESC in shown  # drawn by rich, in colour
+    assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
