@@ -16,6 +16,8 @@ from runner.phaseview import PhaseView, first_line, phase_lines
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+# Queued tasks listed in text, the most urgent first; `--json` lists every one.
+QUEUE_SHOWN = 40
 COUNT_LABELS = {"open": "Open", "in_progress": "In progress", "verified": "Verified",
                 "done": "Done", "needs_help": "Needs help"}  # fmt: skip
 
@@ -74,9 +76,10 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
     lines.append(f"Cost so far: {dollars(doc['cost_cents'])}")
     if doc.get("queue"):
         lines += ["", "Queue (not running, and why):"]
-        for item in doc["queue"]:
+        for item in doc["queue"][:QUEUE_SHOWN]:
             lines.append(f"  {item['id']}  {item['status']}  {item['priority']}  {item['title']}")
             lines.append(f"      {item['why']}: {item['detail']}")
+        lines += _more(doc["queue"])
     if doc["needs_help_tasks"]:
         lines += ["", "Needs help:"]
         for task in doc["needs_help_tasks"]:
@@ -103,6 +106,12 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
     lines += ["", f"Logs: {doc['root']}/logs/tasks/TASK/ (`pipeline-runner logs TASK`); the runner's: "
               f"{doc.get('log_file', '')}"]  # fmt: skip
     return "\n".join(_printable(part) for line in lines for part in line.split("\n"))
+
+
+def _more(queue: list[dict[str, Any]]) -> list[str]:
+    """The line saying how many queued tasks the text leaves out, if any."""
+    left = len(queue) - QUEUE_SHOWN
+    return [f"  ... and {left} more (`status --json` lists them all)"] if left > 0 else []
 
 
 def _printable(line: str) -> str:
@@ -157,11 +166,12 @@ def render_rich(doc: dict[str, Any], now: float | None = None) -> RenderableType
             queue.add_column(column, overflow="fold")
         styles = {"ready": "green", "backoff": "yellow", "dependency": "", "blocked": "red", "cycle": "red",
                   "limit": "red", "fault": "red", "held": "yellow"}  # fmt: skip
-        for item in doc["queue"]:
+        for item in doc["queue"][:QUEUE_SHOWN]:
             why = text(f"{item['why']}: ", styles.get(item["why"], ""))
             why.append_text(text(item["detail"]))
             queue.add_row(text(f"{item['id']}  {item['title']}"), text(item["status"]), text(item["priority"]), why)
         parts.append(queue)
+        parts += [text(line, "dim") for line in _more(doc["queue"])]
 
     attention = Table(title="Needs a person / paused", title_justify="left", expand=True, show_header=False)
     attention.add_column("What", no_wrap=True)

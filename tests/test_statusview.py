@@ -93,6 +93,14 @@ def test_rich_view_colours_and_shows_markup_in_data_as_written() -> None:
         assert needle in view, needle
 
 
+def test_a_long_queue_is_cut_in_text_only() -> None:
+    doc = _doc()
+    doc["queue"] = [{**doc["queue"][0], "id": f"q-{i}"} for i in range(100)]
+    text = render_plain(doc, now=NOW)
+    assert "q-0  open" in text and "q-39  open" in text and "q-40  open" not in text
+    assert "... and 60 more" in text
+
+
 def test_not_initialized_says_how_to_start() -> None:
     doc = {"initialized": False, "root": "/r"}
     assert "No pipeline state at /r" in render_plain(doc)
