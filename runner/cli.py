@@ -21,7 +21,7 @@ from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
 from runner.report import parse_since
 from runner.state import open_db
-from runner.status import build_status, render_status, waiting_for_a_person
+from runner.status import build_status, limits_of, waiting_for_a_person
 from runner.tasks import (
     Author,
     BuiltinTaskStore,
@@ -56,6 +56,17 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(Exit.USAGE)
+
+
+def _seconds(value: str) -> float:
+    """A positive number of seconds, for argparse."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, not {value}")
+    return seconds
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     receipt.add_argument("--json", action="store_true")
     receipt.set_defaults(handler=cmd_receipt)
 
-    status = sub.add_parser("status", help="task counts, active runs, tasks needing help, cost")
+    status = sub.add_parser(
+        "status", aliases=["top"], help="active runs, the queue and why it waits, cost (`top`: status --watch)"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output (see README)")
+    status.add_argument("--watch", action="store_true", help="refresh as things change, until Ctrl-C")
+    status.add_argument(
+        "--interval", type=_seconds, default=1.0, metavar="S", help="seconds between refreshes (default 1)"
+    )
+    status.add_argument("--no-color", action="store_true", help="plain text even on a terminal (or NO_COLOR)")
     status.set_defaults(handler=cmd_status)
 
     report = sub.add_parser("report", help="throughput, lead time, cost, phase durations, flaky checks, timeline")
@@ -127,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
     report.add_argument("--json", action="store_true")
     report.set_defaults(handler=cmd_report)
+
+    logs = sub.add_parser("logs", help="a task's agent and check output (-f follows it)")
+    logs.add_argument("task", metavar="TASK")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the attempt ends, or Ctrl-C")
+    logs.add_argument("--run", type=int, metavar="ID", help="only this run (an id from `task show`)")
+    logs.set_defaults(handler=cmd_logs)
 
     resume = sub.add_parser("resume", help="clear the faults that pause work, after a person has looked")
     resume.add_argument("area", nargs="?", help="only this one (dev, verify, integrate, checkout, base)")
@@ -268,14 +292,25 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """`status`."""
-    loaded = _load(args)
-    doc = build_status(loaded.config.root, loaded.config.base)
-    if args.json:
-        _print_json(doc)
-    else:
-        print(render_status(doc))
-    return Exit.OK
+    """`status`, `status --watch`, `top`."""
+    from runner.watch import status_command
+
+    config = _load(args).config
+    return status_command(
+        lambda: build_status(config.root, config.base, limits_of(config)), as_json=args.json,
+        watching=args.watch or args.command == "top", interval=args.interval, no_color=args.no_color,
+        out=sys.stdout, env=dict(os.environ),
+    )  # fmt: skip
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """`logs TASK [-f] [--run ID]`."""
+    from runner.ids import check_task_id
+    from runner.tasklogs import show_logs
+
+    check_task_id(args.task)  # refused before any file is read or made
+    config = _load(args).config
+    return show_logs(config.root, args.task, run_id=args.run, follow=args.follow)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import tenacity
+
 from phases.integrate import IntegrateStatus
 from phases.verify import VerifyStatus
 from runner.state import Phase, RunStatus
@@ -63,6 +65,53 @@ class Gate(enum.StrEnum):
     RETRIES = "retries"
     COST = "cost"
     BACKOFF = "backoff"
+
+
+BACKOFF_CAP_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate and, for a backoff, how long is left."""
+
+    gate: Gate
+    detail: str = ""
+    wait_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the gate weighs a task against (``limits.*`` and ``interval`` of the config)."""
+
+    max_retries: int
+    max_task_cost: float  # cents; 0: no cap
+    interval: float  # seconds; the backoff's unit
+
+
+def backoff_delay(interval: float, failures: int) -> float:
+    """Seconds to wait after ``failures`` failed attempts: interval * 2^failures, capped at 600."""
+    wait = tenacity.wait_exponential(multiplier=interval, max=BACKOFF_CAP_SECONDS)
+    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = failures + 1
+    return float(wait(state))
+
+
+def gate(
+    limits: Limits, *, failures: int, last_failure: float | None, spent: float, now: float,
+    include_backoff: bool = True,
+) -> GateResult:  # fmt: skip
+    """Whether an open task may start an attempt at ``now`` (pure): the retry limit (``failures``
+    since a person last resumed it, the last at ``last_failure``), the cost cap (``spent`` cents),
+    then the backoff after its last failure."""
+    if limits.max_retries and failures >= limits.max_retries:
+        return GateResult(Gate.RETRIES, f"{failures} failed attempts reached limits.max_retries={limits.max_retries}")
+    if limits.max_task_cost and spent >= limits.max_task_cost:
+        return GateResult(Gate.COST, f"spent {spent:g} cents, reaching limits.max_task_cost={limits.max_task_cost}")
+    if include_backoff and failures and last_failure is not None:
+        remaining = last_failure + backoff_delay(limits.interval, failures) - now
+        if remaining > 0:
+            return GateResult(Gate.BACKOFF, f"backoff {remaining:.1f}s", remaining)
+    return GateResult(Gate.GO)
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,11 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-import tenacity
 from loguru import logger
 
 from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
@@ -43,11 +42,13 @@ from runner.git import Git
 from runner.integrator import Integrator
 from runner.lifecycle import (
     Gate,
+    GateResult,
     Move,
     Step,
     TaskView,
     Then,
     allowed,
+    backoff_delay,
     next_step,
     resolve,
 )
@@ -55,13 +56,12 @@ from runner.lock import RunnerLock
 from runner.logs import add_file_sink
 from runner.redact import agent_secrets
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
-from runner.status import held_integration
+from runner.status import held_integration, limits_of, task_gate
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.verifier import Verifier
 from runner.waking import Waker
 from runner.workspace import Layout, Workspaces, task_ref
 
-BACKOFF_CAP_SECONDS = 600.0
 AGENT_ENVIRONMENT = "agent-environment"
 # Retries a fault gets before a batch run (`--until-idle`) gives up waiting for it.
 FAULT_PATIENCE = 3  # the cause of a dev fault reported by the agent itself
@@ -69,23 +69,6 @@ CHEAP_POLL_SECONDS = 0.02
 # With pidfds an agent's exit wakes the loop at once; this slower look covers a supervisor whose
 # pid was taken by another process.
 PIDFD_RECHECK_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """The gate and, for a backoff, how long is left."""
-
-    gate: Gate
-    detail: str = ""
-    wait_seconds: float = 0.0
-
-
-def backoff_delay(interval: float, failures: int) -> float:
-    """Seconds to wait after ``failures`` failed attempts: interval * 2^failures, capped at 600."""
-    wait = tenacity.wait_exponential(multiplier=interval, max=BACKOFF_CAP_SECONDS)
-    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-    state.attempt_number = failures + 1
-    return float(wait(state))
 
 
 def _ts(value: str) -> float:
@@ -183,24 +166,7 @@ class Pipeline:
 
     def gate(self, task: Task, *, include_backoff: bool = True) -> GateResult:
         """Retry limit (failures of any phase since a person last resumed it), cost cap, backoff."""
-        limits = self.config.limits
-        failures, last_failure = self.runs.failures_since(task.id, task.resumed_at)
-        if limits.max_retries and failures >= limits.max_retries:
-            return GateResult(
-                Gate.RETRIES, f"{failures} failed attempts reached limits.max_retries={limits.max_retries}"
-            )
-        if limits.max_task_cost:
-            spent = self.runs.total_cost(task.id)
-            if spent >= limits.max_task_cost:
-                return GateResult(
-                    Gate.COST, f"spent {spent:g} cents, reaching limits.max_task_cost={limits.max_task_cost}"
-                )
-        if include_backoff and failures and last_failure:
-            delay = backoff_delay(self.config.interval, failures)
-            remaining = _ts(last_failure) + delay - time.time()
-            if remaining > 0:
-                return GateResult(Gate.BACKOFF, f"backoff {remaining:.1f}s", remaining)
-        return GateResult(Gate.GO)
+        return task_gate(self.runs, task, limits_of(self.config), time.time(), include_backoff=include_backoff)
 
     # -- recovery ------------------------------------------------------------------------------
 
