@@ -103,6 +103,47 @@ def run(
     return done
 
 
+def run_fed(
+    argv: Sequence[str],
+    cwd: Path | str | None,
+    *,
+    stdin: str,
+    log_path: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> ProcResult:
+    """Run ``argv`` with ``stdin`` as its input and its output appended to ``log_path``; wait for it.
+
+    For short commands of the user's own (notifications). Past ``timeout`` its whole process group
+    is killed. The output goes to the file, never to a pipe, so a child that slipped out of the
+    group cannot keep this call waiting. A program that cannot start raises ProcessError.
+    """
+    args = [str(a) for a in argv]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.Popen(
+                args, cwd=cwd, env=child_env(env, cwd), stdin=subprocess.PIPE, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ProcessError(args, None, "", f"{args[0]!r} could not be started: {exc}") from None
+        except ValueError as exc:  # a NUL byte, or a bad environment name
+            raise ProcessError(args, None, "", f"{args[0]!r} could not be started: {exc}") from None
+    try:
+        # A command that never reads its input must not block the write: communicate() selects.
+        proc.communicate(stdin.encode(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        proc.wait()
+        return ProcResult(args, -int(signal.SIGKILL), "", timed_out=True)
+    except BaseException:
+        kill_group(proc.pid)
+        proc.wait()
+        raise
+    return ProcResult(args, proc.returncode, "")
+
+
 def spawn_detached(
     argv: Sequence[str],
     cwd: Path,
