@@ -16,6 +16,7 @@ import json
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ CLOSE_WAIT_SECONDS = 60.0
 # Past this many waiting notifications (a command far slower than events come), new ones are
 # dropped with a log line rather than pile up without end.
 MAX_PENDING = 100
+MAX_KEPT_EVENTS = 1000
 # What a message may hold in the event's JSON and placeholders; a check's output can be long.
 MAX_MESSAGE_CHARS = 2000
 
@@ -169,7 +171,8 @@ class Notifier:
         self.cwd = cwd
         self.echo = echo  # `run -q`: where the events a person must act on are printed
         self.log_path = root / "logs" / "notify.log"
-        self.events: list[Event] = []  # every event of this process, in order
+        # The latest events of this process, in order (a daemon runs for months: bounded).
+        self.events: deque[Event] = deque(maxlen=MAX_KEPT_EVENTS)
         self._queue: queue.Queue[Delivery | None] = queue.Queue()
         self._worker: threading.Thread | None = None
 

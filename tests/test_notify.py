@@ -208,3 +208,14 @@ def test_quiet_echo_prints_only_needs_help_and_paused(tmp_path: Path) -> None:
     for kind in EventKind:
         notifier.emit(Event(kind, "m", task_id="t-1", title="a", area="dev"))
     assert lines == ["needs help: t-1 a: m", "paused: dev: m"]
+
+
+def test_a_command_writing_without_end_fills_no_disk(tmp_path: Path, warnings: list[str]) -> None:
+    rule = NotifyRule(on=["landed"], run=["yes", "{task_id}"], timeout=1)
+    notifier = Notifier([rule], base="live", root=tmp_path, cwd=tmp_path)
+    notifier.emit(Event(EventKind.LANDED, "ok", task_id="t-1", title="a"))
+    notifier.close()
+    log = tmp_path / "logs" / "notify.log"
+    assert log.stat().st_size < 1024 * 1024 + 4096
+    assert log.read_text().endswith("[output cut: more than 1048576 bytes]\n")
+    assert any("'yes' for landed was stopped after its timeout of 1s" in w for w in warnings)
