@@ -27,7 +27,7 @@ from loguru import logger
 
 from runner import procs
 from runner.config import NotifyRule
-from runner.errors import ProcessError
+from runner.errors import ProcessError, TaskError
 from runner.faults import Fault, FaultBoard
 from runner.redact import redact
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus
@@ -263,7 +263,10 @@ class Announcer:
         """Tell of the task moves since the last flush that still stand."""
         pending, self.pending = self.pending, []
         for task_id, status in pending:
-            task = self.store.get(task_id)
+            try:
+                task = self.store.get(task_id)
+            except TaskError:
+                continue  # removed meanwhile: nothing to tell
             if task.status is not status:
                 continue
             event = event_of_move(task.id, task.title, status, reason_of(task))
