@@ -102,6 +102,7 @@ def test_cap_reached_starts_no_agent_until_the_next_day(tmp_path: Path) -> None:
     midnight = budget.day_bounds(time.time())[1]
     assert datetime.fromisoformat(fault["retry_at"]).timestamp() == pytest.approx(midnight, abs=1)
     assert s.task("t-1")["status"] == "done" and s.task("t-2")["status"] == "open"  # nothing charged
+    assert "no new agent starts until" in s.cli("status").stdout
 
     # The next day: yesterday's spending no longer counts.
     conn = sqlite3.connect(s.root / "state.db")
