@@ -70,10 +70,11 @@ def apply(budget: DailyBudget, faults: FaultBoard) -> None:
 def check(cap_cents: int, runs: Runs, faults: FaultBoard, now: float | None = None) -> DailyBudget:
     """Read today's spending from the runs table and pause or resume new agents accordingly."""
     now = time.time() if now is None else now
+    if cap_cents <= 0 and AREA not in faults:
+        return DailyBudget(False, 0.0, cap_cents, None)  # no cap: nothing is read every cycle
     start, end = day_bounds(now)
-    if cap_cents <= 0:
-        spent = 0.0  # no cap: the runs table is not read every cycle for nothing
-    else:
+    spent = 0.0
+    if cap_cents > 0:
         spent = runs.cost_since(datetime.fromtimestamp(start, UTC).isoformat(timespec="microseconds"))
     budget = decide(spent, cap_cents, end)
     apply(budget, faults)

@@ -14,6 +14,7 @@ import pytest
 
 from runner import budget
 from runner.faults import FaultBoard
+from runner.state import Phase, Runs, RunStatus, open_db
 from tests.loop_helpers import make_sample
 
 
@@ -114,3 +115,20 @@ def test_cap_reached_starts_no_agent_until_the_next_day(tmp_path: Path) -> None:
     assert s.rows("SELECT task_id FROM pipeline_runs WHERE phase = 'dev' ORDER BY id") == [("t-1",), ("t-2",)]
     assert not [f for f in s.status()["faults"] if f["area"] == "budget"]
     assert events.read_text().splitlines() == ["paused budget", "resumed budget"]
+
+
+def test_only_what_ended_since_local_midnight_counts_and_no_cap_lifts_the_pause(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "state.db")
+    runs = Runs(db)
+    board = FaultBoard(tmp_path / "faults.json", lambda n: 1.0)
+    start, _ = budget.day_bounds(time.time())
+    for cents, ended in ((70.0, start - 1), (20.0, start), (15.5, time.time())):
+        row = runs.start("t-1", Phase.DEV, 0)
+        runs.finish(row, RunStatus.SUCCESS, cost_cents=cents)
+        runs.update(row, finished_at=datetime.fromtimestamp(ended, UTC).isoformat(timespec="microseconds"))
+    assert budget.check(36, runs, board).capped is False  # yesterday's 70 cents do not count
+    verdict = budget.check(35, runs, board)
+    assert verdict.capped and verdict.spent_cents == 35.5 and "budget" in board
+    budget.check(0, runs, board)  # the cap removed from the config: agents start again
+    assert "budget" not in board
+    db.close()
