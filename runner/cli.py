@@ -21,7 +21,7 @@ from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
 from runner.report import parse_since
 from runner.state import open_db
-from runner.status import build_status, limits_of, waiting_for_a_person
+from runner.status import build_status, limits_of
 from runner.tasks import (
     Author,
     BuiltinTaskStore,
@@ -44,7 +44,8 @@ class Exit(enum.IntEnum):
     ERROR = 1
     USAGE = 2
     # `run --until-idle` stopped with tasks that need a person: needing help, or verified with
-    # their integration held back (base's checkout dirty, say).
+    # their integration held back (base's checkout dirty, say); `run --once` sent a task to
+    # needs_help; or either ended with work paused.
     NEEDS_ATTENTION = 3
     INTERRUPTED = 130
 
@@ -96,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-c", "--config", help="config file (default: ./pipeline.yaml if present)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=0,
+        help="only warnings and errors; for run: only the events needs help and paused, on stdout",
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"pipeline-runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -247,31 +251,24 @@ def _task_line(task: Task) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`run`: the dev -> verify -> integrate loop."""
+    """`run`: the dev -> verify -> integrate loop; a batch run ends with its summary."""
     from runner.scheduler import run_loop
+    from runner.summary import Invocation, Mode, report
 
     loaded = _load(args, with_flags=True)
+    quiet = args.quiet > 0
+    if quiet:
+        setup_stderr(args.verbose - args.quiet, silent=True)  # stdout carries the events, and only them
+    invocation = Invocation()
     code = run_loop(
-        loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle, use_cache=not args.no_cache
-    )
-    if code != Exit.OK or not args.until_idle or args.dry_run:
+        loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle,
+        use_cache=not args.no_cache, quiet=quiet, invocation=invocation,
+    )  # fmt: skip
+    if code != Exit.OK or args.dry_run or not (args.once or args.until_idle):
         return code
-    # Idle, but not necessarily finished: a batch job or CI must be able to tell.
-    config = loaded.config
-    waiting = waiting_for_a_person(config.root, parent=config.parent, task_id=config.task_id)
-    faults = read_faults(Layout(config.root).faults_file)
-    if not waiting and not faults:
-        return Exit.OK
-    if waiting:
-        print(f"Stopped with {len(waiting)} task(s) waiting for a person:")
-    for item in waiting:
-        reason = item.reason.splitlines()[0][:300] if item.reason else ""
-        print(f"  {item.task_id}  {item.why}: {item.title}" + (f"\n      {reason}" if reason else ""))
-    if faults:
-        print("Stopped with work paused by faults that are no task's:")
-    for fault in faults:
-        print(f"  {fault.area}: {fault.message}")
-    return Exit.NEEDS_ATTENTION
+    mode = Mode.UNTIL_IDLE if args.until_idle else Mode.ONCE
+    # Done, or stopped short of it: cron and CI must be able to tell.
+    return Exit.NEEDS_ATTENTION if report(loaded.config, invocation, mode, quiet=quiet) else Exit.OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

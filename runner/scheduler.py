@@ -33,7 +33,7 @@ from phases.dev import (
     recipe_texts,
     start_agent,
 )
-from runner import killpoints, recovery
+from runner import budget, killpoints, recovery
 from runner.basewatch import BaseWatch
 from runner.config import PipelineConfig
 from runner.errors import PipelineError, ProcessError
@@ -54,9 +54,11 @@ from runner.lifecycle import (
 )
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink
+from runner.notify import Announcer, Notifier
 from runner.redact import agent_secrets
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.status import held_integration, limits_of, task_gate
+from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.verifier import Verifier
 from runner.waking import Waker
@@ -79,7 +81,13 @@ class Pipeline:
     """One pipeline: a config, its state, its repository."""
 
     def __init__(
-        self, config: PipelineConfig, db: Database, *, dry_run: bool = False, use_cache: bool = True
+        self,
+        config: PipelineConfig,
+        db: Database,
+        *,
+        dry_run: bool = False,
+        use_cache: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.dry_run = dry_run
@@ -102,6 +110,9 @@ class Pipeline:
         )
         self.wake = Waker()
         self.next_wake: float | None = None
+        # Task moves and faults become events (notifications, `run -q`), whoever makes them.
+        self.notifier = notifier or Notifier([], base=config.base, root=config.root)
+        self.announcer = Announcer(self.notifier, self.store, self.faults)
         # The executors: agents are started and harvested here; checks and landings run there.
         self.verifier = Verifier(self, use_cache=use_cache)
         self.integrator = Integrator(self)
@@ -185,7 +196,10 @@ class Pipeline:
         acted = self.integrator.integrate_step(verified)
         acted |= self.harvest_step()
         acted |= self.verifier.collect_verifies()
+        # After the harvest, so that the cost of the agents that just ended counts.
+        budget.check(self.config.limits.max_daily_cost, self.runs, self.faults)
         acted |= self.develop_step()
+        self.announcer.flush()
         return acted
 
     def finish_done(self, task_id: str, sha: str, *, recovered: bool = False, release: bool = True) -> None:
@@ -402,7 +416,7 @@ class Pipeline:
         running = self.runs.running(Phase.DEV)
         slots = self.config.concurrency - len(running)
         # No agent starts on a base something else moved: its work would be judged against it.
-        if slots <= 0 or self.paused("dev") or self.base_suspect():
+        if slots <= 0 or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
             return False
         acted = False
         starting: list[Task] = []
@@ -510,7 +524,10 @@ class Pipeline:
         outside the runner): a batch run (`--until-idle`) stops here rather than wait for hours."""
         if self.verifier.verifying or self.integrator.integrating is not None or self.runs.running(Phase.DEV):
             return False
-        return any(f.area == "base" or f.count >= FAULT_PATIENCE for f in self.faults.faults.values())
+        # The daily cost cap lifts at midnight only: a batch run does not wait for it.
+        return any(
+            f.area in ("base", budget.AREA) or f.count >= FAULT_PATIENCE for f in self.faults.faults.values()
+        )
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -533,17 +550,26 @@ class Pipeline:
                 return
 
     def close(self) -> None:
-        """Stop the verify workers (results not yet applied are redone on the next start)."""
+        """Stop the verify workers (results not yet applied are redone on the next start), tell
+        of the last moves, and let the notifications still queued run."""
         self.verifier.close()
         self.integrator.close()
         self.wake.close()
-        self.db.close()
+        try:
+            self.announcer.flush()
+        finally:
+            self.db.close()
+            self.notifier.close()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`systemctl stop`, `kill`): stop as for Ctrl-C; for the daemon a clean end."""
 
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     def handler(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -582,10 +608,44 @@ def preflight(config: PipelineConfig) -> None:
 
 
 def run_loop(
-    config: PipelineConfig, *, once: bool, dry_run: bool, until_idle: bool = False, use_cache: bool = True
+    config: PipelineConfig,
+    *,
+    once: bool,
+    dry_run: bool,
+    until_idle: bool = False,
+    use_cache: bool = True,
+    quiet: bool = False,
+    invocation: Invocation | None = None,
 ) -> int:
     """`run`: cycles until interrupted, one cycle with ``once``, or until nothing is left to do
-    with ``until_idle``. Returns the exit code."""
+    with ``until_idle``. Returns the exit code. ``quiet`` prints the events a person must act on
+    (and nothing else) on stdout; ``invocation`` gets what this run did, for its summary.
+
+    SIGTERM ends the daemon like Ctrl-C (agents keep running, checks in flight are redone by the
+    next start) but as a success, as a service manager's stop is; a batch run it interrupts."""
+    invocation = invocation if invocation is not None else Invocation()
+    try:
+        return _run_loop(config, once, dry_run, until_idle, use_cache, quiet, invocation)
+    except Terminated:
+        if once or until_idle:
+            raise
+        logger.info("stopped by SIGTERM")
+        return 0
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def _run_loop(
+    config: PipelineConfig,
+    once: bool,
+    dry_run: bool,
+    until_idle: bool,
+    use_cache: bool,
+    quiet: bool,
+    invocation: Invocation,
+) -> int:
     preflight(config)
     layout = Layout(config.root)
     if dry_run:
@@ -603,16 +663,22 @@ def run_loop(
     add_file_sink(config.root)
     lock = RunnerLock(layout.lock_file)
     if not lock.acquire():
-        print(f"Another pipeline-runner (pid {lock.holder()}) is active on {config.root}; exiting.")
+        # A log line, not output: from cron every overlap would be mailed (and nothing happened).
+        logger.info("Another pipeline-runner (pid {}) is active on {}; exiting.", lock.holder(), config.root)
         return 0
+    invocation.acted = True
     with lock, _sigterm_as_interrupt():
-        pipeline = Pipeline(config, open_db(config.state_db), dry_run=False, use_cache=use_cache)
+        notifier = Notifier(
+            config.notify, base=config.base, root=config.root, cwd=config.repo_path, echo=_echo if quiet else None
+        )
+        pipeline = Pipeline(config, open_db(config.state_db), dry_run=False, use_cache=use_cache, notifier=notifier)
         try:
             logger.info(
                 "pipeline starting: repo={} base={} root={} concurrency={} at {}",
                 config.repo_path, config.base, config.root, config.concurrency, datetime.now(UTC).isoformat(),
             )  # fmt: skip
             pipeline.reconcile()
+            pipeline.announcer.flush()
             while True:
                 acted = pipeline.cycle()
                 if once:
@@ -629,4 +695,5 @@ def run_loop(
                     pipeline.sleep()
         finally:
             pipeline.close()
+            invocation.needs_help = list(pipeline.announcer.needs_help)
     return 0

@@ -422,6 +422,23 @@ class Runs:
             )
         )
 
+    def cost_since(self, since: str) -> float:
+        """Cents spent by the attempts of every task that finished at or after ``since`` (ISO, UTC)."""
+        return float(
+            self.db.scalar(
+                "SELECT COALESCE(SUM(cost_cents), 0) FROM pipeline_runs WHERE finished_at >= ? "
+                "AND parent_id IS NULL",
+                (since,),
+            )
+        )
+
+    def finished_since(self, since: str) -> list[RunRecord]:
+        """The attempts (of every task) that finished at or after ``since`` (ISO, UTC), oldest first."""
+        rows = self.db.query(
+            "SELECT * FROM pipeline_runs WHERE finished_at >= ? AND parent_id IS NULL ORDER BY id", (since,)
+        )
+        return [RunRecord.from_row(r) for r in rows]
+
     def latest(self, task_id: str) -> RunRecord | None:
         """The most recent attempt of a task that was not cancelled."""
         rows = self.db.query(

@@ -6,7 +6,7 @@ import abc
 import enum
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,9 @@ class BuiltinTaskStore(TaskSource):
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called with (task id, old status, new status) after each move this store makes, so that
+        # whatever is told about moves (notifications) needs no call from the code that moves.
+        self.listeners: list[Callable[[str, TaskStatus, TaskStatus], None]] = []
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -364,7 +367,7 @@ class BuiltinTaskStore(TaskSource):
 
     def set_status(self, task_id: str, status: TaskStatus, *, by_person: bool = False) -> Task:
         """Move a task. A person reopening it restarts the retry count from now."""
-        self.get(task_id)
+        before = self.get(task_id).status
         stamp = now_iso()
         with self.db.write() as conn:
             if by_person and status is TaskStatus.OPEN:
@@ -377,6 +380,8 @@ class BuiltinTaskStore(TaskSource):
                     "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
                     (str(status), stamp, task_id),
                 )
+        for listener in self.listeners:
+            listener(task_id, before, status)
         return self.get(task_id)
 
     def bump_patchset(self, task_id: str) -> Task:
