@@ -191,6 +191,7 @@ class Integrator:
                 self.p.faults.record("integrate", f"integration of {task_id}: {result.detail}")
             elif result.status is IntegrateStatus.STOPPED:
                 logger.info("integration of {} stopped: {}", task_id, result.detail)
+                self.p.release_cancelled(task_id)
             else:
                 logger.error("integration of {} refused: {}", task_id, result.detail)
                 # Whatever refused it (a dirty checkout) needs a person; try again after an interval.

@@ -11,6 +11,7 @@ from typing import Any
 from runner.faults import read_faults
 from runner.phaseview import PhaseView, phase_lines, phase_views
 from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.tasklist import first_line
 from runner.tasks import Author, BuiltinTaskStore, TaskStatus, TaskType
 
 # Version of the `status --json` document; bump when a key changes meaning or disappears.
@@ -36,7 +37,7 @@ class Waiting:
 
     task_id: str
     title: str
-    why: str  # "needs help" or "integration held"
+    why: str  # "needs help", "integration held" or "blocked"
     reason: str
 
 
@@ -61,9 +62,23 @@ def waiting_for_a_person(
             held = held_integration(runs, task.id)
             if held is not None and task.type is TaskType.WORK and task_id in (None, task.id):
                 waiting.append(Waiting(task.id, task.title, "integration held", held.error_summary or ""))
+        # A cancelled task waits for nobody (a person decided); one that depends on it cannot
+        # start until a person retries the dependency or drops it.
+        blocked = store.blocked()
+        for task in store.list_tasks(TaskStatus.OPEN, parent, with_comments=False):
+            if task.id in blocked and task.type is TaskType.WORK and task_id in (None, task.id):
+                waiting.append(Waiting(task.id, task.title, "blocked", blocked_reason(blocked[task.id])))
         return waiting
     finally:
         db.close()
+
+
+def blocked_reason(dependencies: list[str]) -> str:
+    """Why an open task cannot start: its dependencies that were cancelled (or deleted)."""
+    return (
+        f"it depends on {', '.join(dependencies)}, cancelled: `task retry` them, or drop them with "
+        "`task edit ID --depends-on ...`"
+    )
 
 
 def build_status(root: Path, base: str) -> dict[str, Any]:
@@ -83,6 +98,7 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         "held_integrations": [],
         "faults": [],
         "skipped_verifications": [],
+        "blocked_tasks": [],
         "state_schema_version": None,
     }
     # Work paused by a fault that is no task's (a stale lock, a lagging checkout of base).
@@ -142,6 +158,13 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
                         {"id": task.id, "title": task.title, "status": task.status.value,
                          "reason": last.error_summary, "at": last.finished_at}
                     )  # fmt: skip
+        blocked = store.blocked()
+        for task in store.list_tasks(TaskStatus.OPEN, with_comments=False):
+            if task.id in blocked:
+                doc["blocked_tasks"].append(
+                    {"id": task.id, "title": task.title, "blocked_by": blocked[task.id],
+                     "reason": blocked_reason(blocked[task.id])}
+                )  # fmt: skip
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:
         db.close()
@@ -162,7 +185,7 @@ def render_status(doc: dict[str, Any]) -> str:
         )
     lines = [f"Pipeline status (root={doc['root']}, base={doc['base']})", "", "Tasks:"]
     labels = {"open": "Open", "in_progress": "In progress", "verified": "Verified",
-              "done": "Done", "needs_help": "Needs help"}  # fmt: skip
+              "done": "Done", "needs_help": "Needs help", "cancelled": "Cancelled"}  # fmt: skip
     lines += [f"  {label + ':':<13}{doc[key]}" for key, label in labels.items()]
     lines += ["", f"Active dev runs: {doc['active_dev_runs']}"]
     if doc["active_runs"]:
@@ -183,6 +206,11 @@ def render_status(doc: dict[str, Any]) -> str:
             if task["reason"]:
                 lines.append(f"      last reason: {task['reason'].splitlines()[0][:300]}")
         lines.append("Resume one with `pipeline-runner task set-status ID open`.")
+    if doc["blocked_tasks"]:
+        lines += ["", "Blocked (a dependency was cancelled; they wait for a person):"]
+        for task in doc["blocked_tasks"]:
+            lines.append(f"  {task['id']}  {first_line(task['title'])}")
+            lines.append(f"      {task['reason']}")
     if doc["faults"]:
         lines += ["", "Paused by faults that are no task's (nothing is charged; retried by itself):"]
         for fault in doc["faults"]:

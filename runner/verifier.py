@@ -129,8 +129,11 @@ class Verifier:
                 status = self.p.store.get(task_id).status
                 if status is not TaskStatus.IN_PROGRESS:
                     self.p.runs.finish(row, RunStatus.CANCELLED, error=f"a person set the task to {status.value}")
-                    continue
-                self.apply_verification(task_id, row, result)
+                else:
+                    self.apply_verification(task_id, row, result)
+            if status is not TaskStatus.IN_PROGRESS:
+                self.p.release_cancelled(task_id)
+                continue
             if result.status is VerifyStatus.FAULT:
                 self.p.faults.record("verify", f"verification of {task_id}: {result.summary}")
             else:
