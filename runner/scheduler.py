@@ -214,6 +214,9 @@ class Pipeline:
         """One cycle; True if any task changed state (so another cycle should follow at once)."""
         self.next_wake = None
         self.faults.reload()  # `pipeline-runner resume`, from another process, clears faults there
+        # A person's cancel, from another process, ends the checks of that task now.
+        self.verifier.stop_cancelled()
+        self.integrator.stop_cancelled()
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         acted = self.integrator.integrate_step(verified)

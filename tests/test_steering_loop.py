@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from tests.conftest import git
@@ -67,16 +68,20 @@ def test_cancel_while_the_agent_runs_stops_it_and_nothing_lands(tmp_path: Path) 
     assert s.leftover_worktrees() == [] and git(s.repo, "for-each-ref", "refs/pipeline") == ""
 
 
-def test_cancel_during_integration_never_moves_base(tmp_path: Path) -> None:
-    slow = ["python3", "-c", "import time; time.sleep(4)"]
-    s = make_sample(tmp_path, phases={"verify": {"run": [["python3", "check.py"]]},
-                                      "slow": {"on": ["integrate"], "run": [slow]}})  # fmt: skip
+SLOW = ["python3", "-c", "import time; time.sleep(60)"]
+
+
+def test_cancel_during_integration_ends_its_checks_and_never_moves_base(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, interval=0.5, phases={"verify": {"run": [["python3", "check.py"]]},
+                                                    "slow": {"on": ["integrate"], "run": [SLOW]}})  # fmt: skip
     s.add("lands unless cancelled")
     proc = s.start()
     try:
-        wait_for(lambda: any(r["phase"] == "integrate" for r in s.status()["active_runs"]), 60, proc)
+        wait_for(lambda: any(p["name"] == "slow" for r in s.status()["active_runs"] for p in r["phases"]), 60, proc)
         assert s.cli("task", "cancel", "t-1").returncode == 0
+        started = time.monotonic()
         wait_for(lambda: s.status()["active_runs"] == [], 30, proc)
+        assert time.monotonic() - started < 20  # stopped, not waited out (the check sleeps 60 s)
     finally:
         stop(proc)
     assert s.base_log() == ["initial"]
@@ -84,7 +89,28 @@ def test_cancel_during_integration_never_moves_base(tmp_path: Path) -> None:
     (integrate,) = s.rows("SELECT status, error_summary FROM pipeline_runs WHERE phase = 'integrate'")
     assert integrate[0] == "cancelled" and "cancelled during integration" in integrate[1]
     assert git(s.repo, "notes", "--ref=pipeline", "list") == ""  # no receipt claims it landed
-    assert s.leftover_worktrees() == []
+    assert s.leftover_worktrees() == [] and s.status()["faults"] == []
+    # Stopped by the person, not failed: no retry is charged to it.
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status = 'failure' AND parent_id IS NULL") == [(0,)]
+
+
+def test_cancel_during_verification_ends_its_checks(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, interval=0.5, phases={"slow": {"on": ["verify"], "run": [SLOW]},
+                                                    "verify": {"run": [["python3", "check.py"]]}})  # fmt: skip
+    s.add("verified unless cancelled")
+    proc = s.start()
+    try:
+        wait_for(lambda: any(p["name"] == "slow" for r in s.status()["active_runs"] for p in r["phases"]), 60, proc)
+        assert s.cli("task", "cancel", "t-1").returncode == 0
+        started = time.monotonic()
+        wait_for(lambda: s.status()["active_runs"] == [], 30, proc)
+        assert time.monotonic() - started < 20
+    finally:
+        stop(proc)
+    assert s.task("t-1")["status"] == "cancelled" and s.base_log() == ["initial"]
+    assert s.rows("SELECT status FROM pipeline_runs WHERE phase = 'verify' AND parent_id IS NULL") == [("cancelled",)]
+    assert s.leftover_worktrees() == [] and s.status()["faults"] == []
+    assert not list((s.root / "checks").glob("t-1/*"))
 
 
 def test_a_verified_task_cancelled_while_its_integration_is_held_never_lands(tmp_path: Path) -> None:
