@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -149,3 +150,25 @@ def test_comments_and_an_edited_title_reach_the_next_prompt_after_a_retry(tmp_pa
     receipt = json.loads(s.cli("receipt", "--json").stdout)
     assert receipt["title"] == "new title"
     assert s.status()["done"] == 1 and all_done(1)(s.status())
+
+
+def test_a_restart_cleans_what_cancelled_and_deleted_tasks_left_and_nothing_of_a_persons(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, limits={"max_retries": 1})
+    s.plan({"t-1": [{"commits": 0}], "t-2": [{"commits": 0}]})
+    s.add("cancelled by hand")
+    s.add("deleted by hand")
+    s.run_once_until(lambda d: d["needs_help"] == 2)  # each keeps its workspace for a retry
+    assert sorted(p.name for p in (s.root / "worktrees").iterdir()) == ["t-1", "t-2"]
+    # As a kill between a person's change and the cleanup would leave them.
+    conn = sqlite3.connect(s.root / "state.db")
+    conn.execute("UPDATE tasks SET status = 'cancelled' WHERE id = 't-1'")
+    conn.execute("DELETE FROM tasks WHERE id = 't-2'")
+    conn.execute("DELETE FROM pipeline_runs WHERE task_id = 't-2'")
+    conn.commit()
+    conn.close()
+    mine = s.root / "worktrees" / "notes"
+    mine.mkdir()
+    (mine / "todo.md").write_text("mine\n")
+    assert s.cli("run", "--once").returncode == 0
+    assert sorted(p.name for p in (s.root / "worktrees").iterdir()) == ["notes"]
+    assert (mine / "todo.md").read_text() == "mine\n"
