@@ -502,12 +502,15 @@ class Pipeline:
         machine, not of the task: the attempt is cancelled, the task stays open, uncharged, and
         no agent starts until the fault clears (retried with a growing delay)."""
         with self.db.write():
-            # Not when a person moved, cancelled or deleted it since the cycle read it.
+            # Not when a person moved, cancelled, deleted or gave it a new dependency since the
+            # cycle read it.
             claimed = self.store.exists(task.id) and self.store.get(task.id).status is TaskStatus.OPEN
             if claimed:
                 # Read again, whole: the prompt gets the task as it is now (a person's edit since
                 # the cycle read it, and a person's comments, which the cycle does not read).
                 task = self.store.get(task.id)
+                claimed = self.store.dependencies_done(task)
+            if claimed:
                 self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
                 row = self.runs.start(task.id, Phase.DEV, task.patchset)
                 run_id = f"{task.id}-{row}"

@@ -336,6 +336,10 @@ class BuiltinTaskStore(TaskSource):
         )
         return self._hydrate(rows, with_comments=False)
 
+    def dependencies_done(self, task: Task) -> bool:
+        """Whether every dependency of ``task`` exists and is done."""
+        return all(self.exists(d) and self.get(d).status is TaskStatus.DONE for d in task.dependencies)
+
     def counts(self, type_: TaskType | None = TaskType.WORK) -> dict[str, int]:
         """Number of tasks per status."""
         rows = self.db.query(
@@ -595,7 +599,7 @@ class BuiltinTaskStore(TaskSource):
                     result.unchanged.append(task.id)
                 elif task.status not in IMPORT_UPDATABLE:
                     fields = ", ".join(changes.columns())
-                    result.not_updated.append((task.id, f"{task.status.value}; {fields} differ"))
+                    result.not_updated.append((task.id, f"{task.status.value}; differs in {fields}"))
                 else:
                     self._update(conn, task, changes)
                     result.updated.append(task.id)

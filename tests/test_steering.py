@@ -181,7 +181,7 @@ def test_reimport_updates_open_tasks_and_says_which_it_did_not(store: BuiltinTas
     )
     result = store.import_tasks(tasks_from_records(read_task_file(path), str(path)))
     assert (result.added, result.updated, result.unchanged) == (["e"], ["a"], ["c", "d"])
-    assert result.not_updated == [("b", "done; title differ")]
+    assert result.not_updated == [("b", "done; differs in title")]
     a = store.get("a")
     assert (a.title, a.priority, a.dependencies, a.description) == ("A2", 0, ("d",), "more")
     assert store.get("b").title == "B"
