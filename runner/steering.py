@@ -88,7 +88,8 @@ class Steering:
             if candidate is not None:
                 raise TaskError(
                     f"Cannot cancel task {task_id}: it is landing right now (its candidate {candidate[:12]} "
-                    f"passed every check and {self.config.base} is moving to it). Revert it on base if it must go."
+                    f"passed every check and {self.config.base} may already have moved to it; if the runner "
+                    "was stopped at that moment, its next start settles it). Revert it on base if it must go."
                 )
             self.store.set_status(task_id, TaskStatus.CANCELLED)
             self.store.comment(task_id, f"cancelled by a person (it was {task.status.value})", Author.SYSTEM)

@@ -9,6 +9,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
+from runner import killpoints
 from tests.conftest import git
 from tests.loop_helpers import all_done, make_sample, stop, wait_for
 
@@ -172,3 +175,27 @@ def test_a_restart_cleans_what_cancelled_and_deleted_tasks_left_and_nothing_of_a
     assert s.cli("run", "--once").returncode == 0
     assert sorted(p.name for p in (s.root / "worktrees").iterdir()) == ["notes"]
     assert (mine / "todo.md").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("point", ["before-swap", "swapped"])
+def test_a_task_whose_candidate_may_be_on_base_cannot_be_cancelled(tmp_path: Path, point: str) -> None:
+    # The runner is killed with the candidate recorded (before or right after base moved to it): a
+    # cancel then would leave a task cancelled whose commit is, or may yet be, on base.
+    s = make_sample(tmp_path)
+    s.add("lands")
+    s.env[killpoints.ENV] = point
+    for _ in range(30):
+        done = s.cli("run", "--once")
+        if done.returncode == -9:
+            break
+        assert done.returncode == 0, done.stderr
+    else:
+        raise AssertionError(f"the runner never reached {point}")
+    del s.env[killpoints.ENV]
+    refused = s.cli("task", "cancel", "t-1")
+    assert refused.returncode == 1 and "landing right now" in refused.stderr
+    assert s.task("t-1")["status"] == "verified"
+    s.run_once_until(lambda d: d["verified"] == 0)
+    # Killed before the swap, recovery drops that candidate and it lands on the next try.
+    s.run_once_until(all_done(1))
+    assert s.trailers() == ["t-1"]
