@@ -298,11 +298,12 @@ class Pipeline:
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         ready = {t.id for t in self.store.ready()}
         blocked = self.store.blocked()
+        blocked_ids = set(blocked)
         slots = self.config.concurrency - len(running)
         for status in (TaskStatus.VERIFIED, TaskStatus.IN_PROGRESS, TaskStatus.OPEN):
             for task in self.order([t for t in self.store.list_tasks(status, with_comments=False) if self.eligible(t)]):
                 view = self.view(task, running=running, latest=self.runs.latest(task.id), ready=ready,
-                                 blocked=set(blocked))  # fmt: skip
+                                 blocked=blocked_ids)  # fmt: skip
                 step = next_step(view)
                 if step is Step.DEVELOP:
                     slots -= 1
