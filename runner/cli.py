@@ -44,8 +44,8 @@ class Exit(enum.IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
-    # `run --until-idle` stopped with tasks that need a person: needing help, or verified with
-    # their integration held back (base's checkout dirty, say).
+    # `run --until-idle` stopped with tasks that need a person: needing help, verified with
+    # their integration held back (base's checkout dirty, say), or blocked by a cancelled one.
     NEEDS_ATTENTION = 3
     INTERRUPTED = 130
 
