@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     set_status.add_argument("id")
     set_status.add_argument("status")
     set_status.set_defaults(handler=cmd_task_set_status)
-    imp = task_sub.add_parser("import", help="import tasks from YAML or JSON Lines; idempotent by id")
+    imp = task_sub.add_parser(
+        "import", help="import tasks from YAML or JSON Lines; by id: adds new ones, updates open ones"
+    )
     imp.add_argument("file", type=Path)
     imp.set_defaults(handler=cmd_task_import)
     edit = task_sub.add_parser("edit", help="change a task's fields (applies to its next attempt)")
