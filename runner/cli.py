@@ -22,11 +22,13 @@ from runner.redact import agent_secrets, register_values
 from runner.report import parse_since
 from runner.state import open_db
 from runner.status import build_status, limits_of
+from runner.tasklist import first_line
 from runner.tasks import (
     Author,
     BuiltinTaskStore,
     NewTask,
     Task,
+    TaskStatus,
     TaskType,
     open_task_source,
     parse_priority,
@@ -43,9 +45,9 @@ class Exit(enum.IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
-    # `run --until-idle` stopped with tasks that need a person: needing help, or verified with
-    # their integration held back (base's checkout dirty, say); `run --once` sent a task to
-    # needs_help; or either ended with work paused.
+    # `run --until-idle` stopped with tasks that need a person: needing help, verified with
+    # their integration held back (base's checkout dirty, say), or blocked by a cancelled one;
+    # `run --once` sent a task to needs_help; or either ended with work paused.
     NEEDS_ATTENTION = 3
     INTERRUPTED = 130
 
@@ -189,14 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--description", default="")
     add.add_argument("--namespace")
     add.add_argument("--parent", help="epic this task belongs to")
-    add.add_argument("--priority", default="P2", help="P0 (most urgent) .. P4; default P2")
+    add.add_argument("--priority", default=2, type=_priority, help="P0 (most urgent) .. P4; default P2")
     add.add_argument("--depends-on", action="append", default=[], metavar="ID")
     add.add_argument("--type", choices=[t.value for t in TaskType], default="work")
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=cmd_task_add)
     lst = task_sub.add_parser("list", help="list tasks")
-    lst.add_argument("--status")
-    lst.add_argument("--parent")
+    lst.add_argument(
+        "--status", action="append", type=_statuses, metavar="STATUS[,STATUS]",
+        help="only tasks in these statuses (repeatable)",
+    )  # fmt: skip
+    lst.add_argument("--parent", help="only tasks under this epic")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(handler=cmd_task_list)
     tshow = task_sub.add_parser("show", help="one task with its comments and runs")
@@ -211,10 +216,45 @@ def build_parser() -> argparse.ArgumentParser:
     set_status.add_argument("id")
     set_status.add_argument("status")
     set_status.set_defaults(handler=cmd_task_set_status)
-    imp = task_sub.add_parser("import", help="import tasks from YAML or JSON Lines; idempotent by id")
+    imp = task_sub.add_parser(
+        "import", help="import tasks from YAML or JSON Lines; by id: adds new ones, updates open ones"
+    )
     imp.add_argument("file", type=Path)
     imp.set_defaults(handler=cmd_task_import)
+    edit = task_sub.add_parser("edit", help="change a task's fields (applies to its next attempt)")
+    edit.add_argument("id")
+    edit.add_argument("--title")
+    edit.add_argument("--description")
+    edit.add_argument("--priority", type=_priority, help="P0 (most urgent) .. P4")
+    edit.add_argument(
+        "--depends-on", nargs="*", action="extend", metavar="ID",
+        help="replaces its dependencies (given alone: none)",
+    )  # fmt: skip
+    edit.add_argument("--namespace", help="'' clears it")
+    edit.set_defaults(handler=cmd_task_edit)
+    for name, text in (("cancel", "stop a task: its agent or check is stopped, nothing of it lands"),
+                       ("retry", "reopen a needs_help or cancelled task with a fresh retry budget"),
+                       ("delete", "remove a task that is not done, with its workspace")):  # fmt: skip
+        steer = task_sub.add_parser(name, help=text)
+        steer.add_argument("id")
+        steer.set_defaults(handler=cmd_task_steer)
     return parser
+
+
+def _priority(value: str) -> int:
+    """--priority: a bad value is a usage error naming it."""
+    try:
+        return parse_priority(value)
+    except TaskError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _statuses(value: str) -> list[TaskStatus]:
+    """--status: one or more comma-separated statuses; a bad one is a usage error naming it."""
+    try:
+        return [parse_status(v.strip()) for v in value.split(",") if v.strip()]
+    except TaskError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -244,7 +284,7 @@ def _print_json(data: Any) -> None:
 def _task_line(task: Task) -> str:
     deps = f"  after {','.join(task.dependencies)}" if task.dependencies else ""
     kind = " [epic]" if task.type is TaskType.EPIC else ""
-    return f"{task.id:<10} {task.status.value:<12} {task.priority_name}  {task.title}{kind}{deps}"
+    return f"{task.id:<10} {task.status.value:<12} {task.priority_name}  {first_line(task.title)}{kind}{deps}"
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -445,7 +485,7 @@ def cmd_task_add(args: argparse.Namespace) -> int:
         type=TaskType(args.type),
         parent=args.parent,
         namespace=args.namespace,
-        priority=parse_priority(args.priority),
+        priority=args.priority,
         dependencies=list(args.depends_on),
         description=args.description,
     )
@@ -466,16 +506,18 @@ def cmd_task_add(args: argparse.Namespace) -> int:
 
 def cmd_task_list(args: argparse.Namespace) -> int:
     """`task list`."""
-    status = parse_status(args.status) if args.status else None
+    from runner.tasklist import output_width, task_table
+
+    wanted = {s for group in args.status or [] for s in group}
     store = _store(_load(args), create=False)
-    tasks = store.list_tasks(status=status, parent=args.parent) if store else []
+    tasks = store.list_tasks(parent=args.parent) if store else []
+    tasks = [t for t in tasks if not wanted or t.status in wanted]
     if args.json:
         _print_json([t.to_json() for t in tasks])
     elif not tasks:
         print("No tasks.")
     else:
-        for task in tasks:
-            print(_task_line(task))
+        print("\n".join(task_table(tasks, output_width())))
     return Exit.OK
 
 
@@ -538,9 +580,15 @@ def cmd_task_set_status(args: argparse.Namespace) -> int:
     status = parse_status(args.status)
     store = _store(_load(args), create=True)
     assert store is not None
+    if status is TaskStatus.CANCELLED:  # with cancel's guards: it must not land meanwhile
+        from runner.steering import Steering
+
+        print(Steering(_load(args).config, store).cancel(args.id).message)
+        return Exit.OK
     before = store.get(args.id)
     store.set_status(args.id, status, by_person=True)
-    store.comment(args.id, f"status {before.status.value} -> {status.value} (set by a person)", Author.HUMAN)
+    # Said by the runner for the person: a person's own comments are what reaches the prompt.
+    store.comment(args.id, f"status {before.status.value} -> {status.value} (set by a person)", Author.SYSTEM)
     print(f"{args.id}: {before.status.value} -> {status.value}")
     return Exit.OK
 
@@ -551,8 +599,49 @@ def cmd_task_import(args: argparse.Namespace) -> int:
     loaded = _load(args)
     store = _store(loaded, create=True)
     assert store is not None
-    added, skipped = store.import_tasks(news)
-    print(f"Imported {added} task(s) from {args.file}; {skipped} already present.")
+    result = store.import_tasks(news)
+    print(
+        f"Imported {len(result.added)} task(s) from {args.file}; updated {len(result.updated)}; "
+        f"{len(result.unchanged)} already present and unchanged."
+    )
+    for task_id, why in result.not_updated:
+        print(f"  not updated: {task_id} ({why}): an import changes only open or needs_help tasks")
+    return Exit.OK
+
+
+def cmd_task_edit(args: argparse.Namespace) -> int:
+    """`task edit`: the given fields only (runner.steering)."""
+    from runner.ids import check_task_id
+    from runner.steering import Steering
+    from runner.tasks import TaskChanges
+
+    check_task_id(args.id)
+    changes = TaskChanges(
+        title=args.title, description=args.description, priority=args.priority,
+        dependencies=None if args.depends_on is None else tuple(args.depends_on), namespace=args.namespace,
+    )  # fmt: skip
+    changes.check(args.id)  # before the database is even opened
+    loaded = _load(args)
+    store = _store(loaded, create=False)
+    if store is None:
+        raise TaskError(f"No task with id {args.id!r} (no pipeline state yet).")
+    print(Steering(loaded.config, store).edit(args.id, changes).message)
+    return Exit.OK
+
+
+def cmd_task_steer(args: argparse.Namespace) -> int:
+    """`task cancel`, `task retry`, `task delete` (runner.steering)."""
+    from runner.ids import check_task_id
+    from runner.steering import Steering
+
+    check_task_id(args.id)
+    loaded = _load(args)
+    store = _store(loaded, create=False)
+    if store is None:
+        raise TaskError(f"No task with id {args.id!r} (no pipeline state yet).")
+    steering = Steering(loaded.config, store)
+    action = {"cancel": steering.cancel, "retry": steering.retry, "delete": steering.delete}[args.task_command]
+    print(action(args.id).message)
     return Exit.OK
 
 

@@ -72,10 +72,15 @@ def why(
     exist); ``faults`` maps each fault area in force to when it is tried again.
     """
     deps_done = all(statuses.get(d) is TaskStatus.DONE for d in task.dependencies)
+    cancelled = tuple(d for d in task.dependencies if statuses.get(d) is TaskStatus.CANCELLED)
     latest = (Phase.DEV, RunStatus.SUCCESS) if task.agent_committed else None
     step = next_step(
-        TaskView(status=task.status, gate=task.gate.gate, dependencies_done=deps_done, latest=latest, held=task.held)
-    )
+        TaskView(status=task.status, gate=task.gate.gate, dependencies_done=deps_done, latest=latest,
+                 held=task.held, blocked=bool(cancelled))
+    )  # fmt: skip
+    if step is Step.BLOCKED:
+        return Why(Holdup.BLOCKED, f"{', '.join(cancelled)} was cancelled: `task retry` it, or edit the "
+                   "dependencies with `task edit ID --depends-on ...`", cancelled)  # fmt: skip
     if step is Step.WAIT and not deps_done:
         return _dependencies(task, statuses, dependencies)
     if step is Step.WAIT:

@@ -284,8 +284,12 @@ def run_logged(
     env: Mapping[str, str] | None = None,
     max_bytes: int = MAX_OUTPUT_BYTES,
     tail_bytes: int = TAIL_BYTES,
+    stop: threading.Event | None = None,
 ) -> LoggedResult:
     """Run ``argv`` in ``cwd`` under the supervisor, its output appended to ``log_path``; wait for it.
+
+    Once ``stop`` is set (the task was cancelled), the supervisor is told to end the command and
+    every process it started, as at a timeout; the result then has the exit code it ended with.
 
     The output (stdout and stderr interleaved, secrets masked) goes straight to the log, never
     through this process's memory, and at most ``max_bytes`` of it is kept (its first and last
@@ -315,7 +319,7 @@ def run_logged(
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte, or a bad environment name
         return LoggedResult(args, None, error=f"{args[0]!r} could not be started: {exc}")
     try:
-        returncode = proc.wait()
+        returncode = _wait(proc, stop)
     except BaseException:
         # Interrupted while waiting (Ctrl-C in the main thread): end the command before going on.
         proc.terminate()
@@ -339,6 +343,23 @@ def run_logged(
         tail,
         None if timed_out or not error else str(error),
     )
+
+
+STOP_POLL_SECONDS = 0.2
+
+
+def _wait(proc: subprocess.Popen[bytes], stop: threading.Event | None) -> int:
+    """``proc``'s exit code; TERM is sent to it (a supervisor: it ends its tree) once ``stop`` is set."""
+    if stop is None:
+        return proc.wait()
+    told = False
+    while True:
+        try:
+            return proc.wait(timeout=STOP_POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            if stop.is_set() and not told:
+                proc.terminate()
+                told = True
 
 
 def _file_tail(path: Path, start: int, limit: int) -> str:

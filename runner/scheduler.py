@@ -191,6 +191,9 @@ class Pipeline:
         """One cycle; True if any task changed state (so another cycle should follow at once)."""
         self.next_wake = None
         self.faults.reload()  # `pipeline-runner resume`, from another process, clears faults there
+        # A person's cancel, from another process, ends the checks of that task now.
+        self.verifier.stop_cancelled()
+        self.integrator.stop_cancelled()
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         acted = self.integrator.integrate_step(verified)
@@ -251,10 +254,12 @@ class Pipeline:
         return acted
 
     def view(
-        self, task: Task, *, running: set[str], latest: RunRecord | None, ready: set[str] | None = None
-    ) -> TaskView:
+        self, task: Task, *, running: set[str], latest: RunRecord | None, ready: set[str] | None = None,
+        blocked: set[str] | None = None,
+    ) -> TaskView:  # fmt: skip
         """What ``next_step`` needs to know of ``task``. ``ready``: the ids of open tasks whose
-        dependencies are done (when the task is open)."""
+        dependencies are done (when the task is open); ``blocked``: those of open tasks with a
+        cancelled dependency."""
         in_flight = task.id in self.verifier.verifying or (self.integrator.integrating is not None and self.integrator.integrating[0] == task.id)
         return TaskView(
             status=task.status,
@@ -264,6 +269,7 @@ class Pipeline:
             checking=in_flight,
             latest=(latest.phase, latest.status) if latest is not None else None,
             held=task.status is TaskStatus.VERIFIED and held_integration(self.runs, task.id) is not None,
+            blocked=blocked is not None and task.id in blocked,
         )
 
     def plan(self) -> list[str]:
@@ -271,15 +277,25 @@ class Pipeline:
         lines = [f"paused: {f.area}: {f.message.splitlines()[0]}" for f in self.faults.faults.values()]
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         ready = {t.id for t in self.store.ready()}
+        blocked = self.store.blocked()
+        blocked_ids = set(blocked)
         slots = self.config.concurrency - len(running)
         for status in (TaskStatus.VERIFIED, TaskStatus.IN_PROGRESS, TaskStatus.OPEN):
             for task in self.order([t for t in self.store.list_tasks(status, with_comments=False) if self.eligible(t)]):
-                step = next_step(self.view(task, running=running, latest=self.runs.latest(task.id), ready=ready))
+                view = self.view(task, running=running, latest=self.runs.latest(task.id), ready=ready,
+                                 blocked=blocked_ids)  # fmt: skip
+                step = next_step(view)
                 if step is Step.DEVELOP:
                     slots -= 1
                     if slots < 0:
                         lines.append(f"would leave {task.id} open: every agent slot is taken")
                         continue
+                if step is Step.BLOCKED:
+                    lines.append(
+                        f"would leave {task.id} open: it depends on {', '.join(blocked[task.id])}, "
+                        "cancelled; it waits for a person"
+                    )
+                    continue
                 lines.append(self.planned(task, step))
         return lines
 
@@ -394,9 +410,18 @@ class Pipeline:
                 error=f"stopped: a person set the task to {status.value}",
             )  # fmt: skip
             self.note(rec.task_id, f"agent run {rec.agent_run_id} stopped: a person set the task to {status.value}")
-        if status is TaskStatus.DONE:
+        if status in (TaskStatus.DONE, TaskStatus.CANCELLED):
             self.workspaces.release(rec.task_id)
         return True
+
+    def release_cancelled(self, task_id: str) -> None:
+        """Remove the workspace of a cancelled (or deleted) task once no attempt of it runs: its
+        work is dropped, and a retry starts again from base."""
+        if self.store.exists(task_id) and self.store.get(task_id).status is not TaskStatus.CANCELLED:
+            return
+        if any(r.task_id == task_id for r in self.runs.running()):
+            return
+        self.workspaces.release(task_id)
 
     def fold(self, task_id: str, result: DevResult) -> DevResult:
         """Fold the commits of an agent that commits each edit into one; a git failure fails the run."""
@@ -458,13 +483,23 @@ class Pipeline:
         machine, not of the task: the attempt is cancelled, the task stays open, uncharged, and
         no agent starts until the fault clears (retried with a growing delay)."""
         with self.db.write():
-            if self.store.get(task.id).status is not TaskStatus.OPEN:
-                return  # a person moved it since the cycle read it
-            self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
-            row = self.runs.start(task.id, Phase.DEV, task.patchset)
-            run_id = f"{task.id}-{row}"
-            log_path = self.layout.task_log(task.id, run_id)
-            self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
+            # Not when a person moved, cancelled, deleted or gave it a new dependency since the
+            # cycle read it.
+            claimed = self.store.exists(task.id) and self.store.get(task.id).status is TaskStatus.OPEN
+            if claimed:
+                # Read again, whole: the prompt gets the task as it is now (a person's edit since
+                # the cycle read it, and a person's comments, which the cycle does not read).
+                task = self.store.get(task.id)
+                claimed = self.store.dependencies_done(task)
+            if claimed:
+                self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
+                row = self.runs.start(task.id, Phase.DEV, task.patchset)
+                run_id = f"{task.id}-{row}"
+                log_path = self.layout.task_log(task.id, run_id)
+                self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
+        if not claimed:
+            self.release_cancelled(task.id)  # the workspace just prepared for it, if it is no more
+            return
         killpoints.reached("claimed")
         try:
             if not isinstance(workspace, Path):

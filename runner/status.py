@@ -44,7 +44,7 @@ class Waiting:
 
     task_id: str
     title: str
-    why: str  # "needs help" or "integration held"
+    why: str  # "needs help", "integration held" or "blocked"
     reason: str
 
 
@@ -69,9 +69,23 @@ def waiting_for_a_person(
             held = held_integration(runs, task.id)
             if held is not None and task.type is TaskType.WORK and task_id in (None, task.id):
                 waiting.append(Waiting(task.id, task.title, "integration held", held.error_summary or ""))
+        # A cancelled task waits for nobody (a person decided); one that depends on it cannot
+        # start until a person retries the dependency or drops it.
+        blocked = store.blocked()
+        for task in store.list_tasks(TaskStatus.OPEN, parent, with_comments=False):
+            if task.id in blocked and task.type is TaskType.WORK and task_id in (None, task.id):
+                waiting.append(Waiting(task.id, task.title, "blocked", blocked_reason(blocked[task.id])))
         return waiting
     finally:
         db.close()
+
+
+def blocked_reason(dependencies: list[str]) -> str:
+    """Why an open task cannot start: its dependencies that were cancelled (or deleted)."""
+    return (
+        f"it depends on {', '.join(dependencies)}, cancelled: `task retry` them, or drop them with "
+        "`task edit ID --depends-on ...`"
+    )
 
 
 def build_status(root: Path, base: str, limits: Limits | None = None, now: float | None = None) -> dict[str, Any]:
@@ -97,6 +111,7 @@ def build_status(root: Path, base: str, limits: Limits | None = None, now: float
         "skipped_verifications": [],
         "queue": [],
         "log_file": str(root / "logs" / "pipeline.jsonl"),
+        "blocked_tasks": [],
         "state_schema_version": None,
     }
     # Work paused by a fault that is no task's (a stale lock, a lagging checkout of base).
@@ -162,6 +177,13 @@ def build_status(root: Path, base: str, limits: Limits | None = None, now: float
                          "reason": last.error_summary, "at": last.finished_at}
                     )  # fmt: skip
         doc["queue"] = queue(store, runs, {r.task_id for r in active}, doc["faults"], limits, now)
+        blocked = store.blocked()
+        for task in store.list_tasks(TaskStatus.OPEN, with_comments=False):
+            if task.id in blocked:
+                doc["blocked_tasks"].append(
+                    {"id": task.id, "title": task.title, "blocked_by": blocked[task.id],
+                     "reason": blocked_reason(blocked[task.id])}
+                )  # fmt: skip
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:
         db.close()

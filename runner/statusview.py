@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # Queued tasks listed in text, the most urgent first; `--json` lists every one.
 QUEUE_SHOWN = 40
 COUNT_LABELS = {"open": "Open", "in_progress": "In progress", "verified": "Verified",
-                "done": "Done", "needs_help": "Needs help"}  # fmt: skip
+                "done": "Done", "needs_help": "Needs help", "cancelled": "Cancelled"}  # fmt: skip
 
 
 def dollars(cents: float) -> str:
@@ -58,7 +58,7 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
             "`pipeline-runner task import FILE`, then `pipeline-runner run`."
         )
     lines = [f"Pipeline status (root={doc['root']}, base={doc['base']})", "", "Tasks:"]
-    lines += [f"  {label + ':':<13}{doc[key]}" for key, label in COUNT_LABELS.items()]
+    lines += [f"  {label + ':':<13}{doc.get(key, 0)}" for key, label in COUNT_LABELS.items()]
     lines += ["", f"Active dev runs: {doc['active_dev_runs']}"]
     if doc["active_runs"]:
         lines.append("Active runs:")
@@ -138,7 +138,7 @@ def render_rich(doc: dict[str, Any], now: float | None = None) -> RenderableType
     header = Text.assemble(("pipeline-runner ", "bold"), text(f"root {doc['root']}  base {doc['base']}  "))
     header.append_text(text(f"cost so far {dollars(doc['cost_cents'])}", "bold"))
     parts.append(header)
-    counts = Text("  ".join(f"{label}: {doc[key]}" for key, label in COUNT_LABELS.items()))
+    counts = Text("  ".join(f"{label}: {doc.get(key, 0)}" for key, label in COUNT_LABELS.items()))
     parts.append(counts)
 
     runs = Table(title="Active runs", title_justify="left", expand=True)
