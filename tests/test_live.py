@@ -79,6 +79,8 @@ def _populate(repo: Path, cli: CLI) -> None:
     ]
     (repo / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
     assert cli("task", "import", "tasks.jsonl", cwd=repo).code == 0
+    # Now, not at import: t-bo must still be backing off when the test reads status.
+    now_iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     root = repo / "_" / "pipeline"
     logs = root / "logs" / "tasks"
     for task, text in (("t-dev", "agent: editing parser.py\n"), ("t-ver", "[unit] started\n"),
@@ -97,24 +99,24 @@ def _populate(repo: Path, cli: CLI) -> None:
             db.execute(
                 "INSERT INTO pipeline_runs (task_id, phase, patchset, status, cost_cents, started_at, log_path) "
                 "VALUES (?, ?, 0, 'running', ?, ?, ?)",
-                (task, phase, cost, NOW_ISO, str(logs / task / "attempt.log")),
+                (task, phase, cost, now_iso, str(logs / task / "attempt.log")),
             )
         parent = db.execute("SELECT id FROM pipeline_runs WHERE task_id = 't-ver'").fetchone()[0]
         db.execute(
             "INSERT INTO pipeline_runs (task_id, phase, patchset, status, started_at, parent_id) "
             "VALUES ('t-ver', 'unit', 0, 'running', ?, ?)",
-            (NOW_ISO, parent),
+            (now_iso, parent),
         )
         # t-dev spent $1.23 on an earlier attempt; t-bo failed just now and backs off.
         db.execute(
             "INSERT INTO pipeline_runs (task_id, phase, patchset, status, cost_cents, started_at, finished_at) "
             "VALUES ('t-dev', 'dev', 0, 'failure', 123.0, ?, ?), ('t-bo', 'dev', 0, 'failure', 0, ?, ?)",
-            (NOW_ISO, NOW_ISO, NOW_ISO, NOW_ISO),
+            (now_iso, now_iso, now_iso, now_iso),
         )
         db.execute(
             "INSERT INTO task_comments (task_id, author, body, created_at) "
             "VALUES ('t-nh', 'system', 'needs help: 5 failed attempts', ?)",
-            (NOW_ISO,),
+            (now_iso,),
         )
     db.close()
 
