@@ -15,6 +15,7 @@ from loguru import logger
 
 from runner import __version__, registries
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
+from runner.crash import CrashLog, silence_stdout, stdout_closed
 from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
 from runner.logs import add_file_sink, setup_stderr
@@ -45,16 +46,74 @@ class Exit(enum.IntEnum):
     # `run --until-idle` stopped with tasks that need a person: needing help, or verified with
     # their integration held back (base's checkout dirty, say).
     NEEDS_ATTENTION = 3
+    # A bug in pipeline-runner: an exception no command expected (EX_SOFTWARE in sysexits.h).
+    BUG = 70
     INTERRUPTED = 130
+    # Standard output's reader went away (`| head -1`): what a shell reports for SIGPIPE.
+    BROKEN_PIPE = 141
+
+
+# Where a bug's traceback goes; _load points it at the root once a command has loaded its config.
+CRASH_LOG = CrashLog()
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so main() decides the exit code."""
+    """argparse that raises instead of exiting, so main() decides the exit code.
+
+    Every command parser made under it also takes the global options after the command's name
+    (``pipeline-runner status -q``), as well as before it.
+    """
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        """Subcommands whose parsers all take the global options."""
+        action = super().add_subparsers(**kwargs)
+        add_parser = action.add_parser
+
+        def with_global_options(name: str, **options: Any) -> argparse.ArgumentParser:
+            options["parents"] = [*options.get("parents", []), _global_options_after_command()]
+            parser: argparse.ArgumentParser = add_parser(name, **options)
+            return parser
+
+        action.add_parser = with_global_options  # type: ignore[method-assign]
+        return action
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(Exit.USAGE)
+
+
+def _add_global_options(parser: argparse.ArgumentParser | Any, *, after_command: bool = False) -> None:
+    # Declared once, for both places. After the command they have names of their own and no
+    # default (SUPPRESS): a command's parser copies its values over what was parsed before it, so
+    # a default there would clobber `-c FILE` given before the command.
+    prefix, config_default, count_default = ("sub_", argparse.SUPPRESS, argparse.SUPPRESS) if after_command else ("", None, 0)
+    parser.add_argument("-c", "--config", dest=prefix + "config", default=config_default, metavar="FILE", help="config file "
+                        "(default: pipeline.yaml here or in the nearest directory above it in the repository)")
+    parser.add_argument("-v", "--verbose", dest=prefix + "verbose", action="count", default=count_default,
+                        help="more log output")
+    parser.add_argument("-q", "--quiet", dest=prefix + "quiet", action="count", default=count_default,
+                        help="only warnings and errors")  # fmt: skip
+
+
+def _global_options_after_command() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    _add_global_options(parent.add_argument_group("global options"), after_command=True)
+    return parent
+
+
+def _merge_global_options(args: argparse.Namespace) -> None:
+    # Given after the command, -c wins (it is the later word); -v and -q add up from both places.
+    args.config = getattr(args, "sub_config", None) or args.config
+    args.verbose += getattr(args, "sub_verbose", 0)
+    args.quiet += getattr(args, "sub_quiet", 0)
+
+
+def _priority(value: str) -> int:
+    try:
+        return parse_priority(value)
+    except TaskError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -82,9 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Take coding tasks from a queue and ship them: dev (a coding agent in its own "
         "worktree), verify (your recipes), integrate (onto base, only after it passed).",
     )
-    parser.add_argument("-c", "--config", help="config file (default: ./pipeline.yaml if present)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
+    _add_global_options(parser)
     parser.add_argument("--version", action="version", version=f"pipeline-runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -154,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--description", default="")
     add.add_argument("--namespace")
     add.add_argument("--parent", help="epic this task belongs to")
-    add.add_argument("--priority", default="P2", help="P0 (most urgent) .. P4; default P2")
+    add.add_argument("--priority", type=_priority, default="P2", help="P0 (most urgent) .. P4; default P2")
     add.add_argument("--depends-on", action="append", default=[], metavar="ID")
     add.add_argument("--type", choices=[t.value for t in TaskType], default="work")
     add.add_argument("--json", action="store_true")
@@ -188,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace, *, with_flags: bool = False) -> LoadedConfig:
     flags = {name: getattr(args, name, None) for name in FLAG_KEYS} if with_flags else None
     loaded = load_config(find_config_file(args.config), flags, registries.names())
+    CRASH_LOG.root = loaded.config.root
     # Secrets configured only in agent.env are masked in whatever this command writes, too.
     register_values(agent_secrets(loaded.config.agent.env, os.environ).values())
     return loaded
@@ -389,7 +447,7 @@ def cmd_task_add(args: argparse.Namespace) -> int:
         type=TaskType(args.type),
         parent=args.parent,
         namespace=args.namespace,
-        priority=parse_priority(args.priority),
+        priority=args.priority,
         dependencies=list(args.depends_on),
         description=args.description,
     )
@@ -510,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:  # --help, --version, or a usage error
         return int(exc.code) if isinstance(exc.code, int) else Exit.USAGE
+    _merge_global_options(args)
     setup_stderr(args.verbose - args.quiet)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
@@ -521,8 +580,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pipeline-runner: interrupted", file=sys.stderr)
         return Exit.INTERRUPTED
+    except BrokenPipeError as exc:
+        if stdout_closed():
+            silence_stdout()
+            return Exit.BROKEN_PIPE
+        return _bug(exc, argv)
+    except Exception as exc:
+        return _bug(exc, argv)
+
+
+def _bug(exc: Exception, argv: Sequence[str] | None) -> int:
+    words = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        path = str(CRASH_LOG.write(exc, words))
+    except OSError:
+        path = "nowhere: no directory could be written"
+    logger.opt(exception=exc).debug("bug")
+    print(
+        f"pipeline-runner: internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in "
+        f"pipeline-runner, not in your input. The traceback is in {path}",
+        file=sys.stderr,
+    )
+    return Exit.BUG
 
 
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left after the last write, before the interpreter's own flush at exit.
+        silence_stdout()
+        code = Exit.BROKEN_PIPE
+    sys.exit(code)

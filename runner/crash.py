@@ -1,0 +1,68 @@
+"""What the CLI does when a command ends in a way no command meant: a closed pipe or a bug.
+
+A reader that goes away (``pipeline-runner task list | head -1``) is the reader's choice, not an
+error: the command stops quietly with the status a shell reports for SIGPIPE. Any other exception
+that escapes a command is a bug in pipeline-runner: its traceback is written to a file and the
+person gets one line naming that file, never a traceback in the middle of their terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+CRASH_DIR_NAME = "crashes"
+
+
+class CrashLog:
+    """Where a bug's traceback goes: under the root's logs once a command knows its root."""
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+
+    def directory(self) -> Path:
+        """ROOT/logs/crashes when the root exists, else a folder in the system's temporary directory."""
+        # The root is never created just to hold a crash: a bug before it exists goes to /tmp.
+        if self.root is not None and self.root.is_dir():
+            return self.root / "logs" / CRASH_DIR_NAME
+        return Path(tempfile.gettempdir()) / "pipeline-runner-crashes"
+
+    def write(self, exc: BaseException, argv: list[str]) -> Path:
+        """Write ``exc``'s traceback, with the command line, to a new file; return its path."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        text = "".join(traceback.format_exception(exc))
+        header = f"pipeline-runner {' '.join(argv)}\n"
+        for folder in (self.directory(), Path(tempfile.gettempdir())):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"crash-{stamp}-{os.getpid()}.log"
+                path.write_text(header + text, encoding="utf-8")
+                return path
+            except OSError:
+                continue  # a read-only root: the temporary directory will do
+        raise OSError("no directory to write the traceback to")
+
+
+def stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (the kernel reports it as an error)."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def silence_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush at exit cannot fail too."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

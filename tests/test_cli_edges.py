@@ -1,0 +1,75 @@
+"""What a new user hits at the edges of the CLI: options after the command, a closed pipe, a bug,
+a usage error, flags that name nothing. Each runs the real CLI as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import CLI, clean_env, write_config
+
+
+def _with_closed_reader(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with standard output a pipe whose reader is already gone (`| head -0`)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "runner", *args],
+            cwd=cwd, env=clean_env(), stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+
+
+def test_global_options_are_taken_after_the_command_too(cli: CLI, repo: Path) -> None:
+    write_config(repo, "base: live\n", name="other.yaml")
+    assert cli("task", "add", "one", "-c", "other.yaml", "-q", cwd=repo).code == 0
+    shown = cli("config", "show", "--json", "-c", "other.yaml", cwd=repo)
+    assert shown.code == 0, shown.err
+    assert shown.json()["config_file"] == "other.yaml"
+    # Before the command and after it: the later -c wins, an earlier one is not clobbered.
+    assert cli("-c", "other.yaml", "status", "-q", cwd=repo).code == 0
+    late = cli("-c", "missing.yaml", "status", "-c", "other.yaml", cwd=repo)
+    assert late.code == 0, late.err
+    early = cli("-c", "missing.yaml", "task", "list", "-v", cwd=repo)
+    assert early.code == 1 and "missing.yaml" in early.err
+    # -v after the command turns debug lines on (the error is also logged at debug level).
+    assert "DEBUG" in early.err
+
+
+def test_an_invalid_priority_is_a_usage_error(cli: CLI, repo: Path) -> None:
+    done = cli("task", "add", "x", "--priority", "P9", cwd=repo)
+    assert done.code == 2
+    assert "--priority" in done.err and "P0, P1, P2, P3, P4" in done.err
+    assert not (repo / "_").exists()  # nothing written
+
+
+def test_a_closed_pipe_ends_quietly_with_141(cli: CLI, repo: Path) -> None:
+    for n in range(3):
+        assert cli("task", "add", f"task {n}", cwd=repo).code == 0
+    for args in (["task", "list"], ["task", "show", "t-1"], ["config", "show"], ["status"]):
+        done = _with_closed_reader(args, repo)
+        assert done.returncode == 141, (args, done.stderr)
+        assert done.stderr == "", (args, done.stderr)
+
+
+def test_a_bug_exits_70_naming_the_file_with_its_traceback(cli: CLI, repo: Path) -> None:
+    assert cli("task", "add", "one", cwd=repo).code == 0
+    root = repo / "_" / "pipeline"
+    # A faults file with values of the wrong types (edited by hand, say): status trips over it.
+    (root / "faults.json").write_text(
+        json.dumps([{"area": "dev", "message": 5, "since": "x", "count": 1, "retry_at": 0}])
+    )
+    done = cli("status", cwd=repo)
+    assert done.code == 70
+    assert "Traceback" not in done.err
+    lines = done.err.strip().splitlines()
+    assert len(lines) == 1 and "bug in pipeline-runner" in lines[0]
+    path = Path(lines[0].rsplit(" ", 1)[1])
+    assert path.is_file() and path.is_relative_to(root / "logs")
+    assert "Traceback" in path.read_text() and "pipeline-runner status" in path.read_text()
+
