@@ -246,6 +246,8 @@ def _load(args: argparse.Namespace, *, with_flags: bool = False) -> LoadedConfig
     flags = {name: getattr(args, name, None) for name in FLAG_KEYS} if with_flags else None
     loaded = load_config(find_config_file(args.config), flags, registries.names())
     CRASH_LOG.root = loaded.config.root
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     # Secrets configured only in agent.env are masked in whatever this command writes, too.
     register_values(agent_secrets(loaded.config.agent.env, os.environ).values())
     return loaded

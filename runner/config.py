@@ -11,6 +11,8 @@ import difflib
 import os
 import re
 import shlex
+import types
+import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,13 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from runner import graph
 from runner.errors import ConfigError
@@ -401,6 +409,8 @@ class LoadedConfig:
     origins: dict[str, Origin]
     config_file: Path | None
     files: list[Path] = field(default_factory=list)
+    # Said on stderr by the CLI: valid, but probably not what the person meant.
+    warnings: list[str] = field(default_factory=list)
 
     def effective(self) -> dict[str, Any]:
         """Every leaf key (dotted) with its effective value as JSON-friendly data."""
@@ -450,9 +460,14 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
-def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, Origin]]:
+def _read_yaml_chain(
+    path: Path, seen: tuple[Path, ...] = (), warnings: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Origin]]:
     """Read one YAML file and the files it extends; later files override the ones they extend."""
     path = path.resolve()
+    if path.is_dir():
+        what = f"{seen[-1]}: key 'extends'" if seen else "Config file"
+        raise ConfigError(f"{what}: {path} is a directory, not a YAML file.")
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise ConfigError(f"{path}: 'extends' forms a cycle: {chain}")
@@ -469,6 +484,8 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
+        if warnings is not None:
+            warnings.append(f"{path} is empty (no key set): every key takes its default")
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
@@ -478,7 +495,7 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
     if parent_ref is not None:
         if not isinstance(parent_ref, str):
             raise ConfigError(f"{path}: key 'extends' must be a file path")
-        base_data, base_origins = _read_yaml_chain(path.parent / parent_ref, (*seen, path))
+        base_data, base_origins = _read_yaml_chain(path.parent / parent_ref, (*seen, path), warnings)
     _unquoted_on(data)
     phases = data.get("phases")
     if isinstance(phases, dict) and _is_shorthand(phases):
@@ -504,14 +521,81 @@ def _unquoted_on(data: dict[str, Any]) -> None:
                 phase["on"] = phase.pop(True)
 
 
+class _EnvSource(EnvSettingsSource):
+    """The PIPELINE_* layer read from a given set of variables (all of them, or one on its own)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = {name.lower(): value for name, value in environ.items()}
+        super().__init__(
+            PipelineConfig, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, case_sensitive=False
+        )
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._environ
+
+
+def _read_env() -> dict[str, Any]:
+    try:
+        return _EnvSource(os.environ)()
+    except SettingsError as exc:
+        # Its message names the section ("agent"), not the variable: find the variable by reading
+        # each on its own. The value is not shown: it may be an agent's secret.
+        for name, value in os.environ.items():
+            if not name.upper().startswith(ENV_PREFIX):
+                continue
+            try:
+                _EnvSource({name: value})()
+            except SettingsError as alone:
+                why = alone.__cause__ or exc.__cause__ or alone
+                raise ConfigError(
+                    f"Invalid configuration:\n  env {name}: not valid JSON ({why}); a list is "
+                    """written ["a", "b"], a mapping {"NAME": "value"}"""
+                ) from None
+        raise ConfigError(f"Invalid configuration: the PIPELINE_* environment variables: {exc}") from None
+
+
+# PIPELINE_* variables that are not config keys: what the runner hands the processes it starts.
+OTHER_VARIABLES = frozenset({"PIPELINE_RUN_ID", "PIPELINE_PATCHSET", "PIPELINE_PROMPT_FILE", "PIPELINE_KILL_AT"})
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:
+    """The variable names that set a key of ``model``, and the prefixes under which any name does
+    (the entries of a mapping: ``PIPELINE_AGENT__ENV__NAME``, ``PIPELINE_PHASES__LINT__RUN``)."""
+    names: set[str] = set()
+    open_ended: set[str] = set()
+    for key, info in model.model_fields.items():
+        name = prefix + key.upper()
+        names.add(name)
+        # `X | None` is its members; a model's keys are names of their own, a mapping's are any.
+        union = typing.get_origin(info.annotation) in (typing.Union, types.UnionType)
+        for member in typing.get_args(info.annotation) if union else (info.annotation,):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                inner, more = _env_names(member, name + ENV_DELIMITER)
+                names |= inner
+                open_ended |= more
+            elif typing.get_origin(member) is dict:
+                open_ended.add(name + ENV_DELIMITER)
+    return names, open_ended
+
+
+def unknown_env_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each PIPELINE_* variable that sets no key (a misspelling is otherwise ignored)."""
+    names, open_ended = _env_names(PipelineConfig, ENV_PREFIX)
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in names or upper in OTHER_VARIABLES:
+            continue
+        if any(upper.startswith(p) for p in open_ended):
+            continue
+        close = difflib.get_close_matches(upper, sorted(names), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"environment variable {name} is not a configuration key and is ignored{hint}")
+    return warnings
+
+
 def _env_layer() -> tuple[dict[str, Any], dict[str, Origin]]:
-    source = EnvSettingsSource(
-        PipelineConfig,
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=ENV_DELIMITER,
-        case_sensitive=False,
-    )
-    data = source()
+    data = _read_env()
     origins: dict[str, Origin] = {}
     for dotted in _flatten(data):
         parts = dotted.split(".")
@@ -534,15 +618,27 @@ def _git_toplevel(start: Path) -> Path | None:
     return None
 
 
-def find_config_file(explicit: str | None) -> Path | None:
-    """The config file to read: the one given with -c (which must exist), else ./pipeline.yaml."""
+def find_config_file(explicit: str | None, start: Path | None = None) -> Path | None:
+    """The config file to read: the one given with -c (which must exist), else the nearest
+    pipeline.yaml from ``start`` (default: the current directory) up to the top of its git
+    repository, as git, tox and pre-commit find theirs; None when there is none."""
     if explicit is not None:
         path = Path(explicit)
+        if path.is_dir():
+            raise ConfigError(f"{path} (given with -c) is a directory: give the YAML file, such as {path / DEFAULT_CONFIG_NAME}.")
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist (given with -c).")
         return path
-    default = Path(DEFAULT_CONFIG_NAME)
-    return default if default.is_file() else None
+    here = (start or Path.cwd()).resolve()
+    top = _git_toplevel(here)
+    for folder in (here, *here.parents):
+        candidate = folder / DEFAULT_CONFIG_NAME
+        if candidate.is_file():
+            # Relative when it is the current directory's own, as before, so messages stay short.
+            return Path(DEFAULT_CONFIG_NAME) if folder == here and start is None else candidate
+        if top is None or folder == top:
+            break
+    return None
 
 
 def load_config(
@@ -559,8 +655,9 @@ def load_config(
     file_data: dict[str, Any] = {}
     origins: dict[str, Origin] = {}
     files: list[Path] = []
+    warnings: list[str] = []
     if config_file is not None:
-        file_data, origins = _read_yaml_chain(config_file)
+        file_data, origins = _read_yaml_chain(config_file, (), warnings)
         files = sorted({Path(o.where) for o in origins.values() if o.kind == "file"})
     env_data, env_origins = _env_layer()
     flag_data: dict[str, Any] = {}
@@ -586,7 +683,8 @@ def load_config(
     _check_registered(config, registries or {}, origins, config_file)
 
     config = _resolve_paths(config, origins, config_file)
-    return LoadedConfig(config=config, origins=origins, config_file=config_file, files=files)
+    warnings += unknown_env_variables(os.environ)
+    return LoadedConfig(config=config, origins=origins, config_file=config_file, files=files, warnings=warnings)
 
 
 # The config keys that name an entry of a registry, and what the registry calls its entries.
