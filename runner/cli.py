@@ -20,7 +20,7 @@ from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
 from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
-from runner.state import open_db
+from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
 from runner.status import build_status, render_status, waiting_for_a_person
 from runner.tasks import (
     Author,
@@ -259,7 +259,9 @@ def _store(loaded: LoadedConfig, *, create: bool) -> BuiltinTaskStore | None:
         return None
     if create:
         add_file_sink(loaded.config.root)
-    return open_task_source(loaded.config.tasks.source, open_db(path, create=create))
+    return open_task_source(
+        loaded.config.tasks.source, open_db(path, create=create, lock_wait=COMMAND_LOCK_WAIT_SECONDS)
+    )
 
 
 def _print_json(data: Any) -> None:

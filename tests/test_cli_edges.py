@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import CLI, clean_env, write_config
@@ -73,3 +74,30 @@ def test_a_bug_exits_70_naming_the_file_with_its_traceback(cli: CLI, repo: Path)
     assert path.is_file() and path.is_relative_to(root / "logs")
     assert "Traceback" in path.read_text() and "pipeline-runner status" in path.read_text()
 
+
+
+def test_a_locked_database_is_a_clear_error_after_a_bounded_wait(cli: CLI, repo: Path) -> None:
+    assert cli("task", "add", "first", cwd=repo).code == 0
+    db = repo / "_" / "pipeline" / "state.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(60)", str(db)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        done = cli("task", "add", "second", cwd=repo)
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.code == 1, done.err
+    assert "Traceback" not in done.err and len(done.err.strip().splitlines()) == 1
+    assert f"State database {db} is locked by another process" in done.err
+    assert 4 < waited < 20
+    # Once the lock is gone the same command works, and nothing of the refused one was kept.
+    assert cli("task", "add", "second", cwd=repo).code == 0
+    titles = [t["title"] for t in cli("task", "list", "--json", cwd=repo).json()]
+    assert titles == ["first", "second"]
