@@ -280,8 +280,12 @@ def _task_line(task: Task) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """`run`: the dev -> verify -> integrate loop."""
     from runner.scheduler import run_loop
+    from runner.scope import scope_problem
 
     loaded = _load(args, with_flags=True)
+    problem = scope_problem(loaded)
+    if problem:
+        raise PipelineError(problem)
     code = run_loop(
         loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle, use_cache=not args.no_cache
     )

@@ -101,3 +101,21 @@ def test_a_locked_database_is_a_clear_error_after_a_bounded_wait(cli: CLI, repo:
     assert cli("task", "add", "second", cwd=repo).code == 0
     titles = [t["title"] for t in cli("task", "list", "--json", cwd=repo).json()]
     assert titles == ["first", "second"]
+
+
+def test_run_limited_to_a_task_that_does_not_exist_says_so(cli: CLI, repo: Path) -> None:
+    write_config(repo, "base: live\nallow_unchecked: true\n")
+    for args, env, where in (
+        (["--task-id", "t-9"], {}, "flag --task-id"),
+        (["--parent", "epic-x"], {}, "flag --parent"),
+        ([], {"PIPELINE_TASK_ID": "nope"}, "env PIPELINE_TASK_ID"),
+    ):
+        done = cli("run", "--once", *args, cwd=repo, env=env)
+        assert done.code == 1, done.err
+        assert where in done.err and "no task has the id" in done.err
+    assert not (repo / "_" / "pipeline" / "state.db").exists()  # a refused run creates nothing
+    assert cli("task", "add", "real", cwd=repo).code == 0
+    assert cli("task", "add", "epic", "--id", "epic-x", "--type", "epic", cwd=repo).code == 0
+    assert cli("run", "--dry-run", "--task-id", "t-1", cwd=repo).code == 0
+    assert cli("run", "--dry-run", "--parent", "epic-x", cwd=repo).code == 0
+    assert cli("run", "--dry-run", "--task-id", "t-2", cwd=repo).code == 1
