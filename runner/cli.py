@@ -428,17 +428,15 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """`init`: write a commented config for the repository holding the current directory."""
-    from runner.git import Git
-    from runner.init_config import InitAnswers, check_base, write_config
+    from runner.init_config import InitAnswers, check_base, locate, write_config
 
-    target = Path(args.config or "pipeline.yaml")
-    repo = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / ".git").exists()), Path.cwd())
-    branch = Git(repo).run("symbolic-ref", "--quiet", "--short", "HEAD", check=False).output.strip() or None
-    summary = write_config(target, repo, InitAnswers(args.preset, args.base, args.yes, args.force), branch)
-    print(summary, flush=True)
+    place = locate(Path.cwd(), args.config)
+    print(write_config(place, InitAnswers(args.preset, args.base, args.yes, args.force)), flush=True)
     if args.no_check:
         return Exit.OK
+    target = place.target
     # The config stays written either way: a person fixes base, or the phase, and runs again.
+    args.config = str(target)
     checked = check_base(_load(args).config)
     if checked is not None and checked.ok:
         print(checked.message)
