@@ -258,6 +258,7 @@ def _store(loaded: LoadedConfig, *, create: bool) -> BuiltinTaskStore | None:
     if not create and not path.exists():
         return None
     if create:
+        Layout(loaded.config.root).ensure()  # ignored by git from the first file it holds
         add_file_sink(loaded.config.root)
     return open_task_source(
         loaded.config.tasks.source, open_db(path, create=create, lock_wait=COMMAND_LOCK_WAIT_SECONDS)

@@ -41,6 +41,11 @@ from runner.errors import ConfigError
 ENV_PREFIX = "PIPELINE_"
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG_NAME = "pipeline.yaml"
+# The default root's name, inside the repository's git directory: there git never lists it, and
+# test runners, editors and linters skip it (they skip .git), so the agents' worktrees under it
+# are nobody's business but the runner's. Outside a git repository: .pipeline-runner.
+RUNNER_DIR_NAME = "pipeline-runner"
+OLD_DEFAULT_ROOT = "_/pipeline"
 # Longer timeouts overflow the timers that enforce them; a week is past any sensible agent or build.
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
@@ -280,7 +285,10 @@ class PipelineConfig(BaseSettings):
     )
 
     repo: Path | None = Field(None, description="repository worked on; default: the config's repo")
-    root: Path = Field(Path("_/pipeline"), description="workspaces, state.db, logs")
+    root: Path = Field(
+        Path(".git") / RUNNER_DIR_NAME,
+        description="workspaces, state.db, logs; default: pipeline-runner in the repository's git directory",
+    )
     base: str = Field("live", min_length=1, description="base branch tasks land on")
     concurrency: int = Field(2, ge=1, description="dev agents at once")
     interval: float = Field(10, gt=0, description="seconds between cycles; backoff unit")
@@ -682,7 +690,7 @@ def load_config(
         raise ConfigError(_explain(exc, origins, config_file)) from None
     _check_registered(config, registries or {}, origins, config_file)
 
-    config = _resolve_paths(config, origins, config_file)
+    config = _resolve_paths(config, origins, config_file, warnings)
     warnings += unknown_env_variables(os.environ)
     return LoadedConfig(config=config, origins=origins, config_file=config_file, files=files, warnings=warnings)
 
@@ -716,7 +724,7 @@ def _outranks(a: Origin, b: Origin) -> bool:
 
 
 def _resolve_paths(
-    config: PipelineConfig, origins: dict[str, Origin], config_file: Path | None
+    config: PipelineConfig, origins: dict[str, Origin], config_file: Path | None, warnings: list[str]
 ) -> PipelineConfig:
     if config.repo is not None:
         repo = config.repo if config.repo.is_absolute() else Path.cwd() / config.repo
@@ -724,25 +732,61 @@ def _resolve_paths(
         start = config_file.parent if config_file is not None else Path.cwd()
         repo = _git_toplevel(start) or start.resolve()
     repo = repo.resolve()
-    root = (config.root if config.root.is_absolute() else repo / config.root).resolve()
-    problem = _root_problem(root, repo)
+    git_dir = _git_dir(repo)
+    if "root" not in origins:
+        root = git_dir / RUNNER_DIR_NAME if git_dir is not None else repo / f".{RUNNER_DIR_NAME}"
+        if (repo / OLD_DEFAULT_ROOT / "state.db").is_file() and not (root / "state.db").exists():
+            warnings.append(
+                f"the state of an earlier pipeline-runner is in {repo / OLD_DEFAULT_ROOT} (the old default "
+                f"root), not in {root} (the default now): set root: {OLD_DEFAULT_ROOT} in the config to "
+                f"keep using it, or move it to {root}"
+            )
+    else:
+        root = (config.root if config.root.is_absolute() else repo / config.root).resolve()
+    problem = _root_problem(root, repo, git_dir)
     if problem:
         where = _where("root", origins, config_file)
         raise ConfigError(f"Invalid configuration:\n  {where}: key 'root': {problem}")
     return config.model_copy(update={"repo": repo, "root": root})
 
 
-def _root_problem(root: Path, repo: Path) -> str | None:
-    """Why ``root`` cannot hold the runner's files for ``repo``, or None. Both are resolved."""
+def _git_dir(repo: Path) -> Path | None:
+    """The git directory of the checkout at ``repo`` (``.git``, or where a ``.git`` file points:
+    a linked worktree's or a submodule's), resolved; None outside a git repository."""
+    dot = repo / ".git"
+    if dot.is_dir():
+        return dot.resolve()
+    try:
+        text = dot.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    target = Path(text.removeprefix("gitdir:").strip())
+    return (target if target.is_absolute() else repo / target).resolve()
+
+
+def _root_problem(root: Path, repo: Path, git_dir: Path | None = None) -> str | None:
+    """Why ``root`` cannot hold the runner's files for ``repo``, or None. All are resolved."""
     # The root writes a `*` .gitignore into itself, and it removes and rebuilds what it holds.
-    hint = "use a directory inside the repository, such as _/pipeline (the default), or one beside it"
+    hint = (
+        f"leave root unset (its default, .git/{RUNNER_DIR_NAME}, is ignored by git and your tools), "
+        "or use a directory beside the repository"
+    )
     if root == repo:
         return (
             f"{root} is the repository itself: the root's '*' .gitignore would hide every new file "
             f"from git status; {hint}"
         )
-    if root.is_relative_to(repo) and ".git" in root.relative_to(repo).parts:
-        return f"{root} is inside the repository's .git directory, which belongs to git; {hint}"
+    in_git = (git_dir is not None and root.is_relative_to(git_dir)) or (
+        root.is_relative_to(repo) and ".git" in root.relative_to(repo).parts
+    )
+    runners_own = git_dir is not None and root.is_relative_to(git_dir / RUNNER_DIR_NAME)
+    if in_git and not runners_own:
+        return (
+            f"{root} is inside the repository's .git directory, which belongs to git (but for "
+            f"{RUNNER_DIR_NAME} in it); {hint}"
+        )
     if repo.is_relative_to(root):
         return (
             f"{root} contains the repository {repo}: the root is the runner's own directory "

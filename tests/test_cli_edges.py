@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import CLI, clean_env, write_config
+from tests.conftest import CLI, clean_env, default_root, write_config
 
 
 def _with_closed_reader(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -46,7 +46,7 @@ def test_an_invalid_priority_is_a_usage_error(cli: CLI, repo: Path) -> None:
     done = cli("task", "add", "x", "--priority", "P9", cwd=repo)
     assert done.code == 2
     assert "--priority" in done.err and "P0, P1, P2, P3, P4" in done.err
-    assert not (repo / "_").exists()  # nothing written
+    assert not default_root(repo).exists()  # nothing written
 
 
 def test_a_closed_pipe_ends_quietly_with_141(cli: CLI, repo: Path) -> None:
@@ -60,7 +60,7 @@ def test_a_closed_pipe_ends_quietly_with_141(cli: CLI, repo: Path) -> None:
 
 def test_a_bug_exits_70_naming_the_file_with_its_traceback(cli: CLI, repo: Path) -> None:
     assert cli("task", "add", "one", cwd=repo).code == 0
-    root = repo / "_" / "pipeline"
+    root = default_root(repo)
     # A faults file with values of the wrong types (edited by hand, say): status trips over it.
     (root / "faults.json").write_text(
         json.dumps([{"area": "dev", "message": 5, "since": "x", "count": 1, "retry_at": 0}])
@@ -78,7 +78,7 @@ def test_a_bug_exits_70_naming_the_file_with_its_traceback(cli: CLI, repo: Path)
 
 def test_a_locked_database_is_a_clear_error_after_a_bounded_wait(cli: CLI, repo: Path) -> None:
     assert cli("task", "add", "first", cwd=repo).code == 0
-    db = repo / "_" / "pipeline" / "state.db"
+    db = default_root(repo) / "state.db"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sqlite3, sys, time\n"
          "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
@@ -113,7 +113,7 @@ def test_run_limited_to_a_task_that_does_not_exist_says_so(cli: CLI, repo: Path)
         done = cli("run", "--once", *args, cwd=repo, env=env)
         assert done.code == 1, done.err
         assert where in done.err and "no task has the id" in done.err
-    assert not (repo / "_" / "pipeline" / "state.db").exists()  # a refused run creates nothing
+    assert not (default_root(repo) / "state.db").exists()  # a refused run creates nothing
     assert cli("task", "add", "real", cwd=repo).code == 0
     assert cli("task", "add", "epic", "--id", "epic-x", "--type", "epic", cwd=repo).code == 0
     assert cli("run", "--dry-run", "--task-id", "t-1", cwd=repo).code == 0

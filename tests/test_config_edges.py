@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import CLI, make_repo, write_config
+from tests.conftest import CLI, default_root, make_repo, write_config
 
 
 def test_the_config_is_found_from_a_subdirectory_up_to_the_repository_top(cli: CLI, tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_the_config_is_found_from_a_subdirectory_up_to_the_repository_top(cli: C
     # Relative paths in it are the repository's, wherever the command ran: tasks go to one root.
     assert cli("task", "add", "from below", cwd=deep).code == 0
     assert "from below" in cli("task", "list", cwd=repo).out
-    assert not (deep / "_").exists()
+    assert not (deep / ".git").exists() and default_root(repo).is_dir()
 
 
 def test_a_directory_given_with_c_is_named_as_one(cli: CLI, repo: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, git, make_repo
+from tests.conftest import CLI, default_root, git, make_repo
 
 KINDS = {
     "pytest": ({"pyproject.toml": "[tool.pytest.ini_options]\n", "tests/test_a.py": "def test(): pass\n"},
@@ -121,7 +121,7 @@ def test_init_without_checks_or_base_runs_nothing(cli: CLI, tmp_path: Path) -> N
     bare = make_repo(tmp_path / "bare")
     done = cli("init", "--preset", "codex", "--yes", cwd=bare)
     assert done.code == 0 and "No test command detected" in done.out and "[test]" not in done.out
-    assert not (bare / "_").exists()
+    assert not default_root(bare).exists()
 
 
 # -- where and what init writes, asked by a new user ------------------------------------------------
