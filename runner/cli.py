@@ -34,6 +34,7 @@ from runner.tasks import (
     read_task_file,
     tasks_from_records,
 )
+from runner.waking import nudge
 from runner.workspace import Layout
 
 
@@ -466,6 +467,7 @@ def cmd_task_add(args: argparse.Namespace) -> int:
     store = _store(loaded, create=True)
     assert store is not None
     task = store.add(new)
+    nudge(Layout(loaded.config.root).nudge_file)
     if args.json:
         _print_json(task.to_json())
     else:
@@ -545,10 +547,12 @@ def cmd_task_set_status(args: argparse.Namespace) -> int:
 
     check_task_id(args.id)
     status = parse_status(args.status)
-    store = _store(_load(args), create=True)
+    loaded = _load(args)
+    store = _store(loaded, create=True)
     assert store is not None
     before = store.get(args.id)
     store.set_status(args.id, status, by_person=True)
+    nudge(Layout(loaded.config.root).nudge_file)
     store.comment(args.id, f"status {before.status.value} -> {status.value} (set by a person)", Author.HUMAN)
     print(f"{args.id}: {before.status.value} -> {status.value}")
     return Exit.OK
@@ -561,6 +565,7 @@ def cmd_task_import(args: argparse.Namespace) -> int:
     store = _store(loaded, create=True)
     assert store is not None
     added, skipped = store.import_tasks(news)
+    nudge(Layout(loaded.config.root).nudge_file)
     print(f"Imported {added} task(s) from {args.file}; {skipped} already present.")
     return Exit.OK
 
