@@ -19,7 +19,7 @@ from runner.crash import CrashLog, silence_stdout, stdout_closed
 from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
 from runner.logs import add_file_sink, setup_stderr
-from runner.redact import agent_secrets, register_values
+from runner.redact import agent_secrets, redact, register_values
 from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
 from runner.status import build_status, render_status, waiting_for_a_person
 from runner.tasks import (
@@ -72,6 +72,8 @@ class _Parser(argparse.ArgumentParser):
 
         def with_global_options(name: str, **options: Any) -> argparse.ArgumentParser:
             options["parents"] = [*options.get("parents", []), _global_options_after_command()]
+            # A command's own option of the same name (say its own -q) takes precedence.
+            options.setdefault("conflict_handler", "resolve")
             parser: argparse.ArgumentParser = add_parser(name, **options)
             return parser
 
@@ -609,7 +611,7 @@ def _bug(exc: Exception, argv: Sequence[str] | None) -> int:
         path = "nowhere: no directory could be written"
     logger.opt(exception=exc).debug("bug")
     print(
-        f"pipeline-runner: internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in "
+        f"pipeline-runner: internal error ({type(exc).__name__}: {redact(str(exc))[:200]}); this is a bug in "
         f"pipeline-runner, not in your input. The traceback is in {path}",
         file=sys.stderr,
     )

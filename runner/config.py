@@ -562,8 +562,11 @@ def _read_env() -> dict[str, Any]:
         raise ConfigError(f"Invalid configuration: the PIPELINE_* environment variables: {exc}") from None
 
 
-# PIPELINE_* variables that are not config keys: what the runner hands the processes it starts.
-OTHER_VARIABLES = frozenset({"PIPELINE_RUN_ID", "PIPELINE_PATCHSET", "PIPELINE_PROMPT_FILE", "PIPELINE_KILL_AT"})
+# PIPELINE_* variables that are not config keys: what the runner hands the processes it starts,
+# and what Azure Pipelines sets on its build machines.
+OTHER_VARIABLES = frozenset(
+    {"PIPELINE_RUN_ID", "PIPELINE_PATCHSET", "PIPELINE_PROMPT_FILE", "PIPELINE_KILL_AT", "PIPELINE_WORKSPACE"}
+)
 
 
 def _env_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:

@@ -17,6 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
+from runner.redact import redact
+
 CRASH_DIR_NAME = "crashes"
 
 
@@ -42,7 +44,8 @@ class CrashLog:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / f"crash-{stamp}-{os.getpid()}.log"
-                path.write_text(header + text, encoding="utf-8")
+                # Masked like every log: a traceback can hold a value the agent was handed.
+                path.write_text(redact(header + text), encoding="utf-8")
                 return path
             except OSError:
                 continue  # a read-only root: the temporary directory will do

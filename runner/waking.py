@@ -42,14 +42,13 @@ class Waker:
     def listen(self, path: Path) -> bool:
         """Also wake when another process calls ``nudge(path)``; False if the pipe cannot be made."""
         try:
-            if not stat.S_ISFIFO(os.lstat(path).st_mode):
-                path.unlink()
-                raise FileNotFoundError(path)
-        except FileNotFoundError:
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISFIFO(os.lstat(path).st_mode):
+                    path.unlink()  # not a pipe (a stray file): made again as one
             with contextlib.suppress(FileExistsError):
                 os.mkfifo(path, 0o600)
         except OSError:
-            return False
+            return False  # a file system without named pipes: the interval still applies
         try:
             # Read and write: with a writer always present (this one) the pipe never reports
             # end-of-file, which select would otherwise return at once, forever.
