@@ -15,11 +15,12 @@ from loguru import logger
 
 from runner import __version__, registries
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
-from runner.crash import CrashLog, silence_stdout, stdout_closed
+from runner.crash import CRASH_LOG, report_bug, silence_stdout, stdout_closed
 from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
+from runner.globalopts import add_global_options, global_options_after_command, merge_global_options
 from runner.logs import add_file_sink, setup_stderr
-from runner.redact import agent_secrets, redact, register_values
+from runner.redact import agent_secrets, register_values
 from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
 from runner.status import build_status, render_status, waiting_for_a_person
 from runner.tasks import (
@@ -54,10 +55,6 @@ class Exit(enum.IntEnum):
     BROKEN_PIPE = 141
 
 
-# Where a bug's traceback goes; _load points it at the root once a command has loaded its config.
-CRASH_LOG = CrashLog()
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() decides the exit code.
 
@@ -71,7 +68,7 @@ class _Parser(argparse.ArgumentParser):
         add_parser = action.add_parser
 
         def with_global_options(name: str, **options: Any) -> argparse.ArgumentParser:
-            options["parents"] = [*options.get("parents", []), _global_options_after_command()]
+            options["parents"] = [*options.get("parents", []), global_options_after_command()]
             # A command's own option of the same name (say its own -q) takes precedence.
             options.setdefault("conflict_handler", "resolve")
             parser: argparse.ArgumentParser = add_parser(name, **options)
@@ -84,32 +81,6 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(Exit.USAGE)
-
-
-def _add_global_options(parser: argparse.ArgumentParser | Any, *, after_command: bool = False) -> None:
-    # Declared once, for both places. After the command they have names of their own and no
-    # default (SUPPRESS): a command's parser copies its values over what was parsed before it, so
-    # a default there would clobber `-c FILE` given before the command.
-    prefix, config_default, count_default = ("sub_", argparse.SUPPRESS, argparse.SUPPRESS) if after_command else ("", None, 0)
-    parser.add_argument("-c", "--config", dest=prefix + "config", default=config_default, metavar="FILE", help="config file "
-                        "(default: pipeline.yaml here or in the nearest directory above it in the repository)")
-    parser.add_argument("-v", "--verbose", dest=prefix + "verbose", action="count", default=count_default,
-                        help="more log output")
-    parser.add_argument("-q", "--quiet", dest=prefix + "quiet", action="count", default=count_default,
-                        help="only warnings and errors")  # fmt: skip
-
-
-def _global_options_after_command() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    _add_global_options(parent.add_argument_group("global options"), after_command=True)
-    return parent
-
-
-def _merge_global_options(args: argparse.Namespace) -> None:
-    # Given after the command, -c wins (it is the later word); -v and -q add up from both places.
-    args.config = getattr(args, "sub_config", None) or args.config
-    args.verbose += getattr(args, "sub_verbose", 0)
-    args.quiet += getattr(args, "sub_quiet", 0)
 
 
 def _priority(value: str) -> int:
@@ -144,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Take coding tasks from a queue and ship them: dev (a coding agent in its own "
         "worktree), verify (your recipes), integrate (onto base, only after it passed).",
     )
-    _add_global_options(parser)
+    add_global_options(parser)
     parser.add_argument("--version", action="version", version=f"pipeline-runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -582,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:  # --help, --version, or a usage error
         return int(exc.code) if isinstance(exc.code, int) else Exit.USAGE
-    _merge_global_options(args)
+    merge_global_options(args)
     setup_stderr(args.verbose - args.quiet)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
@@ -598,24 +569,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stdout_closed():
             silence_stdout()
             return Exit.BROKEN_PIPE
-        return _bug(exc, argv)
+        report_bug(exc, argv)
+        return Exit.BUG
     except Exception as exc:
-        return _bug(exc, argv)
-
-
-def _bug(exc: Exception, argv: Sequence[str] | None) -> int:
-    words = list(argv) if argv is not None else sys.argv[1:]
-    try:
-        path = str(CRASH_LOG.write(exc, words))
-    except OSError:
-        path = "nowhere: no directory could be written"
-    logger.opt(exception=exc).debug("bug")
-    print(
-        f"pipeline-runner: internal error ({type(exc).__name__}: {redact(str(exc))[:200]}); this is a bug in "
-        f"pipeline-runner, not in your input. The traceback is in {path}",
-        file=sys.stderr,
-    )
-    return Exit.BUG
+        report_bug(exc, argv)
+        return Exit.BUG
 
 
 def entry() -> None:

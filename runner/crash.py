@@ -15,7 +15,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
+
+from loguru import logger
 
 from runner.redact import redact
 
@@ -50,6 +53,25 @@ class CrashLog:
             except OSError:
                 continue  # a read-only root: the temporary directory will do
         raise OSError("no directory to write the traceback to")
+
+
+# Where a bug's traceback goes; the CLI points it at the root once a command has loaded its config.
+CRASH_LOG = CrashLog()
+
+
+def report_bug(exc: BaseException, argv: Sequence[str] | None) -> None:
+    """Write ``exc``'s traceback to a file and say, in one line on stderr, where it is."""
+    words = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        path = str(CRASH_LOG.write(exc, words))
+    except OSError:
+        path = "nowhere: no directory could be written"
+    logger.opt(exception=exc).debug("bug")
+    print(
+        f"pipeline-runner: internal error ({type(exc).__name__}: {redact(str(exc))[:200]}); this is a bug in "
+        f"pipeline-runner, not in your input. The traceback is in {path}",
+        file=sys.stderr,
+    )
 
 
 def stdout_closed() -> bool:
