@@ -11,8 +11,6 @@ import difflib
 import os
 import re
 import shlex
-import types
-import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +25,10 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runner import graph
+from runner.envvars import read_env, unknown_env_variables
 from runner.errors import ConfigError
 
 ENV_PREFIX = "PIPELINE_"
@@ -529,84 +522,8 @@ def _unquoted_on(data: dict[str, Any]) -> None:
                 phase["on"] = phase.pop(True)
 
 
-class _EnvSource(EnvSettingsSource):
-    """The PIPELINE_* layer read from a given set of variables (all of them, or one on its own)."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = {name.lower(): value for name, value in environ.items()}
-        super().__init__(
-            PipelineConfig, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, case_sensitive=False
-        )
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return self._environ
-
-
-def _read_env() -> dict[str, Any]:
-    try:
-        return _EnvSource(os.environ)()
-    except SettingsError as exc:
-        # Its message names the section ("agent"), not the variable: find the variable by reading
-        # each on its own. The value is not shown: it may be an agent's secret.
-        for name, value in os.environ.items():
-            if not name.upper().startswith(ENV_PREFIX):
-                continue
-            try:
-                _EnvSource({name: value})()
-            except SettingsError as alone:
-                why = alone.__cause__ or exc.__cause__ or alone
-                raise ConfigError(
-                    f"Invalid configuration:\n  env {name}: not valid JSON ({why}); a list is "
-                    """written ["a", "b"], a mapping {"NAME": "value"}"""
-                ) from None
-        raise ConfigError(f"Invalid configuration: the PIPELINE_* environment variables: {exc}") from None
-
-
-# PIPELINE_* variables that are not config keys: what the runner hands the processes it starts,
-# and what Azure Pipelines sets on its build machines.
-OTHER_VARIABLES = frozenset(
-    {"PIPELINE_RUN_ID", "PIPELINE_PATCHSET", "PIPELINE_PROMPT_FILE", "PIPELINE_KILL_AT", "PIPELINE_WORKSPACE"}
-)
-
-
-def _env_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:
-    """The variable names that set a key of ``model``, and the prefixes under which any name does
-    (the entries of a mapping: ``PIPELINE_AGENT__ENV__NAME``, ``PIPELINE_PHASES__LINT__RUN``)."""
-    names: set[str] = set()
-    open_ended: set[str] = set()
-    for key, info in model.model_fields.items():
-        name = prefix + key.upper()
-        names.add(name)
-        # `X | None` is its members; a model's keys are names of their own, a mapping's are any.
-        union = typing.get_origin(info.annotation) in (typing.Union, types.UnionType)
-        for member in typing.get_args(info.annotation) if union else (info.annotation,):
-            if isinstance(member, type) and issubclass(member, BaseModel):
-                inner, more = _env_names(member, name + ENV_DELIMITER)
-                names |= inner
-                open_ended |= more
-            elif typing.get_origin(member) is dict:
-                open_ended.add(name + ENV_DELIMITER)
-    return names, open_ended
-
-
-def unknown_env_variables(environ: Mapping[str, str]) -> list[str]:
-    """A warning for each PIPELINE_* variable that sets no key (a misspelling is otherwise ignored)."""
-    names, open_ended = _env_names(PipelineConfig, ENV_PREFIX)
-    warnings = []
-    for name in sorted(environ):
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in names or upper in OTHER_VARIABLES:
-            continue
-        if any(upper.startswith(p) for p in open_ended):
-            continue
-        close = difflib.get_close_matches(upper, sorted(names), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        warnings.append(f"environment variable {name} is not a configuration key and is ignored{hint}")
-    return warnings
-
-
 def _env_layer() -> tuple[dict[str, Any], dict[str, Origin]]:
-    data = _read_env()
+    data = read_env(PipelineConfig, os.environ, ENV_PREFIX, ENV_DELIMITER)
     origins: dict[str, Origin] = {}
     for dotted in _flatten(data):
         parts = dotted.split(".")
@@ -694,7 +611,7 @@ def load_config(
     _check_registered(config, registries or {}, origins, config_file)
 
     config = _resolve_paths(config, origins, config_file, warnings)
-    warnings += unknown_env_variables(os.environ)
+    warnings += unknown_env_variables(PipelineConfig, os.environ, ENV_PREFIX, ENV_DELIMITER)
     return LoadedConfig(config=config, origins=origins, config_file=config_file, files=files, warnings=warnings)
 
 
