@@ -71,3 +71,19 @@ def test_the_two_commands_work_from_a_fresh_clone_in_either_order(tmp_path: Path
     for argv in (demo, tests) if order == "demo first" else (tests, demo):
         done = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{argv}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+
+def test_every_command_is_in_the_readme_and_every_preset_in_pipeline_yaml() -> None:
+    import argparse
+
+    from phases.backends import BACKENDS
+    from runner.cli import build_parser
+
+    listing = README.split("\nCommands: ", 1)[1].split("\n\n", 1)[0]
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in commands.choices:
+        assert f"`{name}" in listing or f"`{name}" in README, f"command {name!r} is not in the README"
+    assert "`init" in listing
+    preset_line = next(line for line in (REPO / "pipeline.yaml").read_text().splitlines() if "preset:" in line)
+    assert all(name in preset_line for name in BACKENDS), preset_line
+    assert "Every command takes `-c FILE`" in listing and "before or after the command" in listing.replace("\n", " ")
