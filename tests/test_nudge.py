@@ -3,6 +3,7 @@ daemon, or something odd where the pipe should be, `task add` neither waits nor 
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from pathlib import Path
@@ -26,21 +27,13 @@ def test_a_daemon_wakes_at_once_on_task_add(tmp_path: Path) -> None:
     finally:
         stop(proc)
     assert took < 15, f"the daemon took {took:.1f}s to take up a new task (interval 60 s)"
-    set_status = sample.cli("task", "set-status", "t-2", "open")
-    assert set_status.returncode == 0
 
 
 def test_task_add_with_no_daemon_listening_returns_at_once(tmp_path: Path) -> None:
     sample = make_sample(tmp_path, interval=60)
     sample.add("one")
-    proc = sample.start("--once")  # made the pipe, then exited: nobody reads it any more
-    stop_output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 0, stop_output
     fifo = sample.root / "wake.fifo"
-    if not fifo.exists():  # `--once` does not listen; a daemon left the pipe behind, as here
-        import os
-
-        os.mkfifo(fifo)
+    os.mkfifo(fifo)  # what a daemon that has stopped leaves behind: a pipe nobody reads
     started = time.monotonic()
     sample.add("two")
     assert time.monotonic() - started < 10
