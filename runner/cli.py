@@ -571,6 +571,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return Exit.BROKEN_PIPE
         report_bug(exc, argv)
         return Exit.BUG
+    except OSError as exc:
+        if exc.filename is None:
+            report_bug(exc, argv)
+            return Exit.BUG
+        # A path the machine refuses (a file where a directory should be, no space, no access):
+        # the person's to fix, not a bug.
+        logger.opt(exception=exc).debug("error")
+        print(f"pipeline-runner: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return Exit.ERROR
     except Exception as exc:
         report_bug(exc, argv)
         return Exit.BUG

@@ -119,3 +119,10 @@ def test_run_limited_to_a_task_that_does_not_exist_says_so(cli: CLI, repo: Path)
     assert cli("run", "--dry-run", "--task-id", "t-1", cwd=repo).code == 0
     assert cli("run", "--dry-run", "--parent", "epic-x", cwd=repo).code == 0
     assert cli("run", "--dry-run", "--task-id", "t-2", cwd=repo).code == 1
+
+
+def test_a_path_the_machine_refuses_is_an_error_naming_it_not_a_bug(cli: CLI, repo: Path) -> None:
+    (repo / "afile").write_text("")
+    done = cli("task", "add", "x", cwd=repo, env={"PIPELINE_ROOT": "afile/state"})
+    assert done.code == 1, done.err
+    assert done.err.strip() == f"pipeline-runner: cannot use {repo / 'afile' / 'state'}: Not a directory"
