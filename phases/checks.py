@@ -110,6 +110,8 @@ class GraphRun:
     slots: threading.Semaphore
     cache: CheckCache | None = None  # None: nothing reused or kept (--no-cache)
     listener: PhaseListener = field(default_factory=Silent)
+    # Set when the task was cancelled: recipes running are ended, phases not started do not start.
+    cancel: threading.Event | None = None
 
 
 def phase_argvs(phase: PhaseConfig, values: Mapping[str, str | None]) -> list[list[str]]:
@@ -152,7 +154,7 @@ def _run_phase(
             cwd = workdir()
         except Exception as exc:  # a checkout that cannot be made is the machine's fault
             return PhaseOutcome(name, PhaseState.FAULT, f"the checkout could not be made: {exc}", optional=phase.optional)
-        spec = RecipeRun(run.values, phase.skip_exit_codes, phase.timeout, phase.env)
+        spec = RecipeRun(run.values, phase.skip_exit_codes, phase.timeout, phase.env, run.cancel)
         result = run_recipes(phase.run, cwd, spec, log_path)
         if result.status in (VerifyStatus.PASS, VerifyStatus.SKIP) and not cwd.is_dir():
             # The checkout was removed under the recipes: they passed on no files, not on the tree.

@@ -13,8 +13,8 @@ from runner.config import PipelineConfig, recipe_argv
 from runner.errors import ConfigError
 from runner.git import Git
 from runner.redact import redact, register, resolve_agent_env
-from runner.tasks import Task
-from runner.templates import fill
+from runner.tasks import Author, Task
+from runner.templates import fill, placeholders
 
 
 def prompt_template(config: PipelineConfig) -> str:
@@ -31,10 +31,35 @@ def prompt_template(config: PipelineConfig) -> str:
         raise ConfigError(f"agent.prompt_template: cannot read {template}: {exc.strerror}") from None
 
 
+# A person's comments in a prompt: the most recent ones, so that a long discussion cannot crowd
+# out the task itself.
+MAX_PROMPT_COMMENTS = 20
+
+
+def comments_section(task: Task) -> str:
+    """A person's comments on the task (all of them, oldest first, up to the last
+    ``MAX_PROMPT_COMMENTS``), as the prompt's section; empty when there are none. Each attempt's
+    agent starts afresh, so an instruction given before an earlier attempt still holds."""
+    said = [c for c in task.comments if c.author is Author.HUMAN]
+    if not said:
+        return ""
+    shown = said[-MAX_PROMPT_COMMENTS:]
+    lines = ["", "### Comments from a person", "Take these into account; the newest is last:", ""]
+    if len(said) > len(shown):
+        lines.append(f"({len(said) - len(shown)} earlier comment(s) not shown)")
+    for comment in shown:
+        body = comment.body.strip().replace("\n", "\n  ")
+        lines.append(f"- [{comment.created_at[:16].replace('T', ' ')}] {body}")
+    return "\n".join(lines) + "\n"
+
+
 def build_prompt(
     template: str, task: Task, *, base: str, workspace: Path, recipes: list[str], feedback: str | None
 ) -> str:
-    """The prompt for one attempt. Task text is substituted once and never re-read as a template."""
+    """The prompt for one attempt. Task text is substituted once and never re-read as a template.
+
+    A person's comments go where the template says ``{comments}``, or after everything when it
+    does not say (a template written before comments reached the prompt): they are never lost."""
     feedback_section = ""
     if feedback:
         feedback_section = (
@@ -42,10 +67,14 @@ def build_prompt(
             "The previous patchset was rejected. Fix the issues below:\n\n"
             f"{feedback.strip()}\n"
         )
+    comments = comments_section(task)
+    if comments and "comments" not in placeholders(template):
+        template += "\n{comments}"
     return redact(
         fill(
             template,
             {
+                "comments": comments,
                 "task_id": task.id,
                 "title": task.title,
                 "description": task.description or "(none)",

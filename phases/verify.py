@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from phases.checks import PhaseOutcome
 
 FEEDBACK_TAIL_CHARS = 4000
+# The summary of recipes ended because the task was cancelled (its outcome is then discarded).
+STOPPED = "stopped: the task was cancelled"
 
 
 class VerifyStatus(enum.StrEnum):
@@ -90,6 +93,7 @@ class RecipeRun:
     skip_exit_codes: Sequence[int]
     timeout: float
     env: Mapping[str, str] | None = None  # added to the runner's environment
+    stop: threading.Event | None = None  # set: the task was cancelled, its recipes are ended
 
 
 def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path: Path) -> VerifyResult:
@@ -111,12 +115,15 @@ def run_recipes(recipes: Sequence[Recipe], cwd: Path, spec: RecipeRun, log_path:
                 log.write(f"$ {text}\n(skipped: the task has no {', '.join(sorted(missing))})\n")
                 continue
             argv = fill_argv(template, spec.values)
+            if spec.stop is not None and spec.stop.is_set():
+                log.write(f"$ {' '.join(argv)}\n(not run: the task was cancelled)\n")
+                return VerifyResult(VerifyStatus.FAIL, STOPPED, skipped, passed)
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()  # the recipe's own output is appended to the same file after this line
             # Streamed to the log (capped, masked), never held in memory; every process the recipe
             # starts ends with it, and with the runner if the runner dies.
             env = {**os.environ, **spec.env} if spec.env else None
-            done = procs.run_logged(argv, cwd, log_path=log_path, timeout=spec.timeout, env=env)
+            done = procs.run_logged(argv, cwd, log_path=log_path, timeout=spec.timeout, env=env, stop=spec.stop)
             if done.exit_code is None and not done.timed_out:
                 log.write(f"{done.error}\n")
                 return VerifyResult(

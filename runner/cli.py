@@ -15,19 +15,22 @@ from loguru import logger
 
 from runner import __version__, registries
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
-from runner.crash import CRASH_LOG, report_bug, silence_stdout, stdout_closed
+from runner.crash import CRASH_LOG, report_bug, stdout_closed
 from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
 from runner.globalopts import add_global_options, global_options_after_command, merge_global_options
 from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
+from runner.report import parse_since
 from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
-from runner.status import build_status, render_status, waiting_for_a_person
+from runner.status import build_status, limits_of
+from runner.tasklist import first_line
 from runner.tasks import (
     Author,
     BuiltinTaskStore,
     NewTask,
     Task,
+    TaskStatus,
     TaskType,
     open_task_source,
     parse_priority,
@@ -36,6 +39,7 @@ from runner.tasks import (
     tasks_from_records,
 )
 from runner.waking import nudge
+from runner.watch import silence_stdout
 from runner.workspace import Layout
 
 
@@ -45,14 +49,13 @@ class Exit(enum.IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
-    # `run --until-idle` stopped with tasks that need a person: needing help, or verified with
-    # their integration held back (base's checkout dirty, say).
+    # `run --until-idle` stopped with tasks that need a person: needing help, verified with
+    # their integration held back (base's checkout dirty, say), or blocked by a cancelled one;
+    # `run --once` sent a task to needs_help; or either ended with work paused.
     NEEDS_ATTENTION = 3
     # A bug in pipeline-runner: an exception no command expected (EX_SOFTWARE in sysexits.h).
     BUG = 70
     INTERRUPTED = 130
-    # Standard output's reader went away (`| head -1`): what a shell reports for SIGPIPE.
-    BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,11 +86,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(Exit.USAGE)
 
 
-def _priority(value: str) -> int:
+def _seconds(value: str) -> float:
+    """A positive number of seconds, for argparse."""
     try:
-        return parse_priority(value)
-    except TaskError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, not {value}")
+    return seconds
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -148,9 +155,28 @@ def build_parser() -> argparse.ArgumentParser:
     receipt.add_argument("--json", action="store_true")
     receipt.set_defaults(handler=cmd_receipt)
 
-    status = sub.add_parser("status", help="task counts, active runs, tasks needing help, cost")
+    status = sub.add_parser(
+        "status", aliases=["top"], help="active runs, the queue and why it waits, cost (`top`: status --watch)"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output (see README)")
+    status.add_argument("--watch", action="store_true", help="refresh as things change, until Ctrl-C")
+    status.add_argument(
+        "--interval", type=_seconds, default=1.0, metavar="S", help="seconds between refreshes (default 1)"
+    )
+    status.add_argument("--no-color", action="store_true", help="plain text even on a terminal (or NO_COLOR)")
     status.set_defaults(handler=cmd_status)
+
+    report = sub.add_parser("report", help="throughput, lead time, cost, phase durations, flaky checks, timeline")
+    report.add_argument("--since", type=parse_since, metavar="DATE", help="only from this ISO date or datetime (UTC)")
+    report.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(handler=cmd_report)
+
+    logs = sub.add_parser("logs", help="a task's agent and check output (-f follows it)")
+    logs.add_argument("task", metavar="TASK")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the attempt ends, or Ctrl-C")
+    logs.add_argument("--run", type=int, metavar="ID", help="only this run (an id from `task show`)")
+    logs.set_defaults(handler=cmd_logs)
 
     resume = sub.add_parser("resume", help="clear the faults that pause work, after a person has looked")
     resume.add_argument("area", nargs="?", help="only this one (dev, verify, integrate, checkout, base)")
@@ -185,14 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--description", default="")
     add.add_argument("--namespace")
     add.add_argument("--parent", help="epic this task belongs to")
-    add.add_argument("--priority", type=_priority, default="P2", help="P0 (most urgent) .. P4; default P2")
+    add.add_argument("--priority", default=2, type=_priority, help="P0 (most urgent) .. P4; default P2")
     add.add_argument("--depends-on", action="append", default=[], metavar="ID")
     add.add_argument("--type", choices=[t.value for t in TaskType], default="work")
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=cmd_task_add)
     lst = task_sub.add_parser("list", help="list tasks")
-    lst.add_argument("--status")
-    lst.add_argument("--parent")
+    lst.add_argument(
+        "--status", action="append", type=_statuses, metavar="STATUS[,STATUS]",
+        help="only tasks in these statuses (repeatable)",
+    )  # fmt: skip
+    lst.add_argument("--parent", help="only tasks under this epic")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(handler=cmd_task_list)
     tshow = task_sub.add_parser("show", help="one task with its comments and runs")
@@ -207,10 +236,45 @@ def build_parser() -> argparse.ArgumentParser:
     set_status.add_argument("id")
     set_status.add_argument("status")
     set_status.set_defaults(handler=cmd_task_set_status)
-    imp = task_sub.add_parser("import", help="import tasks from YAML or JSON Lines; idempotent by id")
+    imp = task_sub.add_parser(
+        "import", help="import tasks from YAML or JSON Lines; by id: adds new ones, updates open ones"
+    )
     imp.add_argument("file", type=Path)
     imp.set_defaults(handler=cmd_task_import)
+    edit = task_sub.add_parser("edit", help="change a task's fields (applies to its next attempt)")
+    edit.add_argument("id")
+    edit.add_argument("--title")
+    edit.add_argument("--description")
+    edit.add_argument("--priority", type=_priority, help="P0 (most urgent) .. P4")
+    edit.add_argument(
+        "--depends-on", nargs="*", action="extend", metavar="ID",
+        help="replaces its dependencies (given alone: none)",
+    )  # fmt: skip
+    edit.add_argument("--namespace", help="'' clears it")
+    edit.set_defaults(handler=cmd_task_edit)
+    for name, text in (("cancel", "stop a task: its agent or check is stopped, nothing of it lands"),
+                       ("retry", "reopen a needs_help or cancelled task with a fresh retry budget"),
+                       ("delete", "remove a task that is not done, with its workspace")):  # fmt: skip
+        steer = task_sub.add_parser(name, help=text)
+        steer.add_argument("id")
+        steer.set_defaults(handler=cmd_task_steer)
     return parser
+
+
+def _priority(value: str) -> int:
+    """--priority: a bad value is a usage error naming it."""
+    try:
+        return parse_priority(value)
+    except TaskError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _statuses(value: str) -> list[TaskStatus]:
+    """--status: one or more comma-separated statuses; a bad one is a usage error naming it."""
+    try:
+        return [parse_status(v.strip()) for v in value.split(",") if v.strip()]
+    except TaskError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -246,42 +310,35 @@ def _print_json(data: Any) -> None:
 def _task_line(task: Task) -> str:
     deps = f"  after {','.join(task.dependencies)}" if task.dependencies else ""
     kind = " [epic]" if task.type is TaskType.EPIC else ""
-    return f"{task.id:<10} {task.status.value:<12} {task.priority_name}  {task.title}{kind}{deps}"
+    return f"{task.id:<10} {task.status.value:<12} {task.priority_name}  {first_line(task.title)}{kind}{deps}"
 
 
 # -- commands --------------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`run`: the dev -> verify -> integrate loop."""
+    """`run`: the dev -> verify -> integrate loop; a batch run ends with its summary."""
     from runner.scheduler import run_loop
     from runner.scope import scope_problem
+    from runner.summary import Invocation, Mode, report
 
     loaded = _load(args, with_flags=True)
     problem = scope_problem(loaded)
     if problem:
         raise PipelineError(problem)
+    quiet = args.quiet > 0
+    if quiet:
+        setup_stderr(args.verbose - args.quiet, silent=True)  # stdout carries the events, and only them
+    invocation = Invocation()
     code = run_loop(
-        loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle, use_cache=not args.no_cache
-    )
-    if code != Exit.OK or not args.until_idle or args.dry_run:
+        loaded.config, once=args.once, dry_run=args.dry_run, until_idle=args.until_idle,
+        use_cache=not args.no_cache, quiet=quiet, invocation=invocation,
+    )  # fmt: skip
+    if code != Exit.OK or args.dry_run or not (args.once or args.until_idle):
         return code
-    # Idle, but not necessarily finished: a batch job or CI must be able to tell.
-    config = loaded.config
-    waiting = waiting_for_a_person(config.root, parent=config.parent, task_id=config.task_id)
-    faults = read_faults(Layout(config.root).faults_file)
-    if not waiting and not faults:
-        return Exit.OK
-    if waiting:
-        print(f"Stopped with {len(waiting)} task(s) waiting for a person:")
-    for item in waiting:
-        reason = item.reason.splitlines()[0][:300] if item.reason else ""
-        print(f"  {item.task_id}  {item.why}: {item.title}" + (f"\n      {reason}" if reason else ""))
-    if faults:
-        print("Stopped with work paused by faults that are no task's:")
-    for fault in faults:
-        print(f"  {fault.area}: {fault.message}")
-    return Exit.NEEDS_ATTENTION
+    mode = Mode.UNTIL_IDLE if args.until_idle else Mode.ONCE
+    # Done, or stopped short of it: cron and CI must be able to tell.
+    return Exit.NEEDS_ATTENTION if report(loaded.config, invocation, mode, quiet=quiet) else Exit.OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -302,13 +359,41 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """`status`."""
-    loaded = _load(args)
-    doc = build_status(loaded.config.root, loaded.config.base)
+    """`status`, `status --watch`, `top`."""
+    from runner.watch import status_command
+
+    config = _load(args).config
+    return status_command(
+        lambda: build_status(config.root, config.base, limits_of(config)), as_json=args.json,
+        watching=args.watch or args.command == "top", interval=args.interval, no_color=args.no_color,
+        out=sys.stdout, env=dict(os.environ),
+    )  # fmt: skip
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """`logs TASK [-f] [--run ID]`."""
+    from runner.ids import check_task_id
+    from runner.tasklogs import show_logs
+
+    check_task_id(args.task)  # refused before any file is read or made
+    config = _load(args).config
+    return show_logs(config.root, args.task, run_id=args.run, follow=args.follow)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`report`: figures over the state; --html writes them as one file."""
+    from runner.report import load_report, render_text, report_json
+    from runner.report_html import write_html
+
+    report = load_report(_load(args).config.root, args.since)
+    if args.html is not None:
+        write_html(report, args.html)
     if args.json:
-        _print_json(doc)
+        _print_json(report_json(report))
+    elif args.html is not None:
+        print(f"Wrote {args.html}: {report.summary.tasks} task(s), {len(report.timeline.runs)} run(s) drawn.")
     else:
-        print(render_status(doc))
+        print(render_text(report), end="")
     return Exit.OK
 
 
@@ -450,16 +535,18 @@ def cmd_task_add(args: argparse.Namespace) -> int:
 
 def cmd_task_list(args: argparse.Namespace) -> int:
     """`task list`."""
-    status = parse_status(args.status) if args.status else None
+    from runner.tasklist import output_width, task_table
+
+    wanted = {s for group in args.status or [] for s in group}
     store = _store(_load(args), create=False)
-    tasks = store.list_tasks(status=status, parent=args.parent) if store else []
+    tasks = store.list_tasks(parent=args.parent) if store else []
+    tasks = [t for t in tasks if not wanted or t.status in wanted]
     if args.json:
         _print_json([t.to_json() for t in tasks])
     elif not tasks:
         print("No tasks.")
     else:
-        for task in tasks:
-            print(_task_line(task))
+        print("\n".join(task_table(tasks, output_width())))
     return Exit.OK
 
 
@@ -523,10 +610,16 @@ def cmd_task_set_status(args: argparse.Namespace) -> int:
     loaded = _load(args)
     store = _store(loaded, create=True)
     assert store is not None
+    if status is TaskStatus.CANCELLED:  # with cancel's guards: it must not land meanwhile
+        from runner.steering import Steering
+
+        print(Steering(_load(args).config, store).cancel(args.id).message)
+        return Exit.OK
     before = store.get(args.id)
     store.set_status(args.id, status, by_person=True)
     nudge(Layout(loaded.config.root).nudge_file)
-    store.comment(args.id, f"status {before.status.value} -> {status.value} (set by a person)", Author.HUMAN)
+    # Said by the runner for the person: a person's own comments are what reaches the prompt.
+    store.comment(args.id, f"status {before.status.value} -> {status.value} (set by a person)", Author.SYSTEM)
     print(f"{args.id}: {before.status.value} -> {status.value}")
     return Exit.OK
 
@@ -537,9 +630,52 @@ def cmd_task_import(args: argparse.Namespace) -> int:
     loaded = _load(args)
     store = _store(loaded, create=True)
     assert store is not None
-    added, skipped = store.import_tasks(news)
+    result = store.import_tasks(news)
     nudge(Layout(loaded.config.root).nudge_file)
-    print(f"Imported {added} task(s) from {args.file}; {skipped} already present.")
+    print(
+        f"Imported {len(result.added)} task(s) from {args.file}; updated {len(result.updated)}; "
+        f"{len(result.unchanged)} already present and unchanged."
+    )
+    for task_id, why in result.not_updated:
+        print(f"  not updated: {task_id} ({why}): an import changes only open or needs_help tasks")
+    return Exit.OK
+
+
+def cmd_task_edit(args: argparse.Namespace) -> int:
+    """`task edit`: the given fields only (runner.steering)."""
+    from runner.ids import check_task_id
+    from runner.steering import Steering
+    from runner.tasks import TaskChanges
+
+    check_task_id(args.id)
+    changes = TaskChanges(
+        title=args.title, description=args.description, priority=args.priority,
+        dependencies=None if args.depends_on is None else tuple(args.depends_on), namespace=args.namespace,
+    )  # fmt: skip
+    changes.check(args.id)  # before the database is even opened
+    loaded = _load(args)
+    store = _store(loaded, create=False)
+    if store is None:
+        raise TaskError(f"No task with id {args.id!r} (no pipeline state yet).")
+    print(Steering(loaded.config, store).edit(args.id, changes).message)
+    nudge(Layout(loaded.config.root).nudge_file)
+    return Exit.OK
+
+
+def cmd_task_steer(args: argparse.Namespace) -> int:
+    """`task cancel`, `task retry`, `task delete` (runner.steering)."""
+    from runner.ids import check_task_id
+    from runner.steering import Steering
+
+    check_task_id(args.id)
+    loaded = _load(args)
+    store = _store(loaded, create=False)
+    if store is None:
+        raise TaskError(f"No task with id {args.id!r} (no pipeline state yet).")
+    steering = Steering(loaded.config, store)
+    action = {"cancel": steering.cancel, "retry": steering.retry, "delete": steering.delete}[args.task_command]
+    print(action(args.id).message)
+    nudge(Layout(loaded.config.root).nudge_file)  # a cancel stops, a retry starts, at once
     return Exit.OK
 
 
@@ -567,8 +703,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Exit.INTERRUPTED
     except BrokenPipeError as exc:
         if stdout_closed():
+            # The reader took what it wanted (`| head -1`): not an error, as `status` and `logs` say.
             silence_stdout()
-            return Exit.BROKEN_PIPE
+            return Exit.OK
         report_bug(exc, argv)
         return Exit.BUG
     except OSError as exc:
@@ -593,5 +730,4 @@ def entry() -> None:
     except BrokenPipeError:
         # The reader left after the last write, before the interpreter's own flush at exit.
         silence_stdout()
-        code = Exit.BROKEN_PIPE
     sys.exit(code)

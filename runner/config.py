@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from runner import graph
 from runner.envvars import read_env, unknown_env_variables
 from runner.errors import ConfigError
+from runner.templates import placeholders
 
 ENV_PREFIX = "PIPELINE_"
 ENV_DELIMITER = "__"
@@ -72,6 +73,9 @@ class Limits(_Strict):
 
     max_retries: int = Field(5, description="failed attempts of any phase before needs_help, at least 1")
     max_task_cost: int = Field(0, ge=0, description="cumulative cents per task, 0 = no cap")
+    max_daily_cost: int = Field(
+        0, ge=0, description="cents per local day across all tasks; once reached no agent starts until midnight; 0 = no cap"
+    )
 
     @field_validator("max_retries")
     @classmethod
@@ -135,6 +139,56 @@ class TasksConfig(_Strict):
     """Where tasks come from."""
 
     source: str = Field("builtin", description="task source: a name from the task-source registry")
+
+
+# What a notification may be sent on, and the placeholders its command may use.
+NOTIFY_EVENTS = ("needs_help", "landed", "paused", "resumed")
+NotifyEvent = Literal["needs_help", "landed", "paused", "resumed"]
+NOTIFY_PLACEHOLDERS = ("event", "task_id", "title", "message", "area", "text", "base", "root")
+MAX_NOTIFY_TIMEOUT_SECONDS = 600
+
+
+class NotifyRule(_Strict):
+    """A command run when one of the events happens (the event as JSON on its stdin)."""
+
+    on: list[NotifyEvent] = Field(min_length=1, description="events: needs_help, landed, paused, resumed")
+    run: list[str] = Field(
+        min_length=1,
+        description="argv; a string is split into words like a shell would (never run by one); "
+        "placeholders {event} {task_id} {title} {message} {area} {text} {base} {root}",
+    )
+    timeout: int = Field(
+        10, gt=0, le=MAX_NOTIFY_TIMEOUT_SECONDS, description="seconds the command may run before it is stopped"
+    )
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _split_run(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _split_words(value, "the command")
+        return value
+
+    @field_validator("run")
+    @classmethod
+    def _known_placeholders(cls, value: list[str]) -> list[str]:
+        if not value[0]:
+            raise ValueError("the program (first word) is empty")
+        for word in value:
+            if "\0" in word:
+                raise ValueError("an argument holds a NUL byte, which no command line can")
+            # A misspelt placeholder would be sent as it is, every time: refuse it here.
+            unknown = sorted(placeholders(word) - set(NOTIFY_PLACEHOLDERS))
+            if unknown:
+                raise ValueError(
+                    f"unknown placeholder {{{unknown[0]}}} in {word!r}; known: "
+                    + ", ".join(f"{{{name}}}" for name in NOTIFY_PLACEHOLDERS)
+                )
+        return value
+
+    @field_validator("on")
+    @classmethod
+    def _unique_events(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
 
 Recipe = str | list[str]
@@ -297,6 +351,9 @@ class PipelineConfig(BaseSettings):
     )
     check_concurrency: int | None = Field(
         None, ge=1, description="phase recipes running at once, across tasks; default: the machine's cores"
+    )
+    notify: list[NotifyRule] = Field(
+        default_factory=list, description="commands run on events (needs_help, landed, paused, resumed)"
     )
     allow_unchecked: bool = Field(
         False,
@@ -514,12 +571,15 @@ def _read_yaml_chain(
 
 
 def _unquoted_on(data: dict[str, Any]) -> None:
-    """YAML 1.1 reads an unquoted ``on:`` key as the boolean true; under a phase it means ``on``."""
+    """YAML 1.1 reads an unquoted ``on:`` key as the boolean true; under a phase or a notify
+    entry it means ``on``."""
     phases = data.get("phases")
-    if isinstance(phases, dict):
-        for phase in phases.values():
-            if isinstance(phase, dict) and True in phase and "on" not in phase:
-                phase["on"] = phase.pop(True)
+    sections = list(phases.values()) if isinstance(phases, dict) else []
+    notify = data.get("notify")
+    sections += notify if isinstance(notify, list) else []
+    for section in sections:
+        if isinstance(section, dict) and True in section and "on" not in section:
+            section["on"] = section.pop(True)
 
 
 def _env_layer() -> tuple[dict[str, Any], dict[str, Origin]]:

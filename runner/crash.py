@@ -1,14 +1,13 @@
 """What the CLI does when a command ends in a way no command meant: a closed pipe or a bug.
 
 A reader that goes away (``pipeline-runner task list | head -1``) is the reader's choice, not an
-error: the command stops quietly with the status a shell reports for SIGPIPE. Any other exception
+error: the command stops quietly, exit 0. Any other exception
 that escapes a command is a bug in pipeline-runner: its traceback is written to a file and the
 person gets one line naming that file, never a traceback in the middle of their terminal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import sys
@@ -83,11 +82,3 @@ def stdout_closed() -> bool:
         return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def silence_stdout() -> None:
-    """Point standard output at /dev/null, so the interpreter's last flush at exit cannot fail too."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)

@@ -57,11 +57,21 @@ class FaultBoard:
         self.delay = delay  # seconds to wait after the n-th recurrence (n from 0)
         self.writable = writable
         self.faults: dict[str, Fault] = {}
+        # Called with ("paused", fault) when an area becomes paused and ("resumed", the fault that
+        # ended) when it resumes, whoever records or clears it, so notifications need no caller.
+        self.listeners: list[Callable[[str, Fault], None]] = []
         self.reload()
 
     def reload(self) -> None:
-        """Read the faults file again."""
+        """Read the faults file again; a fault another process cleared (`resume`) has resumed."""
+        before = self.faults
         self.faults = {f.area: f for f in read_faults(self.path)}
+        for area, fault in before.items():
+            if area not in self.faults:
+                self._tell("resumed", fault)
+        for area, fault in self.faults.items():
+            if area not in before:
+                self._tell("paused", fault)
 
     def get(self, area: str) -> Fault | None:
         """The fault that pauses ``area``, if any."""
@@ -70,25 +80,34 @@ class FaultBoard:
     def __contains__(self, area: str) -> bool:
         return area in self.faults
 
-    def record(self, area: str, message: str, data: dict[str, str] | None = None) -> None:
+    def record(
+        self, area: str, message: str, data: dict[str, str] | None = None, *, until: float | None = None
+    ) -> None:
         """A fault of the machine or the repository (not of any task) pauses ``area``.
 
-        The work is retried after a delay that doubles with each recurrence, so the same failing
-        work is not redone every cycle; `status` shows the fault until it clears.
+        The work is retried after a delay that doubles with each recurrence (or at ``until``, a
+        time), so the same failing work is not redone every cycle; `status` shows the fault until
+        it clears.
         """
         previous = self.faults.get(area)
         count = previous.count + 1 if previous else 1
-        wait = self.delay(count - 1)
-        since = previous.since if previous else time.time()
-        self.faults[area] = Fault(area, message, since, count, time.time() + wait, data or {})
+        now = time.time()
+        retry_at = now + self.delay(count - 1) if until is None else until
+        wait = max(0.0, retry_at - now)
+        since = previous.since if previous else now
+        self.faults[area] = Fault(area, message, since, count, retry_at, data or {})
         logger.error("{} paused (not charged to any task; retrying in {:.0f}s): {}", area, wait, message)
         self._save()
+        if previous is None:
+            self._tell("paused", self.faults[area])
 
     def clear(self, area: str) -> None:
         """The work of ``area`` went through: its fault, if any, is over."""
-        if self.faults.pop(area, None) is not None:
+        fault = self.faults.pop(area, None)
+        if fault is not None:
             logger.info("{} resumed: the fault has cleared", area)
             self._save()
+            self._tell("resumed", fault)
 
     def retry_at(self, area: str) -> float | None:
         """When ``area`` may be tried again, while it waits out a fault's delay; else None."""
@@ -96,6 +115,10 @@ class FaultBoard:
         if fault is None or time.time() >= fault.retry_at:
             return None
         return fault.retry_at
+
+    def _tell(self, change: str, fault: Fault) -> None:
+        for listener in self.listeners:
+            listener(change, fault)
 
     def _save(self) -> None:
         if self.writable:

@@ -21,7 +21,7 @@ def add_global_options(parser: argparse.ArgumentParser | Any, *, after_command: 
     parser.add_argument("-v", "--verbose", dest=prefix + "verbose", action="count", default=count_default,
                         help="more log output")
     parser.add_argument("-q", "--quiet", dest=prefix + "quiet", action="count", default=count_default,
-                        help="only warnings and errors")  # fmt: skip
+                        help="only warnings and errors; for run: only the events needs help and paused, on stdout")  # fmt: skip
 
 
 def global_options_after_command() -> argparse.ArgumentParser:

@@ -90,6 +90,7 @@ interval: 10              # seconds between cycles when idle; unit of the retry 
 limits:
   max_retries: 5          # failed attempts (any phase) before a task goes to needs_help
   max_task_cost: 0        # cents per task across attempts; 0 = no cap
+  max_daily_cost: 0       # cents per local day, all tasks; past it no agent starts until midnight
 
 agent:
   preset: {preset}{preset_note}

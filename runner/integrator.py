@@ -7,6 +7,7 @@ life says (runner.lifecycle).
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ class Integrator:
         self.p = pipeline
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
         self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
+        self.cancel = threading.Event()  # set: a person moved the task integrating; its checks end
         self.integrate_paused_until = 0.0
 
     def close(self) -> None:
@@ -77,7 +79,8 @@ class Integrator:
             log_path=str(log_path),
         )  # fmt: skip
         self.p.runs.update(row, workspace=str(self.p.layout.integration_attempt(row)))
-        future = self.pool.submit(self.integrate_worker, row, task, commit, log_path)
+        self.cancel = threading.Event()
+        future = self.pool.submit(self.integrate_worker, row, task, commit, log_path, self.cancel)
         future.add_done_callback(lambda _: self.p.wake.set())
         self.integrating = (task.id, row, future)
         killpoints.reached("integrate-started")
@@ -90,7 +93,19 @@ class Integrator:
             return None
         return self.p.git.rev(rec.after_sha)
 
-    def integrate_worker(self, row: int, task: Task, commit: str, log_path: Path) -> IntegrateResult:
+    def stop_cancelled(self) -> None:
+        """End the checks of the integration in flight if a person moved its task meanwhile: it
+        would not land anyway (before_swap refuses), so its recipes need not run to their end."""
+        if self.integrating is None or self.cancel.is_set():
+            return
+        task_id = self.integrating[0]
+        if not self.p.store.exists(task_id) or self.p.store.get(task_id).status is not TaskStatus.VERIFIED:
+            logger.info("{}: a person moved the task; stopping its integration", task_id)
+            self.cancel.set()
+
+    def integrate_worker(
+        self, row: int, task: Task, commit: str, log_path: Path, cancel: threading.Event | None = None
+    ) -> IntegrateResult:
         """In the worker thread: cherry-pick, check, swap base; clean up after a success.
 
         The candidate sha is written to the run's row (through the thread's own connection)
@@ -113,8 +128,9 @@ class Integrator:
 
             def check(sha: str) -> VerifyResult:
                 return self.p.verifier.check_stage(
-                    db, "integrate", task, row, sha, lambda: self.p.workspaces.check_out_candidate(sha, row), log_path
-                )
+                    db, "integrate", task, row, sha, lambda: self.p.workspaces.check_out_candidate(sha, row), log_path,
+                    cancel,
+                )  # fmt: skip
 
             def receipt(sha: str, checked: VerifyResult) -> str:
                 return receipts.render(self.receipt_data(runs, task, sha, checked))
@@ -175,6 +191,14 @@ class Integrator:
             self.p.faults.record("integrate", f"integration of {task_id} failed: {exc}")
             return True
         move = INTEGRATE_MOVES[result.status]
+        status = self.p.store.get(task_id).status
+        if result.status is not IntegrateStatus.INTEGRATED and status is not TaskStatus.VERIFIED:
+            # A person moved (cancelled) the task meanwhile: whatever its checks said, stopped or
+            # not, is neither the task's failure nor a fault of the machine.
+            self.p.runs.finish(row, RunStatus.CANCELLED, error=f"a person set the task to {status.value} during integration")
+            logger.info("integration of {} stopped: a person set it to {}", task_id, status.value)
+            self.p.release_cancelled(task_id)
+            return True
         if result.status is IntegrateStatus.INTEGRATED:
             with self.p.db.write():
                 self.p.runs.finish(row, move.run, after_sha=result.detail)
@@ -191,6 +215,7 @@ class Integrator:
                 self.p.faults.record("integrate", f"integration of {task_id}: {result.detail}")
             elif result.status is IntegrateStatus.STOPPED:
                 logger.info("integration of {} stopped: {}", task_id, result.detail)
+                self.p.release_cancelled(task_id)
             else:
                 logger.error("integration of {} refused: {}", task_id, result.detail)
                 # Whatever refused it (a dirty checkout) needs a person; try again after an interval.

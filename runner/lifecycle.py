@@ -10,16 +10,20 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import tenacity
+
 from phases.integrate import IntegrateStatus
 from phases.verify import VerifyStatus
 from runner.state import Phase, RunStatus
 from runner.tasks import TaskStatus
 
 OPEN, IN_PROGRESS, VERIFIED = TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.VERIFIED
-DONE, NEEDS_HELP = TaskStatus.DONE, TaskStatus.NEEDS_HELP
+DONE, NEEDS_HELP, CANCELLED = TaskStatus.DONE, TaskStatus.NEEDS_HELP, TaskStatus.CANCELLED
 
-# Every move the runner makes, and why. A person may set any status (`task set-status`); the
-# runner then takes the person's status as it is and only ever makes these moves.
+# Every move the runner makes, and why. A person may set any status (`task set-status`, and the
+# moves of runner.steering: cancel, retry); the runner then takes the person's status as it is and
+# only ever makes these moves. None leaves CANCELLED: that is a person's decision alone, and a
+# task's run still going when it is cancelled is stopped and its outcome recorded as cancelled.
 TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (OPEN, IN_PROGRESS): "an agent starts an attempt",
     (OPEN, NEEDS_HELP): "a limit is reached (max_retries, max_task_cost) before an attempt",
@@ -53,6 +57,7 @@ class Step(enum.StrEnum):
     REOPEN = "reopen"  # in progress with no agent and nothing to check (after a restart)
     INTEGRATE = "integrate"  # verified: land it
     HELD = "held"  # verified, but its integration waits for a person (base's checkout dirty)
+    BLOCKED = "blocked"  # open, but a dependency was cancelled: it cannot start until a person acts
     NOTHING = "nothing"  # done, or waits for a person
 
 
@@ -63,6 +68,53 @@ class Gate(enum.StrEnum):
     RETRIES = "retries"
     COST = "cost"
     BACKOFF = "backoff"
+
+
+BACKOFF_CAP_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate and, for a backoff, how long is left."""
+
+    gate: Gate
+    detail: str = ""
+    wait_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the gate weighs a task against (``limits.*`` and ``interval`` of the config)."""
+
+    max_retries: int
+    max_task_cost: float  # cents; 0: no cap
+    interval: float  # seconds; the backoff's unit
+
+
+def backoff_delay(interval: float, failures: int) -> float:
+    """Seconds to wait after ``failures`` failed attempts: interval * 2^failures, capped at 600."""
+    wait = tenacity.wait_exponential(multiplier=interval, max=BACKOFF_CAP_SECONDS)
+    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = failures + 1
+    return float(wait(state))
+
+
+def gate(
+    limits: Limits, *, failures: int, last_failure: float | None, spent: float, now: float,
+    include_backoff: bool = True,
+) -> GateResult:  # fmt: skip
+    """Whether an open task may start an attempt at ``now`` (pure): the retry limit (``failures``
+    since a person last resumed it, the last at ``last_failure``), the cost cap (``spent`` cents),
+    then the backoff after its last failure."""
+    if limits.max_retries and failures >= limits.max_retries:
+        return GateResult(Gate.RETRIES, f"{failures} failed attempts reached limits.max_retries={limits.max_retries}")
+    if limits.max_task_cost and spent >= limits.max_task_cost:
+        return GateResult(Gate.COST, f"spent {spent:g} cents, reaching limits.max_task_cost={limits.max_task_cost}")
+    if include_backoff and failures and last_failure is not None:
+        remaining = last_failure + backoff_delay(limits.interval, failures) - now
+        if remaining > 0:
+            return GateResult(Gate.BACKOFF, f"backoff {remaining:.1f}s", remaining)
+    return GateResult(Gate.GO)
 
 
 @dataclass(frozen=True)
@@ -76,11 +128,14 @@ class TaskView:
     checking: bool = False  # its verification or integration is in flight in this process
     latest: tuple[Phase, RunStatus] | None = None  # its last attempt that was not cancelled
     held: bool = False  # its last integration was refused for a reason that needs a person
+    blocked: bool = False  # a dependency of it is cancelled (or gone)
 
 
 def next_step(task: TaskView) -> Step:
     """The next step for ``task`` (pure)."""
     if task.status is OPEN:
+        if task.blocked:
+            return Step.BLOCKED
         if not task.dependencies_done:
             return Step.WAIT
         return {Gate.GO: Step.DEVELOP, Gate.BACKOFF: Step.WAIT}.get(task.gate, Step.GIVE_UP)
@@ -150,3 +205,66 @@ def resolve(then: Then, current: TaskStatus, *, limit_reached: bool, allow_unche
     if then is Then.NEEDS_HELP:
         return NEEDS_HELP
     return NEEDS_HELP if limit_reached else OPEN
+
+
+class Action(enum.StrEnum):
+    """What a person does to a task from the command line (runner.steering)."""
+
+    EDIT = "edit"
+    CANCEL = "cancel"
+    RETRY = "retry"
+    DELETE = "delete"
+
+
+class Verdict(enum.StrEnum):
+    """Whether a person's action applies to a task in its status."""
+
+    APPLY = "apply"
+    ALREADY = "already"  # nothing to do: the task is already where the action would put it
+    REFUSE = "refuse"
+
+
+_UNDER_WAY = "an attempt of it is under way"
+
+# For each action of a person, the statuses it applies to and what it means there (said to the
+# person), or why it is refused. A status missing from an action's row is refused with a reason
+# from REFUSALS.
+PERSON_ACTIONS: dict[Action, dict[TaskStatus, tuple[Verdict, str]]] = {
+    Action.EDIT: {
+        OPEN: (Verdict.APPLY, "applies to its next attempt"),
+        IN_PROGRESS: (Verdict.APPLY, "its attempt under way goes on as it started; the change applies to its next attempt"),
+        VERIFIED: (Verdict.APPLY, "its verified commit is what lands; the change applies only if it is developed again"),
+        NEEDS_HELP: (Verdict.APPLY, "applies once it is retried (`task retry`)"),
+        CANCELLED: (Verdict.APPLY, "applies if it is retried (`task retry`)"),
+        DONE: (Verdict.REFUSE, "it is done: its commit is on base already, so a change would change nothing"),
+    },
+    Action.CANCEL: {
+        OPEN: (Verdict.APPLY, "it will not start"),
+        IN_PROGRESS: (Verdict.APPLY, "its agent or check is stopped at the runner's next cycle; nothing of it lands"),
+        VERIFIED: (Verdict.APPLY, "its verified commit will not land"),
+        NEEDS_HELP: (Verdict.APPLY, "it will not be resumed"),
+        CANCELLED: (Verdict.ALREADY, "it is cancelled already"),
+        DONE: (Verdict.REFUSE, "it is done: its commit is on base already (revert it there if it must go)"),
+    },
+    Action.RETRY: {
+        NEEDS_HELP: (Verdict.APPLY, "reopened with a fresh retry budget"),
+        CANCELLED: (Verdict.APPLY, "reopened with a fresh retry budget, starting again from base"),
+        OPEN: (Verdict.APPLY, "its retry budget starts again and any backoff ends"),
+        IN_PROGRESS: (Verdict.REFUSE, f"{_UNDER_WAY} (`task cancel` it first)"),
+        VERIFIED: (Verdict.REFUSE, "it passed verification and waits to land (`task cancel` it first)"),
+        DONE: (Verdict.REFUSE, "it is done: its commit is on base already"),
+    },
+    Action.DELETE: {
+        OPEN: (Verdict.APPLY, "deleted"),
+        NEEDS_HELP: (Verdict.APPLY, "deleted"),
+        CANCELLED: (Verdict.APPLY, "deleted"),
+        IN_PROGRESS: (Verdict.REFUSE, f"{_UNDER_WAY} (`task cancel` it first, then delete it)"),
+        VERIFIED: (Verdict.REFUSE, "it passed verification and waits to land (`task cancel` it first, then delete it)"),
+        DONE: (Verdict.REFUSE, "it is done: it stays as the record of what landed on base"),
+    },
+}
+
+
+def person_action(action: Action, status: TaskStatus) -> tuple[Verdict, str]:
+    """Whether ``action`` applies to a task in ``status``, and what it means or why not (pure)."""
+    return PERSON_ACTIONS[action].get(status, (Verdict.REFUSE, f"it is {status.value}"))

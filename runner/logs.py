@@ -20,11 +20,16 @@ def _redact_record(record: Record) -> None:
     record["message"] = redact(record["message"])
 
 
-def setup_stderr(verbosity: int) -> None:
-    """Replace loguru's default sink: -v shows debug lines, -q only warnings and errors."""
+def setup_stderr(verbosity: int, *, silent: bool = False) -> None:
+    """Replace loguru's default sink: -v shows debug lines, -q only warnings and errors.
+
+    ``silent`` (`run -q`, from cron): no log line on stderr at all; the file sink added later
+    still gets every record."""
     logger.remove()
     # Every record passes through redaction before any sink (stderr or the JSON file) sees it.
     logger.configure(patcher=_redact_record)
+    if silent:
+        return
     level = "DEBUG" if verbosity > 0 else "WARNING" if verbosity < 0 else "INFO"
     logger.add(
         sys.stderr,

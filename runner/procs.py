@@ -17,10 +17,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from runner.errors import ProcessError
 from runner.supervise import read_status
@@ -101,6 +103,71 @@ def run(
     if check and done.exit_code != 0:
         raise error_type(args, done.exit_code, output)
     return done
+
+
+def run_fed(
+    argv: Sequence[str],
+    cwd: Path | str | None,
+    *,
+    stdin: str,
+    log_path: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    max_bytes: int = 1024 * 1024,
+) -> ProcResult:
+    """Run ``argv`` with ``stdin`` as its input and at most ``max_bytes`` of its output appended to
+    ``log_path``; wait for it.
+
+    For short commands of the user's own (notifications). Past ``timeout`` its whole process group
+    is killed. Its input is written and its output read by threads of their own, so a command
+    that reads nothing, writes without end, or leaves a child holding its output open (one that
+    slipped out of the group) keeps this call waiting no longer than ``timeout`` and a second.
+    A program that cannot start raises ProcessError.
+    """
+    args = [str(a) for a in argv]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.Popen(
+            args, cwd=cwd, env=child_env(env, cwd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte, or a bad environment name
+        raise ProcessError(args, None, "", f"{args[0]!r} could not be started: {exc}") from None
+    assert proc.stdin is not None and proc.stdout is not None
+    feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True)
+    reader = threading.Thread(target=_drain_to, args=(proc.stdout, log_path, max_bytes), daemon=True)
+    feeder.start()
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        # What it left running in its group ends with it, as every process a run starts does.
+        kill_group(proc.pid)
+        proc.wait()
+    reader.join(1.0)
+    return ProcResult(args, -int(signal.SIGKILL) if timed_out else proc.returncode, "", timed_out)
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(OSError):  # a command that exits without reading its input
+        pipe.write(data)
+    with contextlib.suppress(OSError):
+        pipe.close()
+
+
+def _drain_to(pipe: IO[bytes], log_path: Path, max_bytes: int) -> None:
+    kept = 0
+    with pipe, open(log_path, "ab") as log:
+        while chunk := os.read(pipe.fileno(), 65536):
+            if kept < max_bytes:
+                log.write(chunk[: max_bytes - kept])
+                log.flush()
+                kept += len(chunk)
+                if kept >= max_bytes:
+                    log.write(b"\n[output cut: more than %d bytes]\n" % max_bytes)
 
 
 def spawn_detached(
@@ -217,8 +284,12 @@ def run_logged(
     env: Mapping[str, str] | None = None,
     max_bytes: int = MAX_OUTPUT_BYTES,
     tail_bytes: int = TAIL_BYTES,
+    stop: threading.Event | None = None,
 ) -> LoggedResult:
     """Run ``argv`` in ``cwd`` under the supervisor, its output appended to ``log_path``; wait for it.
+
+    Once ``stop`` is set (the task was cancelled), the supervisor is told to end the command and
+    every process it started, as at a timeout; the result then has the exit code it ended with.
 
     The output (stdout and stderr interleaved, secrets masked) goes straight to the log, never
     through this process's memory, and at most ``max_bytes`` of it is kept (its first and last
@@ -248,7 +319,7 @@ def run_logged(
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte, or a bad environment name
         return LoggedResult(args, None, error=f"{args[0]!r} could not be started: {exc}")
     try:
-        returncode = proc.wait()
+        returncode = _wait(proc, stop)
     except BaseException:
         # Interrupted while waiting (Ctrl-C in the main thread): end the command before going on.
         proc.terminate()
@@ -272,6 +343,23 @@ def run_logged(
         tail,
         None if timed_out or not error else str(error),
     )
+
+
+STOP_POLL_SECONDS = 0.2
+
+
+def _wait(proc: subprocess.Popen[bytes], stop: threading.Event | None) -> int:
+    """``proc``'s exit code; TERM is sent to it (a supervisor: it ends its tree) once ``stop`` is set."""
+    if stop is None:
+        return proc.wait()
+    told = False
+    while True:
+        try:
+            return proc.wait(timeout=STOP_POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            if stop.is_set() and not told:
+                proc.terminate()
+                told = True
 
 
 def _file_tail(path: Path, start: int, limit: int) -> str:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def reconcile(p: Pipeline) -> None:
     """Bring ``p``'s state back in line: landings a kill interrupted are finished, runs no process
     is behind any more are cancelled (uncharged), agents still alive are adopted, locks our killed
-    git commands left are dropped, and what done tasks held is released."""
+    git commands left are dropped, and what done, cancelled or deleted tasks held is released."""
     for rec in p.runs.running(Phase.INTEGRATE):
         p.watch.drop_own_locks(parse_iso(rec.started_at).timestamp())
     base_sha = p.git.branch_sha(p.config.base)
@@ -75,7 +75,13 @@ def reconcile(p: Pipeline) -> None:
     # read once, not one git call per task of a long history.
     refs = p.git.out("for-each-ref", "--format=%(refname)", TASK_REFS).splitlines()
     kept = set(p.workspaces.existing()) | {r.removeprefix(TASK_REFS) for r in refs}
+    with_ref = {r.removeprefix(TASK_REFS) for r in refs}
     for task_id in sorted(kept - running_dev):
-        if p.store.exists(task_id) and p.store.get(task_id).status is TaskStatus.DONE:
-            p.workspaces.release(task_id)
+        if not p.store.exists(task_id):
+            # Deleted (a delete racing a workspace being made): only what is surely the runner's,
+            # never a directory a person put there under a name that could be an id.
+            if task_id in with_ref or p.workspaces.checkouts.intact(p.layout.worktree(task_id)):
+                p.workspaces.release(task_id)
+        elif p.store.get(task_id).status in (TaskStatus.DONE, TaskStatus.CANCELLED):
+            p.workspaces.release(task_id)  # a kill before the cleanup
     p.git.prune_worktrees()

@@ -13,12 +13,11 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-import tenacity
 from loguru import logger
 
 from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
@@ -34,7 +33,7 @@ from phases.dev import (
     recipe_texts,
     start_agent,
 )
-from runner import killpoints, recovery
+from runner import budget, killpoints, recovery
 from runner.basewatch import BaseWatch
 from runner.config import PipelineConfig
 from runner.errors import PipelineError, ProcessError
@@ -43,25 +42,28 @@ from runner.git import Git
 from runner.integrator import Integrator
 from runner.lifecycle import (
     Gate,
+    GateResult,
     Move,
     Step,
     TaskView,
     Then,
     allowed,
+    backoff_delay,
     next_step,
     resolve,
 )
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink
+from runner.notify import Announcer, Notifier
 from runner.redact import agent_secrets
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
-from runner.status import held_integration
+from runner.status import held_integration, limits_of, task_gate
+from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.verifier import Verifier
 from runner.waking import Waker
 from runner.workspace import Layout, Workspaces, task_ref
 
-BACKOFF_CAP_SECONDS = 600.0
 AGENT_ENVIRONMENT = "agent-environment"
 # Retries a fault gets before a batch run (`--until-idle`) gives up waiting for it.
 FAULT_PATIENCE = 3  # the cause of a dev fault reported by the agent itself
@@ -69,23 +71,6 @@ CHEAP_POLL_SECONDS = 0.02
 # With pidfds an agent's exit wakes the loop at once; this slower look covers a supervisor whose
 # pid was taken by another process.
 PIDFD_RECHECK_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """The gate and, for a backoff, how long is left."""
-
-    gate: Gate
-    detail: str = ""
-    wait_seconds: float = 0.0
-
-
-def backoff_delay(interval: float, failures: int) -> float:
-    """Seconds to wait after ``failures`` failed attempts: interval * 2^failures, capped at 600."""
-    wait = tenacity.wait_exponential(multiplier=interval, max=BACKOFF_CAP_SECONDS)
-    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-    state.attempt_number = failures + 1
-    return float(wait(state))
 
 
 def _ts(value: str) -> float:
@@ -96,7 +81,13 @@ class Pipeline:
     """One pipeline: a config, its state, its repository."""
 
     def __init__(
-        self, config: PipelineConfig, db: Database, *, dry_run: bool = False, use_cache: bool = True
+        self,
+        config: PipelineConfig,
+        db: Database,
+        *,
+        dry_run: bool = False,
+        use_cache: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.dry_run = dry_run
@@ -119,6 +110,9 @@ class Pipeline:
         )
         self.wake = Waker()
         self.next_wake: float | None = None
+        # Task moves and faults become events (notifications, `run -q`), whoever makes them.
+        self.notifier = notifier or Notifier([], base=config.base, root=config.root)
+        self.announcer = Announcer(self.notifier, self.store, self.faults)
         # The executors: agents are started and harvested here; checks and landings run there.
         self.verifier = Verifier(self, use_cache=use_cache)
         self.integrator = Integrator(self)
@@ -183,24 +177,7 @@ class Pipeline:
 
     def gate(self, task: Task, *, include_backoff: bool = True) -> GateResult:
         """Retry limit (failures of any phase since a person last resumed it), cost cap, backoff."""
-        limits = self.config.limits
-        failures, last_failure = self.runs.failures_since(task.id, task.resumed_at)
-        if limits.max_retries and failures >= limits.max_retries:
-            return GateResult(
-                Gate.RETRIES, f"{failures} failed attempts reached limits.max_retries={limits.max_retries}"
-            )
-        if limits.max_task_cost:
-            spent = self.runs.total_cost(task.id)
-            if spent >= limits.max_task_cost:
-                return GateResult(
-                    Gate.COST, f"spent {spent:g} cents, reaching limits.max_task_cost={limits.max_task_cost}"
-                )
-        if include_backoff and failures and last_failure:
-            delay = backoff_delay(self.config.interval, failures)
-            remaining = _ts(last_failure) + delay - time.time()
-            if remaining > 0:
-                return GateResult(Gate.BACKOFF, f"backoff {remaining:.1f}s", remaining)
-        return GateResult(Gate.GO)
+        return task_gate(self.runs, task, limits_of(self.config), time.time(), include_backoff=include_backoff)
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -214,12 +191,18 @@ class Pipeline:
         """One cycle; True if any task changed state (so another cycle should follow at once)."""
         self.next_wake = None
         self.faults.reload()  # `pipeline-runner resume`, from another process, clears faults there
+        # A person's cancel, from another process, ends the checks of that task now.
+        self.verifier.stop_cancelled()
+        self.integrator.stop_cancelled()
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         acted = self.integrator.integrate_step(verified)
         acted |= self.harvest_step()
         acted |= self.verifier.collect_verifies()
+        # After the harvest, so that the cost of the agents that just ended counts.
+        budget.check(self.config.limits.max_daily_cost, self.runs, self.faults)
         acted |= self.develop_step()
+        self.announcer.flush()
         return acted
 
     def finish_done(self, task_id: str, sha: str, *, recovered: bool = False, release: bool = True) -> None:
@@ -271,10 +254,12 @@ class Pipeline:
         return acted
 
     def view(
-        self, task: Task, *, running: set[str], latest: RunRecord | None, ready: set[str] | None = None
-    ) -> TaskView:
+        self, task: Task, *, running: set[str], latest: RunRecord | None, ready: set[str] | None = None,
+        blocked: set[str] | None = None,
+    ) -> TaskView:  # fmt: skip
         """What ``next_step`` needs to know of ``task``. ``ready``: the ids of open tasks whose
-        dependencies are done (when the task is open)."""
+        dependencies are done (when the task is open); ``blocked``: those of open tasks with a
+        cancelled dependency."""
         in_flight = task.id in self.verifier.verifying or (self.integrator.integrating is not None and self.integrator.integrating[0] == task.id)
         return TaskView(
             status=task.status,
@@ -284,6 +269,7 @@ class Pipeline:
             checking=in_flight,
             latest=(latest.phase, latest.status) if latest is not None else None,
             held=task.status is TaskStatus.VERIFIED and held_integration(self.runs, task.id) is not None,
+            blocked=blocked is not None and task.id in blocked,
         )
 
     def plan(self) -> list[str]:
@@ -291,15 +277,25 @@ class Pipeline:
         lines = [f"paused: {f.area}: {f.message.splitlines()[0]}" for f in self.faults.faults.values()]
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         ready = {t.id for t in self.store.ready()}
+        blocked = self.store.blocked()
+        blocked_ids = set(blocked)
         slots = self.config.concurrency - len(running)
         for status in (TaskStatus.VERIFIED, TaskStatus.IN_PROGRESS, TaskStatus.OPEN):
             for task in self.order([t for t in self.store.list_tasks(status, with_comments=False) if self.eligible(t)]):
-                step = next_step(self.view(task, running=running, latest=self.runs.latest(task.id), ready=ready))
+                view = self.view(task, running=running, latest=self.runs.latest(task.id), ready=ready,
+                                 blocked=blocked_ids)  # fmt: skip
+                step = next_step(view)
                 if step is Step.DEVELOP:
                     slots -= 1
                     if slots < 0:
                         lines.append(f"would leave {task.id} open: every agent slot is taken")
                         continue
+                if step is Step.BLOCKED:
+                    lines.append(
+                        f"would leave {task.id} open: it depends on {', '.join(blocked[task.id])}, "
+                        "cancelled; it waits for a person"
+                    )
+                    continue
                 lines.append(self.planned(task, step))
         return lines
 
@@ -414,9 +410,18 @@ class Pipeline:
                 error=f"stopped: a person set the task to {status.value}",
             )  # fmt: skip
             self.note(rec.task_id, f"agent run {rec.agent_run_id} stopped: a person set the task to {status.value}")
-        if status is TaskStatus.DONE:
+        if status in (TaskStatus.DONE, TaskStatus.CANCELLED):
             self.workspaces.release(rec.task_id)
         return True
+
+    def release_cancelled(self, task_id: str) -> None:
+        """Remove the workspace of a cancelled (or deleted) task once no attempt of it runs: its
+        work is dropped, and a retry starts again from base."""
+        if self.store.exists(task_id) and self.store.get(task_id).status is not TaskStatus.CANCELLED:
+            return
+        if any(r.task_id == task_id for r in self.runs.running()):
+            return
+        self.workspaces.release(task_id)
 
     def fold(self, task_id: str, result: DevResult) -> DevResult:
         """Fold the commits of an agent that commits each edit into one; a git failure fails the run."""
@@ -436,7 +441,7 @@ class Pipeline:
         running = self.runs.running(Phase.DEV)
         slots = self.config.concurrency - len(running)
         # No agent starts on a base something else moved: its work would be judged against it.
-        if slots <= 0 or self.paused("dev") or self.base_suspect():
+        if slots <= 0 or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
             return False
         acted = False
         starting: list[Task] = []
@@ -478,13 +483,23 @@ class Pipeline:
         machine, not of the task: the attempt is cancelled, the task stays open, uncharged, and
         no agent starts until the fault clears (retried with a growing delay)."""
         with self.db.write():
-            if self.store.get(task.id).status is not TaskStatus.OPEN:
-                return  # a person moved it since the cycle read it
-            self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
-            row = self.runs.start(task.id, Phase.DEV, task.patchset)
-            run_id = f"{task.id}-{row}"
-            log_path = self.layout.task_log(task.id, run_id)
-            self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
+            # Not when a person moved, cancelled, deleted or gave it a new dependency since the
+            # cycle read it.
+            claimed = self.store.exists(task.id) and self.store.get(task.id).status is TaskStatus.OPEN
+            if claimed:
+                # Read again, whole: the prompt gets the task as it is now (a person's edit since
+                # the cycle read it, and a person's comments, which the cycle does not read).
+                task = self.store.get(task.id)
+                claimed = self.store.dependencies_done(task)
+            if claimed:
+                self.store.set_status(task.id, TaskStatus.IN_PROGRESS)
+                row = self.runs.start(task.id, Phase.DEV, task.patchset)
+                run_id = f"{task.id}-{row}"
+                log_path = self.layout.task_log(task.id, run_id)
+                self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
+        if not claimed:
+            self.release_cancelled(task.id)  # the workspace just prepared for it, if it is no more
+            return
         killpoints.reached("claimed")
         try:
             if not isinstance(workspace, Path):
@@ -544,7 +559,10 @@ class Pipeline:
         outside the runner): a batch run (`--until-idle`) stops here rather than wait for hours."""
         if self.verifier.verifying or self.integrator.integrating is not None or self.runs.running(Phase.DEV):
             return False
-        return any(f.area == "base" or f.count >= FAULT_PATIENCE for f in self.faults.faults.values())
+        # The daily cost cap lifts at midnight only: a batch run does not wait for it.
+        return any(
+            f.area in ("base", budget.AREA) or f.count >= FAULT_PATIENCE for f in self.faults.faults.values()
+        )
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -567,17 +585,26 @@ class Pipeline:
                 return
 
     def close(self) -> None:
-        """Stop the verify workers (results not yet applied are redone on the next start)."""
+        """Stop the verify workers (results not yet applied are redone on the next start), tell
+        of the last moves, and let the notifications still queued run."""
         self.verifier.close()
         self.integrator.close()
         self.wake.close()
-        self.db.close()
+        try:
+            self.announcer.flush()
+        finally:
+            self.db.close()
+            self.notifier.close()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`systemctl stop`, `kill`): stop as for Ctrl-C; for the daemon a clean end."""
 
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     def handler(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -616,10 +643,44 @@ def preflight(config: PipelineConfig) -> None:
 
 
 def run_loop(
-    config: PipelineConfig, *, once: bool, dry_run: bool, until_idle: bool = False, use_cache: bool = True
+    config: PipelineConfig,
+    *,
+    once: bool,
+    dry_run: bool,
+    until_idle: bool = False,
+    use_cache: bool = True,
+    quiet: bool = False,
+    invocation: Invocation | None = None,
 ) -> int:
     """`run`: cycles until interrupted, one cycle with ``once``, or until nothing is left to do
-    with ``until_idle``. Returns the exit code."""
+    with ``until_idle``. Returns the exit code. ``quiet`` prints the events a person must act on
+    (and nothing else) on stdout; ``invocation`` gets what this run did, for its summary.
+
+    SIGTERM ends the daemon like Ctrl-C (agents keep running, checks in flight are redone by the
+    next start) but as a success, as a service manager's stop is; a batch run it interrupts."""
+    invocation = invocation if invocation is not None else Invocation()
+    try:
+        return _run_loop(config, once, dry_run, until_idle, use_cache, quiet, invocation)
+    except Terminated:
+        if once or until_idle:
+            raise
+        logger.info("stopped by SIGTERM")
+        return 0
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def _run_loop(
+    config: PipelineConfig,
+    once: bool,
+    dry_run: bool,
+    until_idle: bool,
+    use_cache: bool,
+    quiet: bool,
+    invocation: Invocation,
+) -> int:
     preflight(config)
     layout = Layout(config.root)
     if dry_run:
@@ -637,10 +698,15 @@ def run_loop(
     add_file_sink(config.root)
     lock = RunnerLock(layout.lock_file)
     if not lock.acquire():
-        print(f"Another pipeline-runner (pid {lock.holder()}) is active on {config.root}; exiting.")
+        # A log line, not output: from cron every overlap would be mailed (and nothing happened).
+        logger.info("Another pipeline-runner (pid {}) is active on {}; exiting.", lock.holder(), config.root)
         return 0
+    invocation.acted = True
     with lock, _sigterm_as_interrupt():
-        pipeline = Pipeline(config, open_db(config.state_db), dry_run=False, use_cache=use_cache)
+        notifier = Notifier(
+            config.notify, base=config.base, root=config.root, cwd=config.repo_path, echo=_echo if quiet else None
+        )
+        pipeline = Pipeline(config, open_db(config.state_db), dry_run=False, use_cache=use_cache, notifier=notifier)
         try:
             logger.info(
                 "pipeline starting: repo={} base={} root={} concurrency={} at {}",
@@ -650,6 +716,7 @@ def run_loop(
                 # A daemon is woken by `task add` at once instead of at its next interval.
                 pipeline.wake.listen(layout.nudge_file)
             pipeline.reconcile()
+            pipeline.announcer.flush()
             while True:
                 acted = pipeline.cycle()
                 if once:
@@ -666,4 +733,5 @@ def run_loop(
                     pipeline.sleep()
         finally:
             pipeline.close()
+            invocation.needs_help = list(pipeline.announcer.needs_help)
     return 0

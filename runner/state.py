@@ -138,6 +138,38 @@ MIGRATIONS: list[str] = [
         passed_at TEXT NOT NULL
     );
     """,
+    # 4 (task steering): task status 'cancelled', a person's decision that nothing of the task
+    # lands. SQLite cannot alter a CHECK, so tasks is rebuilt, keeping each row's rowid (the
+    # creation order's tie-break). _migrate turns foreign keys off meanwhile: with them on,
+    # dropping the old table would delete every comment and dependency by cascade.
+    """
+    CREATE TABLE tasks_v4 (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'work' CHECK (type IN ('work', 'epic')),
+        parent TEXT,
+        namespace TEXT,
+        status TEXT NOT NULL DEFAULT 'open'
+            CHECK (status IN ('open', 'in_progress', 'verified', 'done', 'needs_help', 'cancelled')),
+        patchset INTEGER NOT NULL DEFAULT 0,
+        priority INTEGER NOT NULL DEFAULT 2 CHECK (priority BETWEEN 0 AND 4),
+        complexity INTEGER,
+        description TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        resumed_at TEXT
+    );
+    INSERT INTO tasks_v4 (rowid, id, title, type, parent, namespace, status, patchset, priority,
+        complexity, description, tags, created_at, updated_at, resumed_at)
+    SELECT rowid, id, title, type, parent, namespace, status, patchset, priority,
+        complexity, description, tags, created_at, updated_at, resumed_at
+    FROM tasks;
+    DROP TABLE tasks;
+    ALTER TABLE tasks_v4 RENAME TO tasks;
+    CREATE INDEX idx_tasks_status ON tasks(status);
+    CREATE INDEX idx_tasks_parent ON tasks(parent);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -264,14 +296,20 @@ def _migrate(db: Database) -> None:
         )
     if version == SCHEMA_VERSION:
         return
-    with db.write() as conn:
-        # Re-read under the write lock: another process may have migrated meanwhile.
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        for index in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[index].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    # Off for the migration (it can only change outside a transaction): a table rebuilt the way
+    # SQLite documents (create, copy, drop, rename) must not cascade the drop to its children.
+    db.conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with db.write() as conn:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            for index in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[index].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    finally:
+        db.conn.execute("PRAGMA foreign_keys = ON")
 
 
 class Phase(enum.StrEnum):
@@ -442,6 +480,23 @@ class Runs:
                 "SELECT COALESCE(SUM(cost_cents), 0) FROM pipeline_runs WHERE task_id = ?", (task_id,)
             )
         )
+
+    def cost_since(self, since: str) -> float:
+        """Cents spent by the attempts of every task that finished at or after ``since`` (ISO, UTC)."""
+        return float(
+            self.db.scalar(
+                "SELECT COALESCE(SUM(cost_cents), 0) FROM pipeline_runs WHERE finished_at >= ? "
+                "AND parent_id IS NULL",
+                (since,),
+            )
+        )
+
+    def finished_since(self, since: str) -> list[RunRecord]:
+        """The attempts (of every task) that finished at or after ``since`` (ISO, UTC), oldest first."""
+        rows = self.db.query(
+            "SELECT * FROM pipeline_runs WHERE finished_at >= ? AND parent_id IS NULL ORDER BY id", (since,)
+        )
+        return [RunRecord.from_row(r) for r in rows]
 
     def latest(self, task_id: str) -> RunRecord | None:
         """The most recent attempt of a task that was not cancelled."""

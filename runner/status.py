@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runner.config import PipelineConfig
 from runner.faults import read_faults
-from runner.phaseview import PhaseView, phase_lines, phase_views
+from runner.holdups import Queued, why
+from runner.lifecycle import Gate, GateResult, Limits, gate
+from runner.phaseview import PhaseShown, PhaseView, phase_views
 from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
-from runner.tasks import Author, BuiltinTaskStore, TaskStatus, TaskType
+from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType
 
-# Version of the `status --json` document; bump when a key changes meaning or disappears.
+# Version of the `status --json` document; bump when a key changes meaning or disappears. Keys
+# added since keep the version (a reader ignores keys it does not know).
 # 2: each active run lists its phases so far.
 STATUS_SCHEMA_VERSION = 2
+# How much of a log's end is read for its last line: a line longer than this is shown cut.
+TAIL_BYTES = 4096
+LAST_LINE_CHARS = 200
 
 
 def held_integration(runs: Runs, task_id: str) -> RunRecord | None:
@@ -36,7 +44,7 @@ class Waiting:
 
     task_id: str
     title: str
-    why: str  # "needs help" or "integration held"
+    why: str  # "needs help", "integration held" or "blocked"
     reason: str
 
 
@@ -61,13 +69,31 @@ def waiting_for_a_person(
             held = held_integration(runs, task.id)
             if held is not None and task.type is TaskType.WORK and task_id in (None, task.id):
                 waiting.append(Waiting(task.id, task.title, "integration held", held.error_summary or ""))
+        # A cancelled task waits for nobody (a person decided); one that depends on it cannot
+        # start until a person retries the dependency or drops it.
+        blocked = store.blocked()
+        for task in store.list_tasks(TaskStatus.OPEN, parent, with_comments=False):
+            if task.id in blocked and task.type is TaskType.WORK and task_id in (None, task.id):
+                waiting.append(Waiting(task.id, task.title, "blocked", blocked_reason(blocked[task.id])))
         return waiting
     finally:
         db.close()
 
 
-def build_status(root: Path, base: str) -> dict[str, Any]:
-    """The status document. A root without state yet gives zero counts and ``initialized: false``."""
+def blocked_reason(dependencies: list[str]) -> str:
+    """Why an open task cannot start: its dependencies that were cancelled (or deleted)."""
+    return (
+        f"it depends on {', '.join(dependencies)}, cancelled: `task retry` them, or drop them with "
+        "`task edit ID --depends-on ...`"
+    )
+
+
+def build_status(root: Path, base: str, limits: Limits | None = None, now: float | None = None) -> dict[str, Any]:
+    """The status document. A root without state yet gives zero counts and ``initialized: false``.
+
+    ``limits`` (the config's) tell a backoff or a reached limit apart; without them every open
+    task counts as free to start once its dependencies are done."""
+    now = time.time() if now is None else now
     db_path = root / "state.db"
     doc: dict[str, Any] = {
         "schema_version": STATUS_SCHEMA_VERSION,
@@ -83,6 +109,9 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
         "held_integrations": [],
         "faults": [],
         "skipped_verifications": [],
+        "queue": [],
+        "log_file": str(root / "logs" / "pipeline.jsonl"),
+        "blocked_tasks": [],
         "state_schema_version": None,
     }
     # Work paused by a fault that is no task's (a stale lock, a lagging checkout of base).
@@ -112,6 +141,11 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
                 "started_at": r.started_at,
                 "log_path": r.log_path,
                 "phases": [p.to_json() for p in phases[r.id]],
+                "elapsed": round(max(0.0, now - parse_iso(r.started_at).timestamp()), 1),
+                "cost_cents": r.cost_cents,
+                "task_cost_cents": runs.total_cost(r.task_id),
+                "logs": [str(path) for path in attempt_logs(r, phases[r.id])],
+                "last_line": last_line(attempt_logs(r, phases[r.id], running_only=True)),
             }
             for r in active
         ]
@@ -142,10 +176,125 @@ def build_status(root: Path, base: str) -> dict[str, Any]:
                         {"id": task.id, "title": task.title, "status": task.status.value,
                          "reason": last.error_summary, "at": last.finished_at}
                     )  # fmt: skip
+        doc["queue"] = queue(store, runs, {r.task_id for r in active}, doc["faults"], limits, now)
+        blocked = store.blocked()
+        for task in store.list_tasks(TaskStatus.OPEN, with_comments=False):
+            if task.id in blocked:
+                doc["blocked_tasks"].append(
+                    {"id": task.id, "title": task.title, "blocked_by": blocked[task.id],
+                     "reason": blocked_reason(blocked[task.id])}
+                )  # fmt: skip
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:
         db.close()
     return doc
+
+
+def phase_log(attempt_log: Path, name: str) -> Path:
+    """Where a phase of the attempt logged at ``attempt_log`` writes its output: the directory
+    named after the attempt's log (runner.verifier, runner.integrator), then the phase's name."""
+    return attempt_log.with_suffix("") / f"{name}.log"
+
+
+def attempt_logs(run: RunRecord, phases: list[PhaseView], *, running_only: bool = False) -> list[Path]:
+    """The logs of an attempt: its own (the agent's, for dev), then each phase's in the order they
+    started; a running phase's too, before its row names it. ``running_only``: the attempt's own
+    log and the running phases' (where its latest output is)."""
+    if run.log_path is None:
+        return []
+    own = Path(run.log_path)
+    paths = [own]
+    for phase in phases:
+        if phase.state is PhaseShown.RUNNING:
+            paths.append(phase_log(own, phase.name))
+        elif phase.log_path is not None and not running_only:
+            paths.append(Path(phase.log_path))
+    return paths
+
+
+def last_line(paths: list[Path]) -> str:
+    """The last non-empty line written to the last of ``paths`` that has one, without control
+    characters (an agent's colours), cut to LAST_LINE_CHARS; "" when none has output yet."""
+    for path in reversed(paths):
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, f.seek(0, 2) - TAIL_BYTES))
+                tail = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in reversed(tail.splitlines()):
+            clean = "".join(c for c in _strip_escapes(line) if c.isprintable()).strip()
+            if clean:
+                return clean[:LAST_LINE_CHARS]
+    return ""
+
+
+# A terminal escape sequence: CSI (colours, cursor moves), OSC (titles, links), or a short one.
+ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
+
+
+def _strip_escapes(text: str) -> str:
+    """``text`` without terminal escape sequences."""
+    return ESCAPES.sub("", text)
+
+
+# The statuses of tasks that can wait in the queue, in the order the loop takes them.
+QUEUED_STATUSES = (TaskStatus.VERIFIED, TaskStatus.IN_PROGRESS, TaskStatus.OPEN)
+
+
+def queue(
+    store: BuiltinTaskStore, runs: Runs, active: set[str], faults: list[dict[str, Any]], limits: Limits | None,
+    now: float,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Every work task that is queued with no run in progress, most urgent first within each
+    status, with why it is not moving (runner.holdups)."""
+    every = store.list_tasks(with_comments=False)
+    statuses = {t.id: t.status for t in every}
+    dependencies = {t.id: t.dependencies for t in every}
+    retry_at = {f["area"]: parse_iso(f["retry_at"]).timestamp() for f in faults}
+    entries = []
+    for status in QUEUED_STATUSES:
+        waiting = [t for t in every if t.status is status and t.type is TaskType.WORK and t.id not in active]
+        for task in sorted(waiting, key=lambda t: (t.priority, t.created_at, t.id)):
+            item = Queued(
+                task.id, task.status, task.dependencies, _gate(runs, task, limits, now),
+                held=status is TaskStatus.VERIFIED and held_integration(runs, task.id) is not None,
+                agent_committed=status is TaskStatus.IN_PROGRESS and _committed(runs, task.id),
+            )  # fmt: skip
+            reason = why(item, statuses, dependencies, retry_at, now)
+            entries.append(
+                {"id": task.id, "title": task.title, "status": task.status.value, "priority": task.priority_name,
+                 "why": reason.holdup.value, "detail": reason.detail, "waiting_on": list(reason.waiting_on),
+                 "until": _iso(reason.until) if reason.until is not None else None, "fault": reason.fault}
+            )  # fmt: skip
+    return entries
+
+
+def _gate(runs: Runs, task: Task, limits: Limits | None, now: float) -> GateResult:
+    """The loop's gate for an open task; GO without the config's limits."""
+    if limits is None or task.status is not TaskStatus.OPEN:
+        return GateResult(Gate.GO)
+    return task_gate(runs, task, limits, now)
+
+
+def task_gate(runs: Runs, task: Task, limits: Limits, now: float, *, include_backoff: bool = True) -> GateResult:
+    """``lifecycle.gate`` for ``task``, with its failures since a person last resumed it and its
+    cost read from ``runs``: the one reading the loop and `status` share."""
+    failures, last_failure = runs.failures_since(task.id, task.resumed_at)
+    spent = runs.total_cost(task.id) if limits.max_task_cost else 0.0
+    last = parse_iso(last_failure).timestamp() if last_failure else None
+    return gate(limits, failures=failures, last_failure=last, spent=spent, now=now, include_backoff=include_backoff)
+
+
+def limits_of(config: PipelineConfig) -> Limits:
+    """What the gate weighs tasks against, from the config."""
+    return Limits(config.limits.max_retries, config.limits.max_task_cost, config.interval)
+
+
+def _committed(runs: Runs, task_id: str) -> bool:
+    """Whether the task's latest attempt is a dev run that committed (verification comes next)."""
+    latest = runs.latest(task_id)
+    return latest is not None and (latest.phase, latest.status) == (Phase.DEV, RunStatus.SUCCESS)
 
 
 def _iso(stamp: float) -> str:
@@ -153,50 +302,7 @@ def _iso(stamp: float) -> str:
 
 
 def render_status(doc: dict[str, Any]) -> str:
-    """The human-readable form of the status document."""
-    if not doc["initialized"]:
-        return (
-            f"No pipeline state at {doc['root']} yet: nothing has been queued or run.\n"
-            "Add a task with `pipeline-runner task add TITLE` or import some with "
-            "`pipeline-runner task import FILE`, then `pipeline-runner run`."
-        )
-    lines = [f"Pipeline status (root={doc['root']}, base={doc['base']})", "", "Tasks:"]
-    labels = {"open": "Open", "in_progress": "In progress", "verified": "Verified",
-              "done": "Done", "needs_help": "Needs help"}  # fmt: skip
-    lines += [f"  {label + ':':<13}{doc[key]}" for key, label in labels.items()]
-    lines += ["", f"Active dev runs: {doc['active_dev_runs']}"]
-    if doc["active_runs"]:
-        lines.append("Active runs:")
-    now = time.time()
-    for run in doc["active_runs"]:
-        elapsed = max(0.0, now - parse_iso(run["started_at"]).timestamp())
-        lines.append(
-            f"  {run['task_id']}  {run['phase']}  patchset {run['patchset']}  "
-            f"for {elapsed:.0f}s (since {run['started_at'][:19]})"
-        )
-        lines += phase_lines([PhaseView.from_json(p) for p in run["phases"]], now=now)
-    lines.append(f"Cost so far: {doc['cost_cents']:.2f} cents")
-    if doc["needs_help_tasks"]:
-        lines += ["", "Needs help:"]
-        for task in doc["needs_help_tasks"]:
-            lines.append(f"  {task['id']}  {task['title']}")
-            if task["reason"]:
-                lines.append(f"      last reason: {task['reason'].splitlines()[0][:300]}")
-        lines.append("Resume one with `pipeline-runner task set-status ID open`.")
-    if doc["faults"]:
-        lines += ["", "Paused by faults that are no task's (nothing is charged; retried by itself):"]
-        for fault in doc["faults"]:
-            lines.append(f"  {fault['area']}: since {fault['since']}, next try {fault['retry_at']}")
-            lines.append(f"      {fault['message']}")
-    if doc["held_integrations"]:
-        lines += ["", "Verified, integration held back:"]
-        for task in doc["held_integrations"]:
-            lines.append(f"  {task['id']}  {task['title']}")
-            lines.append(f"      {task['reason'].splitlines()[0][:300]}")
-    if doc["skipped_verifications"]:
-        lines += ["", "Verification skipped (no full check ran):"]
-        for task in doc["skipped_verifications"]:
-            lines.append(f"  {task['id']}  {task['status']}  {task['title']}")
-            if task["reason"]:
-                lines.append(f"      {task['reason'].splitlines()[0][:300]}")
-    return "\n".join(lines)
+    """The plain-text form of the status document (runner.statusview)."""
+    from runner.statusview import render_plain
+
+    return render_plain(doc)

@@ -6,7 +6,7 @@ import abc
 import enum
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from runner.errors import TaskError
+from runner.graph import find_cycle
 from runner.ids import check_task_id, id_problem, namespace_problem
 from runner.redact import redact
 from runner.state import Database, now_iso
@@ -27,6 +28,7 @@ class TaskStatus(enum.StrEnum):
     VERIFIED = "verified"
     DONE = "done"
     NEEDS_HELP = "needs_help"
+    CANCELLED = "cancelled"  # a person stopped it: nothing of it lands (`task retry` reopens it)
 
 
 class TaskType(enum.StrEnum):
@@ -143,10 +145,104 @@ class NewTask:
                 raise TaskError(f"Invalid task id {ref!r} referenced by task: {problem}.")
         if self.id is not None and self.id in self.dependencies:
             raise TaskError(f"Task {self.id} cannot depend on itself.")
+        if self.id is not None and self.parent == self.id:
+            raise TaskError(f"Task {self.id} cannot be its own parent.")
         if self.namespace is not None:
-            problem = namespace_problem(self.namespace)
+            _check_namespace(self.namespace)
+
+
+def _check_namespace(namespace: str) -> None:
+    problem = namespace_problem(namespace)
+    if problem is not None:
+        raise TaskError(f"Invalid namespace {namespace!r}: {problem}.")
+
+
+@dataclass(frozen=True)
+class TaskChanges:
+    """Fields of an existing task to change; None leaves a field as it is. An empty namespace or
+    parent clears it; ``dependencies`` replaces the whole list."""
+
+    title: str | None = None
+    description: str | None = None
+    priority: int | None = None
+    dependencies: tuple[str, ...] | None = None
+    namespace: str | None = None
+    parent: str | None = None
+    tags: tuple[str, ...] | None = None
+    complexity: int | None = None
+
+    def check(self, task_id: str) -> None:
+        """Refuse bad values as ``NewTask.check`` does, before anything is opened or written."""
+        if self.title is not None and not self.title.strip():
+            raise TaskError("A task needs a non-empty title.")
+        for ref in (*(self.dependencies or ()), *([self.parent] if self.parent else [])):
+            problem = id_problem(ref)
             if problem is not None:
-                raise TaskError(f"Invalid namespace {self.namespace!r}: {problem}.")
+                raise TaskError(f"Invalid task id {ref!r} referenced by task {task_id}: {problem}.")
+        if self.dependencies is not None and task_id in self.dependencies:
+            raise TaskError(f"Task {task_id} cannot depend on itself.")
+        if self.parent == task_id:
+            raise TaskError(f"Task {task_id} cannot be its own parent.")
+        if self.namespace:
+            _check_namespace(self.namespace)
+
+    def differing(self, task: Task) -> TaskChanges:
+        """Only the changes that differ from ``task`` as stored (text masked as it would be)."""
+        stored: dict[str, Any] = {
+            "title": task.title, "description": task.description, "priority": task.priority,
+            "dependencies": task.dependencies, "namespace": task.namespace or "",
+            "parent": task.parent or "", "tags": task.tags, "complexity": task.complexity,
+        }  # fmt: skip
+        wanted = self.columns()
+        kept = {k: getattr(self, k) for k, v in wanted.items() if v != stored[k]}
+        return TaskChanges(**kept)
+
+    def columns(self) -> dict[str, Any]:
+        """The given fields as they would be stored (text masked, an empty namespace as none)."""
+        out: dict[str, Any] = {}
+        for name in ("title", "description", "priority", "namespace", "parent", "complexity"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = redact(value) if name in ("title", "description") else value
+        if self.dependencies is not None:
+            out["dependencies"] = tuple(dict.fromkeys(self.dependencies))
+        if self.tags is not None:
+            out["tags"] = tuple(redact(t) for t in self.tags)
+        return out
+
+
+def graph_problem(dependencies: Mapping[str, Sequence[str]], parents: Mapping[str, str | None]) -> str | None:
+    """Why a store whose tasks have these dependencies and parents cannot be (pure): a task that is
+    its own dependency or parent, or a cycle, named as ``a -> b -> a``. None when there is none."""
+    for task_id, deps in dependencies.items():
+        if task_id in deps:
+            return f"task {task_id} depends on itself ({task_id} -> {task_id})"
+    for task_id, parent in parents.items():
+        if parent == task_id:
+            return f"task {task_id} is its own parent ({task_id} -> {task_id})"
+    cycle = find_cycle(dependencies)
+    if cycle:
+        return f"dependency cycle {' -> '.join(cycle)}: none of them could ever start"
+    cycle = find_cycle({t: [p] if p else [] for t, p in parents.items()})
+    if cycle:
+        return f"parent cycle {' -> '.join(cycle)}"
+    return None
+
+
+@dataclass
+class ImportResult:
+    """What an import did: ids added, updated, found unchanged, and those not updated (id, why)."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    not_updated: list[tuple[str, str]] = field(default_factory=list)
+
+
+# An import updates a task only while no attempt of it is under way and it has not ended: a task
+# being developed or checked is changed with `task edit` (for its next attempt), a done or
+# cancelled one not at all by a file.
+IMPORT_UPDATABLE = frozenset({TaskStatus.OPEN, TaskStatus.NEEDS_HELP})
 
 
 class TaskSource(abc.ABC):
@@ -196,6 +292,9 @@ class BuiltinTaskStore(TaskSource):
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called with (task id, old status, new status) after each move this store makes, so that
+        # whatever is told about moves (notifications) needs no call from the code that moves.
+        self.listeners: list[Callable[[str, TaskStatus, TaskStatus], None]] = []
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -239,6 +338,10 @@ class BuiltinTaskStore(TaskSource):
             " ORDER BY t.created_at, t.rowid"
         )
         return self._hydrate(rows, with_comments=False)
+
+    def dependencies_done(self, task: Task) -> bool:
+        """Whether every dependency of ``task`` exists and is done."""
+        return all(self.exists(d) and self.get(d).status is TaskStatus.DONE for d in task.dependencies)
 
     def counts(self, type_: TaskType | None = TaskType.WORK) -> dict[str, int]:
         """Number of tasks per status."""
@@ -294,11 +397,100 @@ class BuiltinTaskStore(TaskSource):
     # -- writes --------------------------------------------------------------------------------
 
     def add(self, new: NewTask) -> Task:
-        """Create a task; refuses bad ids, unknown dependencies and duplicate ids."""
+        """Create a task; refuses bad ids, unknown dependencies, duplicate ids and cycles."""
         new.check()
         with self.db.write() as conn:
             task_id = self._insert(conn, new, known=set())
+            self._check_graph(conn)
         return self.get(task_id)
+
+    def _check_graph(self, conn: sqlite3.Connection) -> None:
+        """Refuse (rolling the caller's transaction back) a store whose dependencies or parents
+        now hold a cycle. Read whole: only a person's add, edit or import pays for it."""
+        deps: dict[str, list[str]] = {}
+        parents: dict[str, str | None] = {}
+        for row in conn.execute("SELECT id, parent FROM tasks ORDER BY created_at, rowid"):
+            deps[row[0]] = []
+            parents[row[0]] = row[1]
+        for row in conn.execute("SELECT task_id, depends_on FROM task_dependencies ORDER BY rowid"):
+            deps.setdefault(row[0], []).append(row[1])
+        problem = graph_problem(deps, parents)
+        if problem is not None:
+            raise TaskError(f"Refused: {problem}. Nothing was changed.")
+
+    def blocked(self) -> dict[str, list[str]]:
+        """Open tasks that can never start as things are: each with its dependencies that were
+        cancelled (or deleted). A person decides (`task retry` the dependency, or `task edit
+        --depends-on` without it)."""
+        found: dict[str, list[str]] = {}
+        for row in self.db.query(
+            "SELECT d.task_id, d.depends_on FROM task_dependencies AS d JOIN tasks AS t ON t.id = d.task_id "
+            "LEFT JOIN tasks AS u ON u.id = d.depends_on "
+            "WHERE t.status = 'open' AND (u.status IS NULL OR u.status = 'cancelled') ORDER BY d.rowid"
+        ):
+            found.setdefault(row[0], []).append(row[1])
+        return found
+
+    def dependants(self, task_id: str) -> list[str]:
+        """Tasks that depend on ``task_id`` or have it as their parent."""
+        rows = self.db.query(
+            "SELECT task_id FROM task_dependencies WHERE depends_on = ? UNION "
+            "SELECT id FROM tasks WHERE parent = ? ORDER BY 1",
+            (task_id, task_id),
+        )
+        return [str(r[0]) for r in rows]
+
+    def update(self, task_id: str, changes: TaskChanges) -> tuple[Task, list[str]]:
+        """Change the given fields of a task in one transaction; the task and the names of the
+        fields that changed. Refuses what ``add`` refuses: unknown dependencies or parent, cycles."""
+        changes.check(task_id)
+        with self.db.write() as conn:
+            names = self._update(conn, self.get(task_id), changes)
+            if names:
+                self._check_graph(conn)
+        return self.get(task_id), names
+
+    def _update(self, conn: sqlite3.Connection, task: Task, changes: TaskChanges) -> list[str]:
+        wanted = changes.differing(task).columns()
+        for ref in wanted.get("dependencies", ()):
+            if not self.exists(ref):
+                raise TaskError(f"Task {task.id} would depend on {ref!r}, which does not exist.")
+        if wanted.get("parent") and not self.exists(wanted["parent"]):
+            raise TaskError(f"Parent {wanted['parent']!r} of task {task.id} does not exist.")
+        if not wanted:
+            return []
+        sets = {k: v for k, v in wanted.items() if k not in ("dependencies", "tags")}
+        for name in ("namespace", "parent"):
+            if sets.get(name) == "":
+                sets[name] = None  # an empty value clears it
+        if "tags" in wanted:
+            sets["tags"] = json.dumps(list(wanted["tags"]))
+        sets["updated_at"] = now_iso()
+        conn.execute(
+            f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", (*sets.values(), task.id)
+        )
+        if "dependencies" in wanted:
+            conn.execute("DELETE FROM task_dependencies WHERE task_id = ?", (task.id,))
+            conn.executemany(
+                "INSERT INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
+                [(task.id, d) for d in wanted["dependencies"]],
+            )
+        return list(wanted)
+
+    def delete(self, task_id: str) -> int:
+        """Remove a task with its comments, dependencies and every attempt recorded for it (a new
+        task given the same id later starts with none); the number of attempts removed. The
+        caller decides whether it may go (runner.steering)."""
+        with self.db.write() as conn:
+            self.get(task_id)
+            attempts = int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM pipeline_runs WHERE task_id = ? AND parent_id IS NULL", (task_id,)
+                ).fetchone()[0]
+            )
+            conn.execute("DELETE FROM pipeline_runs WHERE task_id = ?", (task_id,))
+            conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))  # comments, dependencies cascade
+        return attempts
 
     def _insert(self, conn: sqlite3.Connection, new: NewTask, known: set[str]) -> str:
         for ref in new.dependencies:
@@ -364,7 +556,7 @@ class BuiltinTaskStore(TaskSource):
 
     def set_status(self, task_id: str, status: TaskStatus, *, by_person: bool = False) -> Task:
         """Move a task. A person reopening it restarts the retry count from now."""
-        self.get(task_id)
+        before = self.get(task_id).status
         stamp = now_iso()
         with self.db.write() as conn:
             if by_person and status is TaskStatus.OPEN:
@@ -377,6 +569,8 @@ class BuiltinTaskStore(TaskSource):
                     "UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?",
                     (str(status), stamp, task_id),
                 )
+        for listener in self.listeners:
+            listener(task_id, before, status)
         return self.get(task_id)
 
     def bump_patchset(self, task_id: str) -> Task:
@@ -388,20 +582,43 @@ class BuiltinTaskStore(TaskSource):
             )
         return self.get(task_id)
 
-    def import_tasks(self, news: Sequence[NewTask]) -> tuple[int, int]:
-        """Add checked tasks (see ``tasks_from_records``) in one transaction; ids already present
-        are skipped. Returns (added, skipped)."""
-        in_file = {n.id for n in news if n.id}
-        added = skipped = 0
+    def import_tasks(self, news: Sequence[NewTask]) -> ImportResult:
+        """Add checked tasks (see ``tasks_from_records``) in one transaction. A task already present
+        is updated where its title, description, priority, dependencies, namespace, parent, tags or
+        complexity differ, while its status allows (``IMPORT_UPDATABLE``); otherwise it is listed
+        as not updated, with why. A cycle, through the file or the store, refuses the whole file."""
+        result = ImportResult()
         with self.db.write() as conn:
-            known = {i for i in in_file if i}
+            known = {n.id for n in news if n.id}
+            present = [n for n in news if n.id is not None and self.exists(n.id)]
+            present_ids = {n.id for n in present}
+            # New ones first: an update may name a task the same file adds.
             for new in news:
-                if new.id is not None and self.exists(new.id):
-                    skipped += 1
-                    continue
-                self._insert(conn, new, known)
-                added += 1
-        return added, skipped
+                if new.id not in present_ids:
+                    result.added.append(self._insert(conn, new, known))
+            for new in present:
+                assert new.id is not None
+                task = self.get(new.id)
+                changes = _changes_of(new).differing(task)
+                if not changes.columns():
+                    result.unchanged.append(task.id)
+                elif task.status not in IMPORT_UPDATABLE:
+                    fields = ", ".join(changes.columns())
+                    result.not_updated.append((task.id, f"{task.status.value}; differs in {fields}"))
+                else:
+                    self._update(conn, task, changes)
+                    result.updated.append(task.id)
+            self._check_graph(conn)
+        return result
+
+
+def _changes_of(new: NewTask) -> TaskChanges:
+    """Every field of an imported record an import may change, as changes to an existing task."""
+    return TaskChanges(
+        title=new.title, description=new.description, priority=new.priority,
+        dependencies=tuple(new.dependencies), namespace=new.namespace or "", parent=new.parent or "",
+        tags=tuple(new.tags), complexity=new.complexity,
+    )  # fmt: skip
 
 
 _RECORD_KEYS = {
@@ -411,10 +628,18 @@ _RECORD_KEYS = {
 
 
 def tasks_from_records(records: Iterable[Mapping[str, Any]], source: str) -> list[NewTask]:
-    """Parse and check every record of a task file, before anything is opened or written."""
-    return [
-        _record_to_new(record, f"{source}: task {index}") for index, record in enumerate(records, start=1)
-    ]
+    """Parse and check every record of a task file, before anything is opened or written. An id
+    given twice is an error naming it (a later record would otherwise silently win or vanish)."""
+    news = [_record_to_new(record, f"{source}: task {index}") for index, record in enumerate(records, start=1)]
+    first: dict[str, int] = {}
+    for index, new in enumerate(news, start=1):
+        assert new.id is not None  # an imported task always has one
+        if new.id in first:
+            raise TaskError(
+                f"{source}: id {new.id!r} is given twice (tasks {first[new.id]} and {index}); nothing was imported."
+            )
+        first[new.id] = index
+    return news
 
 
 def _record_to_new(record: Mapping[str, Any], where: str) -> NewTask:

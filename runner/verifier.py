@@ -38,6 +38,8 @@ class Verifier:
         self.slots = threading.BoundedSemaphore(pipeline.config.check_slots)
         self.pool = ThreadPoolExecutor(max_workers=max(1, pipeline.config.concurrency), thread_name_prefix="verify")
         self.verifying: dict[str, tuple[int, Future[VerifyResult]]] = {}
+        # Set for a verification whose task a person moved (cancelled): its recipes are ended.
+        self.cancels: dict[str, threading.Event] = {}
 
     def close(self) -> None:
         """Stop the workers (results not yet applied are redone on the next start)."""
@@ -55,10 +57,11 @@ class Verifier:
 
     def check_stage(
         self, db: Database, stage: str, task: Task, parent: int, sha: str, workdir: Callable[[], Path],
-        log_path: Path,
+        log_path: Path, cancel: threading.Event | None = None,
     ) -> VerifyResult:  # fmt: skip
         """Run the graph's phases for ``stage`` on ``sha`` (in the calling worker thread, with its
-        own connection ``db``); each phase is a row under the attempt ``parent``."""
+        own connection ``db``); each phase is a row under the attempt ``parent``. Setting
+        ``cancel`` ends the recipes running and starts no more."""
         empty = empty_stage(stage, self.p.config.phases)
         if empty is not None:
             return empty
@@ -71,7 +74,7 @@ class Verifier:
                 phases=self.p.config.stage_phases(stage), stage=stage, tree=tree, workdir=workdir,
                 values=self.check_values(task, workspace), log_dir=log_path.with_suffix(""),
                 slots=self.slots, cache=CheckCache(db) if self.use_cache else None,
-                listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path),
+                listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path), cancel=cancel,
             )
         )  # fmt: skip
 
@@ -83,12 +86,16 @@ class Verifier:
         row = self.p.runs.start(task.id, Phase.VERIFY, task.patchset, log_path=str(log_path), after_sha=commit)
         workspace = self.p.layout.check(task.id, row)
         self.p.runs.update(row, workspace=str(workspace))
-        future = self.pool.submit(self.verify_worker, task, row, commit, log_path)
+        cancel = threading.Event()
+        future = self.pool.submit(self.verify_worker, task, row, commit, log_path, cancel)
         future.add_done_callback(lambda _: self.p.wake.set())
         self.verifying[task.id] = (row, future)
+        self.cancels[task.id] = cancel
         killpoints.reached("verify-started")
 
-    def verify_worker(self, task: Task, row: int, commit: str, log_path: Path) -> VerifyResult:
+    def verify_worker(
+        self, task: Task, row: int, commit: str, log_path: Path, cancel: threading.Event | None = None
+    ) -> VerifyResult:
         """In a verify worker: the commit's shape and secrets, then the graph's verify phases on a
         pristine checkout of it (with the worker's own connection for the phases' rows)."""
         db = open_db(self.p.config.state_db)
@@ -96,8 +103,9 @@ class Verifier:
 
             def check(sha: str) -> VerifyResult:
                 return self.check_stage(
-                    db, "verify", task, row, sha, lambda: self.check_out_for_verify(task.id, sha, row), log_path
-                )
+                    db, "verify", task, row, sha, lambda: self.check_out_for_verify(task.id, sha, row), log_path,
+                    cancel,
+                )  # fmt: skip
 
             return verify_task(self.p.git, task.id, self.p.config.base, commit, check, self.p.secrets)
         finally:
@@ -120,6 +128,7 @@ class Verifier:
             if not wait and not future.done():
                 continue
             del self.verifying[task_id]
+            self.cancels.pop(task_id, None)
             acted = True
             try:
                 result = future.result()
@@ -129,14 +138,27 @@ class Verifier:
                 status = self.p.store.get(task_id).status
                 if status is not TaskStatus.IN_PROGRESS:
                     self.p.runs.finish(row, RunStatus.CANCELLED, error=f"a person set the task to {status.value}")
-                    continue
-                self.apply_verification(task_id, row, result)
+                else:
+                    self.apply_verification(task_id, row, result)
+            if status is not TaskStatus.IN_PROGRESS:
+                self.p.release_cancelled(task_id)
+                continue
             if result.status is VerifyStatus.FAULT:
                 self.p.faults.record("verify", f"verification of {task_id}: {result.summary}")
             else:
                 self.p.faults.clear("verify")
             killpoints.reached("verified")
         return acted
+
+    def stop_cancelled(self) -> None:
+        """End the checks of verifications whose task a person moved meanwhile (cancelled, say):
+        their outcome would be discarded anyway (see collect_verifies)."""
+        for task_id, cancel in self.cancels.items():
+            if cancel.is_set():
+                continue
+            if not self.p.store.exists(task_id) or self.p.store.get(task_id).status is not TaskStatus.IN_PROGRESS:
+                logger.info("{}: a person moved the task; stopping its verification", task_id)
+                cancel.set()
 
     def apply_verification(self, task_id: str, row: int, result: VerifyResult) -> None:
         """Record a verification's outcome and move the task as it implies (in the caller's transaction)."""

@@ -85,7 +85,7 @@ def test_a_lock_on_base_left_by_the_runners_killed_swap_is_removed_but_a_persons
             (datetime.fromtimestamp(time.time() + 1, UTC).isoformat(),),
         )
     conn.close()
-    assert s.cli("run", "--once").returncode == 0
+    assert s.cli("run", "--once").returncode == 3  # integration paused by the person's lock
     assert lock.exists() and s.base_log() == ["initial"]
     # The runner's own: made after its integration started, when it was killed mid-swap.
     conn = sqlite3.connect(s.root / "state.db")

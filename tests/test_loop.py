@@ -232,8 +232,11 @@ def test_second_invocation_while_locked_exits_quietly(tmp_path: Path) -> None:
     with open(s.root / "runner.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         done = s.cli("run", "--once")
-    assert done.returncode == 0
-    assert "Another pipeline-runner" in done.stdout
+        quiet = s.cli("-q", "run", "--once")
+    assert done.returncode == 0 and quiet.returncode == 0
+    # Said on stderr, never on stdout (cron mails output); under -q not at all.
+    assert "Another pipeline-runner" in done.stderr and done.stdout == ""
+    assert quiet.stdout == "" and quiet.stderr == ""
     assert s.status()["open"] == 1
 
 

@@ -233,7 +233,7 @@ def _base_moved_while_its_checkout_was_locked(tmp_path: Path) -> tuple[Sample, P
     s.run_once_until(lambda d: d["verified"] == 1)
     lock = s.repo / ".git" / "index.lock"
     lock.write_text("")
-    assert s.cli("run", "--once").returncode == 0
+    assert s.cli("run", "--once").returncode == 3  # landed, and the checkout's lag is a fault
     return s, lock
 
 
@@ -250,7 +250,7 @@ def test_a_checkout_of_base_that_cannot_follow_is_brought_along_and_never_mislea
     # A second task is held meanwhile, uncharged, with no check re-run.
     s.add("second")
     s.run_once_until(lambda d: d["verified"] == 1)
-    assert s.cli("run", "--once").returncode == 0
+    assert s.cli("run", "--once").returncode == 3  # the lagging checkout holds integration
     assert s.trailers() == ["t-1"]
     assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='failure'") == [(0,)]
     # Once the lock is gone, the checkout catches up (no phantom changes) and the second lands.
@@ -268,7 +268,7 @@ def test_a_stale_lock_on_base_pauses_integration_without_rerunning_checks(tmp_pa
     lock = s.repo / ".git" / "refs" / "heads" / "live.lock"
     lock.write_text("")
     for _ in range(4):
-        assert s.cli("run", "--once").returncode == 0
+        assert s.cli("run", "--once").returncode == 3  # integration is paused
     assert s.base_log() == ["initial"]
     assert s.task("t-1")["status"] == "verified"
     # Not one integration ran its checks, and nothing was charged to the task.
@@ -298,7 +298,7 @@ def test_base_moved_by_an_agent_through_its_path_is_reported_and_blames_no_task(
     (fault,) = [f for f in s.status()["faults"] if f["area"] == "base"]
     assert "Task-Id t-2" in fault["message"] and "pipeline-runner resume" in fault["message"]
     for _ in range(3):  # nothing starts on that base meanwhile, and nobody is charged
-        assert s.cli("run", "--once").returncode == 0
+        assert s.cli("run", "--once").returncode == 3  # all work is paused
     assert s.task("t-3")["status"] == "open" and s.task("t-3")["runs"] == []
     # A person puts base back and resumes: the honest task lands on the good base.
     git(s.repo, "update-ref", "refs/heads/live", landed)
@@ -314,8 +314,8 @@ def test_a_check_that_cannot_start_is_a_fault_not_the_tasks_and_resumes(tmp_path
     s = make_sample(tmp_path, phases={"verify": {"run": [["site-checker"]]}})
     s.env["PATH"] = f"{bin_dir}{os.pathsep}{clean_env()['PATH']}"
     s.add("x")
-    for _ in range(4):
-        assert s.cli("run", "--once").returncode == 0
+    codes = [s.cli("run", "--once").returncode for _ in range(4)]
+    assert codes[-1] == 3 and set(codes) <= {0, 3}, codes  # verification is paused
     task = s.task("t-1")
     assert task["status"] == "in_progress"
     assert [r["status"] for r in task["runs"] if r["status"] == "failure"] == []
@@ -343,7 +343,7 @@ def test_a_lagging_checkout_a_person_edited_is_left_to_them_and_the_advice_works
     # The person edits a file there before the runner brings the checkout along.
     (s.repo / "README.md").write_text("my own edit\n")
     for _ in range(3):
-        assert s.cli("run", "--once").returncode == 0
+        assert s.cli("run", "--once").returncode == 3  # the checkout still lags
     (fault,) = s.status()["faults"]
     assert "files there were changed since" in fault["message"]
     assert (s.repo / "README.md").read_text() == "my own edit\n"  # never overwritten
