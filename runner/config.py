@@ -35,10 +35,12 @@ from runner.templates import placeholders
 ENV_PREFIX = "PIPELINE_"
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG_NAME = "pipeline.yaml"
-# The default root's name, inside the repository's git directory: there git never lists it, and
-# test runners, editors and linters skip it (they skip .git), so the agents' worktrees under it
-# are nobody's business but the runner's. Outside a git repository: .pipeline-runner.
-RUNNER_DIR_NAME = "pipeline-runner"
+# The default root, in the repository's top directory. Git never lists it (the root writes a `*`
+# .gitignore into itself from the first command), test runners skip it (pytest skips dot
+# directories, unittest discovery needs packages, `go test ./...` skips dot directories), and
+# linters and editors' searches honour the .gitignore. Not inside .git: the agent CLIs guard every
+# path under a .git directory (Claude Code asks before each edit there, which headless is a denial).
+RUNNER_DIR_NAME = ".pipeline-runner"
 OLD_DEFAULT_ROOT = "_/pipeline"
 # Longer timeouts overflow the timers that enforce them; a week is past any sensible agent or build.
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -333,8 +335,8 @@ class PipelineConfig(BaseSettings):
 
     repo: Path | None = Field(None, description="repository worked on; default: the config's repo")
     root: Path = Field(
-        Path(".git") / RUNNER_DIR_NAME,
-        description="workspaces, state.db, logs; default: pipeline-runner in the repository's git directory",
+        Path(RUNNER_DIR_NAME),
+        description="workspaces, state.db, logs; default: .pipeline-runner in the repository's top directory",
     )
     base: str = Field("live", min_length=1, description="base branch tasks land on")
     concurrency: int = Field(2, ge=1, description="dev agents at once")
@@ -714,7 +716,7 @@ def _resolve_paths(
     repo = repo.resolve()
     git_dir = _git_dir(repo)
     if "root" not in origins:
-        root = git_dir / RUNNER_DIR_NAME if git_dir is not None else repo / f".{RUNNER_DIR_NAME}"
+        root = repo / RUNNER_DIR_NAME
         if (repo / OLD_DEFAULT_ROOT / "state.db").is_file() and not (root / "state.db").exists():
             warnings.append(
                 f"the state of an earlier pipeline-runner is in {repo / OLD_DEFAULT_ROOT} (the old default "
@@ -750,7 +752,7 @@ def _root_problem(root: Path, repo: Path, git_dir: Path | None = None) -> str | 
     """Why ``root`` cannot hold the runner's files for ``repo``, or None. All are resolved."""
     # The root writes a `*` .gitignore into itself, and it removes and rebuilds what it holds.
     hint = (
-        f"leave root unset (its default, .git/{RUNNER_DIR_NAME}, is ignored by git and your tools), "
+        f"leave root unset (its default, {RUNNER_DIR_NAME}, is ignored by git and your tools), "
         "or use a directory beside the repository"
     )
     if root == repo:
@@ -761,12 +763,9 @@ def _root_problem(root: Path, repo: Path, git_dir: Path | None = None) -> str | 
     in_git = (git_dir is not None and root.is_relative_to(git_dir)) or (
         root.is_relative_to(repo) and ".git" in root.relative_to(repo).parts
     )
-    runners_own = git_dir is not None and root.is_relative_to(git_dir / RUNNER_DIR_NAME)
-    if in_git and not runners_own:
-        return (
-            f"{root} is inside the repository's .git directory, which belongs to git (but for "
-            f"{RUNNER_DIR_NAME} in it); {hint}"
-        )
+    if in_git:
+        # Besides belonging to git: agent CLIs refuse or ask before every edit under a .git path.
+        return f"{root} is inside the repository's .git directory, which belongs to git; {hint}"
     if repo.is_relative_to(root):
         return (
             f"{root} contains the repository {repo}: the root is the runner's own directory "

@@ -82,8 +82,8 @@ TEMPLATE = """\
 # `pipeline-runner config show` prints every effective value and where it came from.
 
 base: {base}              # the branch tasks land on, only ever by compare-and-swap
-# root: .git/pipeline-runner   # worktrees, state.db and logs; the default, inside the git
-#                              # directory, is out of sight of git, your test runners and editors
+# root: .pipeline-runner       # worktrees, state.db and logs; the default, a dot directory ignored
+#                              # by git (its own .gitignore) and skipped by test runners
 concurrency: 2            # agents at once
 interval: 10              # seconds between cycles when idle; unit of the retry backoff
 

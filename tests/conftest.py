@@ -88,8 +88,8 @@ def repo(tmp_path: Path) -> Path:
 
 
 def default_root(repo: Path) -> Path:
-    """Where the runner keeps its state for ``repo`` when the config does not say: .git/pipeline-runner."""
-    return repo / ".git" / "pipeline-runner"
+    """Where the runner keeps its state for ``repo`` when the config does not say: .pipeline-runner."""
+    return repo / ".pipeline-runner"
 
 
 def write_config(repo: Path, text: str, name: str = "pipeline.yaml") -> Path:

@@ -52,7 +52,7 @@ class Sample:
 
     @property
     def root(self) -> Path:
-        return self.repo / ".git" / "pipeline-runner"
+        return self.repo / ".pipeline-runner"
 
     def write_config(self, **changes: Any) -> None:
         # A graph given replaces the one before: phases of two graphs do not mix.

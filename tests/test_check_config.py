@@ -119,10 +119,9 @@ def test_a_root_that_would_hide_or_hold_the_repository_is_an_error(repo: Path) -
         path = write_config(repo, f"root: {root}\n")
         message = config_error(path)
         assert "'root'" in message and str(path.resolve()) in message and why in message, root
-    # Beside the repository, anywhere inside it but .git, or the runner's own place in .git, is fine.
+    # Beside the repository, or anywhere inside it but .git, is fine.
     assert (
-        load_config(write_config(repo, "root: .git/pipeline-runner\n")).config.root
-        == (repo / ".git" / "pipeline-runner").resolve()
+        load_config(write_config(repo, "root: .runner-state\n")).config.root == (repo / ".runner-state").resolve()
     )
     assert (
         load_config(write_config(repo, "root: ../beside\n")).config.root == (repo.parent / "beside").resolve()

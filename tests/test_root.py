@@ -33,7 +33,9 @@ def test_after_a_run_git_status_is_clean_and_pytest_collects_only_the_persons_te
     assert sample.status()["root"] == str(root)
     # The root holds checkouts with the project's tests in them: what a person's tools must not see.
     assert list(root.rglob("test_lib.py")), "nothing under the root to hide: this test checks nothing"
-    assert git(repo, "status", "--porcelain", "--untracked-files=all", "--ignored") == ""
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    # Listed only when asked for what git ignores, as what it is.
+    assert git(repo, "status", "--porcelain", "--ignored") == "!! .pipeline-runner/"
     collected = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
         cwd=repo, capture_output=True, text=True, timeout=120,
@@ -46,7 +48,7 @@ def test_after_a_run_git_status_is_clean_and_pytest_collects_only_the_persons_te
 def test_the_first_command_leaves_git_status_clean(cli: CLI, repo: Path) -> None:
     assert cli("task", "add", "first", cwd=repo).code == 0
     assert (default_root(repo) / "state.db").is_file()
-    assert git(repo, "status", "--porcelain", "--untracked-files=all", "--ignored") == ""
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
 
 
 def test_a_root_set_inside_the_repository_is_ignored_by_git_from_the_first_command(cli: CLI, repo: Path) -> None:
@@ -67,12 +69,12 @@ def test_state_at_the_old_default_root_is_pointed_out_not_lost(cli: CLI, repo: P
     assert "_/pipeline (the old default root)" in done.err and "set root: _/pipeline" in done.err
 
 
-def test_a_linked_worktree_keeps_its_root_in_its_own_git_directory(cli: CLI, tmp_path: Path) -> None:
+def test_a_linked_worktree_keeps_its_root_in_its_own_top_directory(cli: CLI, tmp_path: Path) -> None:
     main = make_repo(tmp_path / "main")
     linked = tmp_path / "linked"
     git(main, "worktree", "add", "-q", "-b", "side", str(linked))
     assert cli("task", "add", "in the linked checkout", cwd=linked).code == 0
     root = Path(cli("status", "--json", cwd=linked).json()["root"])
-    assert root == (main / ".git" / "worktrees" / "linked" / "pipeline-runner").resolve()
+    assert root == (linked / ".pipeline-runner").resolve()
     assert git(linked, "status", "--porcelain", "--untracked-files=all") == ""
     assert not default_root(main).exists()
