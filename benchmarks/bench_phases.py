@@ -166,7 +166,7 @@ def integrate_check_time(
         raise SystemExit(f"run --until-idle exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     landed = len(git(repo, "log", "--format=%H", "live").splitlines()) - 1
     assert landed == tasks, f"{landed} commits landed for {tasks} tasks"
-    db = sqlite3.connect(repo / "_" / "pipeline" / "state.db")
+    db = sqlite3.connect(repo / ".pipeline-runner" / "state.db")
     try:
         total, count, reused = db.execute(
             "SELECT SUM(c.duration), COUNT(*), SUM(c.cached_from IS NOT NULL) FROM pipeline_runs c "

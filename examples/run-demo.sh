@@ -3,8 +3,5 @@
 # with the embedded default state (SQLite). It never touches your own repository.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-if [ ! -x "$here/.venv/bin/pipeline-runner" ]; then
-  python3 -m venv "$here/.venv"
-  "$here/.venv/bin/python" -m pip install --quiet -e "$here"
-fi
+bash "$here/.ci/setup"
 exec "$here/.venv/bin/python" "$here/examples/demo/run.py" "$@"

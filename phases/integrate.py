@@ -161,7 +161,9 @@ def integrate(
     may return a reason to stop instead (a person changed the task meanwhile). With a
     ``task_id``, what lands carries its ``Task-Id`` trailer even if the agent left it out."""
     checkout = base_checkout(git, base)
-    for _ in range(MAX_BASE_RACES):
+
+    def once() -> IntegrateResult | None:
+        """One try on base's tip as it is now; None when base moved before the swap (a lost race)."""
         refusal = _dirty_message(git, base, checkout)
         if refusal:
             return IntegrateResult(IntegrateStatus.REFUSED, refusal)
@@ -231,4 +233,13 @@ def integrate(
         if receipt is not None:
             git.remove_note(RECEIPTS, candidate)  # this candidate never landed
         logger.info("base {} moved during integration; integrating again on its new tip", base)
-    return IntegrateResult(IntegrateStatus.REFUSED, f"base {base!r} kept moving; will try again next cycle")
+        return None
+
+    # A lost race is tried again at once on the new tip: base moved, so the next try is new work.
+    races = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda result: result is None),
+        stop=tenacity.stop_after_attempt(MAX_BASE_RACES),
+        retry_error_callback=lambda _state: None,
+    )
+    landed: IntegrateResult | None = races(once)
+    return landed or IntegrateResult(IntegrateStatus.REFUSED, f"base {base!r} kept moving; will try again next cycle")

@@ -15,12 +15,14 @@ from loguru import logger
 
 from runner import __version__, registries
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
+from runner.crash import CRASH_LOG, report_bug, stdout_closed
 from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
+from runner.globalopts import add_global_options, global_options_after_command, merge_global_options
 from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
 from runner.report import parse_since
-from runner.state import open_db
+from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
 from runner.status import build_status, limits_of
 from runner.tasklist import first_line
 from runner.tasks import (
@@ -36,6 +38,8 @@ from runner.tasks import (
     read_task_file,
     tasks_from_records,
 )
+from runner.waking import nudge
+from runner.watch import silence_stdout
 from runner.workspace import Layout
 
 
@@ -49,11 +53,32 @@ class Exit(enum.IntEnum):
     # their integration held back (base's checkout dirty, say), or blocked by a cancelled one;
     # `run --once` sent a task to needs_help; or either ended with work paused.
     NEEDS_ATTENTION = 3
+    # A bug in pipeline-runner: an exception no command expected (EX_SOFTWARE in sysexits.h).
+    BUG = 70
     INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so main() decides the exit code."""
+    """argparse that raises instead of exiting, so main() decides the exit code.
+
+    Every command parser made under it also takes the global options after the command's name
+    (``pipeline-runner status -q``), as well as before it.
+    """
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        """Subcommands whose parsers all take the global options."""
+        action = super().add_subparsers(**kwargs)
+        add_parser = action.add_parser
+
+        def with_global_options(name: str, **options: Any) -> argparse.ArgumentParser:
+            options["parents"] = [*options.get("parents", []), global_options_after_command()]
+            # A command's own option of the same name (say its own -q) takes precedence.
+            options.setdefault("conflict_handler", "resolve")
+            parser: argparse.ArgumentParser = add_parser(name, **options)
+            return parser
+
+        action.add_parser = with_global_options  # type: ignore[method-assign]
+        return action
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -97,12 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Take coding tasks from a queue and ship them: dev (a coding agent in its own "
         "worktree), verify (your recipes), integrate (onto base, only after it passed).",
     )
-    parser.add_argument("-c", "--config", help="config file (default: ./pipeline.yaml if present)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument(
-        "-q", "--quiet", action="count", default=0,
-        help="only warnings and errors; for run: only the events needs help and paused, on stdout",
-    )  # fmt: skip
+    add_global_options(parser)
     parser.add_argument("--version", action="version", version=f"pipeline-runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -263,6 +283,9 @@ def _statuses(value: str) -> list[TaskStatus]:
 def _load(args: argparse.Namespace, *, with_flags: bool = False) -> LoadedConfig:
     flags = {name: getattr(args, name, None) for name in FLAG_KEYS} if with_flags else None
     loaded = load_config(find_config_file(args.config), flags, registries.names())
+    CRASH_LOG.root = loaded.config.root
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     # Secrets configured only in agent.env are masked in whatever this command writes, too.
     register_values(agent_secrets(loaded.config.agent.env, os.environ).values())
     return loaded
@@ -273,8 +296,11 @@ def _store(loaded: LoadedConfig, *, create: bool) -> BuiltinTaskStore | None:
     if not create and not path.exists():
         return None
     if create:
+        Layout(loaded.config.root).ensure()  # ignored by git from the first file it holds
         add_file_sink(loaded.config.root)
-    return open_task_source(loaded.config.tasks.source, open_db(path, create=create))
+    return open_task_source(
+        loaded.config.tasks.source, open_db(path, create=create, lock_wait=COMMAND_LOCK_WAIT_SECONDS)
+    )
 
 
 def _print_json(data: Any) -> None:
@@ -293,9 +319,13 @@ def _task_line(task: Task) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """`run`: the dev -> verify -> integrate loop; a batch run ends with its summary."""
     from runner.scheduler import run_loop
+    from runner.scope import scope_problem
     from runner.summary import Invocation, Mode, report
 
     loaded = _load(args, with_flags=True)
+    problem = scope_problem(loaded)
+    if problem:
+        raise PipelineError(problem)
     quiet = args.quiet > 0
     if quiet:
         setup_stderr(args.verbose - args.quiet, silent=True)  # stdout carries the events, and only them
@@ -458,17 +488,15 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """`init`: write a commented config for the repository holding the current directory."""
-    from runner.git import Git
-    from runner.init_config import InitAnswers, check_base, write_config
+    from runner.init_config import InitAnswers, check_base, locate, write_config
 
-    target = Path(args.config or "pipeline.yaml")
-    repo = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / ".git").exists()), Path.cwd())
-    branch = Git(repo).run("symbolic-ref", "--quiet", "--short", "HEAD", check=False).output.strip() or None
-    summary = write_config(target, repo, InitAnswers(args.preset, args.base, args.yes, args.force), branch)
-    print(summary, flush=True)
+    place = locate(Path.cwd(), args.config)
+    print(write_config(place, InitAnswers(args.preset, args.base, args.yes, args.force)), flush=True)
     if args.no_check:
         return Exit.OK
+    target = place.target
     # The config stays written either way: a person fixes base, or the phase, and runs again.
+    args.config = str(target)
     checked = check_base(_load(args).config)
     if checked is not None and checked.ok:
         print(checked.message)
@@ -497,6 +525,7 @@ def cmd_task_add(args: argparse.Namespace) -> int:
     store = _store(loaded, create=True)
     assert store is not None
     task = store.add(new)
+    nudge(Layout(loaded.config.root).nudge_file)
     if args.json:
         _print_json(task.to_json())
     else:
@@ -578,7 +607,8 @@ def cmd_task_set_status(args: argparse.Namespace) -> int:
 
     check_task_id(args.id)
     status = parse_status(args.status)
-    store = _store(_load(args), create=True)
+    loaded = _load(args)
+    store = _store(loaded, create=True)
     assert store is not None
     if status is TaskStatus.CANCELLED:  # with cancel's guards: it must not land meanwhile
         from runner.steering import Steering
@@ -587,6 +617,7 @@ def cmd_task_set_status(args: argparse.Namespace) -> int:
         return Exit.OK
     before = store.get(args.id)
     store.set_status(args.id, status, by_person=True)
+    nudge(Layout(loaded.config.root).nudge_file)
     # Said by the runner for the person: a person's own comments are what reaches the prompt.
     store.comment(args.id, f"status {before.status.value} -> {status.value} (set by a person)", Author.SYSTEM)
     print(f"{args.id}: {before.status.value} -> {status.value}")
@@ -600,6 +631,7 @@ def cmd_task_import(args: argparse.Namespace) -> int:
     store = _store(loaded, create=True)
     assert store is not None
     result = store.import_tasks(news)
+    nudge(Layout(loaded.config.root).nudge_file)
     print(
         f"Imported {len(result.added)} task(s) from {args.file}; updated {len(result.updated)}; "
         f"{len(result.unchanged)} already present and unchanged."
@@ -626,6 +658,7 @@ def cmd_task_edit(args: argparse.Namespace) -> int:
     if store is None:
         raise TaskError(f"No task with id {args.id!r} (no pipeline state yet).")
     print(Steering(loaded.config, store).edit(args.id, changes).message)
+    nudge(Layout(loaded.config.root).nudge_file)
     return Exit.OK
 
 
@@ -642,6 +675,7 @@ def cmd_task_steer(args: argparse.Namespace) -> int:
     steering = Steering(loaded.config, store)
     action = {"cancel": steering.cancel, "retry": steering.retry, "delete": steering.delete}[args.task_command]
     print(action(args.id).message)
+    nudge(Layout(loaded.config.root).nudge_file)  # a cancel stops, a retry starts, at once
     return Exit.OK
 
 
@@ -655,6 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:  # --help, --version, or a usage error
         return int(exc.code) if isinstance(exc.code, int) else Exit.USAGE
+    merge_global_options(args)
     setup_stderr(args.verbose - args.quiet)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
@@ -666,8 +701,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pipeline-runner: interrupted", file=sys.stderr)
         return Exit.INTERRUPTED
+    except BrokenPipeError as exc:
+        if stdout_closed():
+            # The reader took what it wanted (`| head -1`): not an error, as `status` and `logs` say.
+            silence_stdout()
+            return Exit.OK
+        report_bug(exc, argv)
+        return Exit.BUG
+    except OSError as exc:
+        if exc.filename is None:
+            report_bug(exc, argv)
+            return Exit.BUG
+        # A path the machine refuses (a file where a directory should be, no space, no access):
+        # the person's to fix, not a bug.
+        logger.opt(exception=exc).debug("error")
+        print(f"pipeline-runner: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return Exit.ERROR
+    except Exception as exc:
+        report_bug(exc, argv)
+        return Exit.BUG
 
 
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left after the last write, before the interpreter's own flush at exit.
+        silence_stdout()
+    sys.exit(code)

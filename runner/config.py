@@ -25,15 +25,23 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runner import graph
+from runner.envvars import read_env, unknown_env_variables
 from runner.errors import ConfigError
 from runner.templates import placeholders
 
 ENV_PREFIX = "PIPELINE_"
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG_NAME = "pipeline.yaml"
+# The default root, in the repository's top directory. Git never lists it (the root writes a `*`
+# .gitignore into itself from the first command), test runners skip it (pytest skips dot
+# directories, unittest discovery needs packages, `go test ./...` skips dot directories), and
+# linters and editors' searches honour the .gitignore. Not inside .git: the agent CLIs guard every
+# path under a .git directory (Claude Code asks before each edit there, which headless is a denial).
+RUNNER_DIR_NAME = ".pipeline-runner"
+OLD_DEFAULT_ROOT = "_/pipeline"
 # Longer timeouts overflow the timers that enforce them; a week is past any sensible agent or build.
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
@@ -326,7 +334,10 @@ class PipelineConfig(BaseSettings):
     )
 
     repo: Path | None = Field(None, description="repository worked on; default: the config's repo")
-    root: Path = Field(Path("_/pipeline"), description="workspaces, state.db, logs")
+    root: Path = Field(
+        Path(RUNNER_DIR_NAME),
+        description="workspaces, state.db, logs; default: .pipeline-runner in the repository's top directory",
+    )
     base: str = Field("live", min_length=1, description="base branch tasks land on")
     concurrency: int = Field(2, ge=1, description="dev agents at once")
     interval: float = Field(10, gt=0, description="seconds between cycles; backoff unit")
@@ -458,6 +469,8 @@ class LoadedConfig:
     origins: dict[str, Origin]
     config_file: Path | None
     files: list[Path] = field(default_factory=list)
+    # Said on stderr by the CLI: valid, but probably not what the person meant.
+    warnings: list[str] = field(default_factory=list)
 
     def effective(self) -> dict[str, Any]:
         """Every leaf key (dotted) with its effective value as JSON-friendly data."""
@@ -507,9 +520,14 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
-def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, Origin]]:
+def _read_yaml_chain(
+    path: Path, seen: tuple[Path, ...] = (), warnings: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Origin]]:
     """Read one YAML file and the files it extends; later files override the ones they extend."""
     path = path.resolve()
+    if path.is_dir():
+        what = f"{seen[-1]}: key 'extends'" if seen else "Config file"
+        raise ConfigError(f"{what}: {path} is a directory, not a YAML file.")
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise ConfigError(f"{path}: 'extends' forms a cycle: {chain}")
@@ -526,6 +544,8 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
+        if warnings is not None:
+            warnings.append(f"{path} is empty (no key set): every key takes its default")
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
@@ -535,7 +555,7 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
     if parent_ref is not None:
         if not isinstance(parent_ref, str):
             raise ConfigError(f"{path}: key 'extends' must be a file path")
-        base_data, base_origins = _read_yaml_chain(path.parent / parent_ref, (*seen, path))
+        base_data, base_origins = _read_yaml_chain(path.parent / parent_ref, (*seen, path), warnings)
     _unquoted_on(data)
     phases = data.get("phases")
     if isinstance(phases, dict) and _is_shorthand(phases):
@@ -565,13 +585,7 @@ def _unquoted_on(data: dict[str, Any]) -> None:
 
 
 def _env_layer() -> tuple[dict[str, Any], dict[str, Origin]]:
-    source = EnvSettingsSource(
-        PipelineConfig,
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=ENV_DELIMITER,
-        case_sensitive=False,
-    )
-    data = source()
+    data = read_env(PipelineConfig, os.environ, ENV_PREFIX, ENV_DELIMITER)
     origins: dict[str, Origin] = {}
     for dotted in _flatten(data):
         parts = dotted.split(".")
@@ -594,15 +608,27 @@ def _git_toplevel(start: Path) -> Path | None:
     return None
 
 
-def find_config_file(explicit: str | None) -> Path | None:
-    """The config file to read: the one given with -c (which must exist), else ./pipeline.yaml."""
+def find_config_file(explicit: str | None, start: Path | None = None) -> Path | None:
+    """The config file to read: the one given with -c (which must exist), else the nearest
+    pipeline.yaml from ``start`` (default: the current directory) up to the top of its git
+    repository, as git, tox and pre-commit find theirs; None when there is none."""
     if explicit is not None:
         path = Path(explicit)
+        if path.is_dir():
+            raise ConfigError(f"{path} (given with -c) is a directory: give the YAML file, such as {path / DEFAULT_CONFIG_NAME}.")
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist (given with -c).")
         return path
-    default = Path(DEFAULT_CONFIG_NAME)
-    return default if default.is_file() else None
+    here = (start or Path.cwd()).resolve()
+    top = _git_toplevel(here)
+    for folder in (here, *here.parents):
+        candidate = folder / DEFAULT_CONFIG_NAME
+        if candidate.is_file():
+            # Relative when it is the current directory's own, as before, so messages stay short.
+            return Path(DEFAULT_CONFIG_NAME) if folder == here and start is None else candidate
+        if top is None or folder == top:
+            break
+    return None
 
 
 def load_config(
@@ -619,8 +645,9 @@ def load_config(
     file_data: dict[str, Any] = {}
     origins: dict[str, Origin] = {}
     files: list[Path] = []
+    warnings: list[str] = []
     if config_file is not None:
-        file_data, origins = _read_yaml_chain(config_file)
+        file_data, origins = _read_yaml_chain(config_file, (), warnings)
         files = sorted({Path(o.where) for o in origins.values() if o.kind == "file"})
     env_data, env_origins = _env_layer()
     flag_data: dict[str, Any] = {}
@@ -645,8 +672,9 @@ def load_config(
         raise ConfigError(_explain(exc, origins, config_file)) from None
     _check_registered(config, registries or {}, origins, config_file)
 
-    config = _resolve_paths(config, origins, config_file)
-    return LoadedConfig(config=config, origins=origins, config_file=config_file, files=files)
+    config = _resolve_paths(config, origins, config_file, warnings)
+    warnings += unknown_env_variables(PipelineConfig, os.environ, ENV_PREFIX, ENV_DELIMITER)
+    return LoadedConfig(config=config, origins=origins, config_file=config_file, files=files, warnings=warnings)
 
 
 # The config keys that name an entry of a registry, and what the registry calls its entries.
@@ -678,7 +706,7 @@ def _outranks(a: Origin, b: Origin) -> bool:
 
 
 def _resolve_paths(
-    config: PipelineConfig, origins: dict[str, Origin], config_file: Path | None
+    config: PipelineConfig, origins: dict[str, Origin], config_file: Path | None, warnings: list[str]
 ) -> PipelineConfig:
     if config.repo is not None:
         repo = config.repo if config.repo.is_absolute() else Path.cwd() / config.repo
@@ -686,24 +714,57 @@ def _resolve_paths(
         start = config_file.parent if config_file is not None else Path.cwd()
         repo = _git_toplevel(start) or start.resolve()
     repo = repo.resolve()
-    root = (config.root if config.root.is_absolute() else repo / config.root).resolve()
-    problem = _root_problem(root, repo)
+    git_dir = _git_dir(repo)
+    if "root" not in origins:
+        root = repo / RUNNER_DIR_NAME
+        if (repo / OLD_DEFAULT_ROOT / "state.db").is_file() and not (root / "state.db").exists():
+            warnings.append(
+                f"the state of an earlier pipeline-runner is in {repo / OLD_DEFAULT_ROOT} (the old default "
+                f"root), not in {root} (the default now): set root: {OLD_DEFAULT_ROOT} in the config to "
+                f"keep using it, or move it to {root}"
+            )
+    else:
+        root = (config.root if config.root.is_absolute() else repo / config.root).resolve()
+    problem = _root_problem(root, repo, git_dir)
     if problem:
         where = _where("root", origins, config_file)
         raise ConfigError(f"Invalid configuration:\n  {where}: key 'root': {problem}")
     return config.model_copy(update={"repo": repo, "root": root})
 
 
-def _root_problem(root: Path, repo: Path) -> str | None:
-    """Why ``root`` cannot hold the runner's files for ``repo``, or None. Both are resolved."""
+def _git_dir(repo: Path) -> Path | None:
+    """The git directory of the checkout at ``repo`` (``.git``, or where a ``.git`` file points:
+    a linked worktree's or a submodule's), resolved; None outside a git repository."""
+    dot = repo / ".git"
+    if dot.is_dir():
+        return dot.resolve()
+    try:
+        text = dot.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    target = Path(text.removeprefix("gitdir:").strip())
+    return (target if target.is_absolute() else repo / target).resolve()
+
+
+def _root_problem(root: Path, repo: Path, git_dir: Path | None = None) -> str | None:
+    """Why ``root`` cannot hold the runner's files for ``repo``, or None. All are resolved."""
     # The root writes a `*` .gitignore into itself, and it removes and rebuilds what it holds.
-    hint = "use a directory inside the repository, such as _/pipeline (the default), or one beside it"
+    hint = (
+        f"leave root unset (its default, {RUNNER_DIR_NAME}, is ignored by git and your tools), "
+        "or use a directory beside the repository"
+    )
     if root == repo:
         return (
             f"{root} is the repository itself: the root's '*' .gitignore would hide every new file "
             f"from git status; {hint}"
         )
-    if root.is_relative_to(repo) and ".git" in root.relative_to(repo).parts:
+    in_git = (git_dir is not None and root.is_relative_to(git_dir)) or (
+        root.is_relative_to(repo) and ".git" in root.relative_to(repo).parts
+    )
+    if in_git:
+        # Besides belonging to git: agent CLIs refuse or ask before every edit under a .git path.
         return f"{root} is inside the repository's .git directory, which belongs to git; {hint}"
     if repo.is_relative_to(root):
         return (

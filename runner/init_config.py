@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from runner.config import PipelineConfig
+from runner.config import DEFAULT_CONFIG_NAME, AgentConfig, PipelineConfig
 from runner.errors import ConfigError
+from runner.git import Git
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ TEMPLATE = """\
 # `pipeline-runner config show` prints every effective value and where it came from.
 
 base: {base}              # the branch tasks land on, only ever by compare-and-swap
-root: _/pipeline          # worktrees, state.db and logs (ignored by git); relative to the repo
+# root: .pipeline-runner       # worktrees, state.db and logs; the default, a dot directory ignored
+#                              # by git (its own .gitignore) and skipped by test runners
 concurrency: 2            # agents at once
 interval: 10              # seconds between cycles when idle; unit of the retry backoff
 
@@ -126,30 +130,125 @@ class InitAnswers:
     force: bool
 
 
-def _ask(question: str, default: str) -> str:
-    print(f"{question} [{default}]: ", end="", flush=True)
-    line = sys.stdin.readline()
-    if not line:
+@dataclass(frozen=True)
+class Place:
+    """The repository init writes for, and what it holds."""
+
+    repo: Path  # the top of the git repository holding the current directory
+    target: Path  # the file to write: -c FILE, else pipeline.yaml at the repository's top
+    current_branch: str | None  # None on a detached HEAD
+    branches: list[str]  # local branches (none before the first commit)
+
+
+def locate(cwd: Path, explicit: str | None) -> Place:
+    """Where init writes: the repository holding ``cwd``, at its top (a subdirectory is no place
+    for it: the config is found from anywhere in the repository). Outside a repository, an error."""
+    git = Git(cwd)
+    top = git.run("rev-parse", "--show-toplevel", check=False)
+    if not top.ok or not top.output.strip():
         raise ConfigError(
-            "No answer on standard input: give --preset and --base, or --yes to take the defaults."
+            f"{cwd} is not inside a git repository: pipeline-runner lands tasks on a branch of one. "
+            "Run `pipeline-runner init` in your repository (or `git init` here first)."
         )
-    return line.strip() or default
+    repo = Path(top.output.strip().splitlines()[-1])
+    head = git.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    branch = head.output.strip() if head.ok and head.output.strip() else None
+    listed = git.run("for-each-ref", "--format=%(refname:short)", "refs/heads", check=False)
+    branches = listed.output.split() if listed.ok else []
+    # Named as short as it can be: "pipeline.yaml" when init runs at the top, as it usually does.
+    at_top = repo.resolve() == cwd.resolve()
+    target = Path(explicit) if explicit else Path(DEFAULT_CONFIG_NAME) if at_top else repo / DEFAULT_CONFIG_NAME
+    return Place(repo, target, branch, branches)
 
 
-def write_config(target: Path, repo: Path, answers: InitAnswers, current_branch: str | None) -> str:
+# Which preset init proposes: the first of these whose CLI is installed.
+PRESET_PREFERENCE = ["claude-code", "codex", "gemini", "opencode", "aider", "agentd"]
+
+
+def installed_presets(which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """The presets whose agent CLI is on PATH, in the order of PRESET_PREFERENCE."""
+    from phases.backends import BACKENDS
+
+    found = []
+    for name in PRESET_PREFERENCE:
+        program = BACKENDS[name](AgentConfig(preset=name)).executable_name()
+        if program and which(program):
+            found.append(name)
+    return found
+
+
+def default_preset(installed: list[str]) -> str:
+    """The preset init proposes: an installed one, else the first preference (it says so)."""
+    return installed[0] if installed else PRESET_PREFERENCE[0]
+
+
+def answer_problem(what: str, value: str, valid: list[str]) -> str | None:
+    """Why ``value`` is not one of ``valid`` (with the closest one as a suggestion), or None."""
+    if value in valid:
+        return None
+    close = difflib.get_close_matches(value, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"no {what} {value!r}; valid: {', '.join(valid) or '(none)'}.{hint}"
+
+
+def _ask(question: str, default: str, what: str, valid: list[str]) -> str:
+    # A typo is asked again, with the closest valid answer: one slip never ends the whole init.
+    while True:
+        print(f"{question} [{default}]: ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            raise ConfigError(
+                "No answer on standard input: give --preset and --base, or --yes to take the defaults."
+            )
+        answer = line.strip() or default
+        problem = answer_problem(what, answer, valid)
+        if problem is None:
+            return answer
+        print(problem[0].upper() + problem[1:], flush=True)
+
+
+def _valid_bases(place: Place) -> list[str]:
+    # Before the first commit there is no branch yet: the one HEAD will create is the only choice.
+    if not place.branches and place.current_branch:
+        return [place.current_branch]
+    return place.branches
+
+
+def write_config(place: Place, answers: InitAnswers) -> str:
     """Write the config; returns a one-line summary. Refuses to overwrite unless forced."""
     from phases.backends import BACKENDS
 
+    target, repo = place.target, place.repo
     if target.exists() and not answers.force:
         raise ConfigError(f"{target} exists already; pass --force to overwrite it.")
     detected = detect_test_command(repo)
-    preset = answers.preset or (
-        "claude-code" if answers.yes else _ask(f"Agent preset ({', '.join(sorted(BACKENDS))})", "claude-code")
-    )
-    if preset not in BACKENDS:
-        raise ConfigError(f"Unknown preset {preset!r}; valid names: {', '.join(sorted(BACKENDS))}.")
-    default_base = current_branch or "main"
-    base = answers.base or (default_base if answers.yes else _ask("Base branch", default_base))
+    installed = installed_presets()
+    presets = sorted(BACKENDS)
+    proposed = default_preset(installed)
+    if answers.preset:
+        preset = answers.preset
+        problem = answer_problem("preset", preset, presets)
+        if problem:
+            raise ConfigError(f"--preset: {problem}")
+    elif answers.yes:
+        preset = proposed
+    else:
+        found = f"; installed: {', '.join(installed)}" if installed else "; no agent CLI found on PATH"
+        preset = _ask(f"Agent preset ({', '.join(presets)}{found})", proposed, "preset", presets)
+    bases = _valid_bases(place)
+    default_base = place.current_branch or ("main" if "main" in bases else bases[0] if bases else "main")
+    if answers.base:
+        base = answers.base
+        problem = answer_problem("branch", base, bases)
+        if problem:
+            raise ConfigError(f"--base: {repo} has {problem} A task lands on an existing branch.")
+    elif answers.yes:
+        base = default_base
+        problem = answer_problem("branch", base, bases)
+        if problem:
+            raise ConfigError(f"HEAD is not on a branch and {problem}: give --base.")
+    else:
+        base = _ask("Base branch", default_base, "branch", bases)
     if detected:
         verify_run = f"phases:\n  test:\n    run:\n      - {json.dumps(detected.argv)}   # detected: {detected.kind}"
     else:
@@ -168,11 +267,15 @@ def write_config(target: Path, repo: Path, answers: InitAnswers, current_branch:
         verify_run=verify_run,
     )
     target.write_text(text, encoding="utf-8")
+    program = BACKENDS[preset](AgentConfig(preset=preset)).executable_name()
+    missing = "" if preset in installed or preset == "command" else (
+        f" Its agent CLI `{program}` is not on PATH: install it, or set agent.executable, before `run`."
+    )  # fmt: skip
     if detected:
-        return f"Wrote {target} (preset {preset}, base {base}, tests: {detected.kind})."
+        return f"Wrote {target} (preset {preset}, base {base}, tests: {detected.kind}).{missing}"
     return (
         f"Wrote {target} (preset {preset}, base {base}). No test command detected: declare phases "
-        f"in {target} with the commands that check this repository before `pipeline-runner run`."
+        f"in {target} with the commands that check this repository before `pipeline-runner run`.{missing}"
     )
 
 

@@ -712,6 +712,9 @@ def _run_loop(
                 "pipeline starting: repo={} base={} root={} concurrency={} at {}",
                 config.repo_path, config.base, config.root, config.concurrency, datetime.now(UTC).isoformat(),
             )  # fmt: skip
+            if not once:
+                # A daemon is woken by `task add` at once instead of at its next interval.
+                pipeline.wake.listen(layout.nudge_file)
             pipeline.reconcile()
             pipeline.announcer.flush()
             while True:

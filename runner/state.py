@@ -19,6 +19,9 @@ from runner.errors import StateError
 from runner.redact import redact
 
 BUSY_TIMEOUT_MS = 30_000
+# How long a person's command (`task add`, `task set-status`) waits for another process's write:
+# the runner's transactions take milliseconds, so a lock held longer is something to report.
+COMMAND_LOCK_WAIT_SECONDS = 5.0
 
 # Each entry moves the schema from version i to i+1. Never edit a shipped entry: append.
 MIGRATIONS: list[str] = [
@@ -185,9 +188,10 @@ def parse_iso(value: str) -> datetime:
 class Database:
     """A connection to the state database with explicit write transactions."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock_wait: float = BUSY_TIMEOUT_MS / 1000) -> None:
         self.path = path
         self.conn = conn
+        self.lock_wait = lock_wait
         self._depth = 0
 
     @contextmanager
@@ -200,7 +204,17 @@ class Database:
             finally:
                 self._depth -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            # SQLite's busy handler retries taking the lock until lock_wait has passed.
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            raise StateError(
+                f"State database {self.path} is locked by another process: it held its write lock for "
+                f"more than {self.lock_wait:g} s ({exc}). Nothing was written; try again, and if it stays "
+                "locked, look for a process holding it (`fuser` on the file)."
+            ) from None
         self._depth = 1
         try:
             yield self.conn
@@ -226,11 +240,15 @@ class Database:
         self.conn.close()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _connect(path: Path, lock_wait: float) -> sqlite3.Connection:
     # Autocommit mode: transactions are opened explicitly by Database.write().
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=lock_wait)
     conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout = {int(lock_wait * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
     # In WAL mode NORMAL never corrupts and survives a killed process; only a power cut may lose
     # the last commits. It saves an fsync per transaction, and the loop makes several per task.
@@ -238,10 +256,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_db(path: Path, *, create: bool = True, readonly: bool = False) -> Database:
+def open_db(
+    path: Path, *, create: bool = True, readonly: bool = False, lock_wait: float = BUSY_TIMEOUT_MS / 1000
+) -> Database:
     """Open the state database, creating and migrating it when ``create`` allows.
 
     ``readonly`` opens it immutable: nothing is written, not even WAL or lock files (--dry-run).
+    ``lock_wait``: seconds a write waits for another process's write lock before a StateError.
     """
     if readonly:
         if not path.exists():
@@ -257,9 +278,9 @@ def open_db(path: Path, *, create: bool = True, readonly: bool = False) -> Datab
             raise StateError(f"No pipeline state at {path} yet.")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = _connect(path)
+        conn = _connect(path, lock_wait)
         conn.execute("PRAGMA journal_mode = WAL")
-        db = Database(path, conn)
+        db = Database(path, conn, lock_wait)
         _migrate(db)
     except sqlite3.DatabaseError as exc:
         raise StateError(f"State database {path} cannot be used: {exc}") from None

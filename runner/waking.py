@@ -4,6 +4,10 @@ The loop sleeps on file descriptors rather than polling: a pipe the verify and i
 write to, and a pidfd per running agent supervisor, which the kernel makes readable the moment the
 process exits, whichever runner started it. Where pidfds are missing (not Linux, or a kernel older
 than 5.3) the caller's polling takes over.
+
+Another process wakes a daemon through a named pipe in the root (``nudge``): `task add` writes a
+byte into it, so a new task starts at once rather than after up to ``interval`` seconds. Nobody
+listening (no daemon, or one that died) makes the nudge a no-op; it never blocks and never fails.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import stat
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 HAS_PIDFD = hasattr(os, "pidfd_open")
 
@@ -31,6 +37,25 @@ class Waker:
         # False once pidfd_open has failed (a kernel without it, or a sandbox refusing it): the
         # caller then polls for exits itself, often.
         self.watches_pids = HAS_PIDFD
+        self._nudges: int | None = None  # the named pipe other processes nudge, once listened to
+
+    def listen(self, path: Path) -> bool:
+        """Also wake when another process calls ``nudge(path)``; False if the pipe cannot be made."""
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISFIFO(os.lstat(path).st_mode):
+                    path.unlink()  # not a pipe (a stray file): made again as one
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(path, 0o600)
+        except OSError:
+            return False  # a file system without named pipes: the interval still applies
+        try:
+            # Read and write: with a writer always present (this one) the pipe never reports
+            # end-of-file, which select would otherwise return at once, forever.
+            self._nudges = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        except OSError:
+            return False
+        return True
 
     def set(self) -> None:
         """Wake the waiting loop (safe from any thread; a full pipe already means "wake")."""
@@ -54,17 +79,19 @@ class Waker:
                     except OSError:
                         self.watches_pids = False
                         return True  # let the caller look at its processes and poll from now on
-            ready, _, _ = select.select([self._read, *fds], [], [], max(0.0, timeout))
+            own = [self._read] if self._nudges is None else [self._read, self._nudges]
+            ready, _, _ = select.select([*own, *fds], [], [], max(0.0, timeout))
         finally:
             for fd in fds:
                 os.close(fd)
-        if self._read in ready:
-            self._drain()
+        for fd in own:
+            if fd in ready:
+                self._drain(fd)
         return bool(ready)
 
-    def _drain(self) -> None:
+    def _drain(self, fd: int) -> None:
         with contextlib.suppress(BlockingIOError):
-            while os.read(self._read, 4096):
+            while os.read(fd, 4096):
                 pass
 
     def close(self) -> None:
@@ -75,3 +102,25 @@ class Waker:
             self._closed = True
             os.close(self._read)
             os.close(self._write)
+            if self._nudges is not None:
+                os.close(self._nudges)
+
+
+def nudge(path: Path) -> bool:
+    """Wake the daemon listening on ``path``, if one is; True if one was told."""
+    try:
+        # Non-blocking: with no reader the open fails at once (ENXIO) instead of waiting for one.
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False  # nobody listening (ENXIO), no daemon ever started here (ENOENT), or no access
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False  # something else sits there: never write into a file
+        os.write(fd, b"!")
+    except BlockingIOError:
+        pass  # the pipe is full of earlier nudges: the daemon will wake anyway
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

@@ -4,6 +4,7 @@ ROOT/.gitignore            ignores everything below, so the root can sit inside 
 ROOT/state.db              SQLite state
 ROOT/runner.lock           held by the active runner
 ROOT/faults.json           faults that pause work (a stale lock, a missing tool), for status
+ROOT/wake.fifo             a named pipe: `task add` wakes a daemon through it
 ROOT/worktrees/TASK        a task's workspace: the agent's own repository, branch TASK
 ROOT/checks/TASK/RUN       a pristine checkout of exactly the commit under verification
 ROOT/integration/RUN       a pristine checkout of the integration candidate
@@ -56,6 +57,11 @@ class Layout:
     def base_seen_file(self) -> Path:
         """Base's tip when the runner last looked, to read only what base gained since."""
         return self.root / "base.seen"
+
+    @property
+    def nudge_file(self) -> Path:
+        """The named pipe a daemon listens on, so that `task add` wakes it at once."""
+        return self.root / "wake.fifo"
 
     @property
     def lock_file(self) -> Path:

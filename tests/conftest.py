@@ -87,6 +87,11 @@ def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")
 
 
+def default_root(repo: Path) -> Path:
+    """Where the runner keeps its state for ``repo`` when the config does not say: .pipeline-runner."""
+    return repo / ".pipeline-runner"
+
+
 def write_config(repo: Path, text: str, name: str = "pipeline.yaml") -> Path:
     """Write a config file into the repository."""
     path = repo / name

@@ -52,14 +52,14 @@ class Sample:
 
     @property
     def root(self) -> Path:
-        return self.repo / "_" / "pipeline"
+        return self.repo / ".pipeline-runner"
 
     def write_config(self, **changes: Any) -> None:
         # A graph given replaces the one before: phases of two graphs do not mix.
         base = {k: v for k, v in self.config.items() if not (k == "phases" and "phases" in changes)}
         merged = _merge(base, changes)
         self.config = merged
-        (self.repo / ".git" / "info" / "exclude").write_text("pipeline.yaml\n_/\n")
+        (self.repo / ".git" / "info" / "exclude").write_text("pipeline.yaml\n")
         (self.repo / "pipeline.yaml").write_text(yaml.safe_dump(merged))
 
     def plan(self, plan: Mapping[str, list[dict[str, Any]]]) -> None:

@@ -121,6 +121,9 @@ def test_a_root_that_would_hide_or_hold_the_repository_is_an_error(repo: Path) -
         assert "'root'" in message and str(path.resolve()) in message and why in message, root
     # Beside the repository, or anywhere inside it but .git, is fine.
     assert (
+        load_config(write_config(repo, "root: .runner-state\n")).config.root == (repo / ".runner-state").resolve()
+    )
+    assert (
         load_config(write_config(repo, "root: ../beside\n")).config.root == (repo.parent / "beside").resolve()
     )
     assert (

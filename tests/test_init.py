@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, git, make_repo
+from tests.conftest import CLI, default_root, git, make_repo
 
 KINDS = {
     "pytest": ({"pyproject.toml": "[tool.pytest.ini_options]\n", "tests/test_a.py": "def test(): pass\n"},
@@ -59,6 +59,7 @@ def test_init_asks_when_not_told(tmp_path: Path) -> None:
     from tests.conftest import clean_env
 
     repo = make_repo(tmp_path / "r")
+    git(repo, "branch", "release")
     done = subprocess.run(
         [sys.executable, "-m", "runner", "init"], cwd=repo, env=clean_env(),
         input="gemini\nrelease\n", capture_output=True, text=True, timeout=60,
@@ -111,10 +112,86 @@ def test_init_says_the_tests_fail_on_base_and_still_writes_the_config(cli: CLI, 
 
 
 def test_init_without_checks_or_base_runs_nothing(cli: CLI, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "r", files={"Makefile": "test:\n\ttrue\n"})
-    done = cli("init", "--preset", "codex", "--base", "release", "--yes", cwd=repo)
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "release")  # no commit yet: the branch HEAD will create is base
+    (repo / "Makefile").write_text("test:\n\ttrue\n")
+    done = cli("init", "--preset", "codex", "--yes", cwd=repo)
     assert done.code == 0 and "Not checked on release: the branch has no commit yet." in done.out
     bare = make_repo(tmp_path / "bare")
     done = cli("init", "--preset", "codex", "--yes", cwd=bare)
     assert done.code == 0 and "No test command detected" in done.out and "[test]" not in done.out
-    assert not (bare / "_").exists()
+    assert not default_root(bare).exists()
+
+
+# -- where and what init writes, asked by a new user ------------------------------------------------
+
+
+def test_init_in_a_subdirectory_writes_at_the_repository_top(cli: CLI, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"Makefile": "test:\n\ttrue\n"})
+    sub = repo / "src" / "deep"
+    sub.mkdir(parents=True)
+    done = cli("init", "--preset", "codex", "--yes", cwd=sub)
+    assert done.code == 0, done.err
+    assert (repo / "pipeline.yaml").is_file() and not (sub / "pipeline.yaml").exists()
+    assert "The checks pass on live." in done.out  # checked with the file just written
+    # From the subdirectory, every command finds it; a second init there refuses to overwrite it.
+    assert cli("config", "validate", cwd=sub).code == 0
+    again = cli("init", "--preset", "codex", "--yes", cwd=sub)
+    assert again.code == 1 and "--force" in again.err
+
+
+def test_init_outside_a_repository_writes_nothing(cli: CLI, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    done = cli("init", "--yes", cwd=plain)
+    assert done.code == 1
+    assert "not inside a git repository" in done.err and "fatal" not in done.err
+    assert list(plain.iterdir()) == []
+
+
+def test_init_refuses_a_base_that_does_not_exist(cli: CLI, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    done = cli("init", "--preset", "codex", "--base", "liv", "--yes", cwd=repo)
+    assert done.code == 1 and "no branch 'liv'" in done.err and "Did you mean 'live'?" in done.err
+    assert not (repo / "pipeline.yaml").exists()
+    typo = cli("init", "--preset", "claud", "--yes", cwd=repo)
+    assert typo.code == 1 and "Did you mean 'claude-code'?" in typo.err
+
+
+def test_a_typo_at_a_prompt_is_asked_again_with_a_suggestion(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    repo = make_repo(tmp_path / "r")
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "init", "--no-check"], cwd=repo, env=clean_env(),
+        input="codx\ncodex\nlve\nlive\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "No preset 'codx'" in done.stdout and "Did you mean 'codex'?" in done.stdout
+    assert "No branch 'lve'" in done.stdout and "Did you mean 'live'?" in done.stdout
+    text = (repo / "pipeline.yaml").read_text()
+    assert "preset: codex" in text and "base: live" in text
+
+
+def test_the_default_preset_is_one_whose_cli_is_installed(cli: CLI, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import FAKES
+
+    repo = make_repo(tmp_path / "r")
+    only = tmp_path / "bin"
+    only.mkdir()
+    (only / "gemini").symlink_to(FAKES / "gemini")
+    path = f"{only}:{Path(shutil.which('git') or '/usr/bin/git').parent}"
+    done = cli("init", "--yes", "--no-check", cwd=repo, env={"PATH": path})
+    assert done.code == 0, done.err
+    assert "preset: gemini" in (repo / "pipeline.yaml").read_text()
+    assert "not on PATH" not in done.out
+    # With none installed it proposes claude-code, and says its CLI is missing.
+    (only / "gemini").unlink()
+    done = cli("init", "--yes", "--no-check", "--force", cwd=repo, env={"PATH": path})
+    assert done.code == 0 and "`claude` is not on PATH" in done.out

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import CLI, clean_env, make_repo
+from tests.conftest import CLI, clean_env, default_root, make_repo
 from tests.loop_helpers import Sample, make_sample, stop, wait_for
 
 ESC = b"\x1b"
@@ -81,7 +81,7 @@ def _populate(repo: Path, cli: CLI) -> None:
     assert cli("task", "import", "tasks.jsonl", cwd=repo).code == 0
     # Now, not at import: t-bo must still be backing off when the test reads status.
     now_iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    root = repo / "_" / "pipeline"
+    root = default_root(repo)
     logs = root / "logs" / "tasks"
     for task, text in (("t-dev", "agent: editing parser.py\n"), ("t-ver", "[unit] started\n"),
                        ("t-int", "[unit] passed\n")):  # fmt: skip
@@ -227,7 +227,7 @@ def test_logs_refuse_a_bad_task_id_before_touching_anything(cli: CLI, tmp_path: 
     for bad in ("../etc", "--id=x"):
         done = cli("logs", "--", bad, cwd=repo) if bad.startswith("-") else cli("logs", bad, cwd=repo)
         assert done.code == 1 and "Invalid task id" in done.err, done
-    assert not (repo / "_").exists()
+    assert not default_root(repo).exists()
 
 
 WRITER = """
@@ -240,11 +240,11 @@ with open(sys.argv[1], "a") as log:
 
 def test_logs_follow_a_log_as_it_grows_and_end_with_its_run(cli: CLI, repo: Path) -> None:
     assert cli("task", "add", "grow", "--id", "t-g", cwd=repo).code == 0
-    log = repo / "_" / "pipeline" / "logs" / "tasks" / "t-g" / "t-g-1.log"
+    log = default_root(repo) / "logs" / "tasks" / "t-g" / "t-g-1.log"
     log.parent.mkdir(parents=True)
     log.write_text("")
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log)])
-    db = sqlite3.connect(repo / "_" / "pipeline" / "state.db")
+    db = sqlite3.connect(default_root(repo) / "state.db")
     with db:
         db.execute("UPDATE tasks SET status = 'in_progress' WHERE id = 't-g'")
         db.execute(

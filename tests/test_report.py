@@ -31,7 +31,7 @@ from runner.report_html import render_html
 from runner.report_query import ReportInputs, RunInput, TaskInput, read_inputs
 from runner.state import Database, Runs, open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskType
-from tests.conftest import CLI, write_config
+from tests.conftest import CLI, default_root, write_config
 
 AS_OF = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
 HOSTILE = '</td></tr><script>document.title="pwned"</script><img src=x onerror="alert(1)"> \x1b[2J\u202e'
@@ -378,7 +378,7 @@ def test_json_document_is_the_report() -> None:
 def test_report_command_text_json_html_and_errors(cli: CLI, repo: Path, tmp_path: Path) -> None:
     write_config(repo, "base: live\n")
     assert cli("task", "add", "first", cwd=repo).code == 0
-    conn = sqlite3.connect(repo / "_/pipeline/state.db")
+    conn = sqlite3.connect(default_root(repo) / "state.db")
     with conn:
         conn.execute(
             "INSERT INTO pipeline_runs (task_id, phase, patchset, status, cost_cents, started_at, finished_at) "

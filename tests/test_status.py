@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.conftest import CLI
+from tests.conftest import CLI, default_root
 
 REFERENCE_KEYS = {"open", "in_progress", "verified", "done", "needs_help", "active_dev_runs"}
 
@@ -18,7 +18,7 @@ def test_status_on_empty_root_is_clear_and_creates_nothing(cli: CLI, repo: Path)
     assert set(doc) >= REFERENCE_KEYS
     assert doc["schema_version"] == 2 and doc["initialized"] is False
     assert all(doc[k] == 0 for k in REFERENCE_KEYS)
-    assert not (repo / "_").exists()
+    assert not default_root(repo).exists()
 
 
 def test_status_on_populated_root(cli: CLI, repo: Path) -> None:
@@ -27,7 +27,7 @@ def test_status_on_populated_root(cli: CLI, repo: Path) -> None:
     cli("task", "add", "epic", "--type", "epic", cwd=repo)
     cli("task", "set-status", "t-2", "done", cwd=repo)
     cli("task", "set-status", "t-3", "needs_help", cwd=repo)
-    db = sqlite3.connect(repo / "_/pipeline/state.db")
+    db = sqlite3.connect(default_root(repo) / "state.db")
     with db:
         db.execute(
             "INSERT INTO pipeline_runs (task_id, phase, patchset, status, cost_cents, started_at) "

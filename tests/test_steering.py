@@ -31,7 +31,7 @@ from runner.tasks import (
     tasks_from_records,
 )
 from runner.workspace import Layout, Workspaces, task_ref
-from tests.conftest import CLI, git, make_repo, write_config
+from tests.conftest import CLI, default_root, git, make_repo, write_config
 
 
 @pytest.fixture
@@ -400,7 +400,7 @@ def test_bad_ids_are_refused_before_the_database(cli: CLI, repo: Path) -> None:
                  ["edit", "ok", "--depends-on", "../up"]):  # fmt: skip
         done = cli("task", *args, cwd=repo)
         assert done.code == 1 and "Invalid task id" in done.err, args
-    assert not (repo / "_").exists()
+    assert not default_root(repo).exists()
 
 
 def test_list_filters_by_several_statuses_and_parent(cli: CLI, repo: Path) -> None:

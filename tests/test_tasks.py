@@ -10,11 +10,11 @@ import pytest
 
 from runner.state import open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskSource, TaskStatus
-from tests.conftest import CLI
+from tests.conftest import CLI, default_root
 
 
 def db_rows(repo: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(repo / "_/pipeline/state.db")
+    conn = sqlite3.connect(default_root(repo) / "state.db")
     try:
         return list(conn.execute(sql))
     finally:
@@ -73,7 +73,7 @@ def test_bad_ids_refused_before_anything_is_written(cli: CLI, repo: Path, bad_id
     done = cli("task", "add", "title", f"--id={bad_id}", cwd=repo)
     assert done.code == 1
     assert "Invalid task id" in done.err
-    assert not (repo / "_").exists(), "nothing may be written for a refused id"
+    assert not default_root(repo).exists(), "nothing may be written for a refused id"
     assert not (repo / "x").exists()
 
 
@@ -179,12 +179,12 @@ def test_bad_namespaces_refused_before_anything_is_written(
     done = cli("task", "add", "title", f"--namespace={bad}", cwd=repo)
     assert done.code == 1
     assert "Invalid namespace" in done.err
-    assert not (repo / "_").exists()
+    assert not default_root(repo).exists()
     records = tmp_path / "tasks.jsonl"
     records.write_text(json.dumps({"id": "n-1", "title": "t", "namespace": bad}) + "\n")
     imported = cli("task", "import", str(records), cwd=repo)
     assert imported.code == 1 and "Invalid namespace" in imported.err
-    assert not (repo / "_").exists()
+    assert not default_root(repo).exists()
 
 
 def test_path_like_namespaces_are_accepted(cli: CLI, repo: Path) -> None:

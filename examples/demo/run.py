@@ -60,8 +60,8 @@ def main() -> int:
     (project / "pipeline.yaml").write_text(
         CONFIG.format(python=sys.executable, agent=HERE / "example_agent.py")
     )
-    # The config and the runner's state stay out of the sample project's history.
-    (project / ".git" / "info" / "exclude").write_text("pipeline.yaml\n_/\n")
+    # The config stays out of the sample project's history (the runner's state is in .git).
+    (project / ".git" / "info" / "exclude").write_text("pipeline.yaml\n")
     runner = [sys.executable, "-m", "runner"]
     step(*runner, "phases", cwd=project, env=env)
     step(*runner, "task", "import", str(HERE / "tasks.yaml"), cwd=project, env=env)
