@@ -80,7 +80,11 @@ def probe_claude(backend: ClaudeCode, env: dict[str, str], run: Runner, *, call:
     findings: list[Finding] = []
     mode = backend.permission_mode()
     if mode == "bypassPermissions" and euid == 0 and env.get("IS_SANDBOX") != "1":
-        findings.append(_fail("claude as root", "as root, " + CLAUDE_ROOT_REFUSAL, backend.root_refusal(), "agent.env"))
+        message = (
+            f"as root, with IS_SANDBOX={env.get('IS_SANDBOX', '(unset)')}, claude exits 1 at once under "
+            f"--permission-mode bypassPermissions: '--dangerously-skip-permissions {CLAUDE_ROOT_REFUSAL}'"
+        )
+        findings.append(_fail("claude as root", message, backend.root_refusal(), "agent.env"))
         return findings
     if not call:
         return findings
@@ -90,7 +94,8 @@ def probe_claude(backend: ClaudeCode, env: dict[str, str], run: Runner, *, call:
         argv += ["--model", backend.config.model]
     done = run([*argv, "--", PROBE_PROMPT], env, CALL_TIMEOUT)
     if CLAUDE_ROOT_REFUSAL in done.output:
-        findings.append(_fail("claude call", "claude refused to start: " + CLAUDE_ROOT_REFUSAL, backend.root_refusal(), "agent.env"))
+        said = next((line for line in done.output.splitlines() if CLAUDE_ROOT_REFUSAL in line), "")
+        findings.append(_fail("claude call", f"claude refused to start: {said.strip()}", backend.root_refusal(), "agent.env"))
         return findings
     if done.timed_out:
         findings.append(_fail(

@@ -112,8 +112,8 @@ class AgentConfig(_Strict):
     offline_timeout: int = Field(
         180,
         ge=0,
-        description="seconds a run may show nothing but attempts to reconnect before it is stopped as "
-        "a fault of the network, not the task's (codex); 0 = never",
+        description="seconds a run may show nothing but attempts to reconnect (codex) or failed model "
+        "calls it retries (opencode) before it is stopped as a fault of the network, not the task's; 0 = never",
     )
 
     @field_validator("command", mode="before")

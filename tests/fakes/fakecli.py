@@ -272,6 +272,7 @@ def opencode(argv: list[str]) -> int:
     p.add_argument("--model", "-m")
     p.add_argument("--dir")
     p.add_argument("--print-logs", action="store_true")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARN", "ERROR"])
     p.add_argument("message", nargs="*")
     args = _parse(p, argv, "message")
     message = " ".join(f'"{w.replace(chr(34), chr(92) + chr(34))}"' if " " in w else w for w in args.message)
@@ -291,7 +292,7 @@ def opencode(argv: list[str]) -> int:
         delay = 0.05
         while True:  # a persistent 500: retried with a growing delay and no cap, printing nothing
             if args.print_logs:
-                print(f"ERROR {time.strftime('%Y-%m-%dT%H:%M:%S')} +{int(delay * 1000)}ms service=llm "
+                print(f"ERROR {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())} +{int(delay * 1000)}ms service=llm "
                       f"providerID=anthropic modelID={args.model or 'm'} sessionID={session} "
                       "error={\"error\":{\"name\":\"AI_APICallError\",\"statusCode\":500,"
                       "\"message\":\"Internal server error\"}} stream error", file=sys.stderr, flush=True)  # fmt: skip
