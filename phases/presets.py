@@ -28,6 +28,7 @@ from phases.agents import (
     number,
     stdout_file,
 )
+from runner.templates import fill_argv
 
 
 def _json_lines(text: str) -> Iterator[dict[str, Any]]:
@@ -105,7 +106,7 @@ class CliPreset(CommandBackend):
         return [
             self.executable_name() or "",
             *self.arguments(request),
-            *self.config.args,
+            *fill_argv(self.config.args, request.values),
             *self.prompt_arguments(request),
         ]
 

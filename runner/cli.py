@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.set_defaults(handler=cmd_logs)
 
     resume = sub.add_parser("resume", help="clear the faults that pause work, after a person has looked")
-    resume.add_argument("area", nargs="?", help="only this one (dev, verify, integrate, checkout, base)")
+    resume.add_argument("area", nargs="?", help="only this one (dev, verify, integrate, checkout, base, red-base, environment)")
     resume.set_defaults(handler=cmd_resume)
 
     config = sub.add_parser("config", help="show or validate the effective configuration")

@@ -289,6 +289,11 @@ class PipelineConfig(BaseSettings):
     check_concurrency: int | None = Field(
         None, ge=1, description="phase recipes running at once, across tasks; default: the machine's cores"
     )
+    check_base: bool = Field(
+        True,
+        description="run the phases on base's tip before agents start, and pause the queue while they fail "
+        "there; false: trust base",
+    )
     allow_unchecked: bool = Field(
         False,
         description="promote a task no check ran on (no recipe applied, or a skip code ended them "

@@ -34,6 +34,8 @@ from runner.doctor import Finding, Verdict, check_agent_cli, check_recipe_progra
 from runner.faults import FaultBoard
 
 ENVIRONMENT = "environment"
+# Where, under the root, base's checks get their checkout (apart from `pipeline-runner check`'s).
+BASE_CHECKS_DIR = "base-check"
 RED_BASE = "red-base"
 # Shown lines of a failing check's output in the fault's message.
 TAIL_LINES = 12
@@ -161,7 +163,7 @@ class Preflight:
     def base_green(self, *, wait: bool) -> bool:
         """Whether base's checks pass on its tip. Unknown for this tip: they are started (and, with
         ``wait``, waited for); meanwhile it is not green."""
-        if not self.config.phases:
+        if not self.config.phases or not self.config.check_base:
             return True
         tip = self.tip()
         if tip is None:
@@ -193,7 +195,13 @@ class Preflight:
         return self._settle(tip, result)
 
     def _check(self, tip: str) -> VerifyResult:
-        return check(self.config, CheckRun(tip, [], None, self.use_cache), io.StringIO())
+        return check(self.config, CheckRun(tip, [], None, self.use_cache), io.StringIO(), where=BASE_CHECKS_DIR)
+
+    def landed(self, sha: str) -> None:
+        """The runner moved base to ``sha``: its tree passed the phases that gate a landing, so that
+        tip needs no check of its own (only tips the runner did not make are checked)."""
+        if self.faults.writable and self.config.phases:
+            self.green_file.write_text(sha + "\n", encoding="ascii")
 
     def _settle(self, tip: str, result: VerifyResult) -> bool:
         if result.status in (VerifyStatus.FAIL, VerifyStatus.FAULT):
