@@ -21,6 +21,7 @@ from typing import Any
 from runner.config import LoadedConfig, PipelineConfig, recipe_argv
 from runner.errors import ConfigError, PipelineError
 from runner.git import Git
+from runner.redact import resolve_agent_env
 from runner.templates import AGENT_PLACEHOLDERS, PROMPT_PLACEHOLDERS, RECIPE_PLACEHOLDERS, placeholders
 
 
@@ -123,8 +124,9 @@ def check_agent_cli(config: PipelineConfig, which: Which = _which) -> Finding:
     key = "agent.command" if config.agent.preset == "command" else "agent.executable"
     if not program:
         return Finding("agent CLI", Verdict.OK, f"preset {config.agent.preset} starts no local program")
-    path = config.agent.env.get("PATH") or os.environ.get("PATH")
-    missing = program_problem(program, path if path and "${" not in path else os.environ.get("PATH"), which)
+    # The agent is started with agent.env over the runner's environment: its PATH, if it sets one.
+    path = resolve_agent_env(config.agent.env, os.environ).get("PATH") or os.environ.get("PATH")
+    missing = program_problem(program, path, which)
     if missing is None:
         return Finding("agent CLI", Verdict.OK, f"{program} (preset {config.agent.preset})", key=key)
     return Finding(
@@ -282,7 +284,8 @@ def check_base_health(config: PipelineConfig) -> Finding:
         note = f" ({reused} reused from the check cache)" if reused else ""
         return Finding("base checks", Verdict.OK, f"pass on {config.base}'s tip{note}", kind=Kind.BASE)
     logs = [o.log_path for o in result.phases if o.state is PhaseState.FAILED and o.log_path]
-    tail = "\n".join(f"         {line}" for line in result.summary.strip().splitlines()[-8:])
+    lines = [line for line in result.summary.strip().splitlines() if line.strip()]
+    tail = "\n".join(f"         {line}" for line in lines[-8:])
     where = f" (whole output: {logs[0]})" if logs else ""
     if result.status is VerifyStatus.FAULT:
         return Finding(
