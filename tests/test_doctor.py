@@ -368,3 +368,39 @@ def test_opencode_is_stalled_only_by_failing_calls_after_its_last_event(tmp_path
     assert preset.stalled(handle) is None
     write(30, [55, 45, 35])  # failures before its last event were retried through
     assert preset.stalled(handle) is None
+
+
+def test_a_red_base_is_checked_once_per_tip_until_its_delay_is_up_and_clears_on_a_green_tip(tmp_path: Path) -> None:
+    counter = tmp_path / "runs.log"
+    check_py = (
+        "import pathlib, sys\n"
+        f"with open({str(counter)!r}, 'a') as f: f.write('run\\n')\n"
+        "sys.exit(1 if pathlib.Path('RED').exists() else 0)\n"
+    )
+    repo = make_repo(tmp_path / "repo", files={"check.py": check_py, "RED": "x\n"})
+    config = config_of(repo, phases={"test": {"run": [["python3", "check.py"]]}})
+    board = FaultBoard(tmp_path / "faults.json", lambda n: 3600.0)
+    woken: list[bool] = []
+    pre = Preflight(config, board, tmp_path / "green", lambda: git(repo, "rev-parse", "live"), lambda: woken.append(True))
+    try:
+        assert not pre.base_green(wait=True)
+        fault = board.get("red-base")
+        assert fault is not None and "base is red" in fault.message and fault.data["tip"] == git(repo, "rev-parse", "live")
+        for _ in range(3):  # the same red tip, the delay not up: never run again
+            assert not pre.base_green(wait=True)
+        assert counter.read_text().count("run") == 1 and board.get("red-base") == fault
+        git(repo, "rm", "-q", "RED")
+        git(repo, "commit", "-q", "-m", "fixed")
+        wait_until = time.time() + 30
+        while not pre.base_green(wait=False):
+            assert time.time() < wait_until
+            time.sleep(0.05)
+        assert woken  # the check ran beside the loop, which it woke when done
+        assert "red-base" not in board and (tmp_path / "green").read_text().strip() == git(repo, "rev-parse", "live")
+        assert pre.base_green(wait=True) and counter.read_text().count("run") == 2  # known green: no run
+        # A tip the runner landed is green without a run of its own.
+        git(repo, "commit", "-q", "--allow-empty", "-m", "landed by the runner")
+        pre.landed(git(repo, "rev-parse", "live"))
+        assert pre.base_green(wait=True) and counter.read_text().count("run") == 2
+    finally:
+        pre.close()
