@@ -100,11 +100,13 @@ class CheckRun:
 
 
 def check(
-    config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout, where: str = "check"
-) -> VerifyResult:
+    config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout, where: str = "check",
+    slots: threading.Semaphore | None = None,
+) -> VerifyResult:  # fmt: skip
     """Run the graph on ``request.rev`` in a pristine checkout, exactly as the pipeline would,
     filling and using the same cache. ``where``: the directory under the root that holds the
-    checkout (the runner's own checks of base use one of their own)."""
+    checkout (the runner's own checks of base use one of their own); ``slots``: the recipes that
+    may run at once, when shared with other checks (default: check_concurrency of its own)."""
     git = Git(config.repo_path)
     sha = git.rev(request.rev)
     if sha is None:
@@ -144,7 +146,7 @@ def check(
                 values={"namespace": None, "task_id": "", "workspace": str(place), "base": config.base,
                         "patchset": "0"},
                 log_dir=layout.root / "logs" / "check" / tree[:12],
-                slots=threading.BoundedSemaphore(config.check_slots),
+                slots=slots or threading.BoundedSemaphore(config.check_slots),
                 cache=CheckCache(db) if request.use_cache else None,
                 listener=Progress(out),
             )

@@ -117,6 +117,7 @@ class Preflight:
         wake: Callable[[], None],
         *,
         use_cache: bool = True,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         self.config = config
         self.faults = faults
@@ -124,6 +125,7 @@ class Preflight:
         self.tip = tip
         self.wake = wake
         self.use_cache = use_cache
+        self.slots = slots  # shared with verifications and integrations: check_concurrency holds for all
         self.stamp: tuple[tuple[str, int], ...] | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-check")
         self.checking: tuple[str, Future[VerifyResult]] | None = None
@@ -195,7 +197,7 @@ class Preflight:
         return self._settle(tip, result)
 
     def _check(self, tip: str) -> VerifyResult:
-        return check(self.config, CheckRun(tip, [], None, self.use_cache), io.StringIO(), where=BASE_CHECKS_DIR)
+        return check(self.config, CheckRun(tip, [], None, self.use_cache), io.StringIO(), BASE_CHECKS_DIR, self.slots)
 
     def landed(self, sha: str) -> None:
         """The runner moved base to ``sha``: its tree passed the phases that gate a landing, so that

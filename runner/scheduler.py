@@ -105,13 +105,14 @@ class Pipeline:
         )
         self.wake = Waker()
         self.next_wake: float | None = None
-        self.preflight = Preflight(
-            config, self.faults, config.root / "base-green", self.watch.tip, self.wake.set, use_cache=use_cache
-        )
-        self.ready_to_start = True  # this cycle's preflight: the environment is there and base is green
         # The executors: agents are started and harvested here; checks and landings run there.
         self.verifier = Verifier(self, use_cache=use_cache)
         self.integrator = Integrator(self)
+        self.preflight = Preflight(
+            config, self.faults, config.root / "base-green", self.watch.tip, self.wake.set,
+            use_cache=use_cache, slots=self.verifier.slots,
+        )  # fmt: skip
+        self.ready_to_start = True  # this cycle's preflight: the environment is there and base is green
 
     # -- helpers -------------------------------------------------------------------------------
 
