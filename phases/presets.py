@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from phases.agents import (
     number,
     stdout_file,
 )
+from runner.templates import fill_argv
 
 
 def _json_lines(text: str) -> Iterator[dict[str, Any]]:
@@ -104,7 +106,7 @@ class CliPreset(CommandBackend):
         return [
             self.executable_name() or "",
             *self.arguments(request),
-            *self.config.args,
+            *fill_argv(self.config.args, request.values),
             *self.prompt_arguments(request),
         ]
 
@@ -470,9 +472,42 @@ class OpenCode(CliPreset):
         overrides both, so it works in the workspace whatever ``PWD`` it inherited.
         """
         args = ["run", "--format", "json", "--dir", str(request.workspace)]
+        # Its warnings and errors on stderr (the run's log): the only sign of a model call it retries.
+        args += ["--print-logs", "--log-level", "WARN"]
         if self.config.model:
             args += ["--model", self.config.model]
         return args
+
+    def stalled(self, handle: AgentHandle) -> str | None:
+        """A run with no event for ``agent.offline_timeout`` seconds while its log shows only model
+        calls failing: opencode retries a persistent server error (an HTTP 500, an endpoint that
+        refuses) with a growing delay and no cap, printing nothing on stdout, so it would last until
+        agent.timeout. A quiet run without such errors (a long tool call) is left alone."""
+        limit = self.config.offline_timeout
+        now = time.time()
+        if not limit or now - handle.started_at < limit:
+            return None
+        progress = handle.started_at
+        try:
+            with open(stdout_file(handle.status_file), encoding="utf-8", errors="replace") as events:
+                for event in _json_lines_of(events):
+                    progress = max(progress, number(event.get("timestamp")) / 1000)
+        except OSError:
+            pass
+        if now - progress < limit:
+            return None
+        errors = [
+            line for line in log_tail(handle.log_path, 64_000).splitlines()
+            if OPENCODE_STREAM_ERROR in line and _log_time(line) >= progress - 1
+        ]  # fmt: skip
+        if len(errors) < 2:
+            return None
+        return (
+            f"opencode's model calls keep failing: no step for {limit}s, only retries ({len(errors)} "
+            f"failed calls, the last ending: {_clip(errors[-1][-160:], 200)!r}). opencode retries a server error (HTTP 5xx) "
+            "or an unreachable endpoint for ever: check the provider's status, its baseURL in opencode.json, "
+            "and agent.model"
+        )
 
     def prompt_arguments(self, request: AgentRequest) -> list[str]:
         """The message after ``--``."""
@@ -512,6 +547,21 @@ class OpenCode(CliPreset):
         if exit_code != 0:
             return self.failed(f"opencode exited {exit_code}", handle, cost_usd * 100, tokens)
         return AgentOutcome(AgentState.SUCCEEDED, None, cost_usd * 100, tokens)
+
+
+# What opencode logs (`--print-logs`) for each failed model call it is about to retry.
+OPENCODE_STREAM_ERROR = "stream error"
+
+
+def _log_time(line: str) -> float:
+    """The time of an opencode log line (``LEVEL 2026-01-01T10:00:00 +2ms ...``, UTC); 0 without one."""
+    parts = line.split(maxsplit=2)
+    if len(parts) < 2:
+        return 0.0
+    try:
+        return datetime.fromisoformat(parts[1]).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _opencode_error(event: dict[str, Any]) -> tuple[str, bool]:

@@ -99,9 +99,14 @@ class CheckRun:
     use_cache: bool
 
 
-def check(config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout) -> VerifyResult:
+def check(
+    config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout, where: str = "check",
+    slots: threading.Semaphore | None = None,
+) -> VerifyResult:  # fmt: skip
     """Run the graph on ``request.rev`` in a pristine checkout, exactly as the pipeline would,
-    filling and using the same cache."""
+    filling and using the same cache. ``where``: the directory under the root that holds the
+    checkout (the runner's own checks of base use one of their own); ``slots``: the recipes that
+    may run at once, when shared with other checks (default: check_concurrency of its own)."""
     git = Git(config.repo_path)
     sha = git.rev(request.rev)
     if sha is None:
@@ -123,7 +128,7 @@ def check(config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout) -
     # Its own checkout, never shared with (nor removed by) another `check` running meanwhile: a
     # recipe whose checkout vanished under it can pass on no files at all, and that pass would be
     # kept for the tree. Those of checks that died are removed.
-    place = layout.root / "check" / f"{tree[:12]}-{os.getpid()}-{threading.get_native_id()}"
+    place = layout.root / where / f"{tree[:12]}-{os.getpid()}-{threading.get_native_id()}"
     remove_abandoned(place.parent)
     workspaces = Workspaces(git, layout)
 
@@ -141,7 +146,7 @@ def check(config: PipelineConfig, request: CheckRun, out: TextIO = sys.stdout) -
                 values={"namespace": None, "task_id": "", "workspace": str(place), "base": config.base,
                         "patchset": "0"},
                 log_dir=layout.root / "logs" / "check" / tree[:12],
-                slots=threading.BoundedSemaphore(config.check_slots),
+                slots=slots or threading.BoundedSemaphore(config.check_slots),
                 cache=CheckCache(db) if request.use_cache else None,
                 listener=Progress(out),
             )

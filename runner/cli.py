@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.set_defaults(handler=cmd_logs)
 
     resume = sub.add_parser("resume", help="clear the faults that pause work, after a person has looked")
-    resume.add_argument("area", nargs="?", help="only this one (dev, verify, integrate, checkout, base)")
+    resume.add_argument("area", nargs="?", help="only this one (dev, verify, integrate, checkout, base, red-base, environment)")
     resume.set_defaults(handler=cmd_resume)
 
     config = sub.add_parser("config", help="show or validate the effective configuration")
@@ -191,7 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(show)
     show.set_defaults(handler=cmd_config_show)
     validate = config_sub.add_parser("validate", help="exit 0 if the configuration is valid, else 1")
+    validate.add_argument(
+        "--schema-only", action="store_true", help="only the keys and values, not this repository and machine"
+    )
     validate.set_defaults(handler=cmd_config_validate)
+
+    doctor = sub.add_parser("doctor", help="check the repository, the agent CLI, the tools and base's checks")
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--no-agent-call", action="store_true", help="skip the one cheap call to the agent's model")
+    doctor.set_defaults(handler=cmd_doctor)
 
     init = sub.add_parser("init", help="write a commented pipeline.yaml for this repository")
     init.add_argument("--preset", help="agent preset (asked for unless given or --yes)")
@@ -462,12 +470,21 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     """`config validate`."""
     from phases.backends import make_backend
     from phases.verify import coverage_problem
+    from runner.doctor import config_problems, static_findings, where_of
 
     loaded = _load(args)
     problem = make_backend(loaded.config.agent).check()
     if problem:
         raise PipelineError(f"{loaded.config_file or 'config'}: {problem}")
     config = loaded.config
+    if not args.schema_only:
+        errors, warnings = config_problems(
+            static_findings(config, where=where_of(loaded)), str(loaded.config_file or "default configuration")
+        )
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if errors:
+            raise PipelineError("\n".join(errors))
     gap = coverage_problem(config.phases)
     if gap:
         # Valid, but a task no check runs on cannot land: say so before a run finds out.
@@ -484,6 +501,18 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
         print(f"warning: {where}: key 'phases': {gap}; {then}", file=sys.stderr)
     print(f"{loaded.config_file or 'default configuration'}: valid")
     return Exit.OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """`doctor`: every item with its verdict and fix; exit 1 when one fails."""
+    from runner.doctor import healthy, render, run_doctor, to_json
+
+    findings = run_doctor(_load(args), agent_call=not args.no_agent_call)
+    if args.json:
+        _print_json(to_json(findings))
+    else:
+        print(render(findings), end="")
+    return Exit.OK if healthy(findings) else Exit.ERROR
 
 
 def cmd_init(args: argparse.Namespace) -> int:

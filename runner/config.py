@@ -124,8 +124,8 @@ class AgentConfig(_Strict):
     offline_timeout: int = Field(
         180,
         ge=0,
-        description="seconds a run may show nothing but attempts to reconnect before it is stopped as "
-        "a fault of the network, not the task's (codex); 0 = never",
+        description="seconds a run may show nothing but attempts to reconnect (codex) or failed model "
+        "calls it retries (opencode) before it is stopped as a fault of the network, not the task's; 0 = never",
     )
 
     @field_validator("command", mode="before")
@@ -356,6 +356,11 @@ class PipelineConfig(BaseSettings):
     )
     notify: list[NotifyRule] = Field(
         default_factory=list, description="commands run on events (needs_help, landed, paused, resumed)"
+    )
+    check_base: bool = Field(
+        True,
+        description="run the phases on base's tip before agents start, and pause the queue while they fail "
+        "there; false: trust base",
     )
     allow_unchecked: bool = Field(
         False,

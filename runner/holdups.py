@@ -31,11 +31,12 @@ class Holdup(enum.StrEnum):
     HELD = "held"  # verified; its integration was refused until a person acts (base's checkout)
 
 
-# The fault areas that pause each step (runner.scheduler, runner.integrator): "base" holds all.
+# The fault areas that pause each step (runner.scheduler, runner.integrator): "base" holds all;
+# a red base or a missing program (runner.preflight) holds agents and integration.
 STEP_FAULTS: dict[Step, tuple[str, ...]] = {
-    Step.DEVELOP: ("base", "dev"),
+    Step.DEVELOP: ("base", "red-base", "environment", "dev"),
     Step.VERIFY: ("base", "verify"),
-    Step.INTEGRATE: ("base", "checkout", "integrate"),
+    Step.INTEGRATE: ("base", "red-base", "environment", "checkout", "integrate"),
 }
 
 

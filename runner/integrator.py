@@ -203,6 +203,7 @@ class Integrator:
             with self.p.db.write():
                 self.p.runs.finish(row, move.run, after_sha=result.detail)
                 self.p.finish_done(task_id, result.detail, release=False)
+            self.p.preflight.landed(result.detail)
             killpoints.reached("integrated")
             if result.lag is not None:
                 self.p.watch.checkout_lags(result.lag)

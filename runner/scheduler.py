@@ -8,7 +8,6 @@ Verification runs in worker threads beside the loop; only the loop's thread touc
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from phases.dev import (
 from runner import budget, killpoints, recovery
 from runner.basewatch import BaseWatch
 from runner.config import PipelineConfig
+from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
 from runner.git import Git
@@ -55,6 +55,7 @@ from runner.lifecycle import (
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink
 from runner.notify import Announcer, Notifier
+from runner.preflight import ENVIRONMENT, RED_BASE, Preflight
 from runner.redact import agent_secrets
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.status import held_integration, limits_of, task_gate
@@ -88,9 +89,11 @@ class Pipeline:
         dry_run: bool = False,
         use_cache: bool = True,
         notifier: Notifier | None = None,
+        once: bool = False,
     ) -> None:
         self.config = config
         self.dry_run = dry_run
+        self.once = once  # one cycle: base's checks are waited for rather than run beside the loop
         self.db = db
         self.store: BuiltinTaskStore = open_task_source(config.tasks.source, db)
         self.runs = Runs(db)
@@ -116,6 +119,11 @@ class Pipeline:
         # The executors: agents are started and harvested here; checks and landings run there.
         self.verifier = Verifier(self, use_cache=use_cache)
         self.integrator = Integrator(self)
+        self.preflight = Preflight(
+            config, self.faults, config.root / "base-green", self.watch.tip, self.wake.set,
+            use_cache=use_cache, slots=self.verifier.slots,
+        )  # fmt: skip
+        self.ready_to_start = True  # this cycle's preflight: the environment is there and base is green
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -196,7 +204,8 @@ class Pipeline:
         self.integrator.stop_cancelled()
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
-        acted = self.integrator.integrate_step(verified)
+        self.ready_to_start = self.preflight_step()
+        acted = self.integrator.integrate_step(verified) if self.ready_to_start else self.integrator.collect_integration()
         acted |= self.harvest_step()
         acted |= self.verifier.collect_verifies()
         # After the harvest, so that the cost of the agents that just ended counts.
@@ -204,6 +213,20 @@ class Pipeline:
         acted |= self.develop_step()
         self.announcer.flush()
         return acted
+
+    def preflight_step(self) -> bool:
+        """Whether agents may start and tasks integrate this cycle: what they need is installed and
+        base's checks pass on its tip (runner.preflight). Only asked when there is work for them."""
+        if self.dry_run:
+            return ENVIRONMENT not in self.faults and RED_BASE not in self.faults
+        if not self.store.ready() and not self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False):
+            return True
+        if not self.preflight.environment_ok():
+            return False
+        green = self.preflight.base_green(wait=self.once)
+        if not green:
+            self.paused(RED_BASE)  # wake when its delay is up
+        return green
 
     def finish_done(self, task_id: str, sha: str, *, recovered: bool = False, release: bool = True) -> None:
         """Mark a landed task done and remove its workspace and the runner's ref for it."""
@@ -441,7 +464,7 @@ class Pipeline:
         running = self.runs.running(Phase.DEV)
         slots = self.config.concurrency - len(running)
         # No agent starts on a base something else moved: its work would be judged against it.
-        if slots <= 0 or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
+        if slots <= 0 or not self.ready_to_start or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
             return False
         acted = False
         starting: list[Task] = []
@@ -559,10 +582,10 @@ class Pipeline:
         outside the runner): a batch run (`--until-idle`) stops here rather than wait for hours."""
         if self.verifier.verifying or self.integrator.integrating is not None or self.runs.running(Phase.DEV):
             return False
+        # Base moved outside the runner, base is red, a program is missing: only a person moves these.
         # The daily cost cap lifts at midnight only: a batch run does not wait for it.
-        return any(
-            f.area in ("base", budget.AREA) or f.count >= FAULT_PATIENCE for f in self.faults.faults.values()
-        )
+        waits_for_a_person = ("base", RED_BASE, ENVIRONMENT, budget.AREA)
+        return any(f.area in waits_for_a_person or f.count >= FAULT_PATIENCE for f in self.faults.faults.values())
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -589,6 +612,7 @@ class Pipeline:
         of the last moves, and let the notifications still queued run."""
         self.verifier.close()
         self.integrator.close()
+        self.preflight.close()
         self.wake.close()
         try:
             self.announcer.flush()
@@ -628,18 +652,14 @@ def preflight(config: PipelineConfig) -> None:
             "land. Declare the commands that build and test the repository as phases (for example "
             "phases: {test: {run: [\"make test\"]}}), or set allow_unchecked: true to land tasks with no check."
         )
-    backend = make_backend(config.agent)
-    problem = backend.check()
+    problem = make_backend(config.agent).check()
     if problem:
         raise PipelineError(problem)
-    executable = backend.executable_name()
-    # Only a bare program name can be checked here; a path may be relative to the task worktree.
-    bare = executable and "/" not in executable and "{" not in executable
-    if bare and shutil.which(executable or "") is None:
-        raise PipelineError(
-            f"Agent executable {executable!r} (preset {config.agent.preset!r}) was not found on PATH. "
-            "Install it, or choose another agent.preset in the config."
-        )
+    # A misspelled placeholder would reach every command or prompt as it is. A missing program is
+    # not refused here: it pauses the queue (runner.preflight) until it is installed.
+    misspelled = [f for f in check_placeholders(config, prompt_template(config)) if f.verdict is Verdict.FAIL]
+    if misspelled:
+        raise PipelineError("; ".join(f"{f.message} ({f.fix})" for f in misspelled))
 
 
 def run_loop(
@@ -706,7 +726,9 @@ def _run_loop(
         notifier = Notifier(
             config.notify, base=config.base, root=config.root, cwd=config.repo_path, echo=_echo if quiet else None
         )
-        pipeline = Pipeline(config, open_db(config.state_db), dry_run=False, use_cache=use_cache, notifier=notifier)
+        pipeline = Pipeline(
+            config, open_db(config.state_db), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
+        )
         try:
             logger.info(
                 "pipeline starting: repo={} base={} root={} concurrency={} at {}",

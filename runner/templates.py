@@ -42,3 +42,16 @@ def missing_values(argv: Sequence[str], values: Mapping[str, str | None]) -> set
     for arg in argv:
         needed |= placeholders(arg)
     return {name for name in needed if name in values and values[name] is None}
+
+
+# The placeholders each kind of template is given (phases.dev.template_values, the verifier's and
+# integrator's check values, phases.dev.build_prompt); any other ``{name}`` is left as it is.
+AGENT_PLACEHOLDERS = (
+    "prompt_file", "run_id", "task_id", "namespace", "workspace", "base", "patchset",
+    "timeout", "max_iter", "max_cost", "provider",
+)  # fmt: skip
+RECIPE_PLACEHOLDERS = ("task_id", "namespace", "workspace", "base", "patchset")
+PROMPT_PLACEHOLDERS = (
+    "task_id", "title", "description", "namespace", "base", "patchset", "priority", "workspace",
+    "verify_recipes", "feedback",
+)  # fmt: skip

@@ -105,7 +105,7 @@ def test_missing_config_given_with_c_is_an_error(cli: CLI, repo: Path) -> None:
 
 
 def test_valid_config_validates(cli: CLI, repo: Path) -> None:
-    write_config(repo, "base: live\nagent:\n  preset: command\n  command: ['my-agent', '{prompt_file}']\n")
+    write_config(repo, "base: live\nagent:\n  preset: command\n  command: ['fake-agent', '{prompt_file}']\n")
     done = cli("config", "validate", cwd=repo)
     assert done.code == 0, done.err
 

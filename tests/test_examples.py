@@ -56,7 +56,7 @@ def test_epic_config_narrows_the_repo_config() -> None:
 
 def test_examples_validate_through_the_cli(cli: CLI, tmp_path: Path) -> None:
     for path in (EXAMPLES / "epics" / "docs.yaml", EXAMPLES / "command.yaml"):
-        done = cli("-c", str(path), "config", "validate", cwd=tmp_path)
+        done = cli("-c", str(path), "config", "validate", "--schema-only", cwd=tmp_path)
         assert done.code == 0, done.err
 
 

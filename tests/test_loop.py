@@ -302,15 +302,6 @@ def test_run_writes_json_log_file(tmp_path: Path) -> None:
     assert any("integrated into live" in m for m in messages)
 
 
-def test_missing_agent_is_a_clear_error(tmp_path: Path) -> None:
-    s = make_sample(tmp_path, agent={"command": ["no-such-agent-cli", "{prompt_file}"]})
-    s.add("x")
-    done = s.cli("run", "--once")
-    assert done.returncode == 1
-    assert "no-such-agent-cli" in done.stderr and "not found" in done.stderr
-    assert s.status()["open"] == 1
-
-
 def test_task_text_never_reaches_a_shell(tmp_path: Path) -> None:
     s = make_sample(
         tmp_path,

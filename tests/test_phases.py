@@ -61,6 +61,9 @@ def sample(tmp_path: Path, **config: Any) -> Sample:
     """The sample repository with no phases yet (each test declares its graph), and stamp.py beside it."""
     s = make_sample(tmp_path, **config)
     s.config["phases"] = {}
+    # These tests count and script every run of a phase at verify and integrate; base's own checks
+    # before agents start (tests/test_doctor.py) would add runs of their own.
+    s.config["check_base"] = False
     s.write_config()
     (tmp_path / "stamp.py").write_text(STAMP_PY)
     s.env["STAMP_LOG"] = str(tmp_path / "stamps.jsonl")

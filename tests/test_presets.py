@@ -119,14 +119,15 @@ def test_agent_env_passes_runner_variable_and_plain_values(tmp_path: Path) -> No
     assert secret_leaks(s) == []
 
 
-def test_preset_not_installed_is_a_clear_error(tmp_path: Path) -> None:
+def test_preset_not_installed_is_a_clear_error_and_pauses_agents(tmp_path: Path) -> None:
     s = make_sample(
         tmp_path, agent={"preset": "claude-code", "command": None, "executable": "no-claude-here"}
     )
     s.add("x")
     done = s.cli("run", "--once")
-    assert done.returncode == 1
+    assert done.returncode == 0  # paused, not refused: it resumes once the CLI is installed
     assert "no-claude-here" in done.stderr and "claude-code" in done.stderr
+    assert [f["area"] for f in s.status()["faults"]] == ["environment"] and s.status()["open"] == 1
 
 
 def test_aider_commits_per_edit_are_folded_into_one_commit_with_the_trailer(tmp_path: Path) -> None:

@@ -317,10 +317,10 @@ def test_a_check_that_cannot_start_is_a_fault_not_the_tasks_and_resumes(tmp_path
     codes = [s.cli("run", "--once").returncode for _ in range(4)]
     assert codes[-1] == 3 and set(codes) <= {0, 3}, codes  # verification is paused
     task = s.task("t-1")
-    assert task["status"] == "in_progress"
-    assert [r["status"] for r in task["runs"] if r["status"] == "failure"] == []
+    # Found before any agent started (runner.preflight): no attempt at all, nothing charged.
+    assert task["status"] == "open" and task["runs"] == []
     (fault,) = s.status()["faults"]
-    assert fault["area"] == "verify" and "site-checker" in fault["message"]
+    assert fault["area"] == "environment" and "site-checker" in fault["message"]
     checker = bin_dir / "site-checker"
     checker.write_text("#!/bin/sh\nexit 0\n")
     checker.chmod(0o755)

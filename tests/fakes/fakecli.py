@@ -24,7 +24,13 @@ The behaviour follows what the real CLIs did when tried (Claude Code 2.1.197 and
   bits.
 - opencode: works in `--dir`, else in `$PWD`, else its working directory. The message is its
   positional words (after `--` too), joined with spaces, a word holding a space put in quotes.
-  `error_name` in the attempt picks the error (ProviderAuthError, say).
+  `error_name` in the attempt picks the error (ProviderAuthError, say). `server_error` in the attempt:
+  a persistent HTTP 500, which opencode retries silently with a growing delay, for ever; only its
+  log lines say so (on stderr with `--print-logs`).
+- Every CLI answers `--version`; codex answers `login status`, opencode `models` (FAKE_MODELS, a
+  comma-separated list, else two). A call outside a task (no PIPELINE_TASK_ID: `doctor`'s probe)
+  answers without touching any file; FAKE_AUTH=bad makes claude's and gemini's calls fail on the
+  key, and codex's `login status` say it is not logged in.
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ def claude(argv: list[str]) -> int:
     if not args.prompt:
         print(MISSING_PROMPT, file=sys.stderr)
         return 1
+    if "PIPELINE_TASK_ID" not in os.environ:
+        return _claude_probe()
     mode = args.permission_mode or "default"
     # Headless nothing can be approved: in default mode the writes are denied with the rest; in
     # acceptEdits the edits are made and the Bash calls that would commit them denied.
@@ -151,11 +159,29 @@ def claude(argv: list[str]) -> int:
     return 0
 
 
+def _claude_probe() -> int:
+    """A call outside any task (a one-turn question): an answer, or the key rejected."""
+    if os.environ.get("FAKE_AUTH") == "bad":
+        body = json.dumps({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
+        print(json.dumps({"type": "result", "subtype": "success", "is_error": True, "api_error_status": 401,
+                          "result": f"API Error: 401 {body}", "total_cost_usd": 0}))  # fmt: skip
+        return 1
+    print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "ok",
+                      "total_cost_usd": 0.0004}))  # fmt: skip
+    return 0
+
+
 def _denial(tool: str, tool_input: dict[str, str]) -> dict[str, Any]:
     return {"tool_name": tool, "tool_use_id": f"toolu_01{tool}A8b2Xq", "tool_input": tool_input}
 
 
 def codex(argv: list[str]) -> int:
+    if argv[:2] == ["login", "status"]:
+        if os.environ.get("FAKE_AUTH") == "bad":
+            print("Not logged in", file=sys.stderr)
+            return 1
+        print("Logged in using an API key - sk-proj-***ABCDE")
+        return 0
     p = _parser("codex")
     p.add_argument("command", choices=["exec"])
     p.add_argument("--json", action="store_true", required=True)
@@ -237,11 +263,16 @@ def aider(argv: list[str]) -> int:
 
 
 def opencode(argv: list[str]) -> int:
+    if argv == ["models"]:
+        print("\n".join(os.environ.get("FAKE_MODELS", "anthropic/claude-sonnet-4-5,m-1").split(",")))
+        return 0
     p = _parser("opencode")
     p.add_argument("command", choices=["run"])
     p.add_argument("--format", choices=["default", "json"], required=True)
     p.add_argument("--model", "-m")
     p.add_argument("--dir")
+    p.add_argument("--print-logs", action="store_true")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARN", "ERROR"])
     p.add_argument("message", nargs="*")
     args = _parse(p, argv, "message")
     message = " ".join(f'"{w.replace(chr(34), chr(92) + chr(34))}"' if " " in w else w for w in args.message)
@@ -256,6 +287,17 @@ def opencode(argv: list[str]) -> int:
         print("Error: You must provide a message or a command", file=sys.stderr)
         return 1
     peeked = _peek()
+    if peeked.get("server_error"):
+        fakelib.attempt_for(os.environ["PIPELINE_TASK_ID"])
+        delay = 0.05
+        while True:  # a persistent 500: retried with a growing delay and no cap, printing nothing
+            if args.print_logs:
+                print(f"ERROR {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())} +{int(delay * 1000)}ms service=llm "
+                      f"providerID=anthropic modelID={args.model or 'm'} sessionID={session} "
+                      "error={\"error\":{\"name\":\"AI_APICallError\",\"statusCode\":500,"
+                      "\"message\":\"Internal server error\"}} stream error", file=sys.stderr, flush=True)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 0.4)
     if peeked.get("error"):
         _code, attempt = fakelib.perform(prompt_text=message)
         name = str(attempt.get("error_name", "APIError"))
@@ -303,6 +345,12 @@ def gemini(argv: list[str]) -> int:
     if not args.prompt:
         print("No input provided via stdin.", file=sys.stderr)
         return 42
+    if "PIPELINE_TASK_ID" not in os.environ:
+        if os.environ.get("FAKE_AUTH") == "bad":
+            _gemini_fatal(41, "API key not valid. Please pass a valid API key.", prefix=False)
+            return 41
+        print(json.dumps({"session_id": GEMINI_SESSION, "response": "ok"}))
+        return 0
     peeked = _peek()
     if peeked.get("error"):
         _code, attempt = fakelib.perform(prompt_text=args.prompt)
@@ -343,5 +391,12 @@ def _peek() -> dict[str, Any]:
 CLIS = {"claude": claude, "codex": codex, "aider": aider, "opencode": opencode, "gemini": gemini}
 
 
+VERSIONS = {"claude": "2.1.332 (Claude Code)", "codex": "codex-cli 0.171.0", "aider": "aider 0.86.1",
+            "opencode": "1.18.33", "gemini": "0.61.0"}  # fmt: skip
+
+
 def main(name: str) -> int:
+    if sys.argv[1:] == ["--version"]:
+        print(VERSIONS[name])
+        return 0
     return CLIS[name](sys.argv[1:])
