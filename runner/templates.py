@@ -53,5 +53,5 @@ AGENT_PLACEHOLDERS = (
 RECIPE_PLACEHOLDERS = ("task_id", "namespace", "workspace", "base", "patchset")
 PROMPT_PLACEHOLDERS = (
     "task_id", "title", "description", "namespace", "base", "patchset", "priority", "workspace",
-    "verify_recipes", "feedback",
+    "verify_recipes", "feedback", "comments",
 )  # fmt: skip

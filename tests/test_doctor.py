@@ -130,7 +130,7 @@ def test_a_misspelled_placeholder_names_the_key_the_valid_names_and_the_close_ma
 
 def test_the_placeholder_lists_are_what_the_runner_fills(tmp_path: Path) -> None:
     config = config_of(make_repo(tmp_path / "repo"))
-    task = SimpleNamespace(id="t-1", namespace="ns", patchset=0, title="T", description="d", priority_name="P2")
+    task = SimpleNamespace(id="t-1", namespace="ns", patchset=0, title="T", description="d", priority_name="P2", comments=[])
     values = template_values(config, task, "r", tmp_path, tmp_path / "p.md")  # type: ignore[arg-type]
     assert sorted(values) == sorted(AGENT_PLACEHOLDERS)
     template = " ".join("{" + name + "}" for name in PROMPT_PLACEHOLDERS)
@@ -268,7 +268,7 @@ def test_red_base_starts_no_agent_until_fixed_then_the_queue_resumes_with_nothin
     assert "[FAIL] base checks: base is red" in doctor.stdout and "fix live" in doctor.stdout
     for _ in range(3):
         done = s.cli("run", "--once")
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 3, done.stderr  # paused: cron hears of it
     assert agent_calls(s) == [] and dev_runs(s) == []
     doc = s.status()
     assert [f["area"] for f in doc["faults"]] == ["red-base"]
@@ -298,7 +298,7 @@ def test_a_missing_recipe_program_is_named_and_pauses_agents_until_installed(tmp
     assert [i["item"] for i in failed][:1] == ["recipe program"] and "no-such-tool-xyz" in failed[0]["message"]
     s.add("A")
     for _ in range(2):
-        assert s.cli("run", "--once").returncode == 0
+        assert s.cli("run", "--once").returncode == 3  # paused: cron hears of it
     assert agent_calls(s) == [] and dev_runs(s) == []
     assert [f["area"] for f in s.status()["faults"]] == ["environment"]
     executable(bin_dir / "no-such-tool-xyz")

@@ -125,7 +125,7 @@ def test_preset_not_installed_is_a_clear_error_and_pauses_agents(tmp_path: Path)
     )
     s.add("x")
     done = s.cli("run", "--once")
-    assert done.returncode == 0  # paused, not refused: it resumes once the CLI is installed
+    assert done.returncode == 3  # paused (not refused, exit 1): it resumes once the CLI is installed
     assert "no-claude-here" in done.stderr and "claude-code" in done.stderr
     assert [f["area"] for f in s.status()["faults"]] == ["environment"] and s.status()["open"] == 1
 
