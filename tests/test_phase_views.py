@@ -51,7 +51,7 @@ def active_verify(doc: dict[str, Any]) -> dict[str, Any] | None:
 
 def test_status_shows_a_verification_live_and_task_show_the_attempts_after_it_landed(tmp_path: Path) -> None:
     release = tmp_path / "release"
-    s = make_sample(tmp_path)
+    s = make_sample(tmp_path, check_base=False)  # the slow phase would hold base's own check first
     with_phases(s, {"lint": {"run": [["python3", "check.py"]]},
                     "slow": {"run": [["python3", "-c", WAIT, str(release)]], "needs": ["lint"]}})  # fmt: skip
     s.plan({"t-1": [{"files": {"good.txt": "fine\n"}}]})

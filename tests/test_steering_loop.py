@@ -77,8 +77,9 @@ SLOW = ["python3", "-c", "import time; time.sleep(60)"]
 
 
 def test_cancel_during_integration_ends_its_checks_and_never_moves_base(tmp_path: Path) -> None:
-    s = make_sample(tmp_path, interval=0.5, phases={"verify": {"run": [["python3", "check.py"]]},
-                                                    "slow": {"on": ["integrate"], "run": [SLOW]}})  # fmt: skip
+    s = make_sample(tmp_path, interval=0.5, check_base=False,  # SLOW would hold base's own check first
+                    phases={"verify": {"run": [["python3", "check.py"]]},
+                            "slow": {"on": ["integrate"], "run": [SLOW]}})  # fmt: skip
     s.add("lands unless cancelled")
     proc = s.start()
     try:
@@ -100,8 +101,9 @@ def test_cancel_during_integration_ends_its_checks_and_never_moves_base(tmp_path
 
 
 def test_cancel_during_verification_ends_its_checks(tmp_path: Path) -> None:
-    s = make_sample(tmp_path, interval=0.5, phases={"slow": {"on": ["verify"], "run": [SLOW]},
-                                                    "verify": {"run": [["python3", "check.py"]]}})  # fmt: skip
+    s = make_sample(tmp_path, interval=0.5, check_base=False,  # SLOW would hold base's own check first
+                    phases={"slow": {"on": ["verify"], "run": [SLOW]},
+                            "verify": {"run": [["python3", "check.py"]]}})  # fmt: skip
     s.add("verified unless cancelled")
     proc = s.start()
     try:
