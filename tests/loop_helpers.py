@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from runner import killpoints
 from tests.conftest import clean_env, git, make_repo
 
 # The verify recipe of the sample repository: fails when a .txt file says BAD. When PUSH_FROM is set
@@ -118,6 +119,20 @@ class Sample:
                 return count
             time.sleep(0.05)
         raise AssertionError(f"not reached after {limit} runs: {self.status()}")
+
+    def run_once_until_killed(self, point: str, limit: int = 60) -> None:
+        """Run `run --once` processes with the runner set to SIGKILL itself at kill point ``point``
+        until one is killed there; the kill point is unset again afterwards."""
+        self.env[killpoints.ENV] = point
+        try:
+            for _ in range(limit):
+                done = self.cli("run", "--once")
+                if done.returncode == -9:
+                    return
+                assert done.returncode in (0, 3), done.stdout + done.stderr
+            raise AssertionError(f"the runner never reached {point}")
+        finally:
+            del self.env[killpoints.ENV]
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         conn = sqlite3.connect(self.root / "state.db")

@@ -44,15 +44,7 @@ def test_killed_at_each_point_the_next_start_finishes_everything(tmp_path: Path,
     s.plan({"t-1": [{"files": {"x.txt": "BAD\n"}}, {"files": {"x.txt": "ok\n"}}], "t-2": [{}]})
     s.add("first")
     s.add("second")
-    s.env[killpoints.ENV] = point
-    for _ in range(60):
-        done = s.cli("run", "--once")
-        if done.returncode == -9:
-            break
-        assert done.returncode == 0, done.stderr
-    else:
-        raise AssertionError(f"the runner never reached {point}")
-    del s.env[killpoints.ENV]
+    s.run_once_until_killed(point)
     s.run_once_until(all_done(2), limit=80)
 
     assert sorted(s.trailers()) == ["t-1", "t-2"]  # each task once

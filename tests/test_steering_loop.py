@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from runner import killpoints
 from tests.conftest import git
 from tests.loop_helpers import all_done, make_sample, stop, wait_for
 
@@ -186,15 +185,7 @@ def test_a_task_whose_candidate_may_be_on_base_cannot_be_cancelled(tmp_path: Pat
     # cancel then would leave a task cancelled whose commit is, or may yet be, on base.
     s = make_sample(tmp_path)
     s.add("lands")
-    s.env[killpoints.ENV] = point
-    for _ in range(30):
-        done = s.cli("run", "--once")
-        if done.returncode == -9:
-            break
-        assert done.returncode == 0, done.stderr
-    else:
-        raise AssertionError(f"the runner never reached {point}")
-    del s.env[killpoints.ENV]
+    s.run_once_until_killed(point, limit=30)
     refused = s.cli("task", "cancel", "t-1")
     assert refused.returncode == 1 and "landing right now" in refused.stderr
     assert s.task("t-1")["status"] == "verified"
