@@ -24,7 +24,7 @@ from runner.redact import agent_secrets, register_values
 from runner.report import parse_since
 from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
 from runner.status import build_status, limits_of
-from runner.tasklist import first_line
+from runner.tasklist import first_line, printable
 from runner.tasks import (
     Author,
     BuiltinTaskStore,
@@ -558,7 +558,7 @@ def cmd_task_add(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(task.to_json())
     else:
-        print(f"Added {task.id}: {task.title}")
+        print(f"Added {task.id}: {first_line(task.title)}")
     return Exit.OK
 
 
@@ -603,7 +603,7 @@ def cmd_task_show(args: argparse.Namespace) -> int:
         if value is not None:
             print(f"  {label}: {value}")
     if task.description:
-        print("\n" + task.description)
+        print("\n" + printable(task.description, keep_newlines=True))
     if runs:
         print("\nRuns:")
         for r in runs:
@@ -614,7 +614,7 @@ def cmd_task_show(args: argparse.Namespace) -> int:
     if task.comments:
         print("\nComments:")
         for c in task.comments:
-            print(f"  [{c.created_at[:19]}] {c.author.value}: {c.body}")
+            print(f"  [{c.created_at[:19]}] {c.author.value}: {printable(c.body, keep_newlines=True)}")
     return Exit.OK
 
 

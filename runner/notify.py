@@ -30,6 +30,7 @@ from runner.config import NotifyRule
 from runner.errors import ProcessError, TaskError
 from runner.faults import Fault, FaultBoard
 from runner.redact import redact
+from runner.tasklist import first_line, printable
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus
 from runner.templates import fill_argv
 
@@ -72,11 +73,13 @@ class Event:
 
     @property
     def text(self) -> str:
-        """One line for a person (a chat message, a desktop notification, `run -q`)."""
-        first = (self.message.splitlines() or [""])[0][:300]
+        """One line for a person (a chat message, a desktop notification, `run -q`): a title with
+        a newline or an escape sequence in it can neither forge a second event line on `run -q`'s
+        stdout nor rewrite the terminal (runner.tasklist.first_line)."""
+        first = printable((self.message.splitlines() or [""])[0][:300])
         line = {
-            EventKind.NEEDS_HELP: f"needs help: {self.task_id} {self.title}: {first}",
-            EventKind.LANDED: f"landed: {self.task_id} {self.title}: {first}",
+            EventKind.NEEDS_HELP: f"needs help: {self.task_id} {first_line(self.title or '')}: {first}",
+            EventKind.LANDED: f"landed: {self.task_id} {first_line(self.title or '')}: {first}",
             EventKind.PAUSED: f"paused: {self.area}: {first}",
             EventKind.RESUMED: f"resumed: {self.area}",
         }[self.kind]

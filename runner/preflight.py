@@ -18,7 +18,9 @@ task's own commit, which was developed on a base that had passed.
 from __future__ import annotations
 
 import enum
+import hashlib
 import io
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -105,6 +107,14 @@ def red_message(base: str, tip: str, result: VerifyResult) -> str:
     )
 
 
+def checks_fingerprint(config: PipelineConfig) -> str:
+    """What base's checks are (pure): the phases as configured. A tip green or red under other
+    checks is not known under these (a phase added, a recipe fixed): it is checked again."""
+    material = json.dumps({name: phase.model_dump(mode="json") for name, phase in config.phases.items()},
+                          sort_keys=True, default=str)  # fmt: skip
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
 class Preflight:
     """The environment and base's health, looked at before agents start each cycle."""
 
@@ -130,6 +140,7 @@ class Preflight:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-check")
         self.checking: tuple[str, Future[VerifyResult]] | None = None
         self.lock = threading.Lock()
+        self.fingerprint = checks_fingerprint(config)
 
     def close(self) -> None:
         """Stop the worker (a check in flight is simply run again by the next start)."""
@@ -156,11 +167,15 @@ class Preflight:
     # -- base -------------------------------------------------------------------------------------
 
     def green_tip(self) -> str | None:
-        """The last tip of base whose checks passed."""
+        """The last tip of base whose checks passed, under the checks configured now."""
         try:
-            return self.green_file.read_text(encoding="ascii").strip() or None
+            tip, _, fingerprint = self.green_file.read_text(encoding="ascii").strip().partition(" ")
         except (OSError, UnicodeDecodeError):
             return None
+        return tip if tip and fingerprint == self.fingerprint else None
+
+    def _mark_green(self, tip: str) -> None:
+        self.green_file.write_text(f"{tip} {self.fingerprint}\n", encoding="ascii")
 
     def base_green(self, *, wait: bool) -> bool:
         """Whether base's checks pass on its tip. Unknown for this tip: they are started (and, with
@@ -171,7 +186,9 @@ class Preflight:
         if tip is None:
             return False  # no base: `run` refused to start, or it was deleted since
         fault = self.faults.get(RED_BASE)
-        red_tip = fault.data.get("tip") if fault is not None else None
+        # A red tip recorded under other checks is not known to be red under these.
+        known = fault is not None and fault.data.get("checks") == self.fingerprint
+        red_tip = fault.data.get("tip") if fault is not None and known else None
         action = base_action(tip, self.green_tip(), red_tip, self.faults.retry_at(RED_BASE) is None)
         if action is BaseAction.GO:
             self.faults.clear(RED_BASE)
@@ -203,14 +220,15 @@ class Preflight:
         """The runner moved base to ``sha``: its tree passed the phases that gate a landing, so that
         tip needs no check of its own (only tips the runner did not make are checked)."""
         if self.faults.writable and self.config.phases:
-            self.green_file.write_text(sha + "\n", encoding="ascii")
+            self._mark_green(sha)
 
     def _settle(self, tip: str, result: VerifyResult) -> bool:
         if result.status in (VerifyStatus.FAIL, VerifyStatus.FAULT):
-            self.faults.record(RED_BASE, red_message(self.config.base, tip, result), data={"tip": tip})
+            message = red_message(self.config.base, tip, result)
+            self.faults.record(RED_BASE, message, data={"tip": tip, "checks": self.fingerprint})
             return False
         if self.faults.writable:
-            self.green_file.write_text(tip + "\n", encoding="ascii")
+            self._mark_green(tip)
         if RED_BASE in self.faults:
             logger.info("base's checks pass on {} {}: the queue resumes", self.config.base, tip[:12])
         self.faults.clear(RED_BASE)

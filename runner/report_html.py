@@ -210,11 +210,25 @@ def _timeline(timeline: Timeline) -> list[str]:
 
 
 def write_html(report: Report, path: Path) -> None:
-    """Write the HTML report to ``path`` whole or not at all (a reader never sees half a file)."""
+    """Write the HTML report to ``path`` whole or not at all (a reader never sees half a file).
+
+    A symlink is followed, and its target replaced, never the link itself; a path that is no
+    regular file (/dev/stdout, a pipe, a terminal) is written through as a shell's ``>`` would:
+    replacing it would swap a device for a file (and, as root, /dev/stdout for everyone)."""
     text = render_html(report)
-    folder = path.parent if str(path.parent) else Path(".")
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise PipelineError(f"Cannot write the report to {path}: it is a directory.")
+    if target.exists() and not target.is_file():
+        try:
+            with open(target, "w", encoding="utf-8") as stream:
+                stream.write(text)
+        except OSError as exc:
+            raise PipelineError(f"Cannot write the report to {path}: {exc.strerror or exc}") from None
+        return
+    folder = target.parent
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
     except OSError as exc:
         raise PipelineError(f"Cannot write the report to {path}: {exc.strerror or exc}") from None
     try:
@@ -222,7 +236,7 @@ def write_html(report: Report, path: Path) -> None:
             out.write(text)
         # mkstemp makes the file private; a report is for sharing, like any file the user writes.
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise PipelineError(f"Cannot write the report to {path}: {exc.strerror or exc}") from None

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runner.phaseview import PhaseView, first_line, phase_lines
+from runner.tasklist import first_line as one_line
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -77,13 +78,13 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
     if doc.get("queue"):
         lines += ["", "Queue (not running, and why):"]
         for item in doc["queue"][:QUEUE_SHOWN]:
-            lines.append(f"  {item['id']}  {item['status']}  {item['priority']}  {item['title']}")
+            lines.append(f"  {item['id']}  {item['status']}  {item['priority']}  {one_line(item['title'])}")
             lines.append(f"      {item['why']}: {item['detail']}")
         lines += _more(doc["queue"])
     if doc["needs_help_tasks"]:
         lines += ["", "Needs help:"]
         for task in doc["needs_help_tasks"]:
-            lines.append(f"  {task['id']}  {task['title']}  (cost {dollars(task['cost_cents'])})")
+            lines.append(f"  {task['id']}  {one_line(task['title'])}  (cost {dollars(task['cost_cents'])})")
             if task["reason"]:
                 lines.append(f"      last reason: {first_line(task['reason'], 300)}")
         lines.append("Resume one with `pipeline-runner task set-status ID open`.")
@@ -95,12 +96,12 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
     if doc["held_integrations"]:
         lines += ["", "Verified, integration held back:"]
         for task in doc["held_integrations"]:
-            lines.append(f"  {task['id']}  {task['title']}")
+            lines.append(f"  {task['id']}  {one_line(task['title'])}")
             lines.append(f"      {first_line(task['reason'], 300)}")
     if doc["skipped_verifications"]:
         lines += ["", "Verification skipped (no full check ran):"]
         for task in doc["skipped_verifications"]:
-            lines.append(f"  {task['id']}  {task['status']}  {task['title']}")
+            lines.append(f"  {task['id']}  {task['status']}  {one_line(task['title'])}")
             if task["reason"]:
                 lines.append(f"      {first_line(task['reason'], 300)}")
     lines += ["", f"Logs: {doc['root']}/logs/tasks/TASK/ (`pipeline-runner logs TASK`); the runner's: "
@@ -169,7 +170,7 @@ def render_rich(doc: dict[str, Any], now: float | None = None) -> RenderableType
         for item in doc["queue"][:QUEUE_SHOWN]:
             why = text(f"{item['why']}: ", styles.get(item["why"], ""))
             why.append_text(text(item["detail"]))
-            queue.add_row(text(f"{item['id']}  {item['title']}"), text(item["status"]), text(item["priority"]), why)
+            queue.add_row(text(f"{item['id']}  {one_line(item['title'])}"), text(item["status"]), text(item["priority"]), why)
         parts.append(queue)
         parts += [text(line, "dim") for line in _more(doc["queue"])]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import unicodedata
 from collections.abc import Sequence
 
 from runner.tasks import Task, TaskStatus, TaskType
@@ -34,10 +35,21 @@ def output_width() -> int:
 
 
 def first_line(text: str) -> str:
-    """The first line of ``text`` with whitespace runs as one space; " ..." marks more lines."""
+    """The first line of ``text`` with whitespace runs as one space; " ..." marks more lines.
+    Control and format characters are shown as '?' (runner.tasklist.printable)."""
     lines = text.strip().splitlines() or [""]
-    head = " ".join(lines[0].split())
+    head = printable(" ".join(lines[0].split()))
     return head + f" {ELLIPSIS}" if len(lines) > 1 else head
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to print on a terminal: control and format characters (an escape sequence,
+    a carriage return, a bidirectional override in a title) become '?', so whoever queued a
+    task cannot colour, retitle or rewrite the terminal of whoever lists it. Newlines and tabs
+    are kept only when asked (a description printed as a block)."""
+    return "".join(
+        c if (keep_newlines and c in "\n\t") or not unicodedata.category(c).startswith("C") else "?" for c in text
+    )
 
 
 def clip(text: str, width: int) -> str:

@@ -396,7 +396,7 @@ def test_a_red_base_is_checked_once_per_tip_until_its_delay_is_up_and_clears_on_
             assert time.time() < wait_until
             time.sleep(0.05)
         assert woken  # the check ran beside the loop, which it woke when done
-        assert "red-base" not in board and (tmp_path / "green").read_text().strip() == git(repo, "rev-parse", "live")
+        assert "red-base" not in board and (tmp_path / "green").read_text().split()[0] == git(repo, "rev-parse", "live")
         assert pre.base_green(wait=True) and counter.read_text().count("run") == 2  # known green: no run
         # A tip the runner landed is green without a run of its own.
         git(repo, "commit", "-q", "--allow-empty", "-m", "landed by the runner")
@@ -404,3 +404,36 @@ def test_a_red_base_is_checked_once_per_tip_until_its_delay_is_up_and_clears_on_
         assert pre.base_green(wait=True) and counter.read_text().count("run") == 2
     finally:
         pre.close()
+
+
+def test_a_tip_green_under_old_checks_is_checked_again_once_the_checks_change(tmp_path: Path) -> None:
+    # Base passed `test`; a person then adds a phase base fails (or fixes one that failed). The
+    # tip is the same, but what it is checked against is not: a stale green would let every agent
+    # start on a base that rejects every task, a stale red would keep the queue paused.
+    repo = make_repo(tmp_path / "repo", files={"check.py": "import sys\nsys.exit(0)\n"})
+    tip = git(repo, "rev-parse", "live")
+    green = tmp_path / "green"
+    board = FaultBoard(tmp_path / "faults.json", lambda n: 3600.0)
+
+    def preflight(phases: dict[str, Any]) -> Preflight:
+        config = config_of(repo, phases=phases)
+        return Preflight(config, board, green, lambda: tip, lambda: None)
+
+    first = preflight({"test": {"run": [["python3", "check.py"]]}})
+    try:
+        assert first.base_green(wait=True)
+    finally:
+        first.close()
+    stricter = preflight({"test": {"run": [["python3", "check.py"]]}, "lint": {"run": [["false"]]}})
+    try:
+        assert not stricter.base_green(wait=True)
+        fault = board.get("red-base")
+        assert fault is not None and fault.data["tip"] == tip
+    finally:
+        stricter.close()
+    fixed = preflight({"test": {"run": [["python3", "check.py"]]}, "lint": {"run": [["true"]]}})
+    try:
+        assert fixed.base_green(wait=True)  # the red tip's delay is not up, but the checks changed
+        assert "red-base" not in board
+    finally:
+        fixed.close()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
 import re
 import sqlite3
+import stat
+import threading
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from runner.errors import PipelineError
 from runner.report import (
     assign_slots,
     build_report,
@@ -27,7 +31,7 @@ from runner.report import (
     report_json,
     weighted_percentile,
 )
-from runner.report_html import render_html
+from runner.report_html import render_html, write_html
 from runner.report_query import ReportInputs, RunInput, TaskInput, read_inputs
 from runner.state import Database, Runs, open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskType
@@ -323,6 +327,35 @@ def _hostile_report() -> Any:
     task = TaskInput("t-1", HOSTILE, "needs_help", t(1), 3, 3, 9.5, None)
     run = RunInput(1, "t-1", "dev", "failure", t(1, 1), t(1, 2))
     return build_report(ReportInputs([task], [], [], [], [run], 1), AS_OF, None)
+
+
+def test_html_written_through_a_symlink_or_a_pipe_never_replaces_it(tmp_path: Path) -> None:
+    # `report --html /dev/stdout` run as root replaced the /dev/stdout symlink with a file, for
+    # every process after; a symlinked report.html became a file and its target stayed stale.
+    report = load_report(tmp_path / "nothing-here", None, AS_OF)
+    real = tmp_path / "published" / "report.html"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "report.html"
+    link.symlink_to(real)
+    write_html(report, link)
+    assert link.is_symlink() and 'id="task-table"' in real.read_text()
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to(fifo)  # as /dev/stdout -> /proc/self/fd/1 -> a pipe
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_html(report, stdout)
+    reader.join(10)
+    assert stdout.is_symlink() and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert b'id="task-table"' in got[0]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+    with pytest.raises(PipelineError, match="is a directory"):
+        write_html(report, tmp_path)
 
 
 def test_html_escapes_every_title_and_element_stays_ours() -> None:
