@@ -399,7 +399,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report_json(report))
     elif args.html is not None:
-        print(f"Wrote {args.html}: {report.summary.tasks} task(s), {len(report.timeline.runs)} run(s) drawn.")
+        # On stderr: with --html /dev/stdout, stdout is the page and must hold nothing else.
+        print(f"Wrote {args.html}: {report.summary.tasks} task(s), {len(report.timeline.runs)} run(s) drawn.",
+              file=sys.stderr)  # fmt: skip
     else:
         print(render_text(report), end="")
     return Exit.OK

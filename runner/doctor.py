@@ -22,6 +22,7 @@ from runner.config import LoadedConfig, PipelineConfig, recipe_argv
 from runner.errors import ConfigError, PipelineError
 from runner.git import Git
 from runner.redact import resolve_agent_env
+from runner.tasklist import printable
 from runner.templates import AGENT_PLACEHOLDERS, PROMPT_PLACEHOLDERS, RECIPE_PLACEHOLDERS, placeholders
 
 
@@ -330,7 +331,8 @@ def render(findings: Sequence[Finding]) -> str:
     """The findings as text, with a last line that sums them up."""
     failed = sum(1 for f in findings if f.verdict is Verdict.FAIL)
     warned = sum(1 for f in findings if f.verdict is Verdict.WARN)
-    lines = [f.line() for f in findings]
+    # A probe's message quotes the agent CLI's own output: no escape sequence reaches the terminal.
+    lines = [printable(f.line(), keep_newlines=True) for f in findings]
     lines.append(
         f"{failed} problem(s), {warned} warning(s): fix the problems above before running tasks"
         if failed

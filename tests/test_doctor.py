@@ -26,6 +26,7 @@ from runner.doctor import (
     check_placeholders,
     check_recipe_programs,
     program_problem,
+    render,
     static_findings,
 )
 from runner.faults import FaultBoard
@@ -437,3 +438,11 @@ def test_a_tip_green_under_old_checks_is_checked_again_once_the_checks_change(tm
         assert "red-base" not in board
     finally:
         fixed.close()
+
+
+def test_a_probe_quoting_the_cli_prints_no_escape_sequence() -> None:
+    # A probe's message quotes what the agent CLI printed, which may colour or retitle a terminal.
+    hostile = Finding("claude call", Verdict.FAIL, "\x1b]0;owned\x07\x1b[31mAPI Error: 401\x1b[0m", fix="set the key")
+    text = render([hostile])
+    assert "\x1b" not in text and "\x07" not in text
+    assert "API Error: 401" in text and "fix: set the key" in text
