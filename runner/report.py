@@ -8,7 +8,6 @@ durations and failure rates per stage and check phase, flaky checks, and a timel
 from __future__ import annotations
 
 import argparse
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 from runner.report_query import STAGES, DurationBucket, FlakyInput, ReportInputs, TaskInput, read_inputs
 from runner.state import open_db
+from runner.tasklist import printable
 
 # Version of the `report --json` document; bump when a key changes meaning or disappears.
 REPORT_SCHEMA_VERSION = 1
@@ -338,7 +338,7 @@ def report_json(report: Report) -> dict[str, Any]:
 def clean(text: str, limit: int | None = None) -> str:
     """``text`` safe to print on a terminal: control and format characters (escape sequences,
     newlines, bidirectional overrides) become '?', so a task's title cannot rewrite the screen."""
-    out = "".join("?" if unicodedata.category(c).startswith("C") else c for c in text)
+    out = printable(text)
     return out if limit is None or len(out) <= limit else out[: limit - 1] + "…"
 
 

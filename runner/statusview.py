@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from runner.phaseview import PhaseView, first_line, phase_lines
 from runner.tasklist import first_line as one_line
+from runner.tasklist import printable
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -106,19 +107,13 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
                 lines.append(f"      {first_line(task['reason'], 300)}")
     lines += ["", f"Logs: {doc['root']}/logs/tasks/TASK/ (`pipeline-runner logs TASK`); the runner's: "
               f"{doc.get('log_file', '')}"]  # fmt: skip
-    return "\n".join(_printable(part) for line in lines for part in line.split("\n"))
+    return "\n".join(printable(part) for line in lines for part in line.split("\n"))
 
 
 def _more(queue: list[dict[str, Any]]) -> list[str]:
     """The line saying how many queued tasks the text leaves out, if any."""
     left = len(queue) - QUEUE_SHOWN
     return [f"  ... and {left} more (`status --json` lists them all)"] if left > 0 else []
-
-
-def _printable(line: str) -> str:
-    """A line without control characters: a title or an error with an ESC in it cannot move the
-    cursor or colour the terminal of whoever reads the status."""
-    return "".join(c if c.isprintable() or c == "\t" else "?" for c in line)
 
 
 def render_rich(doc: dict[str, Any], now: float | None = None) -> RenderableType:
@@ -133,7 +128,7 @@ def render_rich(doc: dict[str, Any], now: float | None = None) -> RenderableType
 
     def text(value: object, style: str = "") -> Text:
         # Always Text, never markup: a title holding "[red]" is shown as written.
-        return Text(_printable(str(value)), style=style)
+        return Text(printable(str(value)), style=style)
 
     parts: list[RenderableType] = []
     header = Text.assemble(("pipeline-runner ", "bold"), text(f"root {doc['root']}  base {doc['base']}  "))
