@@ -137,6 +137,23 @@ class AgentConfig(_Strict):
         return value
 
 
+class IntegrateConfig(_Strict):
+    """How verified tasks land: how many candidates are checked at once, how many may wait."""
+
+    window: int | None = Field(
+        None,
+        ge=1,
+        description="candidates checked side by side, each stacked on the one before (base + task 1, "
+        "+ task 2, ...); 1 = one at a time; default: concurrency",
+    )
+    max_waiting: int | None = Field(
+        None,
+        ge=1,
+        description="verified tasks that may wait for integration before no new agent starts; "
+        "default: twice the window plus concurrency",
+    )
+
+
 class TasksConfig(_Strict):
     """Where tasks come from."""
 
@@ -346,6 +363,7 @@ class PipelineConfig(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    integrate: IntegrateConfig = Field(default_factory=IntegrateConfig)
     phases: dict[str, PhaseConfig] = Field(
         default_factory=dict,
         description="the check graph: named phases with run, needs, on, timeout, env, skip_exit_codes, "
@@ -424,6 +442,16 @@ class PipelineConfig(BaseSettings):
     def check_slots(self) -> int:
         """Phase recipes that may run at once (check_concurrency, default the machine's cores)."""
         return self.check_concurrency or os.cpu_count() or 1
+
+    @property
+    def integrate_window(self) -> int:
+        """Candidates checked side by side (integrate.window, default concurrency)."""
+        return self.integrate.window or self.concurrency
+
+    @property
+    def max_waiting(self) -> int:
+        """Verified tasks that may wait for integration before development holds back."""
+        return self.integrate.max_waiting or 2 * self.integrate_window + self.concurrency
 
     @property
     def state_db(self) -> Path:
