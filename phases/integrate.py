@@ -139,6 +139,110 @@ def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple
     return IntegrateStatus.INTEGRATED, git.commit_like(merged.tree, old, commit, message)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A commit that would land: a task's change on ``parent`` (base's tip, or the candidate
+    below it in the stack), computed without a checkout."""
+
+    sha: str
+    parent: str
+
+
+def build(
+    git: Git, base: str, parent: str, commit: str, *, task_id: str | None, secrets: Mapping[str, str] | None
+) -> Candidate | IntegrateResult:
+    """``commit``'s change on ``parent`` as a candidate, or why it cannot be one (a conflict, an
+    empty change, a secret it would put on base)."""
+    status, sha = candidate_for(git, parent, commit, task_id)
+    if status is IntegrateStatus.CONFLICT:
+        return IntegrateResult(
+            IntegrateStatus.CONFLICT, f"applying {commit[:12]} onto {base} ({parent[:12]}) conflicts:\n{sha}", parent
+        )
+    if status is IntegrateStatus.EMPTY:
+        return IntegrateResult(IntegrateStatus.EMPTY, f"the commit changes nothing on {base} ({parent[:12]})", parent)
+    leaks = find_leaks(git, parent, sha, secrets or {})
+    if leaks:
+        return IntegrateResult(IntegrateStatus.CHECKS_FAILED, leak_refusal(leaks), parent)
+    return Candidate(sha, parent)
+
+
+def refusal(git: Git, base: str, checkout: Path | None, tip: str, candidate: str) -> IntegrateResult | None:
+    """Why base's checkout cannot follow base from ``tip`` to ``candidate`` (uncommitted changes,
+    untracked files where the candidate adds files), or None."""
+    if checkout is None:
+        return None
+    message = _dirty_message(git, base, checkout) or _in_the_way_message(
+        base, checkout, git.added_paths(tip, candidate)
+    )
+    return IntegrateResult(IntegrateStatus.REFUSED, message) if message else None
+
+
+def judge_checks(
+    checked: VerifyResult, base: str, parent: str, *, allow_unchecked: bool
+) -> IntegrateResult | None:
+    """What the candidate's checks say: None when it may land, otherwise the outcome."""
+    if checked.status is VerifyStatus.FAULT:
+        return IntegrateResult(IntegrateStatus.FAULT, f"checks could not run: {checked.summary}", parent)
+    if checked.status is VerifyStatus.FAIL:
+        return IntegrateResult(
+            IntegrateStatus.CHECKS_FAILED,
+            f"checks failed on {base} ({parent[:12]}) with the change applied: {checked.summary}",
+            parent,
+        )
+    # No phase at integration is the config's choice (a pass); phases that all skipped
+    # checked nothing.
+    if not counts_as_passed(checked, allow_unchecked=allow_unchecked):
+        return IntegrateResult(IntegrateStatus.UNCHECKED, checked.summary, parent)
+    return None
+
+
+def land(
+    git: Git,
+    base: str,
+    candidate: Candidate,
+    checkout: Path | None,
+    *,
+    before_swap: Callable[[str], str | None] = lambda sha: None,
+    receipt: Callable[[str], str] | None = None,
+) -> IntegrateResult | None:
+    """Move ``base`` from the candidate's parent to the candidate (compare-and-swap), its receipt
+    attached first; base's checkout follows. None when base is no longer at the parent (a lost
+    race: nothing was changed). ``before_swap`` is told the candidate before base moves and may
+    return a reason to stop instead."""
+    old, sha = candidate.parent, candidate.sha
+    refused = refusal(git, base, checkout, old, sha)
+    if refused:
+        return refused
+    # The candidate is recorded before its receipt is attached, so that a receipt left by a
+    # kill before the swap names a recorded candidate, which recovery finds and removes.
+    stop = before_swap(sha)
+    if stop:
+        return IntegrateResult(IntegrateStatus.STOPPED, stop)
+    if receipt is not None:
+        git.add_note(RECEIPTS, sha, receipt(sha))
+        killpoints.reached("receipt-attached")
+    try:
+        swapped = git.compare_and_swap(base, sha, old)
+    except BaseException:
+        if receipt is not None and git.branch_sha(base) != sha:
+            git.remove_note(RECEIPTS, sha)  # this candidate did not land
+        raise
+    if not swapped:
+        if receipt is not None:
+            git.remove_note(RECEIPTS, sha)  # this candidate never landed
+        return None
+    killpoints.reached("swapped")
+    lag = None
+    if checkout is not None:
+        try:
+            follow(git, checkout, old, sha)
+        except GitError as exc:
+            # Base has moved (correctly); only that checkout's files lag behind.
+            logger.warning("base moved, but updating its checkout {} failed: {}", checkout, exc)
+            lag = CheckoutLag(checkout, old, str(exc).strip()[-500:])
+    return IntegrateResult(IntegrateStatus.INTEGRATED, sha, sha, lag)
+
+
 def integrate(
     git: Git,
     check: Callable[[str], VerifyResult],
@@ -151,7 +255,7 @@ def integrate(
     secrets: Mapping[str, str] | None = None,
     allow_unchecked: bool = False,
 ) -> IntegrateResult:
-    """Land ``commit`` (the sha that passed verification) on ``base``.
+    """Land ``commit`` (the sha that passed verification) on ``base``, alone (a stack of one).
 
     The candidate is computed in the repository (merge-tree, commit-tree), then ``check`` runs
     the graph's integrate phases on it (in a pristine checkout, made only if a phase must run).
@@ -164,76 +268,28 @@ def integrate(
 
     def once() -> IntegrateResult | None:
         """One try on base's tip as it is now; None when base moved before the swap (a lost race)."""
-        refusal = _dirty_message(git, base, checkout)
-        if refusal:
-            return IntegrateResult(IntegrateStatus.REFUSED, refusal)
+        message = _dirty_message(git, base, checkout)
+        if message:
+            return IntegrateResult(IntegrateStatus.REFUSED, message)
         old = git.branch_sha(base)
         if old is None:
             return IntegrateResult(IntegrateStatus.REFUSED, f"base branch {base!r} does not exist")
-        status, candidate = candidate_for(git, old, commit, task_id)
-        if status is IntegrateStatus.CONFLICT:
-            return IntegrateResult(
-                IntegrateStatus.CONFLICT,
-                f"applying {commit[:12]} onto {base} ({old[:12]}) conflicts:\n{candidate}",
-                old,
-            )
-        if status is IntegrateStatus.EMPTY:
-            return IntegrateResult(
-                IntegrateStatus.EMPTY, f"the commit changes nothing on {base} ({old[:12]})", old
-            )
-        leaks = find_leaks(git, old, candidate, secrets or {})
-        if leaks:
-            return IntegrateResult(IntegrateStatus.CHECKS_FAILED, leak_refusal(leaks), old)
+        built = build(git, base, old, commit, task_id=task_id, secrets=secrets)
+        if isinstance(built, IntegrateResult):
+            return built
         # Refuse before the recipes, which may take long, and again before the swap.
-        added = git.added_paths(old, candidate) if checkout is not None else []
-        refusal = _in_the_way_message(base, checkout, added)
-        if refusal:
-            return IntegrateResult(IntegrateStatus.REFUSED, refusal)
-        checked = check(candidate)
-        if checked.status is VerifyStatus.FAULT:
-            return IntegrateResult(IntegrateStatus.FAULT, f"checks could not run: {checked.summary}", old)
-        if checked.status is VerifyStatus.FAIL:
-            return IntegrateResult(
-                IntegrateStatus.CHECKS_FAILED,
-                f"checks failed on {base} ({old[:12]}) with the change applied: {checked.summary}",
-                old,
-            )
-        # No phase at integration is the config's choice (a pass); phases that all skipped
-        # checked nothing.
-        if not counts_as_passed(checked, allow_unchecked=allow_unchecked):
-            return IntegrateResult(IntegrateStatus.UNCHECKED, checked.summary, old)
-        refusal = _dirty_message(git, base, checkout) or _in_the_way_message(base, checkout, added)
-        if refusal:
-            return IntegrateResult(IntegrateStatus.REFUSED, refusal)
-        # The candidate is recorded before its receipt is attached, so that a receipt left by a
-        # kill before the swap names a recorded candidate, which recovery finds and removes.
-        stop = before_swap(candidate)
-        if stop:
-            return IntegrateResult(IntegrateStatus.STOPPED, stop)
-        if receipt is not None:
-            git.add_note(RECEIPTS, candidate, receipt(candidate, checked))
-            killpoints.reached("receipt-attached")
-        try:
-            swapped = git.compare_and_swap(base, candidate, old)
-        except BaseException:
-            if receipt is not None and git.branch_sha(base) != candidate:
-                git.remove_note(RECEIPTS, candidate)  # this candidate did not land
-            raise
-        if swapped:
-            killpoints.reached("swapped")
-            lag = None
-            if checkout is not None:
-                try:
-                    follow(git, checkout, old, candidate)
-                except GitError as exc:
-                    # Base has moved (correctly); only that checkout's files lag behind.
-                    logger.warning("base moved, but updating its checkout {} failed: {}", checkout, exc)
-                    lag = CheckoutLag(checkout, old, str(exc).strip()[-500:])
-            return IntegrateResult(IntegrateStatus.INTEGRATED, candidate, candidate, lag)
-        if receipt is not None:
-            git.remove_note(RECEIPTS, candidate)  # this candidate never landed
-        logger.info("base {} moved during integration; integrating again on its new tip", base)
-        return None
+        refused = refusal(git, base, checkout, old, built.sha)
+        if refused:
+            return refused
+        checked = check(built.sha)
+        verdict = judge_checks(checked, base, old, allow_unchecked=allow_unchecked)
+        if verdict is not None:
+            return verdict
+        note = (lambda sha: receipt(sha, checked)) if receipt is not None else None
+        landed = land(git, base, built, checkout, before_swap=before_swap, receipt=note)
+        if landed is None:
+            logger.info("base {} moved during integration; integrating again on its new tip", base)
+        return landed
 
     # A lost race is tried again at once on the new tip: base moved, so the next try is new work.
     races = tenacity.Retrying(

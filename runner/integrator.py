@@ -1,89 +1,303 @@
-"""The integration executor: one verified task at a time, in a worker thread beside the loop.
+"""The integration executor: a stack of candidates, checked side by side, landed in order.
 
-It computes the candidate, has the graph's integrate phases check it, attaches the receipt, and
-moves base with a compare-and-swap (phases.integrate); then it records the outcome as the task's
-life says (runner.lifecycle).
+Verified tasks are stacked in queue order, the way a merge queue with dependent pipelines gates
+changes: candidate 1 is base's tip plus task 1, candidate 2 is candidate 1 plus task 2, and so on
+up to ``integrate.window``. Each candidate is computed in the repository without a checkout
+(phases.integrate.build) and checked in its own pristine checkout by a worker thread; the loop's
+thread alone moves base, with a compare-and-swap, to the bottom candidate once it passed, then to
+the next. A candidate that fails is judged only once everything below it has landed: its task is
+rejected then, and the candidates above it, built on it, are built again without it. A person's
+push to base rebuilds the whole stack on the new tip. So every commit base gets passed the
+integrate phases on exactly its own tree (phases.integrate), and each outcome moves its task as
+the task's life says (runner.lifecycle).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from phases.integrate import IntegrateResult, IntegrateStatus, integrate
+from phases.integrate import (
+    Candidate,
+    IntegrateResult,
+    IntegrateStatus,
+    base_checkout,
+    build,
+    judge_checks,
+    land,
+    refusal,
+)
 from phases.verify import VerifyResult
 from runner import killpoints, receipts
 from runner.lifecycle import INTEGRATE_MOVES, Then
 from runner.state import Phase, Runs, RunStatus, open_db
-from runner.tasks import Task, TaskStatus, open_task_source
+from runner.status import REBUILT
+from runner.tasks import Task, TaskStatus
+from runner.workspace import remove_tree
 
 if TYPE_CHECKING:
     from runner.scheduler import Pipeline
 
 
+@dataclass
+class Slot:
+    """One candidate of the stack and the check running on it."""
+
+    task: Task
+    row: int
+    candidate: Candidate
+    log_path: Path
+    cancel: threading.Event
+    future: Future[VerifyResult]
+
+
 class Integrator:
-    """Integrations of one pipeline, one at a time."""
+    """The integration stack of one pipeline."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.p = pipeline
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
-        self.integrating: tuple[str, int, Future[IntegrateResult]] | None = None
-        self.cancel = threading.Event()  # set: a person moved the task integrating; its checks end
+        self.window = pipeline.config.integrate_window
+        # Recipes of the candidates run at once up to the window, beside the verifications' own
+        # limit, so landing never waits behind the checks of new work.
+        self.slots = threading.BoundedSemaphore(self.window)
+        # Twice the window: the checks of dropped candidates end their recipes, but may still hold
+        # a worker for a moment.
+        self.pool = ThreadPoolExecutor(max_workers=2 * self.window, thread_name_prefix="integrate")
+        self.stack: list[Slot] = []
+        # Tasks whose change did not apply on a candidate that may yet not land, with that
+        # candidate: tried again when what is below them has changed.
+        self.skipped: dict[str, str] = {}
         self.integrate_paused_until = 0.0
 
     def close(self) -> None:
-        """Stop the worker (an integration not recorded is found again on the next start)."""
+        """Stop the workers (integrations not recorded are found again on the next start)."""
+        for slot in self.stack:
+            slot.cancel.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def integrate_step(self, verified: list[Task]) -> bool:
-        """Apply a finished integration, then start the next, most urgent one.
+    @property
+    def busy(self) -> bool:
+        """Whether a candidate is being checked or waits to land."""
+        return bool(self.stack)
 
-        Integrations run one at a time in a worker thread, beside the loop, so that agents that
-        finish meanwhile are harvested and their slots refilled without waiting for it.
-        """
-        if self.collect_integration():
-            return True  # `verified` predates that outcome; the next cycle, at once, starts another
-        if self.integrating is not None or time.time() < self.integrate_paused_until:
-            return False
+    def in_flight(self, task_id: str) -> bool:
+        """Whether ``task_id`` has a candidate in the stack."""
+        return any(slot.task.id == task_id for slot in self.stack)
+
+    # -- the cycle's step ------------------------------------------------------------------------
+
+    def integrate_step(self, verified: list[Task]) -> bool:
+        """Land the candidates at the bottom of the stack that passed, reject one that failed,
+        then fill the stack up to the window with the next verified tasks in queue order."""
+        acted = self.collect_integration()
+        if not self.may_move() or time.time() < self.integrate_paused_until:
+            return acted
+        if acted:  # `verified` predates these outcomes
+            verified = self.p.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+        return self.fill(verified) or acted
+
+    def may_move(self) -> bool:
+        """Whether base may be moved now (no fault holds it; its ref is not locked)."""
         if self.p.base_suspect() or self.p.watch.ref_locked():
             return False
         if self.p.watch.checkout_lagging():
             self.p.paused("checkout")
             return False
-        if self.p.paused("integrate"):
+        return not self.p.paused("integrate")
+
+    def collect_integration(self) -> bool:
+        """Apply what the finished checks at the bottom of the stack say, in order."""
+        acted = self.drop_moved()
+        if not self.stack:
+            return acted
+        tip = self.p.watch.tip()
+        if tip != self.stack[0].candidate.parent:
+            # A person pushed to base: every candidate is built on a tip that is gone.
+            logger.info("{} moved to {}; building the integration stack again on it", self.p.config.base, str(tip)[:12])
+            self.drop(0, f"{self.p.config.base} moved to {str(tip)[:12]} outside the runner; built again on it")
+            return True
+        while self.stack and self.stack[0].future.done():
+            if not self.may_move():
+                break
+            self.finish_bottom()
+            acted = True
+        return acted
+
+    def drain(self) -> None:
+        """Land (or reject) everything the stack can take now, waiting for its checks: the end of a
+        `run --once`, so that one invocation lands every task whose integration is ready."""
+        while True:
+            verified = self.p.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+            acted = self.integrate_step(verified)
+            if not self.stack:
+                if not acted:
+                    return
+                continue
+            bottom = self.stack[0]
+            if not bottom.future.done():
+                wait([bottom.future], return_when=FIRST_COMPLETED)
+            elif not acted:
+                return  # its result waits on a fault (a lock, a person's push held): not now
+
+    # -- the stack -------------------------------------------------------------------------------
+
+    def fill(self, verified: list[Task]) -> bool:
+        """Stack the next verified tasks, in queue order, on the top candidate (or base's tip)."""
+        if len(self.stack) >= self.window:
             return False
-        for task in self.p.order([t for t in verified if self.p.eligible(t)]):
-            self.start_integration(task)
+        tip = self.p.watch.tip()
+        if tip is None:
+            return False
+        stacked = {slot.task.id for slot in self.stack}
+        acted = False
+        for task in self.p.order([t for t in verified if self.p.eligible(t) and t.id not in stacked]):
+            if len(self.stack) >= self.window:
+                break
+            parent = self.stack[-1].candidate.sha if self.stack else tip
+            if self.stack and self.skipped.get(task.id) == parent:
+                continue  # at the bottom, on base's tip itself, a conflict is the task's own
+            commit = self.verified_sha(task.id)
+            if commit is None:
+                row = self.p.runs.start(task.id, Phase.INTEGRATE, task.patchset)
+                reason = f"the commit that passed verification of {task.id} is not recorded; developing again"
+                self.p.runs.finish(row, RunStatus.FAILURE, error=reason)
+                self.p.note(task.id, reason)
+                self.p.fail(task.id, reason, new_patchset=True)
+                acted = True
+                continue
+            built = build(
+                self.p.git, self.p.config.base, parent, commit, task_id=task.id, secrets=self.p.secrets
+            )
+            if isinstance(built, IntegrateResult) and self.stack and built.status in (
+                IntegrateStatus.CONFLICT, IntegrateStatus.EMPTY,
+            ):  # fmt: skip
+                # Judged against a candidate that may not land: tried again once what is below
+                # it has landed or been dropped.
+                self.skipped[task.id] = parent
+                continue
+            self.skipped.pop(task.id, None)
+            acted = True
+            if not isinstance(built, IntegrateResult) and not self.stack:
+                # Refused before the recipes, which may take long, and again before the swap.
+                checkout = base_checkout(self.p.git, self.p.config.base)
+                built = refusal(self.p.git, self.p.config.base, checkout, tip, built.sha) or built
+            if isinstance(built, IntegrateResult):
+                row = self.p.runs.start(task.id, Phase.INTEGRATE, task.patchset, before_sha=commit)
+                self.record(task, row, built, tip)
+                if built.status is IntegrateStatus.REFUSED:
+                    break
+                continue
+            self.push(task, commit, built)
+        return acted
+
+    def push(self, task: Task, commit: str, candidate: Candidate) -> None:
+        """Record the attempt and start the check of its candidate in a worker."""
+        log_path = self.p.layout.task_log(task.id, f"integrate-p{task.patchset}-{int(time.time() * 1000)}")
+        row = self.p.runs.start(
+            task.id, Phase.INTEGRATE, task.patchset, before_sha=commit, log_path=str(log_path),
+        )  # fmt: skip
+        self.p.runs.update(row, workspace=str(self.p.layout.integration_attempt(row)))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        below = [slot.task.id for slot in self.stack]
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(
+                f"candidate {candidate.sha}: {task.id} ({commit[:12]}) on "
+                + (f"the candidate of {below[-1]} ({candidate.parent[:12]}), stacked on {', '.join(below)}\n"
+                   if below else f"{self.p.config.base} ({candidate.parent[:12]})\n")
+            )  # fmt: skip
+        cancel = threading.Event()
+        future = self.pool.submit(self.check_worker, task, row, candidate.sha, log_path, cancel)
+        future.add_done_callback(lambda _: self.p.wake.set())
+        self.stack.append(Slot(task, row, candidate, log_path, cancel, future))
+        killpoints.reached("integrate-started")
+
+    def check_worker(
+        self, task: Task, row: int, sha: str, log_path: Path, cancel: threading.Event
+    ) -> VerifyResult:
+        """In a worker: the graph's integrate phases on a pristine checkout of the candidate, with
+        the worker's own connection for the phases' rows; the checkout is removed after."""
+        db = open_db(self.p.config.state_db)
+        try:
+            return self.p.verifier.check_stage(
+                db, "integrate", task, row, sha, lambda: self.p.workspaces.check_out_candidate(sha, row), log_path,
+                cancel, slots=self.slots,
+            )  # fmt: skip
+        finally:
+            db.close()
+            remove_tree(self.p.layout.integration_attempt(row))
+
+    def drop(self, start: int, reason: str) -> None:
+        """Drop the candidates from ``start`` up (they are built on something that will not land):
+        their checks end, their rows are closed uncharged, and they are built again next cycle."""
+        for slot in self.stack[start:]:
+            slot.cancel.set()
+            self.p.runs.finish(slot.row, RunStatus.CANCELLED, error=REBUILT + reason)
+            logger.info("{}: candidate {} dropped: {}", slot.task.id, slot.candidate.sha[:12], reason)
+        del self.stack[start:]
+
+    def drop_moved(self) -> bool:
+        """Take out of the stack the tasks a person moved (cancelled, reopened) meanwhile; what was
+        stacked on them is built again."""
+        for index, slot in enumerate(self.stack):
+            task_id = slot.task.id
+            if self.p.store.exists(task_id) and self.p.store.get(task_id).status is TaskStatus.VERIFIED:
+                continue
+            status = self.p.store.get(task_id).status.value if self.p.store.exists(task_id) else "deleted"
+            logger.info("{}: a person set the task to {}; stopping its integration", task_id, status)
+            slot.cancel.set()
+            self.p.runs.finish(slot.row, RunStatus.CANCELLED, error=f"a person set the task to {status} during integration")
+            del self.stack[index]
+            self.drop(index, f"{task_id}, below it, was taken out of the stack by a person")
+            self.p.release_cancelled(task_id)
             return True
         return False
 
-    def start_integration(self, task: Task) -> None:
-        """Record the attempt and hand it to the integration worker."""
-        commit = self.verified_sha(task.id)
-        if commit is None:
-            row = self.p.runs.start(task.id, Phase.INTEGRATE, task.patchset)
-            reason = f"the commit that passed verification of {task.id} is not recorded; developing again"
-            self.p.runs.finish(row, RunStatus.FAILURE, error=reason)
-            self.p.note(task.id, reason)
-            self.p.fail(task.id, reason, new_patchset=True)
+    def finish_bottom(self) -> None:
+        """The bottom candidate's check has ended: land it if it passed, otherwise reject its task
+        (everything below it has landed, so the failure is its own) and drop what is above it."""
+        slot = self.stack[0]
+        base = self.p.config.base
+        try:
+            checked = slot.future.result()
+        except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
+            del self.stack[0]
+            self.p.runs.finish(slot.row, RunStatus.CANCELLED, error=f"integration failed: {exc}")
+            self.p.faults.record("integrate", f"integration of {slot.task.id} failed: {exc}")
+            self.drop(0, f"the integration of {slot.task.id}, below it, failed")
             return
-        log_path = self.p.layout.task_log(task.id, f"integrate-p{task.patchset}-{int(time.time() * 1000)}")
-        row = self.p.runs.start(
-            task.id, Phase.INTEGRATE, task.patchset, before_sha=commit,
-            log_path=str(log_path),
-        )  # fmt: skip
-        self.p.runs.update(row, workspace=str(self.p.layout.integration_attempt(row)))
-        self.cancel = threading.Event()
-        future = self.pool.submit(self.integrate_worker, row, task, commit, log_path, self.cancel)
-        future.add_done_callback(lambda _: self.p.wake.set())
-        self.integrating = (task.id, row, future)
-        killpoints.reached("integrate-started")
+        result = judge_checks(checked, base, slot.candidate.parent, allow_unchecked=self.p.config.allow_unchecked)
+        if result is None:
+            result = land(
+                self.p.git, base, slot.candidate, base_checkout(self.p.git, base),
+                before_swap=lambda sha: self.before_swap(slot.task.id, slot.row, sha),
+                receipt=lambda sha: receipts.render(self.receipt_data(self.p.runs, slot.task, sha, checked)),
+            )  # fmt: skip
+            if result is None:
+                self.drop(0, f"{base} moved before it could land; built again on the new tip")
+                return
+        del self.stack[0]
+        if result.status is not IntegrateStatus.INTEGRATED:
+            self.drop(0, f"{slot.task.id}, below it, did not land ({result.status.value})")
+        self.record(slot.task, slot.row, result, slot.candidate.parent)
+
+    def before_swap(self, task_id: str, row: int, sha: str) -> str | None:
+        """Right before base moves: the task is still to land (a person's change lands before or
+        after, under one lock), and the candidate is recorded, so a kill after the swap is
+        recognised on restart."""
+        with self.p.db.write():
+            status = self.p.store.get(task_id).status
+            if status is not TaskStatus.VERIFIED:
+                return f"a person set the task to {status.value} during integration; base was not moved"
+            self.p.runs.update(row, after_sha=sha)
+        killpoints.reached("before-swap")
+        return None
 
     def verified_sha(self, task_id: str) -> str | None:
         """The commit that passed the task's last verification, if it is still in the repository."""
@@ -92,65 +306,6 @@ class Integrator:
         if rec is None or rec.status not in (RunStatus.SUCCESS, RunStatus.SKIPPED) or rec.after_sha is None:
             return None
         return self.p.git.rev(rec.after_sha)
-
-    def stop_cancelled(self) -> None:
-        """End the checks of the integration in flight if a person moved its task meanwhile: it
-        would not land anyway (before_swap refuses), so its recipes need not run to their end."""
-        if self.integrating is None or self.cancel.is_set():
-            return
-        task_id = self.integrating[0]
-        if not self.p.store.exists(task_id) or self.p.store.get(task_id).status is not TaskStatus.VERIFIED:
-            logger.info("{}: a person moved the task; stopping its integration", task_id)
-            self.cancel.set()
-
-    def integrate_worker(
-        self, row: int, task: Task, commit: str, log_path: Path, cancel: threading.Event | None = None
-    ) -> IntegrateResult:
-        """In the worker thread: cherry-pick, check, swap base; clean up after a success.
-
-        The candidate sha is written to the run's row (through the thread's own connection)
-        before base moves, so that a crash right after the swap is recognised on restart.
-        """
-        db = open_db(self.p.config.state_db)
-        try:
-            runs = Runs(db)
-            store = open_task_source(self.p.config.tasks.source, db)
-
-            def before_swap(sha: str) -> str | None:
-                # Read and written under one lock: a person's status change lands before or after.
-                with db.write():
-                    status = store.get(task.id).status
-                    if status is not TaskStatus.VERIFIED:
-                        return f"a person set the task to {status.value} during integration; base was not moved"
-                    runs.update(row, after_sha=sha)
-                killpoints.reached("before-swap")
-                return None
-
-            def check(sha: str) -> VerifyResult:
-                return self.p.verifier.check_stage(
-                    db, "integrate", task, row, sha, lambda: self.p.workspaces.check_out_candidate(sha, row), log_path,
-                    cancel,
-                )  # fmt: skip
-
-            def receipt(sha: str, checked: VerifyResult) -> str:
-                return receipts.render(self.receipt_data(runs, task, sha, checked))
-
-            result = integrate(
-                self.p.git,
-                check,
-                self.p.config.base,
-                commit,
-                before_swap=before_swap,
-                receipt=receipt,
-                task_id=task.id,
-                secrets=self.p.secrets,
-                allow_unchecked=self.p.config.allow_unchecked,
-            )
-        finally:
-            db.close()
-        if result.status is IntegrateStatus.INTEGRATED:
-            self.p.workspaces.release(task.id)
-        return result
 
     def receipt_data(self, runs: Runs, task: Task, sha: str, checked: VerifyResult) -> dict[str, Any]:
         """What the receipt on the candidate ``sha`` says: the task, its agent run and cost, and
@@ -176,30 +331,25 @@ class Integrator:
             "checks": stages,
         }
 
-    def collect_integration(self, wait: bool = False) -> bool:
-        """Record the outcome of the integration in flight, if it has finished (or, waiting, once it has)."""
-        if self.integrating is None:
-            return False
-        task_id, row, future = self.integrating
-        if not wait and not future.done():
-            return False
-        self.integrating = None
-        try:
-            result = future.result()
-        except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
-            self.p.runs.finish(row, RunStatus.CANCELLED, error=f"integration failed: {exc}")
-            self.p.faults.record("integrate", f"integration of {task_id} failed: {exc}")
-            return True
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def record(self, task: Task, row: int, result: IntegrateResult, tip: str) -> None:
+        """Record the outcome of one candidate as the task's life says. ``tip``: base's tip the
+        candidate was judged on (a rejected task is developed again from there)."""
+        task_id = task.id
         move = INTEGRATE_MOVES[result.status]
-        status = self.p.store.get(task_id).status
+        status = self.p.store.get(task_id).status if self.p.store.exists(task_id) else TaskStatus.CANCELLED
         if result.status is not IntegrateStatus.INTEGRATED and status is not TaskStatus.VERIFIED:
             # A person moved (cancelled) the task meanwhile: whatever its checks said, stopped or
             # not, is neither the task's failure nor a fault of the machine.
             self.p.runs.finish(row, RunStatus.CANCELLED, error=f"a person set the task to {status.value} during integration")
             logger.info("integration of {} stopped: a person set it to {}", task_id, status.value)
             self.p.release_cancelled(task_id)
-            return True
+            return
         if result.status is IntegrateStatus.INTEGRATED:
+            # Its workspace goes first: once the task shows done, nothing of it is left (a kill
+            # in between is finished by recovery, which finds the candidate on base).
+            self.p.workspaces.release(task_id)
             with self.p.db.write():
                 self.p.runs.finish(row, move.run, after_sha=result.detail)
                 self.p.finish_done(task_id, result.detail, release=False)
@@ -207,9 +357,8 @@ class Integrator:
             killpoints.reached("integrated")
             if result.lag is not None:
                 self.p.watch.checkout_lags(result.lag)
-            self.p.workspaces.release(task_id)
             self.p.faults.clear("integrate")
-            return True
+            return
         if move.then is Then.KEEP:
             self.p.runs.finish(row, move.run, error=result.detail)
             if result.status is IntegrateStatus.FAULT:
@@ -221,7 +370,7 @@ class Integrator:
                 logger.error("integration of {} refused: {}", task_id, result.detail)
                 # Whatever refused it (a dirty checkout) needs a person; try again after an interval.
                 self.integrate_paused_until = time.time() + self.p.config.interval
-            return True
+            return
         label = {
             IntegrateStatus.CONFLICT: "integration conflict, redeveloping on the new base",
             IntegrateStatus.CHECKS_FAILED: "post-integration checks failed, redeveloping on the new base",
@@ -230,12 +379,8 @@ class Integrator:
             "Configure phases that apply at integration or set allow_unchecked: true, then "
             f"`pipeline-runner task set-status {task_id} open`. Why",
         }[result.status]
-        moved = self.p.store.get(task_id).status is not TaskStatus.VERIFIED
-        if result.new_base and move.new_patchset and not moved:
-            self.p.workspaces.reset_onto(task_id, result.new_base, self.p.config.base)
+        if move.new_patchset:
+            self.p.workspaces.reset_onto(task_id, tip, self.p.config.base)
         with self.p.db.write():
             self.p.runs.finish(row, move.run, error=result.detail)
-            # A person who moved the task meanwhile decided; the outcome changes nothing then.
-            if self.p.store.get(task_id).status is TaskStatus.VERIFIED:
-                self.p.settle(task_id, move, result.detail, f"{label}: {result.detail}")
-        return True
+            self.p.settle(task_id, move, result.detail, f"{label}: {result.detail}")

@@ -15,7 +15,7 @@ from phases.integrate import RECEIPTS
 from runner.lifecycle import Step, next_step
 from runner.state import Phase, RunStatus, parse_iso
 from runner.tasks import TaskStatus
-from runner.workspace import TASK_REFS
+from runner.workspace import TASK_REFS, remove_tree
 
 if TYPE_CHECKING:
     from runner.scheduler import Pipeline
@@ -61,6 +61,8 @@ def reconcile(p: Pipeline) -> None:
     # The integration checkout is rebuilt at each integration; one an older version made is a
     # linked worktree, which must be unregistered too.
     p.git.remove_worktree(p.layout.integration)
+    # The candidates' checkouts: a kill mid-stack leaves several; none is running now.
+    remove_tree(p.layout.integration)
     running_dev = {r.task_id for r in p.runs.running(Phase.DEV)}
     for task in p.store.list_tasks(status=TaskStatus.IN_PROGRESS):
         view = p.view(task, running=running_dev, latest=p.runs.latest(task.id))

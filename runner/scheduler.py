@@ -133,10 +133,8 @@ class Pipeline:
         self.store.comment(task_id, f"Pipeline: {message}", Author.SYSTEM)
 
     def base_suspect(self) -> bool:
-        """Whether base holds commits the runner did not land. Not looked at while an integration
-        is in flight: base has moved then, by the runner's own hand, before the bookkeeping."""
-        if self.integrator.integrating is not None:
-            return "base" in self.faults
+        """Whether base holds commits the runner did not land. The runner records each landing
+        on the loop's thread right after it moves base, so its own commits are known here."""
         return self.watch.moved_outside()
 
     def paused(self, area: str) -> bool:
@@ -201,7 +199,6 @@ class Pipeline:
         self.faults.reload()  # `pipeline-runner resume`, from another process, clears faults there
         # A person's cancel, from another process, ends the checks of that task now.
         self.verifier.stop_cancelled()
-        self.integrator.stop_cancelled()
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         self.ready_to_start = self.preflight_step()
@@ -283,7 +280,7 @@ class Pipeline:
         """What ``next_step`` needs to know of ``task``. ``ready``: the ids of open tasks whose
         dependencies are done (when the task is open); ``blocked``: those of open tasks with a
         cancelled dependency."""
-        in_flight = task.id in self.verifier.verifying or (self.integrator.integrating is not None and self.integrator.integrating[0] == task.id)
+        in_flight = task.id in self.verifier.verifying or self.integrator.in_flight(task.id)
         return TaskView(
             status=task.status,
             gate=self.gate(task).gate if task.status is TaskStatus.OPEN else Gate.GO,
@@ -562,7 +559,7 @@ class Pipeline:
     def idle(self) -> bool:
         """Nothing is running and nothing can start: every eligible task is done, needs help,
         waits on one that does, or is verified with its integration held back for a person."""
-        if self.verifier.verifying or self.integrator.integrating is not None or self.runs.running(Phase.DEV):
+        if self.verifier.verifying or self.integrator.busy or self.runs.running(Phase.DEV):
             return False
         # A held integration waits for a person (a dirty checkout of base), not for the loop.
         verified = [
@@ -580,7 +577,7 @@ class Pipeline:
     def stuck(self) -> bool:
         """Nothing is running and a fault has held work through several retries (or base moved
         outside the runner): a batch run (`--until-idle`) stops here rather than wait for hours."""
-        if self.verifier.verifying or self.integrator.integrating is not None or self.runs.running(Phase.DEV):
+        if self.verifier.verifying or self.integrator.busy or self.runs.running(Phase.DEV):
             return False
         # Base moved outside the runner, base is red, a program is missing: only a person moves these.
         # The daily cost cap lifts at midnight only: a batch run does not wait for it.
@@ -743,7 +740,8 @@ def _run_loop(
                 acted = pipeline.cycle()
                 if once:
                     pipeline.verifier.collect_verifies(wait=True)
-                    pipeline.integrator.collect_integration(wait=True)
+                    # Everything whose integration is ready lands within this one invocation.
+                    pipeline.integrator.drain()
                     break
                 if not acted:
                     if until_idle and pipeline.idle():

@@ -26,6 +26,13 @@ TAIL_BYTES = 4096
 LAST_LINE_CHARS = 200
 
 
+# How the row of a candidate dropped from the integration stack to be built again begins.
+REBUILT = "rebuilt: "
+# Rows of integrations the loop itself tries again (dropped candidates, and those a stop of the
+# runner interrupted, see runner.recovery): not a hold.
+NOT_HELD = (REBUILT, "runner stopped")
+
+
 def held_integration(runs: Runs, task_id: str) -> RunRecord | None:
     """The refused integration holding a verified task back, if its last integration was refused.
 
@@ -33,9 +40,12 @@ def held_integration(runs: Runs, task_id: str) -> RunRecord | None:
     integrate run with the reason; it needs a person, not another attempt of the task.
     """
     last = runs.last_attempt(task_id, Phase.INTEGRATE)
-    if last is not None and last.status is RunStatus.CANCELLED and last.error_summary:
-        return last
-    return None
+    if last is None or last.status is not RunStatus.CANCELLED or not last.error_summary:
+        return None
+    # A candidate dropped to be built again, or one a stop interrupted, is retried by the loop.
+    if last.error_summary.startswith(NOT_HELD):
+        return None
+    return last
 
 
 @dataclass(frozen=True)

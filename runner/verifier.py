@@ -57,11 +57,12 @@ class Verifier:
 
     def check_stage(
         self, db: Database, stage: str, task: Task, parent: int, sha: str, workdir: Callable[[], Path],
-        log_path: Path, cancel: threading.Event | None = None,
+        log_path: Path, cancel: threading.Event | None = None, slots: threading.Semaphore | None = None,
     ) -> VerifyResult:  # fmt: skip
         """Run the graph's phases for ``stage`` on ``sha`` (in the calling worker thread, with its
         own connection ``db``); each phase is a row under the attempt ``parent``. Setting
-        ``cancel`` ends the recipes running and starts no more."""
+        ``cancel`` ends the recipes running and starts no more. ``slots`` bounds the recipes
+        running at once (default: the limit shared by every verification)."""
         empty = empty_stage(stage, self.p.config.phases)
         if empty is not None:
             return empty
@@ -73,7 +74,7 @@ class Verifier:
             GraphRun(
                 phases=self.p.config.stage_phases(stage), stage=stage, tree=tree, workdir=workdir,
                 values=self.check_values(task, workspace), log_dir=log_path.with_suffix(""),
-                slots=self.slots, cache=CheckCache(db) if self.use_cache else None,
+                slots=slots or self.slots, cache=CheckCache(db) if self.use_cache else None,
                 listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path), cancel=cancel,
             )
         )  # fmt: skip

@@ -338,8 +338,12 @@ class Workspaces:
         return self.fresh(self.layout.check(task_id, attempt), commit)
 
     def check_out_candidate(self, commit: str, attempt: int) -> Path:
-        """A pristine checkout of an integration attempt's candidate."""
-        return self.fresh(self.layout.integration_attempt(attempt), commit)
+        """A pristine checkout of an integration attempt's candidate. The candidates of a stack
+        are checked side by side, so the others beside it stay."""
+        path = self.layout.integration_attempt(attempt)
+        remove_tree(path)
+        self.checkouts.create(path, commit)
+        return path
 
     def fresh(self, path: Path, commit: str) -> Path:
         """A checkout of exactly ``commit`` at ``path``; the earlier attempts' beside it are removed."""

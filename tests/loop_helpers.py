@@ -120,6 +120,17 @@ class Sample:
             time.sleep(0.05)
         raise AssertionError(f"not reached after {limit} runs: {self.status()}")
 
+    def run_once_until_verified(self, count: int = 1, limit: int = 60) -> int:
+        """`run --once` until ``count`` tasks are verified and wait to land: a lock on base's ref
+        (as a running git command holds) keeps each run from landing them, as it lands all it can
+        otherwise; the lock is gone again afterwards."""
+        lock = self.repo / ".git" / "refs" / "heads" / f"{self.config.get('base', 'live')}.lock"
+        lock.touch()
+        try:
+            return self.run_once_until(lambda d: d["verified"] == count, limit)
+        finally:
+            lock.unlink(missing_ok=True)
+
     def run_once_until_killed(self, point: str, limit: int = 60) -> None:
         """Run `run --once` processes with the runner set to SIGKILL itself at kill point ``point``
         until one is killed there; the kill point is unset again afterwards."""

@@ -65,7 +65,7 @@ def test_killed_at_each_point_the_next_start_finishes_everything(tmp_path: Path,
 def test_a_lock_on_base_left_by_the_runners_killed_swap_is_removed_but_a_persons_is_not(tmp_path: Path) -> None:
     s = make_sample(tmp_path)
     s.add("x")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     lock = s.repo / ".git" / "refs" / "heads" / "live.lock"
     # A person's git command took the lock before the runner's integration started: left alone.
     lock.write_text("")

@@ -183,15 +183,20 @@ def test_base_moving_during_integration_is_integrated_again(tmp_path: Path) -> N
     s.add("task")
     s.run_until(all_done(1))
     assert s.base_log() == ["t-1: attempt 0", "A person's commit", "initial"]
-    runs = s.rows("SELECT phase, status FROM pipeline_runs WHERE task_id='t-1' AND parent_id IS NULL")
-    assert runs == [("dev", "success"), ("verify", "success"), ("integrate", "success")]
+    runs = s.rows("SELECT phase, status, error_summary FROM pipeline_runs WHERE task_id='t-1' AND parent_id IS NULL")
+    # The candidate on the old tip was dropped uncharged and built again on the person's commit.
+    assert [r[:2] for r in runs] == [
+        ("dev", "success"), ("verify", "success"), ("integrate", "cancelled"), ("integrate", "success")
+    ]
+    assert runs[2][2].startswith("rebuilt: live moved")
+    assert s.task("t-1")["status"] == "done"
 
 
 def test_dirty_base_checkout_refuses_then_lands_once_clean(tmp_path: Path) -> None:
     s = make_sample(tmp_path)
     s.add("task")
     (s.repo / "README.md").write_text("edited by a person, not committed\n")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     done = s.cli("run", "--once")
     assert done.returncode == 0
     assert "uncommitted changes" in done.stderr and "README.md" in done.stderr
@@ -276,7 +281,7 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     s.plan({"t-2": [{"sleep": 30}]})
     for title in ("a", "b", "c", "d"):
         s.add(title)
-    s.run_once_until(lambda d: d["verified"] == 1)  # t-1 verified, t-2 (and t-3) still working
+    s.run_once_until_verified()  # t-1 verified, t-2 (and t-3) still working
     before = _snapshot(tmp_path)
     done = s.cli("run", "--dry-run", "--concurrency", "4")
     assert done.returncode == 0, done.stderr
@@ -331,7 +336,7 @@ def test_kill_between_base_swap_and_bookkeeping_is_recovered(tmp_path: Path) -> 
     """A runner killed right after moving base: the next start sees the task landed."""
     s = make_sample(tmp_path)
     s.add("task")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     # What the integration worker had done when killed: base moved by compare-and-swap, the
     # candidate recorded on a running row, the base checkout not yet updated.
     old = git(s.repo, "rev-parse", "live")
@@ -392,7 +397,7 @@ def test_untracked_files_in_the_way_in_base_checkout_refuse_then_land_once_moved
     # A person's untracked files where the task adds its own: one file, one file-for-a-directory.
     (s.repo / "t-1.txt").write_text("mine\n")
     (s.repo / "docs").write_text("also mine\n")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     done = s.cli("run", "--once")
     assert done.returncode == 0
     assert "untracked files" in done.stderr and "t-1.txt" in done.stderr and "docs/guide.md" in done.stderr

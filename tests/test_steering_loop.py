@@ -123,7 +123,7 @@ def test_a_verified_task_cancelled_while_its_integration_is_held_never_lands(tmp
     s = make_sample(tmp_path)
     s.add("verified, then cancelled")
     (s.repo / "README.md").write_text("edited by a person, not committed\n")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     assert s.cli("task", "cancel", "t-1").returncode == 0
     git(s.repo, "checkout", "README.md")
     for _ in range(3):

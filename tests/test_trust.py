@@ -111,7 +111,7 @@ def test_what_lands_is_the_sha_that_passed_verification(tmp_path: Path) -> None:
     # workspace to BAD content. With no integration checks, only the verified sha may land.
     s = make_sample(tmp_path, phases={"verify": {"run": [["python3", "check.py"]]}, "integrate": {"run": []}})
     s.add("x")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     workspace = s.root / "worktrees" / "t-1"
     (workspace / "t-1.txt").write_text("BAD\n")
     git(workspace, "commit", "-q", "-a", "--amend", "-m", "swapped\n\nTask-Id: t-1")
@@ -217,7 +217,7 @@ def test_a_verified_task_a_person_reopens_is_not_integrated(tmp_path: Path) -> N
     s = make_sample(tmp_path, phases={"verify": {"run": [["python3", "check.py"]]}})
     s.plan({"t-1": [{}, {"files": {"t-1.txt": "second take\n"}}]})
     s.add("x")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     assert s.cli("task", "set-status", "t-1", "needs_help").returncode == 0
     for _ in range(3):
         assert s.cli("run", "--once").returncode == 0
@@ -230,7 +230,7 @@ def _base_moved_while_its_checkout_was_locked(tmp_path: Path) -> tuple[Sample, P
     base's checkout; the lock is returned, still held."""
     s = make_sample(tmp_path, concurrency=1)
     s.add("first")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     lock = s.repo / ".git" / "index.lock"
     lock.write_text("")
     assert s.cli("run", "--once").returncode == 3  # landed, and the checkout's lag is a fault
@@ -249,7 +249,7 @@ def test_a_checkout_of_base_that_cannot_follow_is_brought_along_and_never_mislea
     assert "Do not commit there" in shown
     # A second task is held meanwhile, uncharged, with no check re-run.
     s.add("second")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     assert s.cli("run", "--once").returncode == 3  # the lagging checkout holds integration
     assert s.trailers() == ["t-1"]
     assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='failure'") == [(0,)]
@@ -264,7 +264,7 @@ def test_a_checkout_of_base_that_cannot_follow_is_brought_along_and_never_mislea
 def test_a_stale_lock_on_base_pauses_integration_without_rerunning_checks(tmp_path: Path) -> None:
     s = make_sample(tmp_path)
     s.add("x")
-    s.run_once_until(lambda d: d["verified"] == 1)
+    s.run_once_until_verified()
     lock = s.repo / ".git" / "refs" / "heads" / "live.lock"
     lock.write_text("")
     for _ in range(4):
