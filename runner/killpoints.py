@@ -30,7 +30,18 @@ POINTS = (
 )
 
 
+_seen: dict[str, int] = {}
+
+
 def reached(name: str) -> None:
-    """Die here if a test asked for it (``PIPELINE_KILL_AT=name``)."""
-    if os.environ.get(ENV) == name:
+    """Die here if a test asked for it: ``PIPELINE_KILL_AT=name``, or ``name@N`` for the Nth time
+    this process reaches it (the second landing of a stack, say)."""
+    wanted = os.environ.get(ENV)
+    if wanted is None:
+        return
+    point, _, nth = wanted.partition("@")
+    if point != name:
+        return
+    _seen[name] = _seen.get(name, 0) + 1
+    if _seen[name] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
