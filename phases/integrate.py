@@ -1,7 +1,10 @@
-"""Integrate phase: deterministic. Apply onto base's tip, check, then compare-and-swap base.
+"""Integrate phase: deterministic. Build a candidate (a task's change on base's tip, or on the
+candidate below it), judge its checks, then compare-and-swap base to it (runner.integrator runs
+the stack of candidates).
 
 Base only ever moves forward to a commit that passed the integrate recipes; if someone moved it
-meanwhile, the work is redone on the new tip rather than overwriting theirs.
+meanwhile, the swap is refused and the candidate is built again on the new tip rather than
+overwriting theirs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from runner.git import Git, PickStatus
 from runner.leaks import find_leaks
 from runner.leaks import refusal as leak_refusal
 
-MAX_BASE_RACES = 20
 TRAILER = "Task-Id"
 RECEIPTS = "refs/notes/pipeline"  # the notes ref every landed commit's receipt is kept under
 
@@ -241,61 +243,3 @@ def land(
             logger.warning("base moved, but updating its checkout {} failed: {}", checkout, exc)
             lag = CheckoutLag(checkout, old, str(exc).strip()[-500:])
     return IntegrateResult(IntegrateStatus.INTEGRATED, sha, sha, lag)
-
-
-def integrate(
-    git: Git,
-    check: Callable[[str], VerifyResult],
-    base: str,
-    commit: str,
-    before_swap: Callable[[str], str | None] = lambda sha: None,
-    *,
-    receipt: Callable[[str, VerifyResult], str] | None = None,
-    task_id: str | None = None,
-    secrets: Mapping[str, str] | None = None,
-    allow_unchecked: bool = False,
-) -> IntegrateResult:
-    """Land ``commit`` (the sha that passed verification) on ``base``, alone (a stack of one).
-
-    The candidate is computed in the repository (merge-tree, commit-tree), then ``check`` runs
-    the graph's integrate phases on it (in a pristine checkout, made only if a phase must run).
-    ``receipt`` gives the note attached to the candidate (under ``refs/notes/pipeline``) before
-    base moves, so nothing lands without one. ``before_swap`` is told the candidate sha before base
-    moves, so that a crash between the swap and the bookkeeping can be recognised on restart; it
-    may return a reason to stop instead (a person changed the task meanwhile). With a
-    ``task_id``, what lands carries its ``Task-Id`` trailer even if the agent left it out."""
-    checkout = base_checkout(git, base)
-
-    def once() -> IntegrateResult | None:
-        """One try on base's tip as it is now; None when base moved before the swap (a lost race)."""
-        message = _dirty_message(git, base, checkout)
-        if message:
-            return IntegrateResult(IntegrateStatus.REFUSED, message)
-        old = git.branch_sha(base)
-        if old is None:
-            return IntegrateResult(IntegrateStatus.REFUSED, f"base branch {base!r} does not exist")
-        built = build(git, base, old, commit, task_id=task_id, secrets=secrets)
-        if isinstance(built, IntegrateResult):
-            return built
-        # Refuse before the recipes, which may take long, and again before the swap.
-        refused = refusal(git, base, checkout, old, built.sha)
-        if refused:
-            return refused
-        checked = check(built.sha)
-        verdict = judge_checks(checked, base, old, allow_unchecked=allow_unchecked)
-        if verdict is not None:
-            return verdict
-        note = (lambda sha: receipt(sha, checked)) if receipt is not None else None
-        landed = land(git, base, built, checkout, before_swap=before_swap, receipt=note)
-        if landed is None:
-            logger.info("base {} moved during integration; integrating again on its new tip", base)
-        return landed
-
-    # A lost race is tried again at once on the new tip: base moved, so the next try is new work.
-    races = tenacity.Retrying(
-        retry=tenacity.retry_if_result(lambda result: result is None),
-        stop=tenacity.stop_after_attempt(MAX_BASE_RACES),
-        retry_error_callback=lambda _state: None,
-    )
-    landed: IntegrateResult | None = races(once)
-    return landed or IntegrateResult(IntegrateStatus.REFUSED, f"base {base!r} kept moving; will try again next cycle")

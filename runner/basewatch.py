@@ -165,6 +165,17 @@ class BaseWatch:
                 )
         return "base" in self.faults
 
+    def moved_by_runner(self, old: str, new: str) -> None:
+        """The runner itself moved base from ``old`` to ``new`` (and recorded it): when ``old`` is
+        the last tip looked at, ``new`` needs no look of its own for foreign commits."""
+        seen_file = self.layout.base_seen_file
+        try:
+            seen = seen_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return
+        if seen == old and not self.dry_run:
+            seen_file.write_text(new + "\n", encoding="utf-8")
+
     def tip(self) -> str | None:
         """Base's tip, read from its ref file when it has one: this runs every cycle, and a cycle
         with nothing to do should cost no process."""

@@ -21,7 +21,7 @@ from runner.tasks import TaskStatus
 class Holdup(enum.StrEnum):
     """Why a queued task is where it is."""
 
-    READY = "ready"  # the loop takes it at its next chance (a free agent slot, the integration lane)
+    READY = "ready"  # the loop takes it at its next chance (a free agent slot, a place in the integration stack)
     DEPENDENCY = "dependency"  # waits for dependencies that are still being worked on
     BLOCKED = "blocked"  # a dependency (or one of theirs) needs help: nothing moves without a person
     CYCLE = "cycle"  # its dependencies lead back to themselves: it can never start
@@ -103,7 +103,7 @@ def why(
 _READY = {
     Step.DEVELOP: "ready: starts when an agent slot is free",
     Step.VERIFY: "its agent committed: verification starts next",
-    Step.INTEGRATE: "verified: integrates next, one at a time",
+    Step.INTEGRATE: "verified: waits for a place in the integration stack (integrate.window)",
     Step.REOPEN: "no agent is alive: reopened on the next cycle",
 }
 

@@ -354,6 +354,7 @@ class Integrator:
                 self.p.runs.finish(row, move.run, after_sha=result.detail)
                 self.p.finish_done(task_id, result.detail, release=False)
             self.p.preflight.landed(result.detail)
+            self.p.watch.moved_by_runner(tip, result.detail)
             killpoints.reached("integrated")
             if result.lag is not None:
                 self.p.watch.checkout_lags(result.lag)

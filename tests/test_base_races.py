@@ -1,13 +1,11 @@
-"""Base moving under an integration: a lost race is tried again on the new tip, a bounded number
-of times, and every candidate that did not land loses its receipt. Real git, in-process."""
+"""Base moving under an integration: a lost race changes nothing (the stack builds its candidates
+again on the new tip), and every candidate that did not land loses its receipt. Real git, in-process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from phases.integrate import MAX_BASE_RACES, RECEIPTS, IntegrateStatus, integrate
-from phases.verify import VerifyResult, VerifyStatus
+from phases.integrate import RECEIPTS, Candidate, IntegrateStatus, build, land
 from runner.git import Git
 from tests.conftest import git, make_repo
 
@@ -28,42 +26,36 @@ def _person_pushes(repo: Path, n: int) -> None:
     git(repo, "commit", "-q", "-m", f"a person's push {n}")
 
 
-def _checks_passing_while_a_person_pushes(
-    repo: Path, pushes: int
-) -> tuple[list[str], Callable[[str], VerifyResult]]:
-    checked: list[str] = []
-
-    def check(candidate: str) -> VerifyResult:
-        checked.append(candidate)
-        if len(checked) <= pushes:
-            _person_pushes(repo, len(checked))  # base moves while the candidate is checked
-        return VerifyResult(VerifyStatus.PASS, "ok", passed=1)
-
-    return checked, check
-
-
-def test_a_few_lost_races_land_on_the_newest_tip_with_one_receipt(tmp_path: Path) -> None:
+def test_a_lost_race_changes_nothing_and_the_candidate_built_again_lands_with_one_receipt(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     commit = _task_commit(repo)
-    checked, check = _checks_passing_while_a_person_pushes(repo, pushes=3)
-    result = integrate(Git(repo), check, "live", commit, receipt=lambda sha, r: f"receipt {sha}")
-    assert result.status is IntegrateStatus.INTEGRATED
-    assert len(checked) == 4 and len(set(checked)) == 4  # a new candidate on each new tip
-    assert git(repo, "rev-parse", "live") == checked[-1]
-    log = git(repo, "log", "--format=%s", "live").splitlines()
-    assert log[:4] == ["the task", "a person's push 3", "a person's push 2", "a person's push 1"]
+    g = Git(repo)
+    tip = git(repo, "rev-parse", "live")
+    built = build(g, "live", tip, commit, task_id="t-1", secrets={})
+    assert isinstance(built, Candidate) and built.parent == tip
+    _person_pushes(repo, 1)  # base moves while the candidate is checked
+    pushed = git(repo, "rev-parse", "live")
+    assert land(g, "live", built, None, receipt=lambda sha: f"receipt {sha}") is None
+    assert git(repo, "rev-parse", "live") == pushed  # the person's push stands
+    assert git(repo, "notes", f"--ref={RECEIPTS}", "list") == ""  # the lost candidate has no receipt
+    again = build(g, "live", pushed, commit, task_id="t-1", secrets={})
+    assert isinstance(again, Candidate)
+    landed = land(g, "live", again, None, receipt=lambda sha: f"receipt {sha}")
+    assert landed is not None and landed.status is IntegrateStatus.INTEGRATED
+    assert git(repo, "log", "--format=%s", "-2", "live").splitlines() == ["the task", "a person's push 1"]
     noted = git(repo, "notes", f"--ref={RECEIPTS}", "list").splitlines()
-    assert [line.split()[1] for line in noted] == [checked[-1]]
+    assert [line.split()[1] for line in noted] == [again.sha]
 
 
-def test_base_that_never_stops_moving_is_given_up_after_a_bound(tmp_path: Path) -> None:
+def test_a_stop_before_the_swap_leaves_base_and_receipts_alone(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     commit = _task_commit(repo)
-    before = git(repo, "rev-parse", "live")
-    checked, check = _checks_passing_while_a_person_pushes(repo, pushes=10**6)
-    result = integrate(Git(repo), check, "live", commit, receipt=lambda sha, r: f"receipt {sha}")
-    assert result.status is IntegrateStatus.REFUSED and "kept moving" in result.detail
-    assert len(checked) == MAX_BASE_RACES
-    # Only the person's pushes are on base; no candidate kept a receipt.
-    assert git(repo, "log", "--format=%s", f"{before}..live").count("the task") == 0
+    g = Git(repo)
+    tip = git(repo, "rev-parse", "live")
+    built = build(g, "live", tip, commit, task_id="t-1", secrets={})
+    assert isinstance(built, Candidate)
+    stopped = land(g, "live", built, None, before_swap=lambda sha: "a person cancelled it",
+                   receipt=lambda sha: f"receipt {sha}")  # fmt: skip
+    assert stopped is not None and stopped.status is IntegrateStatus.STOPPED
+    assert git(repo, "rev-parse", "live") == tip
     assert git(repo, "notes", f"--ref={RECEIPTS}", "list") == ""

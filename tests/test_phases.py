@@ -384,7 +384,7 @@ def test_editing_a_phase_env_or_recipe_means_it_runs_again(tmp_path: Path) -> No
     s = sample(tmp_path, concurrency=1)
     s.write_config(phases={"unit": {"run": [stamp(s, "unit", 0)], "env": {"MODE": "one"}}})
     s.add("one")
-    once_until(s, "verified", 1)
+    s.run_once_until_verified()
     assert [e["mode"] for e in events(s, "unit")] == ["one"]
 
     # The env changed between verification and integration: the same tree is checked again.
@@ -481,7 +481,8 @@ def test_base_moving_while_a_phase_checks_the_candidate_lands_a_new_candidate_an
     # The candidate checked before base moved never landed: its note went with it.
     annotated = [line.split()[1] for line in git(s.repo, "notes", "--ref=pipeline", "list").splitlines()]
     assert annotated == [tip]
-    assert ran(s, "gate") == 2
+    # The first candidate's check ends as soon as the loop sees base moved (its stamp may not run).
+    assert ran(s, "gate") in (1, 2)
     data = receipt(s)
     integrate = stage_of(data, "integrate")
     assert data["commit"] == tip and data["tree"] == git(s.repo, "rev-parse", "live^{tree}")
