@@ -31,7 +31,11 @@ def test_after_a_run_git_status_is_clean_and_pytest_collects_only_the_persons_te
     assert sample.status()["done"] == 2
     root = default_root(repo)
     assert sample.status()["root"] == str(root)
-    # The root holds checkouts with the project's tests in them: what a person's tools must not see.
+    # The root holds checkouts with the project's tests in them (a workspace kept for a person to
+    # look at, a candidate's checkout while it is checked): what a person's tools must not see.
+    kept = root / "worktrees" / "kept" / "tests"
+    kept.mkdir(parents=True)
+    (kept / "test_lib.py").write_text((repo / "tests" / "test_lib.py").read_text())
     assert list(root.rglob("test_lib.py")), "nothing under the root to hide: this test checks nothing"
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
     # Listed only when asked for what git ignores, as what it is.
