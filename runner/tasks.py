@@ -6,8 +6,8 @@ import abc
 import enum
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +104,17 @@ class Task:
         return PRIORITIES[self.priority]
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-friendly form, as `task show --json` prints it."""
-        data = asdict(self)
-        data["priority"] = self.priority_name
-        data["dependencies"] = list(self.dependencies)
-        data["tags"] = list(self.tags)
-        data["comments"] = [
-            {"author": str(c.author), "body": c.body, "created_at": c.created_at} for c in self.comments
-        ]
-        data["type"] = str(self.type)
-        data["status"] = str(self.status)
-        return data
+        """JSON-friendly form, as `task show --json` prints it. Written out field by field rather
+        than through ``asdict``, whose deep copies made `task list --json` of a large store slow."""
+        return {
+            "id": self.id, "title": self.title, "type": str(self.type), "parent": self.parent,
+            "namespace": self.namespace, "status": str(self.status), "patchset": self.patchset,
+            "priority": self.priority_name, "complexity": self.complexity, "dependencies": list(self.dependencies),
+            "description": self.description,
+            "comments": [{"author": str(c.author), "body": c.body, "created_at": c.created_at} for c in self.comments],
+            "tags": list(self.tags), "created_at": self.created_at, "updated_at": self.updated_at,
+            "resumed_at": self.resumed_at,
+        }  # fmt: skip
 
 
 @dataclass
@@ -244,6 +244,35 @@ class ImportResult:
 # cancelled one not at all by a file.
 IMPORT_UPDATABLE = frozenset({TaskStatus.OPEN, TaskStatus.NEEDS_HELP})
 
+# The statuses of tasks not done, as SQL literals (the enum's own values, never a person's text).
+_UNFINISHED = ", ".join(f"'{s.value}'" for s in TaskStatus if s is not TaskStatus.DONE)
+
+
+def _filters(statuses: Sequence[TaskStatus] | None, parent: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The condition on tasks (``t``) for these statuses (any when None) and parent. The statuses
+    go in as one JSON parameter, however many; only the filters given are written, so that
+    SQLite can use the status and parent indexes (an "? IS NULL OR status = ?" condition makes it
+    scan every task)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if statuses is not None:
+        where.append("t.status IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps([str(s) for s in statuses]))
+    if parent is not None:
+        where.append("t.parent = ?")
+        params.append(parent)
+    return " AND ".join(where) or "1", tuple(params)
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of a listing: its tasks, how many match in all, and where the page starts."""
+
+    tasks: list[Task]
+    total: int
+    offset: int
+    widest_id: int = 0  # the longest id among every matching task, so that pages line up
+
 
 class TaskSource(abc.ABC):
     """What the loop needs from a task tracker. The built-in store implements all of it."""
@@ -254,9 +283,9 @@ class TaskSource(abc.ABC):
 
     @abc.abstractmethod
     def list_tasks(
-        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = True
+        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = False
     ) -> list[Task]:
-        """Tasks, oldest first, optionally filtered; without their comments if not asked for."""
+        """Tasks, oldest first, optionally filtered; their comments only when asked for."""
 
     def ready(self) -> list[Task]:
         """Open tasks whose dependencies are all done, oldest first, without their comments.
@@ -301,75 +330,107 @@ class BuiltinTaskStore(TaskSource):
     def get(self, task_id: str) -> Task:
         """One task with its dependencies and comments."""
         check_task_id(task_id)
-        rows = self.db.query("SELECT * FROM tasks WHERE id = ?", (task_id,))
-        if not rows:
+        found = self._select("t.id = ?", (task_id,), with_comments=True)
+        if not found:
             raise TaskError(f"No task with id {task_id!r}.")
-        return self._hydrate(rows)[0]
+        return found[0]
 
     def exists(self, task_id: str) -> bool:
         """Whether a task with this id exists."""
         return self.db.scalar("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
 
     def list_tasks(
-        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = True
+        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = False
     ) -> list[Task]:
-        """Tasks in creation order; ``with_comments=False`` leaves their comments out."""
-        # Only the filters given, so that SQLite can use the status and parent indexes (an
-        # "? IS NULL OR status = ?" condition makes it scan every task, every cycle).
-        where: list[str] = []
-        params: list[str] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(str(status))
-        if parent is not None:
-            where.append("parent = ?")
-            params.append(parent)
-        sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at, rowid"
-        return self._hydrate(self.db.query(sql, tuple(params)), with_comments=with_comments)
+        """Tasks in creation order; their comments only with ``with_comments``."""
+        where, params = _filters(None if status is None else (status,), parent)
+        return self._select(where, params, with_comments=with_comments)
+
+    def page(
+        self, statuses: Collection[TaskStatus] = (), parent: str | None = None, *, limit: int | None = None,
+        offset: int = 0, with_comments: bool = False,
+    ) -> TaskPage:  # fmt: skip
+        """Up to ``limit`` tasks (all when None) of ``statuses`` (any when empty) under ``parent``,
+        in creation order from the ``offset``-th, and how many match in all. Reads the page's rows
+        (and their comments only when asked): a page costs the same on a store of any size."""
+        where, params = _filters(tuple(statuses) or None, parent)
+        row = self.db.query(f"SELECT COUNT(*), MAX(LENGTH(t.id)) FROM tasks AS t WHERE {where}", params)[0]
+        tasks = self._select(where, params, limit=limit, offset=offset, with_comments=with_comments)
+        return TaskPage(tasks=tasks, total=int(row[0]), offset=offset, widest_id=int(row[1] or 0))
 
     def ready(self) -> list[Task]:
         """Open tasks whose dependencies are all done, in one query: a backlog of thousands of
         finished tasks costs the loop nothing."""
-        rows = self.db.query(
-            "SELECT * FROM tasks AS t WHERE t.status = 'open' AND NOT EXISTS ("
+        return self._select(
+            "t.status = 'open' AND NOT EXISTS ("
             " SELECT 1 FROM task_dependencies AS d LEFT JOIN tasks AS u ON u.id = d.depends_on"
-            " WHERE d.task_id = t.id AND (u.status IS NULL OR u.status != 'done'))"
-            " ORDER BY t.created_at, t.rowid"
+            " WHERE d.task_id = t.id AND (u.status IS NULL OR u.status != 'done'))",
+            (),
         )
-        return self._hydrate(rows, with_comments=False)
+
+    def unfinished(self) -> tuple[list[Task], dict[str, TaskStatus]]:
+        """Every task that is not done, in creation order without comments, and the status of
+        each task one of them depends on (a dependency that does not exist is left out): what
+        the queue's reasons need, read without the history of done tasks."""
+        tasks = self._select(f"t.status IN ({_UNFINISHED})", ())
+        rows = self.db.query(
+            "SELECT u.id, u.status FROM tasks AS u WHERE u.id IN ("
+            " SELECT d.depends_on FROM task_dependencies AS d JOIN tasks AS t ON t.id = d.task_id"
+            f" WHERE t.status IN ({_UNFINISHED}))"
+        )
+        statuses = {str(r[0]): TaskStatus(r[1]) for r in rows}
+        statuses.update({t.id: t.status for t in tasks})
+        return tasks, statuses
 
     def dependencies_done(self, task: Task) -> bool:
         """Whether every dependency of ``task`` exists and is done."""
         return all(self.exists(d) and self.get(d).status is TaskStatus.DONE for d in task.dependencies)
 
     def counts(self, type_: TaskType | None = TaskType.WORK) -> dict[str, int]:
-        """Number of tasks per status."""
-        rows = self.db.query(
-            "SELECT status, COUNT(*) FROM tasks WHERE (? IS NULL OR type = ?) GROUP BY status",
-            (str(type_) if type_ else None, str(type_) if type_ else None),
-        )
+        """Number of tasks per status, of one type or (None) of every type."""
+        by_type = self.counts_by_type()
         counts = {s.value: 0 for s in TaskStatus}
-        counts.update({r[0]: int(r[1]) for r in rows})
+        for kind in TaskType if type_ is None else (type_,):
+            for status, count in by_type[kind].items():
+                counts[status] += count
         return counts
 
-    def _hydrate(self, rows: Sequence[sqlite3.Row], *, with_comments: bool = True) -> list[Task]:
+    def counts_by_type(self) -> dict[TaskType, dict[str, int]]:
+        """Number of tasks per type and status, in one pass."""
+        found = {kind: {s.value: 0 for s in TaskStatus} for kind in TaskType}
+        for row in self.db.query("SELECT type, status, COUNT(*) FROM tasks GROUP BY type, status"):
+            found[TaskType(row[0])][str(row[1])] = int(row[2])
+        return found
+
+    def _select(
+        self, where: str, params: tuple[Any, ...], *, with_comments: bool = False, limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Task]:  # fmt: skip
+        """The tasks (``t``) matching ``where`` in creation order, with their dependencies, and
+        their comments when asked. Dependencies and comments are read by the same condition in
+        a subquery, never by a list of ids: one parameter per task overflows SQLite's cap on a
+        large store (and costs a parse of that list each time)."""
+        order = " ORDER BY t.created_at, t.rowid"
+        window: tuple[Any, ...] = ()
+        if limit is not None or offset:
+            order += " LIMIT ? OFFSET ?"
+            window = (-1 if limit is None else limit, offset)
+        rows = self.db.query(f"SELECT t.* FROM tasks AS t WHERE {where}{order}", (*params, *window))
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
-        marks = ",".join("?" for _ in ids)
-        deps: dict[str, list[str]] = {i: [] for i in ids}
+        chosen = f"SELECT t.id FROM tasks AS t WHERE {where}{order}"
+        deps: dict[str, list[str]] = {r["id"]: [] for r in rows}
         for r in self.db.query(
-            f"SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN ({marks}) ORDER BY rowid",
-            tuple(ids),
+            f"SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN ({chosen}) ORDER BY rowid",
+            (*params, *window),
         ):
             deps[r[0]].append(r[1])
-        comments: dict[str, list[Comment]] = {i: [] for i in ids}
+        comments: dict[str, list[Comment]] = {r["id"]: [] for r in rows}
         if with_comments:
             for r in self.db.query(
-                f"SELECT task_id, author, body, created_at FROM task_comments WHERE task_id IN ({marks}) "
+                f"SELECT task_id, author, body, created_at FROM task_comments WHERE task_id IN ({chosen}) "
                 "ORDER BY id",
-                tuple(ids),
+                (*params, *window),
             ):
                 comments[r[0]].append(Comment(Author(r[1]), r[2], r[3]))
         return [
