@@ -7,6 +7,7 @@ front (BEGIN IMMEDIATE) so two processes never deadlock upgrading a read lock.
 from __future__ import annotations
 
 import enum
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -566,17 +567,13 @@ class Runs:
 
     def _check_rows(self, column: str, values: list[int]) -> list[CheckRecord]:
         """Phase rows whose ``column`` (a trusted name) is one of ``values``, oldest first."""
-        records: list[CheckRecord] = []
-        # In chunks: SQLite caps the number of bound parameters.
-        for at in range(0, len(values), 500):
-            chunk = values[at : at + 500]
-            rows = self.db.query(
-                f"SELECT * FROM pipeline_runs WHERE {column} IN ({', '.join('?' for _ in chunk)}) "
-                "AND parent_id IS NOT NULL ORDER BY id",
-                tuple(chunk),
-            )
-            records += [CheckRecord.from_row(row) for row in rows]
-        return records
+        # The values as one JSON parameter: one parameter each would overflow SQLite's cap.
+        rows = self.db.query(
+            f"SELECT * FROM pipeline_runs WHERE {column} IN (SELECT value FROM json_each(?)) "
+            "AND parent_id IS NOT NULL ORDER BY id",
+            (json.dumps(values),),
+        )
+        return [CheckRecord.from_row(row) for row in rows]
 
     def cancel_running_checks(self, reason: str) -> None:
         """Mark the phase rows a stopped runner left running as cancelled."""

@@ -562,32 +562,18 @@ class BuiltinTaskStore(TaskSource):
         task_id = new.id or self._next_id(conn)
         if self.exists(task_id):
             raise TaskError(f"A task with id {task_id!r} already exists.")
-        stamp = now_iso()
-        # The text a person wrote is masked before it is stored, as comments are: a secret pasted
-        # into a task would otherwise sit in state.db and reach the agent's prompt.
-        conn.execute(
-            "INSERT INTO tasks (id, title, type, parent, namespace, status, priority, complexity, "
-            "description, tags, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                task_id,
-                redact(new.title),
-                str(new.type),
-                new.parent,
-                new.namespace,
-                str(new.status),
-                new.priority,
-                new.complexity,
-                redact(new.description),
-                json.dumps([redact(t) for t in new.tags]),
-                stamp,
-                stamp,
-            ),
-        )
+        conn.execute(_INSERT_TASK, _row(new, task_id, now_iso()))
         conn.executemany(
             "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
             [(task_id, d) for d in new.dependencies],
         )
         return task_id
+
+    def _stored(self, conn: sqlite3.Connection, ids: Collection[str | None]) -> set[str]:
+        """Which of ``ids`` are tasks in the store, in one query (the ids as one JSON parameter)."""
+        wanted = json.dumps([i for i in ids if i])
+        rows = conn.execute("SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (wanted,))
+        return {str(r[0]) for r in rows}
 
     def _next_id(self, conn: sqlite3.Connection) -> str:
         row = conn.execute("SELECT value FROM id_counter WHERE name = 'task'").fetchone()
@@ -651,12 +637,28 @@ class BuiltinTaskStore(TaskSource):
         result = ImportResult()
         with self.db.write() as conn:
             known = {n.id for n in news if n.id}
-            present = [n for n in news if n.id is not None and self.exists(n.id)]
-            present_ids = {n.id for n in present}
-            # New ones first: an update may name a task the same file adds.
-            for new in news:
-                if new.id not in present_ids:
-                    result.added.append(self._insert(conn, new, known))
+            present_ids = self._stored(conn, known)
+            present = [n for n in news if n.id in present_ids]
+            # New ones first: an update may name a task the same file adds. Added in one
+            # statement each for the tasks and their dependencies: a file of 100,000 tasks is
+            # not 300,000 statements.
+            added = [n for n in news if n.id not in present_ids]
+            refs = self._stored(conn, {r for n in added for r in (*n.dependencies, n.parent or "")} - known - {""})
+            rows: list[tuple[Any, ...]] = []
+            for new in added:
+                for ref in new.dependencies:
+                    if ref not in known and ref not in refs:
+                        raise TaskError(f"Task depends on {ref!r}, which does not exist.")
+                if new.parent and new.parent not in known and new.parent not in refs:
+                    raise TaskError(f"Parent {new.parent!r} does not exist.")
+                assert new.id is not None  # an imported task always has one
+                rows.append(_row(new, new.id, now_iso()))
+                result.added.append(new.id)
+            conn.executemany(_INSERT_TASK, rows)
+            conn.executemany(
+                "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
+                [(n.id, d) for n in added for d in n.dependencies],
+            )
             for new in present:
                 assert new.id is not None
                 task = self.get(new.id)
@@ -671,6 +673,22 @@ class BuiltinTaskStore(TaskSource):
                     result.updated.append(task.id)
             self._check_graph(conn)
         return result
+
+
+_INSERT_TASK = (
+    "INSERT INTO tasks (id, title, type, parent, namespace, status, priority, complexity, "
+    "description, tags, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _row(new: NewTask, task_id: str, stamp: str) -> tuple[Any, ...]:
+    """The tasks row of a new task. The text a person wrote is masked before it is stored, as
+    comments are: a secret pasted into a task would otherwise sit in state.db and reach the
+    agent's prompt."""
+    return (
+        task_id, redact(new.title), str(new.type), new.parent, new.namespace, str(new.status), new.priority,
+        new.complexity, redact(new.description), json.dumps([redact(t) for t in new.tags]), stamp, stamp,
+    )  # fmt: skip
 
 
 def _changes_of(new: NewTask) -> TaskChanges:
