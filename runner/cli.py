@@ -21,9 +21,7 @@ from runner.faults import read_faults, write_faults
 from runner.globalopts import add_global_options, global_options_after_command, merge_global_options
 from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
-from runner.report import parse_since
 from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
-from runner.status import build_status, limits_of
 from runner.tasklist import first_line, printable
 from runner.tasks import (
     Author,
@@ -167,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     report = sub.add_parser("report", help="throughput, lead time, cost, phase durations, flaky checks, timeline")
-    report.add_argument("--since", type=parse_since, metavar="DATE", help="only from this ISO date or datetime (UTC)")
+    report.add_argument("--since", type=_since, metavar="DATE", help="only from this ISO date or datetime (UTC)")
     report.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
     report.add_argument("--json", action="store_true")
     report.set_defaults(handler=cmd_report)
@@ -292,6 +290,14 @@ def _count(least: int) -> Callable[[str], int]:
     return parse
 
 
+def _since(value: str) -> str:
+    """--since of `report`; its module is imported by `report` only (every command pays for what
+    the CLI module imports)."""
+    from runner.report import parse_since
+
+    return parse_since(value)
+
+
 def _statuses(value: str) -> list[TaskStatus]:
     """--status: one or more comma-separated statuses; a bad one is a usage error naming it."""
     try:
@@ -383,6 +389,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`, `status --watch`, `top`."""
+    from runner.status import build_status, limits_of
     from runner.watch import status_command
 
     config = _load(args).config

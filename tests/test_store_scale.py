@@ -270,3 +270,42 @@ def test_the_store_benchmark_runs_on_a_small_store() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "run --once" in done.stdout and "status start-up" in done.stdout
+
+
+def test_what_the_loop_and_status_ask_per_task_is_read_through_an_index(tmp_path: Path) -> None:
+    # Every statement these calls run, as SQLite would execute it, must search an index rather
+    # than scan a table of the whole history (the plan is SQLite's own, for the real statement).
+    state_db = tmp_path / "state.db"
+    bulk_store(state_db, 200, 5, with_history=200)
+    db = open_db(state_db)
+    store, runs = BuiltinTaskStore(db), Runs(db)
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    runs.failures_since("o-1", None)
+    runs.latest("o-1")
+    runs.last_attempt("o-1", Phase.INTEGRATE)
+    runs.last_failure("o-1")
+    runs.total_cost("o-1")
+    runs.cost_since("2026-11-01T00:00:00+00:00")
+    runs.finished_since("2026-11-01T00:00:00+00:00")
+    runs.running(Phase.DEV)
+    store.list_tasks(TaskStatus.IN_PROGRESS)
+    store.page({TaskStatus.DONE}, limit=10, offset=100)
+    store.page(limit=10, offset=100)
+    store.get("d-5")
+    db.conn.set_trace_callback(None)
+    assert len(statements) >= 15
+    for sql in statements:
+        steps = [str(row[3]) for row in db.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        # A walk along an index (in order, up to a LIMIT; or counting a covering one) is fine.
+        scans = [s for s in steps if s.startswith("SCAN ") and "USING" not in s and "json_each" not in s]
+        assert scans == [], (sql, steps)
+        # By the task, or by when: not every failure (or every attempt) ever recorded.
+        if "FROM pipeline_runs WHERE task_id =" in sql:
+            assert any("(task_id=?" in s for s in steps), (sql, steps)
+        if "WHERE finished_at >=" in sql:
+            assert any("(finished_at>?)" in s for s in steps), (sql, steps)
+        if sql.startswith("SELECT t.* FROM tasks") and "LIMIT" in sql and "json_each" not in sql:
+            # A page of all tasks or of one status: in index order, not every matching row sorted.
+            assert not any("TEMP B-TREE" in s for s in steps), (sql, steps)
+    db.close()
