@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from runner import state
 from runner.config import load_config
 from runner.scheduler import Pipeline
 from runner.state import Phase, Runs, RunStatus, open_db
@@ -293,6 +294,11 @@ def test_what_the_loop_and_status_ask_per_task_is_read_through_an_index(tmp_path
     store.page({TaskStatus.DONE}, limit=10, offset=100)
     store.page(limit=10, offset=100)
     store.get("d-5")
+    runs.landing_candidates()
+    store.ready()
+    store.unfinished()
+    store.blocked()
+    store.counts_by_type()
     db.conn.set_trace_callback(None)
     assert len(statements) >= 15
     for sql in statements:
@@ -308,4 +314,41 @@ def test_what_the_loop_and_status_ask_per_task_is_read_through_an_index(tmp_path
         if sql.startswith("SELECT t.* FROM tasks") and "LIMIT" in sql and "json_each" not in sql:
             # A page of all tasks or of one status: in index order, not every matching row sorted.
             assert not any("TEMP B-TREE" in s for s in steps), (sql, steps)
+    db.close()
+
+
+def test_the_total_cost_is_kept_through_every_write_and_from_an_older_database(tmp_path: Path) -> None:
+    # A database of the previous schema, with attempts that cost something already.
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    for script in state.MIGRATIONS[:4]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute("INSERT INTO tasks (id, title, created_at, updated_at) VALUES ('a', 'a', 'x', 'x')")
+    conn.executemany(
+        "INSERT INTO pipeline_runs (task_id, phase, patchset, status, cost_cents, started_at) "
+        "VALUES ('a', 'dev', 0, 'success', ?, 'x')",
+        [(0.1,), (0.2,), (41.7,)],
+    )
+    conn.commit()
+    conn.close()
+    db = open_db(old)  # migrated: the total starts from what was there
+    runs, store = Runs(db), BuiltinTaskStore(db)
+
+    def summed() -> float:
+        return round(float(db.scalar("SELECT COALESCE(SUM(cost_cents), 0) FROM pipeline_runs")), 6)
+
+    assert runs.total_cost() == summed() == 42.0
+    from runner.tasks import NewTask
+
+    store.add(NewTask("b", id="b"))
+    first = runs.start("b", Phase.DEV, 0)
+    runs.finish(first, RunStatus.SUCCESS, cost_cents=12.345678)
+    assert runs.total_cost() == summed()
+    runs.update(first, cost_cents=2.5)  # a cost corrected after the fact
+    check = runs.start_check(first, "b", "unit", 0)
+    runs.finish(check, RunStatus.FAILURE)
+    assert runs.total_cost() == summed() == 44.5
+    store.delete("a")  # its attempts go with it
+    assert runs.total_cost() == summed() == 2.5
     db.close()
