@@ -21,9 +21,7 @@ from runner.faults import read_faults, write_faults
 from runner.globalopts import add_global_options, global_options_after_command, merge_global_options
 from runner.logs import add_file_sink, setup_stderr
 from runner.redact import agent_secrets, register_values
-from runner.report import parse_since
 from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
-from runner.status import build_status, limits_of
 from runner.tasklist import first_line, printable
 from runner.tasks import (
     Author,
@@ -167,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     report = sub.add_parser("report", help="throughput, lead time, cost, phase durations, flaky checks, timeline")
-    report.add_argument("--since", type=parse_since, metavar="DATE", help="only from this ISO date or datetime (UTC)")
+    report.add_argument("--since", type=_since, metavar="DATE", help="only from this ISO date or datetime (UTC)")
     report.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
     report.add_argument("--json", action="store_true")
     report.set_defaults(handler=cmd_report)
@@ -230,7 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only tasks in these statuses (repeatable)",
     )  # fmt: skip
     lst.add_argument("--parent", help="only tasks under this epic")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="every matching task unless --limit is given")
+    paging = lst.add_mutually_exclusive_group()
+    paging.add_argument("--limit", type=_count(1), metavar="N", help="at most N tasks (default 200; --json: all)")
+    paging.add_argument("--all", action="store_true", help="every matching task")
+    lst.add_argument("--offset", type=_count(0), default=0, metavar="N", help="skip the first N matching tasks")
     lst.set_defaults(handler=cmd_task_list)
     tshow = task_sub.add_parser("show", help="one task with its comments and runs")
     tshow.add_argument("id")
@@ -275,6 +277,25 @@ def _priority(value: str) -> int:
         return parse_priority(value)
     except TaskError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(least: int) -> Callable[[str], int]:
+    """A whole number of at least ``least`` (--limit, --offset); anything else is a usage error."""
+
+    def parse(value: str) -> int:
+        if not value.strip().isdigit() or int(value) < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {least}, not {value!r}")
+        return int(value)
+
+    return parse
+
+
+def _since(value: str) -> str:
+    """--since of `report`; its module is imported by `report` only (every command pays for what
+    the CLI module imports)."""
+    from runner.report import parse_since
+
+    return parse_since(value)
 
 
 def _statuses(value: str) -> list[TaskStatus]:
@@ -368,6 +389,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`, `status --watch`, `top`."""
+    from runner.status import build_status, limits_of
     from runner.watch import status_command
 
     config = _load(args).config
@@ -565,19 +587,13 @@ def cmd_task_add(args: argparse.Namespace) -> int:
 
 
 def cmd_task_list(args: argparse.Namespace) -> int:
-    """`task list`."""
-    from runner.tasklist import output_width, task_table
+    """`task list`: one page of tasks (runner.tasklist)."""
+    from runner.tasklist import DEFAULT_LIMIT, Listing, list_tasks
 
-    wanted = {s for group in args.status or [] for s in group}
-    store = _store(_load(args), create=False)
-    tasks = store.list_tasks(parent=args.parent) if store else []
-    tasks = [t for t in tasks if not wanted or t.status in wanted]
-    if args.json:
-        _print_json([t.to_json() for t in tasks])
-    elif not tasks:
-        print("No tasks.")
-    else:
-        print("\n".join(task_table(tasks, output_width())))
+    limit = None if args.all or (args.json and args.limit is None) else (args.limit or DEFAULT_LIMIT)
+    statuses = {s for group in args.status or [] for s in group}
+    listing = Listing(statuses, args.parent, limit, args.offset, args.json)
+    list_tasks(_store(_load(args), create=False), listing, sys.stdout, sys.stderr)
     return Exit.OK
 
 

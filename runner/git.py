@@ -143,6 +143,11 @@ class Git:
         """The tip of a local branch, or None when it does not exist."""
         return self.rev(f"refs/heads/{branch}")
 
+    def refs(self, prefix: str) -> list[str]:
+        """The full names of every ref under ``prefix`` (ending in "/"), in one git process
+        however many there are (recovery reads the runner's task refs this way at each start)."""
+        return self.out("for-each-ref", "--format=%(refname)", prefix).splitlines()
+
     def update_ref(self, ref: str, new: str, old: str | None = None) -> bool:
         """Point the full ref name ``ref`` at ``new``; with ``old``, only if it is still there.
 

@@ -75,7 +75,7 @@ def reconcile(p: Pipeline) -> None:
             p.workspaces.drop_stale_locks(task_id)
     # What the runner keeps for tasks that are done (a kill between landing and cleaning up):
     # read once, not one git call per task of a long history.
-    refs = p.git.out("for-each-ref", "--format=%(refname)", TASK_REFS).splitlines()
+    refs = p.git.refs(TASK_REFS)
     kept = set(p.workspaces.existing()) | {r.removeprefix(TASK_REFS) for r in refs}
     with_ref = {r.removeprefix(TASK_REFS) for r in refs}
     for task_id in sorted(kept - running_dev):

@@ -6,8 +6,8 @@ import abc
 import enum
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +104,17 @@ class Task:
         return PRIORITIES[self.priority]
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-friendly form, as `task show --json` prints it."""
-        data = asdict(self)
-        data["priority"] = self.priority_name
-        data["dependencies"] = list(self.dependencies)
-        data["tags"] = list(self.tags)
-        data["comments"] = [
-            {"author": str(c.author), "body": c.body, "created_at": c.created_at} for c in self.comments
-        ]
-        data["type"] = str(self.type)
-        data["status"] = str(self.status)
-        return data
+        """JSON-friendly form, as `task show --json` prints it. Written out field by field rather
+        than through ``asdict``, whose deep copies made `task list --json` of a large store slow."""
+        return {
+            "id": self.id, "title": self.title, "type": str(self.type), "parent": self.parent,
+            "namespace": self.namespace, "status": str(self.status), "patchset": self.patchset,
+            "priority": self.priority_name, "complexity": self.complexity, "dependencies": list(self.dependencies),
+            "description": self.description,
+            "comments": [{"author": str(c.author), "body": c.body, "created_at": c.created_at} for c in self.comments],
+            "tags": list(self.tags), "created_at": self.created_at, "updated_at": self.updated_at,
+            "resumed_at": self.resumed_at,
+        }  # fmt: skip
 
 
 @dataclass
@@ -244,6 +244,49 @@ class ImportResult:
 # cancelled one not at all by a file.
 IMPORT_UPDATABLE = frozenset({TaskStatus.OPEN, TaskStatus.NEEDS_HELP})
 
+# The statuses of tasks not done, as SQL literals (the enum's own values, never a person's text).
+_UNFINISHED = ", ".join(f"'{s.value}'" for s in TaskStatus if s is not TaskStatus.DONE)
+
+
+# The columns a Task is built from, in the order ``_select`` unpacks them.
+_TASK_COLUMNS = (
+    "t.id, t.title, t.type, t.parent, t.namespace, t.status, t.patchset, t.priority, t.complexity, "
+    "t.description, t.tags, t.created_at, t.updated_at, t.resumed_at"
+)
+_TYPES = {t.value: t for t in TaskType}
+_STATUSES = {s.value: s for s in TaskStatus}
+
+
+def _filters(statuses: Sequence[TaskStatus] | None, parent: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The condition on tasks (``t``) for these statuses (any when None) and parent. The statuses
+    go in as one JSON parameter, however many; only the filters given are written, so that
+    SQLite can use the status and parent indexes (an "? IS NULL OR status = ?" condition makes it
+    scan every task)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if statuses is not None and len(statuses) == 1:
+        # One status (the common case) walks the (status, created_at) index in order: a page
+        # stops after its rows instead of sorting every task of that status first.
+        where.append("t.status = ?")
+        params.append(str(statuses[0]))
+    elif statuses is not None:
+        where.append("t.status IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps([str(s) for s in statuses]))
+    if parent is not None:
+        where.append("t.parent = ?")
+        params.append(parent)
+    return " AND ".join(where) or "1", tuple(params)
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of a listing: its tasks, how many match in all, and where the page starts."""
+
+    tasks: list[Task]
+    total: int
+    offset: int
+    widest_id: int = 0  # the longest id among every matching task, so that pages line up
+
 
 class TaskSource(abc.ABC):
     """What the loop needs from a task tracker. The built-in store implements all of it."""
@@ -254,9 +297,9 @@ class TaskSource(abc.ABC):
 
     @abc.abstractmethod
     def list_tasks(
-        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = True
+        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = False
     ) -> list[Task]:
-        """Tasks, oldest first, optionally filtered; without their comments if not asked for."""
+        """Tasks, oldest first, optionally filtered; their comments only when asked for."""
 
     def ready(self) -> list[Task]:
         """Open tasks whose dependencies are all done, oldest first, without their comments.
@@ -301,97 +344,122 @@ class BuiltinTaskStore(TaskSource):
     def get(self, task_id: str) -> Task:
         """One task with its dependencies and comments."""
         check_task_id(task_id)
-        rows = self.db.query("SELECT * FROM tasks WHERE id = ?", (task_id,))
-        if not rows:
+        found = self._select("t.id = ?", (task_id,), with_comments=True)
+        if not found:
             raise TaskError(f"No task with id {task_id!r}.")
-        return self._hydrate(rows)[0]
+        return found[0]
 
     def exists(self, task_id: str) -> bool:
         """Whether a task with this id exists."""
         return self.db.scalar("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
 
     def list_tasks(
-        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = True
+        self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = False
     ) -> list[Task]:
-        """Tasks in creation order; ``with_comments=False`` leaves their comments out."""
-        # Only the filters given, so that SQLite can use the status and parent indexes (an
-        # "? IS NULL OR status = ?" condition makes it scan every task, every cycle).
-        where: list[str] = []
-        params: list[str] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(str(status))
-        if parent is not None:
-            where.append("parent = ?")
-            params.append(parent)
-        sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at, rowid"
-        return self._hydrate(self.db.query(sql, tuple(params)), with_comments=with_comments)
+        """Tasks in creation order; their comments only with ``with_comments``."""
+        where, params = _filters(None if status is None else (status,), parent)
+        return self._select(where, params, with_comments=with_comments)
+
+    def page(
+        self, statuses: Collection[TaskStatus] = (), parent: str | None = None, *, limit: int | None = None,
+        offset: int = 0, with_comments: bool = False,
+    ) -> TaskPage:  # fmt: skip
+        """Up to ``limit`` tasks (all when None) of ``statuses`` (any when empty) under ``parent``,
+        in creation order from the ``offset``-th, and how many match in all. Reads the page's rows
+        (and their comments only when asked): a page costs the same on a store of any size."""
+        where, params = _filters(tuple(statuses) or None, parent)
+        row = self.db.query(f"SELECT COUNT(*), MAX(LENGTH(t.id)) FROM tasks AS t WHERE {where}", params)[0]
+        tasks = self._select(where, params, limit=limit, offset=offset, with_comments=with_comments)
+        return TaskPage(tasks=tasks, total=int(row[0]), offset=offset, widest_id=int(row[1] or 0))
 
     def ready(self) -> list[Task]:
         """Open tasks whose dependencies are all done, in one query: a backlog of thousands of
         finished tasks costs the loop nothing."""
-        rows = self.db.query(
-            "SELECT * FROM tasks AS t WHERE t.status = 'open' AND NOT EXISTS ("
+        return self._select(
+            "t.status = 'open' AND NOT EXISTS ("
             " SELECT 1 FROM task_dependencies AS d LEFT JOIN tasks AS u ON u.id = d.depends_on"
-            " WHERE d.task_id = t.id AND (u.status IS NULL OR u.status != 'done'))"
-            " ORDER BY t.created_at, t.rowid"
+            " WHERE d.task_id = t.id AND (u.status IS NULL OR u.status != 'done'))",
+            (),
         )
-        return self._hydrate(rows, with_comments=False)
+
+    def unfinished(self) -> tuple[list[Task], dict[str, TaskStatus]]:
+        """Every task that is not done, in creation order without comments, and the status of
+        each task one of them depends on (a dependency that does not exist is left out): what
+        the queue's reasons need, read without the history of done tasks."""
+        tasks = self._select(f"t.status IN ({_UNFINISHED})", ())
+        rows = self.db.query(
+            "SELECT u.id, u.status FROM tasks AS u WHERE u.id IN ("
+            " SELECT d.depends_on FROM task_dependencies AS d JOIN tasks AS t ON t.id = d.task_id"
+            f" WHERE t.status IN ({_UNFINISHED}))"
+        )
+        statuses = {str(r[0]): TaskStatus(r[1]) for r in rows}
+        statuses.update({t.id: t.status for t in tasks})
+        return tasks, statuses
 
     def dependencies_done(self, task: Task) -> bool:
         """Whether every dependency of ``task`` exists and is done."""
         return all(self.exists(d) and self.get(d).status is TaskStatus.DONE for d in task.dependencies)
 
     def counts(self, type_: TaskType | None = TaskType.WORK) -> dict[str, int]:
-        """Number of tasks per status."""
-        rows = self.db.query(
-            "SELECT status, COUNT(*) FROM tasks WHERE (? IS NULL OR type = ?) GROUP BY status",
-            (str(type_) if type_ else None, str(type_) if type_ else None),
-        )
+        """Number of tasks per status, of one type or (None) of every type."""
+        by_type = self.counts_by_type()
         counts = {s.value: 0 for s in TaskStatus}
-        counts.update({r[0]: int(r[1]) for r in rows})
+        for kind in TaskType if type_ is None else (type_,):
+            for status, count in by_type[kind].items():
+                counts[status] += count
         return counts
 
-    def _hydrate(self, rows: Sequence[sqlite3.Row], *, with_comments: bool = True) -> list[Task]:
+    def counts_by_type(self) -> dict[TaskType, dict[str, int]]:
+        """Number of tasks per type and status, in one pass."""
+        found = {kind: {s.value: 0 for s in TaskStatus} for kind in TaskType}
+        for row in self.db.query("SELECT type, status, COUNT(*) FROM tasks GROUP BY type, status"):
+            found[TaskType(row[0])][str(row[1])] = int(row[2])
+        return found
+
+    def _select(
+        self, where: str, params: tuple[Any, ...], *, with_comments: bool = False, limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Task]:  # fmt: skip
+        """The tasks (``t``) matching ``where`` in creation order, with their dependencies, and
+        their comments when asked. Dependencies and comments are read by the same condition in
+        a subquery, never by a list of ids: one parameter per task overflows SQLite's cap on a
+        large store (and costs a parse of that list each time)."""
+        order = " ORDER BY t.created_at, t.rowid"
+        window: tuple[Any, ...] = ()
+        if limit is not None or offset:
+            order += " LIMIT ? OFFSET ?"
+            window = (-1 if limit is None else limit, offset)
+        rows = self.db.conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks AS t WHERE {where}{order}",
+                                    (*params, *window)).fetchall()  # fmt: skip
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
-        marks = ",".join("?" for _ in ids)
-        deps: dict[str, list[str]] = {i: [] for i in ids}
+        chosen = f"SELECT t.id FROM tasks AS t WHERE {where}{order}"
+        deps: dict[str, list[str]] = {}
         for r in self.db.query(
-            f"SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN ({marks}) ORDER BY rowid",
-            tuple(ids),
+            f"SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN ({chosen}) ORDER BY rowid",
+            (*params, *window),
         ):
-            deps[r[0]].append(r[1])
-        comments: dict[str, list[Comment]] = {i: [] for i in ids}
+            deps.setdefault(r[0], []).append(r[1])
+        comments: dict[str, list[Comment]] = {}
         if with_comments:
             for r in self.db.query(
-                f"SELECT task_id, author, body, created_at FROM task_comments WHERE task_id IN ({marks}) "
+                f"SELECT task_id, author, body, created_at FROM task_comments WHERE task_id IN ({chosen}) "
                 "ORDER BY id",
-                tuple(ids),
+                (*params, *window),
             ):
-                comments[r[0]].append(Comment(Author(r[1]), r[2], r[3]))
+                comments.setdefault(r[0], []).append(Comment(Author(r[1]), r[2], r[3]))
+        # Plain tuples and lookups by value: a listing of every done task builds a quarter of a
+        # million of these, where sqlite3.Row access by name and Enum calls were most of the cost.
         return [
             Task(
-                id=r["id"],
-                title=r["title"],
-                type=TaskType(r["type"]),
-                parent=r["parent"],
-                namespace=r["namespace"],
-                status=TaskStatus(r["status"]),
-                patchset=r["patchset"],
-                priority=r["priority"],
-                complexity=r["complexity"],
-                dependencies=tuple(deps[r["id"]]),
-                description=r["description"],
-                comments=tuple(comments[r["id"]]),
-                tags=tuple(json.loads(r["tags"])),
-                created_at=r["created_at"],
-                updated_at=r["updated_at"],
-                resumed_at=r["resumed_at"],
+                id=id_, title=title, type=_TYPES[type_], parent=parent, namespace=namespace,
+                status=_STATUSES[status], patchset=patchset, priority=priority, complexity=complexity,
+                dependencies=tuple(deps.get(id_, ())), description=description,
+                comments=tuple(comments.get(id_, ())), tags=() if tags == "[]" else tuple(json.loads(tags)),
+                created_at=created_at, updated_at=updated_at, resumed_at=resumed_at,
             )
-            for r in rows
+            for (id_, title, type_, parent, namespace, status, patchset, priority, complexity, description, tags,
+                 created_at, updated_at, resumed_at) in rows
         ]
 
     # -- writes --------------------------------------------------------------------------------
@@ -501,32 +569,18 @@ class BuiltinTaskStore(TaskSource):
         task_id = new.id or self._next_id(conn)
         if self.exists(task_id):
             raise TaskError(f"A task with id {task_id!r} already exists.")
-        stamp = now_iso()
-        # The text a person wrote is masked before it is stored, as comments are: a secret pasted
-        # into a task would otherwise sit in state.db and reach the agent's prompt.
-        conn.execute(
-            "INSERT INTO tasks (id, title, type, parent, namespace, status, priority, complexity, "
-            "description, tags, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                task_id,
-                redact(new.title),
-                str(new.type),
-                new.parent,
-                new.namespace,
-                str(new.status),
-                new.priority,
-                new.complexity,
-                redact(new.description),
-                json.dumps([redact(t) for t in new.tags]),
-                stamp,
-                stamp,
-            ),
-        )
+        conn.execute(_INSERT_TASK, _row(new, task_id, now_iso()))
         conn.executemany(
             "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
             [(task_id, d) for d in new.dependencies],
         )
         return task_id
+
+    def _stored(self, conn: sqlite3.Connection, ids: Collection[str | None]) -> set[str]:
+        """Which of ``ids`` are tasks in the store, in one query (the ids as one JSON parameter)."""
+        wanted = json.dumps([i for i in ids if i])
+        rows = conn.execute("SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (wanted,))
+        return {str(r[0]) for r in rows}
 
     def _next_id(self, conn: sqlite3.Connection) -> str:
         row = conn.execute("SELECT value FROM id_counter WHERE name = 'task'").fetchone()
@@ -590,12 +644,28 @@ class BuiltinTaskStore(TaskSource):
         result = ImportResult()
         with self.db.write() as conn:
             known = {n.id for n in news if n.id}
-            present = [n for n in news if n.id is not None and self.exists(n.id)]
-            present_ids = {n.id for n in present}
-            # New ones first: an update may name a task the same file adds.
-            for new in news:
-                if new.id not in present_ids:
-                    result.added.append(self._insert(conn, new, known))
+            present_ids = self._stored(conn, known)
+            present = [n for n in news if n.id in present_ids]
+            # New ones first: an update may name a task the same file adds. Added in one
+            # statement each for the tasks and their dependencies: a file of 100,000 tasks is
+            # not 300,000 statements.
+            added = [n for n in news if n.id not in present_ids]
+            refs = self._stored(conn, {r for n in added for r in (*n.dependencies, n.parent or "")} - known - {""})
+            rows: list[tuple[Any, ...]] = []
+            for new in added:
+                for ref in new.dependencies:
+                    if ref not in known and ref not in refs:
+                        raise TaskError(f"Task depends on {ref!r}, which does not exist.")
+                if new.parent and new.parent not in known and new.parent not in refs:
+                    raise TaskError(f"Parent {new.parent!r} does not exist.")
+                assert new.id is not None  # an imported task always has one
+                rows.append(_row(new, new.id, now_iso()))
+                result.added.append(new.id)
+            conn.executemany(_INSERT_TASK, rows)
+            conn.executemany(
+                "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
+                [(n.id, d) for n in added for d in n.dependencies],
+            )
             for new in present:
                 assert new.id is not None
                 task = self.get(new.id)
@@ -610,6 +680,22 @@ class BuiltinTaskStore(TaskSource):
                     result.updated.append(task.id)
             self._check_graph(conn)
         return result
+
+
+_INSERT_TASK = (
+    "INSERT INTO tasks (id, title, type, parent, namespace, status, priority, complexity, "
+    "description, tags, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _row(new: NewTask, task_id: str, stamp: str) -> tuple[Any, ...]:
+    """The tasks row of a new task. The text a person wrote is masked before it is stored, as
+    comments are: a secret pasted into a task would otherwise sit in state.db and reach the
+    agent's prompt."""
+    return (
+        task_id, redact(new.title), str(new.type), new.parent, new.namespace, str(new.status), new.priority,
+        new.complexity, redact(new.description), json.dumps([redact(t) for t in new.tags]), stamp, stamp,
+    )  # fmt: skip
 
 
 def _changes_of(new: NewTask) -> TaskChanges:
