@@ -112,6 +112,15 @@ class GraphRun:
     listener: PhaseListener = field(default_factory=Silent)
     # Set when the task was cancelled: recipes running are ended, phases not started do not start.
     cancel: threading.Event | None = None
+    # Told of every phase that ran, passed or failed, by its content key (runner.flaky).
+    outcomes: OutcomeRecorder | None = None
+
+
+class OutcomeRecorder(Protocol):
+    """Counts each check that ran by its content key, passed or not."""
+
+    def record(self, key: str, phase: str, passed: bool) -> None:
+        """One run of the check ``key`` of ``phase``."""
 
 
 def phase_argvs(phase: PhaseConfig, values: Mapping[str, str | None]) -> list[list[str]]:
@@ -175,6 +184,13 @@ def _run_phase(
     )  # fmt: skip
 
 
+def content_key(run: GraphRun, name: str) -> str | None:
+    """The content key of phase ``name``'s check in ``run`` (None when none of its recipes apply)."""
+    phase = run.phases[name]
+    argvs = phase_argvs(phase, run.values)
+    return cache_key(run.tree, name, argvs, phase.env, phase.on) if argvs else None
+
+
 def _reusable(run: GraphRun, needs: Mapping[str, list[str]]) -> tuple[dict[str, str], dict[str, CachedPass]]:
     """Each cached phase's content key, and the passes that will stand in for running a phase.
 
@@ -189,8 +205,9 @@ def _reusable(run: GraphRun, needs: Mapping[str, list[str]]) -> tuple[dict[str, 
         argvs = phase_argvs(phase, run.values)
         if not argvs:
             continue
+        # Keyed even when not reused: flaky evidence is counted by the same key.
+        keys[name] = cache_key(run.tree, name, argvs, phase.env, phase.on)
         if run.cache is not None and phase.cache:
-            keys[name] = cache_key(run.tree, name, argvs, phase.env, phase.on)
             hit = run.cache.lookup(keys[name])
             if hit is not None:
                 hits[name] = hit
@@ -264,8 +281,11 @@ def run_graph(run: GraphRun) -> VerifyResult:
             for future in done:
                 name, row, key = running.pop(future)
                 outcome = future.result()
-                if outcome.state is PhaseState.PASSED and key is not None and run.cache is not None:
+                passed = outcome.state is PhaseState.PASSED
+                if passed and key is not None and run.cache is not None and run.phases[name].cache:
                     run.cache.store(key, phase=name, tree=run.tree, run_id=row, duration=outcome.duration)
+                if key is not None and run.outcomes is not None and outcome.state in (PhaseState.PASSED, PhaseState.FAILED):
+                    run.outcomes.record(key, name, passed)
                 settle(name, outcome, row)
     return verdict([results[n] for n in order], run.stage, stopped_by[0] if stopped_by else None)
 

@@ -211,6 +211,21 @@ MIGRATIONS: list[str] = [
         UPDATE run_totals SET cost_microcents = cost_microcents - CAST(ROUND(OLD.cost_cents * 1000000) AS INTEGER);
     END;
     """,
+    # 7: flaky checks. How often each check (by content key: tree, phase, recipes, env, on) passed
+    # and failed, so that a failure where the same check passed before is told apart (rerun once,
+    # runner.flaky). The partial index serves `status`'s list of the checks that did both.
+    """
+    CREATE TABLE check_outcomes (
+        key TEXT PRIMARY KEY,
+        phase TEXT NOT NULL,
+        passes INTEGER NOT NULL DEFAULT 0,
+        fails INTEGER NOT NULL DEFAULT 0,
+        reruns INTEGER NOT NULL DEFAULT 0,
+        cleared INTEGER NOT NULL DEFAULT 0,
+        last_at TEXT NOT NULL
+    );
+    CREATE INDEX idx_check_outcomes_flaky ON check_outcomes(last_at) WHERE passes > 0 AND fails > 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

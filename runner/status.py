@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from runner.config import PipelineConfig
 from runner.faults import read_faults
+from runner.flaky import CheckOutcomes
 from runner.holdups import Queued, why
 from runner.lifecycle import Gate, GateResult, Limits, gate
 from runner.phaseview import PhaseShown, PhaseView, phase_views
@@ -119,6 +120,7 @@ def build_status(root: Path, base: str, limits: Limits | None = None, now: float
         "held_integrations": [],
         "faults": [],
         "skipped_verifications": [],
+        "flaky_checks": [],
         "queue": [],
         "log_file": str(root / "logs" / "pipeline.jsonl"),
         "blocked_tasks": [],
@@ -187,6 +189,7 @@ def build_status(root: Path, base: str, limits: Limits | None = None, now: float
                         {"id": task.id, "title": task.title, "status": task.status.value,
                          "reason": last.error_summary, "at": last.finished_at}
                     )  # fmt: skip
+        doc["flaky_checks"] = [asdict(f) for f in CheckOutcomes(db).flaky()]
         doc["queue"] = queue(store, runs, {r.task_id for r in active}, doc["faults"], limits, now)
         blocked = store.blocked()
         for task in store.list_tasks(TaskStatus.OPEN, with_comments=False):

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from runner.flaky import FlakyPhase
 from runner.phaseview import PhaseView, first_line, phase_lines
 from runner.tasklist import first_line as one_line
 from runner.tasklist import printable
@@ -105,9 +106,17 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
             lines.append(f"  {task['id']}  {task['status']}  {one_line(task['title'])}")
             if task["reason"]:
                 lines.append(f"      {first_line(task['reason'], 300)}")
+    if doc.get("flaky_checks"):
+        lines += ["", "Flaky checks (passed and failed on the same content; a failure after a pass is checked once more):"]
+        lines += [f"  {flaky_line(f)}" for f in doc["flaky_checks"]]
     lines += ["", f"Logs: {doc['root']}/logs/tasks/TASK/ (`pipeline-runner logs TASK`); the runner's: "
               f"{doc.get('log_file', '')}"]  # fmt: skip
     return "\n".join(printable(part) for line in lines for part in line.split("\n"))
+
+
+def flaky_line(flaky: dict[str, Any]) -> str:
+    """One line of a flaky phase (runner.flaky.FlakyPhase, as the status document has it)."""
+    return FlakyPhase(**flaky).describe()
 
 
 def _more(queue: list[dict[str, Any]]) -> list[str]:
@@ -183,6 +192,8 @@ def render_rich(doc: dict[str, Any], now: float | None = None) -> RenderableType
         attention.add_row(text(f"{task['id']} held", "yellow"), text(first_line(task["reason"], 300)))
     for task in doc["skipped_verifications"]:
         attention.add_row(text(f"{task['id']} unchecked", "yellow"), text(first_line(task["reason"], 300)))
+    for flaky in doc.get("flaky_checks", []):
+        attention.add_row(text(f"{flaky['phase']} flaky", "yellow"), text(flaky_line(flaky)))
     if attention.row_count:
         parts.append(attention)
     parts.append(text(f"Logs: {doc['root']}/logs/tasks/TASK/ (pipeline-runner logs TASK)", "dim"))
