@@ -171,7 +171,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX idx_tasks_status ON tasks(status);
     CREATE INDEX idx_tasks_parent ON tasks(parent);
     """,
-    # 5: reserved (taken on another line of work; empty here so that the numbers line up).
+    # 5: empty (a number given up; kept so that the later ones keep theirs).
     "",
     # 6 (store size): indexes for the queries the loop, `status` and `task list` make, so that their
     # cost follows the tasks they show, not the store's history. A task's failed attempts
