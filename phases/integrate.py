@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tenacity
-from loguru import logger
 
 from phases.verify import VerifyResult, VerifyStatus, counts_as_passed
 from runner import killpoints
@@ -24,6 +23,7 @@ from runner.errors import GitError
 from runner.git import Git, PickStatus
 from runner.leaks import find_leaks
 from runner.leaks import refusal as leak_refusal
+from runner.logs import logger
 
 TRAILER = "Task-Id"
 RECEIPTS = "refs/notes/pipeline"  # the notes ref every landed commit's receipt is kept under

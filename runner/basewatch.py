@@ -11,12 +11,11 @@ import contextlib
 import time
 from pathlib import Path
 
-from loguru import logger
-
 from phases.integrate import TRAILER, CheckoutLag, base_checkout, follow
 from runner.errors import GitError
 from runner.faults import FaultBoard
 from runner.git import Git
+from runner.logs import logger
 from runner.state import Runs
 from runner.tasks import BuiltinTaskStore
 from runner.workspace import Layout

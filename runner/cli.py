@@ -11,15 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from runner import __version__, registries
 from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
-from runner.crash import CRASH_LOG, report_bug, stdout_closed
+from runner.crash import CRASH_LOG, report_bug, silence_stdout, stdout_closed
 from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
 from runner.globalopts import add_global_options, global_options_after_command, merge_global_options
-from runner.logs import add_file_sink, setup_stderr
+from runner.logs import add_file_sink, logger, setup_stderr
 from runner.redact import agent_secrets, register_values
 from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
 from runner.tasklist import first_line, printable
@@ -37,7 +35,6 @@ from runner.tasks import (
     tasks_from_records,
 )
 from runner.waking import nudge
-from runner.watch import silence_stdout
 from runner.workspace import Layout
 
 

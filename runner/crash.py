@@ -8,6 +8,7 @@ person gets one line naming that file, never a traceback in the middle of their 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -17,8 +18,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from loguru import logger
-
+from runner.logs import logger
 from runner.redact import redact
 
 CRASH_DIR_NAME = "crashes"
@@ -82,3 +82,11 @@ def stdout_closed() -> bool:
         return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def silence_stdout() -> None:
+    """After the reader of stdout went away: point stdout at /dev/null, so that the flush at exit
+    does not fail again and print a traceback (what Python's documentation recommends)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

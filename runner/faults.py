@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from loguru import logger
+from runner.logs import logger
 
 
 @dataclass(frozen=True)

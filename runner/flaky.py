@@ -12,10 +12,12 @@ failed on one content, with their counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from phases.checks import PhaseState
-from phases.verify import VerifyResult
 from runner.state import Database, now_iso
+
+if TYPE_CHECKING:
+    from phases.verify import VerifyResult
 
 # Phases listed by `status`, most recent first.
 SHOWN = 10
@@ -81,7 +83,8 @@ class CheckOutcomes:
 
 def failed_phase(result: VerifyResult) -> str | None:
     """The required phase whose failure rejected ``result``, if one did."""
+    # Compared by value: `status` imports this module, and must not import the check graph.
     for outcome in result.phases:
-        if outcome.state is PhaseState.FAILED and not outcome.optional:
+        if outcome.state.value == "failed" and not outcome.optional:
             return outcome.name
     return None

@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
 from phases.integrate import (
     Candidate,
     IntegrateResult,
@@ -37,6 +35,7 @@ from phases.integrate import (
 from phases.verify import VerifyResult
 from runner import killpoints, receipts
 from runner.lifecycle import INTEGRATE_MOVES, Then
+from runner.logs import logger
 from runner.state import Phase, Runs, RunStatus, open_db
 from runner.status import REBUILT
 from runner.tasks import Task, TaskStatus

@@ -23,12 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from runner import procs
 from runner.config import NotifyRule
 from runner.errors import ProcessError, TaskError
 from runner.faults import Fault, FaultBoard
+from runner.logs import logger
 from runner.redact import redact
 from runner.tasklist import first_line, printable
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus

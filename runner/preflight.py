@@ -27,13 +27,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from loguru import logger
-
 from phases.verify import VerifyResult, VerifyStatus
 from runner.checkcmd import CheckRun, check
 from runner.config import PipelineConfig
 from runner.doctor import Finding, Verdict, check_agent_cli, check_recipe_programs, recipe_programs
 from runner.faults import FaultBoard
+from runner.logs import logger
 
 ENVIRONMENT = "environment"
 # Where, under the root, base's checks get their checkout (apart from `pipeline-runner check`'s).

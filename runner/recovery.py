@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from loguru import logger
-
 from phases.integrate import RECEIPTS
 from runner.lifecycle import Step, next_step
+from runner.logs import logger
 from runner.state import Phase, RunStatus, parse_iso
 from runner.tasks import TaskStatus
 from runner.workspace import TASK_REFS, remove_tree

@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from loguru import logger
-
 from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
 from phases.backends import make_backend
 from phases.dev import (
@@ -53,7 +51,7 @@ from runner.lifecycle import (
     resolve,
 )
 from runner.lock import RunnerLock
-from runner.logs import add_file_sink
+from runner.logs import add_file_sink, logger
 from runner.notify import Announcer, Notifier
 from runner.preflight import ENVIRONMENT, RED_BASE, Preflight
 from runner.redact import agent_secrets

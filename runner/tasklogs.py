@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from runner.crash import silence_stdout
 from runner.errors import PipelineError, TaskError
 from runner.lock import RunnerLock
 from runner.phaseview import phase_views
@@ -24,7 +25,6 @@ from runner.procs import pid_alive
 from runner.state import Phase, RunRecord, Runs, RunStatus, open_db
 from runner.status import attempt_logs, held_integration
 from runner.tasks import BuiltinTaskStore, TaskStatus
-from runner.watch import silence_stdout
 from runner.workspace import Layout
 
 POLL_SECONDS = 0.2

@@ -14,14 +14,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loguru import logger
-
 from phases.checks import GraphRun, PhaseState, RowListener, content_key, empty_stage, run_graph
 from phases.verify import VerifyResult, VerifyStatus, verify_task
 from runner import killpoints
 from runner.checkcache import CheckCache
 from runner.flaky import CheckOutcomes, failed_phase
 from runner.lifecycle import VERIFY_MOVES, Then
+from runner.logs import logger
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db
 from runner.tasks import Author, Task, TaskStatus
 from runner.workspace import task_ref

@@ -7,7 +7,6 @@ log of it holds one entry per change rather than one per second. JSON prints one
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import enum
 import io
@@ -15,12 +14,12 @@ import json
 import os
 import select
 import stat
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from runner.crash import silence_stdout
 from runner.statusview import render_plain, render_rich, use_rich
 
 DEFAULT_INTERVAL = 1.0
@@ -106,14 +105,6 @@ def _live(build: Callable[[], dict[str, Any]], interval: float, out: TextIO) -> 
         while True:
             time.sleep(interval)
             live.update(render_rich(build()), refresh=True)
-
-
-def silence_stdout() -> None:
-    """After the reader of stdout went away: point stdout at /dev/null, so that the flush at exit
-    does not fail again and print a traceback (what Python's documentation recommends)."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
 
 
 def status_command(

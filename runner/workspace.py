@@ -28,11 +28,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from loguru import logger
-
 from runner.errors import GitError
 from runner.git import Git
 from runner.ids import check_task_id, id_problem
+from runner.logs import logger
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from runner.config import NotifyRule, load_config
 from runner.errors import ConfigError
 from runner.faults import FaultBoard, write_faults
+from runner.logs import logger
 from runner.notify import Announcer, Event, EventKind, Notifier, deliveries
 from runner.state import open_db
 from runner.tasks import Author, BuiltinTaskStore, NewTask, TaskStatus
