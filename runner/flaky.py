@@ -11,10 +11,14 @@ failed on one content, with their counts.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from phases.checks import PhaseState
-from phases.verify import VerifyResult
+from phases.checks import PhaseOutcome, PhaseState
+from phases.verify import VerifyResult, VerifyStatus
+from runner.checkcache import CachedPass
+from runner.config import PhaseConfig
 from runner.state import Database, now_iso
 
 # Phases listed by `status`, most recent first.
@@ -57,8 +61,12 @@ class CheckOutcomes:
             )
 
     def passed_before(self, key: str) -> bool:
-        """Whether the check ``key`` has passed at least once."""
-        return bool(self.db.query("SELECT 1 FROM check_outcomes WHERE key = ? AND passes > 0", (key,)))
+        """Whether the check ``key`` has passed at least once: counted here, or kept as a reusable
+        pass (``check_results``, which `pipeline-runner check` also fills)."""
+        return bool(
+            self.db.query("SELECT 1 FROM check_outcomes WHERE key = ? AND passes > 0", (key,))
+            or self.db.query("SELECT 1 FROM check_results WHERE key = ?", (key,))
+        )
 
     def rerun(self, key: str, cleared: bool) -> None:
         """Count a rerun of the check ``key`` after a flaky failure, and whether it passed."""
@@ -79,9 +87,67 @@ class CheckOutcomes:
         return [FlakyPhase(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), str(r[5])) for r in rows]
 
 
-def failed_phase(result: VerifyResult) -> str | None:
-    """The required phase whose failure rejected ``result``, if one did."""
-    for outcome in result.phases:
-        if outcome.state is PhaseState.FAILED and not outcome.optional:
-            return outcome.name
-    return None
+class Rerun(enum.StrEnum):
+    """Whether a rejected check of one attempt is run once more before the task is charged."""
+
+    RERUN = "rerun"  # every check that rejected it passed before on the very same content
+    NOT_REJECTED = "not_rejected"  # it passed, or stopped on a fault that is no task's
+    CANCELLED = "cancelled"  # the task was cancelled: nothing more runs
+    NO_EVIDENCE = "no_evidence"  # a check that rejected it never passed on this content
+    SPENT = "spent"  # this attempt had its one rerun already
+
+
+@dataclass(frozen=True)
+class Culprit:
+    """A check that rejected an attempt, its content key (None: no recipe applied) and whether
+    that very check passed before."""
+
+    phase: str
+    key: str | None
+    passed_before: bool
+
+
+def decide_rerun(
+    status: VerifyStatus, *, cancelled: bool, reruns: int, culprits: Sequence[Culprit]
+) -> tuple[Rerun, str]:
+    """Whether to run a rejected attempt's checks once more (pure), and why in one line.
+
+    Only a failure (not a fault, which is never the task's) of checks that all passed before on
+    the same content is evidence enough; one rerun per attempt, so that a check that alternates
+    forever costs one extra run, not a loop."""
+    if status is not VerifyStatus.FAIL:
+        return Rerun.NOT_REJECTED, f"the checks ended {status.value}"
+    if cancelled:
+        return Rerun.CANCELLED, "the task was cancelled"
+    if reruns >= 1:
+        return Rerun.SPENT, "this attempt was checked once more already"
+    unseen = [c.phase for c in culprits if c.key is None or not c.passed_before]
+    if not culprits or unseen:
+        return Rerun.NO_EVIDENCE, f"never passed on this content: {', '.join(unseen) or '(no failed phase)'}"
+    return Rerun.RERUN, f"passed before on this very content: {', '.join(c.phase for c in culprits)}"
+
+
+def culprits(outcomes: Sequence[PhaseOutcome], phases: Mapping[str, PhaseConfig]) -> list[str]:
+    """The phases whose failure rejected an attempt (pure): each required phase that failed, or,
+    for one that could not run because an optional phase it needs failed, that phase."""
+    state = {o.name: o.state for o in outcomes}
+    found: list[str] = []
+    for o in outcomes:
+        if o.state is not PhaseState.FAILED or o.optional:
+            continue
+        needs = phases[o.name].needs if o.name in phases else []
+        failed_needs = [n for n in needs if state.get(n) is PhaseState.FAILED]
+        for name in failed_needs or [o.name]:
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def carried_passes(first: VerifyResult) -> dict[str, CachedPass]:
+    """The phases that ran and passed in a first run, as passes a rerun reuses instead of running
+    them again (pure): the rerun repeats only what failed or did not run."""
+    return {
+        o.name: CachedPass(o.row, o.duration, o.exit_code or 0, now_iso())
+        for o in first.phases
+        if o.state in (PhaseState.PASSED, PhaseState.SKIPPED) and o.row is not None
+    }
