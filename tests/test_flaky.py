@@ -120,3 +120,20 @@ def test_a_failure_on_content_never_seen_passing_is_not_rerun(tmp_path: Path) ->
     assert runs_of_unit(tmp_path) == len(unit_rows(s, "verify")) + len(unit_rows(s, "integrate"))
     assert s.status()["flaky_checks"] == []
     assert json.loads(s.cli("status", "--json").stdout)["flaky_checks"] == []
+
+
+def test_a_check_that_keeps_failing_after_one_pass_gets_one_rerun_per_attempt_at_most(tmp_path: Path) -> None:
+    # Adversarial: after its first pass the check fails every time. Each attempt may spend one
+    # rerun on it, never more, and the task ends needing help at its retry limit as always.
+    s = scripted(tmp_path, ",".join(str(n) for n in range(2, 100)))
+    s.write_config(limits={"max_retries": 2})
+    s.run_once_until(lambda d: d["needs_help"] == 1)
+    per_attempt = s.rows(
+        "SELECT p.id, COUNT(*), COUNT(c.rerun_of) FROM pipeline_runs c JOIN pipeline_runs p ON c.parent_id = p.id "
+        "WHERE c.phase = 'unit' AND c.status IN ('success', 'failure') GROUP BY p.id"
+    )
+    assert any(reruns == 1 for _, _, reruns in per_attempt)  # the evidence was acted on
+    assert all(ran <= 2 and reruns <= 1 and ran == 1 + reruns for _, ran, reruns in per_attempt)
+    assert runs_of_unit(tmp_path) == sum(ran for _, ran, _ in per_attempt)  # nothing ran unrecorded
+    failed = s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE task_id = 't-1' AND parent_id IS NULL AND status = 'failure'")
+    assert failed == [(2,)]  # each confirmed failure charged once
