@@ -292,7 +292,10 @@ def run_graph(run: GraphRun) -> VerifyResult:
                 passed = outcome.state is PhaseState.PASSED
                 if passed and key is not None and run.cache is not None and run.phases[name].cache:
                     run.cache.store(key, phase=name, tree=run.tree, run_id=row, duration=outcome.duration)
-                if key is not None and run.outcomes is not None and outcome.state in (PhaseState.PASSED, PhaseState.FAILED):
+                # A check the task's cancellation ended failed for that, not for its content:
+                # counted, it would pass for flaky evidence.
+                cancelled = run.cancel is not None and run.cancel.is_set()
+                if key is not None and run.outcomes is not None and not cancelled and outcome.state in (PhaseState.PASSED, PhaseState.FAILED):
                     run.outcomes.record(key, name, passed)
                 settle(name, outcome, row)
     return verdict([results[n] for n in order], run.stage, stopped_by[0] if stopped_by else None)

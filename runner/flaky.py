@@ -12,17 +12,20 @@ failed on one content, with their counts.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from phases.checks import PhaseOutcome, PhaseState
+from loguru import logger
+
+from phases.checks import GraphRun, PhaseListener, PhaseOutcome, PhaseState, content_key, run_graph
 from phases.verify import VerifyResult, VerifyStatus
 from runner.checkcache import CachedPass
 from runner.config import PhaseConfig
 from runner.state import Database, now_iso
 
-# Phases listed by `status`, most recent first.
-SHOWN = 10
+# Phases listed by `status`, most recent first: a few lines.
+SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -151,3 +154,49 @@ def carried_passes(first: VerifyResult) -> dict[str, CachedPass]:
         for o in first.phases
         if o.state in (PhaseState.PASSED, PhaseState.SKIPPED) and o.row is not None
     }
+
+
+def check_with_rerun(
+    graph: GraphRun, outcomes: CheckOutcomes, log_path: Path, task_id: str,
+    rerun_listener: Callable[[Mapping[str, int]], PhaseListener],
+) -> VerifyResult:  # fmt: skip
+    """Run ``graph``'s checks; if they are rejected by checks that each passed before on the very
+    same content, run them once more (decide_rerun rules) on a fresh checkout before the task is
+    charged. The rerun's phases are recorded by ``rerun_listener(rows)``, ``rows`` being the
+    first run's row of each phase, which a rerun row names; what passed is not run again."""
+    result = run_graph(graph)
+    reruns = 0
+    while True:
+        blamed = [
+            Culprit(name, key, key is not None and outcomes.passed_before(key))
+            for name in culprits(result.phases, graph.phases)
+            for key in [content_key(graph, name)]
+        ]
+        cancelled = graph.cancel is not None and graph.cancel.is_set()
+        decision, _ = decide_rerun(result.status, cancelled=cancelled, reruns=reruns, culprits=blamed)
+        if decision is not Rerun.RERUN:
+            return result
+        named = ", ".join(c.phase for c in blamed)
+        _log(log_path, f"[{named}] failed, but passed before on this very content (flaky?): checking once more")
+        logger.info("{}: {} failed on a tree where it passed before (flaky?); checking once more", task_id, named)
+        rows = {o.name: o.row for o in result.phases if o.row is not None}
+        again = run_graph(replace(
+            graph, log_dir=graph.log_dir.with_name(f"{graph.log_dir.name}-rerun-{reruns + 1}"),
+            carried=carried_passes(result), listener=rerun_listener(rows),
+        ))  # fmt: skip
+        reruns += 1
+        cleared = again.status in (VerifyStatus.PASS, VerifyStatus.SKIP)
+        for culprit in blamed:
+            if culprit.key is not None:
+                outcomes.rerun(culprit.key, cleared)
+        _log(log_path, f"[{named}] passed on the rerun: a flaky failure, not charged" if cleared
+             else f"[{named}] the rerun ended {again.status.value} too: the task's failure")  # fmt: skip
+        result = replace(again, phases=tuple(replace(o, rerun_of=rows.get(o.name)) for o in again.phases))
+        if cleared:
+            result = replace(result, summary=f"{result.summary}; flaky: {named} failed once, then passed on a rerun")
+
+
+def _log(log_path: Path, line: str) -> None:
+    """A line in the attempt's own log."""
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(line + "\n")

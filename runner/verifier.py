@@ -10,17 +10,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from phases.checks import GraphRun, PhaseState, RowListener, content_key, empty_stage, run_graph
+from phases.checks import GraphRun, PhaseState, RowListener, empty_stage
 from phases.verify import VerifyResult, VerifyStatus, verify_task
 from runner import killpoints
 from runner.checkcache import CheckCache
-from runner.flaky import CheckOutcomes, Culprit, Rerun, carried_passes, culprits, decide_rerun
+from runner.flaky import CheckOutcomes, check_with_rerun
 from runner.lifecycle import VERIFY_MOVES, Then
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db
 from runner.tasks import Author, Task, TaskStatus
@@ -80,42 +79,11 @@ class Verifier:
             listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path), cancel=cancel,
             outcomes=outcomes,
         )  # fmt: skip
-        first = run_graph(graph)
-        blamed = [
-            Culprit(name, key, key is not None and outcomes.passed_before(key))
-            for name in culprits(first.phases, graph.phases)
-            for key in [content_key(graph, name)]
-        ]
-        decision, why = decide_rerun(
-            first.status, cancelled=cancel is not None and cancel.is_set(), reruns=0, culprits=blamed
-        )
-        if decision is not Rerun.RERUN:
-            return first
-        # The same checks of the same files passed before: something outside them failed them.
-        # Once more, on a fresh checkout, before the task is charged; both runs stay recorded, the
-        # rerun's rows marked as such. What passed in the first run is not run again.
-        named = ", ".join(c.phase for c in blamed)
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"[{named}] failed where the same check of the same tree {why}: checking once more\n")
-        logger.info("{}: {} failed on a tree where it passed before (flaky?); checking once more", task.id, named)
-        rerun_of = {o.name: o.row for o in first.phases if o.row is not None}
-        again = run_graph(replace(
-            graph, log_dir=log_path.with_name(log_path.stem + "-rerun"), carried=carried_passes(first),
-            listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path, rerun_of=rerun_of),
-        ))  # fmt: skip
-        again = replace(again, phases=tuple(replace(o, rerun_of=rerun_of.get(o.name)) for o in again.phases))
-        cleared = again.status in (VerifyStatus.PASS, VerifyStatus.SKIP)
-        for culprit in blamed:
-            if culprit.key is not None:
-                outcomes.rerun(culprit.key, cleared)
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(
-                f"[{named}] passed on the rerun: a flaky failure, not charged\n" if cleared
-                else f"[{named}] the rerun ended {again.status.value} too: not flaky\n"
-            )  # fmt: skip
-        if not cleared:
-            return again
-        return replace(again, summary=f"{again.summary}; flaky: {named} failed once, then passed on a rerun")
+        # Rejected on checks that passed before on the same content: checked once more (runner.flaky).
+        return check_with_rerun(
+            graph, outcomes, log_path, task.id,
+            lambda rerun_of: RowListener(runs, parent, task.id, task.patchset, tree, log_path, rerun_of=rerun_of),
+        )  # fmt: skip
 
     def start_verify(self, task: Task, dev: RunRecord) -> None:
         """Start verification of the commit the dev attempt brought in, in a worker thread."""
