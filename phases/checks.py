@@ -115,7 +115,7 @@ class GraphRun:
     cancel: threading.Event | None = None
     # Told of every phase that ran, passed or failed, by its content key (runner.flaky).
     outcomes: OutcomeRecorder | None = None
-    # On a rerun after a flaky failure (runner.verifier): the first run's passes, by phase, that
+    # On a rerun after a flaky failure (runner.flaky): the first run's passes, by phase, that
     # stand in for running the phase again as a reused pass does (what a rerun phase needs runs
     # again in the fresh checkout all the same).
     carried: Mapping[str, CachedPass] = field(default_factory=dict)
