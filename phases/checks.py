@@ -64,6 +64,7 @@ class PhaseOutcome:
     cached: CachedPass | None = None
     row: int | None = None  # its pipeline_runs row, when recorded
     log_path: str | None = None
+    rerun_of: int | None = None  # on a rerun after a flaky failure: this phase's row of the first run
 
     def describe(self) -> str:
         """One line: state, duration, exit code, reuse."""
@@ -114,6 +115,10 @@ class GraphRun:
     cancel: threading.Event | None = None
     # Told of every phase that ran, passed or failed, by its content key (runner.flaky).
     outcomes: OutcomeRecorder | None = None
+    # On a rerun after a flaky failure (runner.flaky): the first run's passes, by phase, that
+    # stand in for running the phase again as a reused pass does (what a rerun phase needs runs
+    # again in the fresh checkout all the same).
+    carried: Mapping[str, CachedPass] = field(default_factory=dict)
 
 
 class OutcomeRecorder(Protocol):
@@ -207,6 +212,9 @@ def _reusable(run: GraphRun, needs: Mapping[str, list[str]]) -> tuple[dict[str, 
             continue
         # Keyed even when not reused: flaky evidence is counted by the same key.
         keys[name] = cache_key(run.tree, name, argvs, phase.env, phase.on)
+        if name in run.carried:
+            hits[name] = run.carried[name]
+            continue
         if run.cache is not None and phase.cache:
             hit = run.cache.lookup(keys[name])
             if hit is not None:
@@ -284,7 +292,10 @@ def run_graph(run: GraphRun) -> VerifyResult:
                 passed = outcome.state is PhaseState.PASSED
                 if passed and key is not None and run.cache is not None and run.phases[name].cache:
                     run.cache.store(key, phase=name, tree=run.tree, run_id=row, duration=outcome.duration)
-                if key is not None and run.outcomes is not None and outcome.state in (PhaseState.PASSED, PhaseState.FAILED):
+                # A check the task's cancellation ended failed for that, not for its content:
+                # counted, it would pass for flaky evidence.
+                cancelled = run.cancel is not None and run.cancel.is_set()
+                if key is not None and run.outcomes is not None and not cancelled and outcome.state in (PhaseState.PASSED, PhaseState.FAILED):
                     run.outcomes.record(key, name, passed)
                 settle(name, outcome, row)
     return verdict([results[n] for n in order], run.stage, stopped_by[0] if stopped_by else None)
@@ -362,8 +373,13 @@ class RowListener:
     """Records each phase as a pipeline_runs row under the attempt ``parent`` (status shows them
     live), and a line per phase in the attempt's own log."""
 
-    def __init__(self, runs: Runs, parent: int, task_id: str, patchset: int, tree: str, log_path: Path) -> None:
+    def __init__(
+        self, runs: Runs, parent: int, task_id: str, patchset: int, tree: str, log_path: Path,
+        rerun_of: Mapping[str, int] | None = None,
+    ) -> None:  # fmt: skip
         self.runs = runs
+        # On a rerun: each phase's row of the first run, which its new row is marked a rerun of.
+        self.rerun_of = dict(rerun_of or {})
         self.parent = parent
         self.task_id = task_id
         self.patchset = patchset
@@ -377,8 +393,10 @@ class RowListener:
 
     def started(self, name: str) -> int | None:
         """A row for the phase, running."""
-        self._log(f"[{name}] started")
-        return self.runs.start_check(self.parent, self.task_id, name, self.patchset, tree=self.tree)
+        first = self.rerun_of.get(name)
+        self._log(f"[{name}] started" + (f" (rerun of run {first})" if first is not None else ""))
+        marks = {"rerun_of": first} if first is not None else {}
+        return self.runs.start_check(self.parent, self.task_id, name, self.patchset, tree=self.tree, **marks)
 
     def ended(self, row: int | None, outcome: PhaseOutcome) -> None:
         """The row finished with the phase's outcome."""

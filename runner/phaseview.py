@@ -42,6 +42,7 @@ class PhaseView:
     cached_at: str | None  # when that pass was made
     log_path: str | None
     error: str | None  # why it failed, did not run or was cancelled
+    rerun_of: int | None = None  # on a rerun after a flaky failure: the first run's row of the phase
 
     @classmethod
     def from_record(cls, record: CheckRecord, source: CheckRecord | None, now: float) -> PhaseView:
@@ -66,7 +67,7 @@ class PhaseView:
             name=record.phase, state=state, exit_code=record.exit_code,
             duration=None if duration is None else round(duration, 3), cached_from=record.cached_from,
             cached_at=source.finished_at if source is not None else None, log_path=record.log_path,
-            error=record.error_summary,
+            error=record.error_summary, rerun_of=record.rerun_of,
         )  # fmt: skip
 
     @classmethod
@@ -75,7 +76,7 @@ class PhaseView:
         return cls(
             name=data["name"], state=PhaseShown(data["status"]), exit_code=data["exit_code"],
             duration=data["duration"], cached_from=data["cached_from"], cached_at=data["cached_at"],
-            log_path=data["log_path"], error=data["error"],
+            log_path=data["log_path"], error=data["error"], rerun_of=data.get("rerun_of"),
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -89,10 +90,16 @@ class PhaseView:
             "cached_at": self.cached_at,
             "log_path": self.log_path,
             "error": self.error,
+            "rerun_of": self.rerun_of,
         }
 
     def describe(self, now: float | None = None) -> str:
-        """One line: state, duration, exit code, reuse, and the first line of the reason."""
+        """One line: state, duration, exit code, reuse, and the first line of the reason; a rerun
+        after a flaky failure says so."""
+        line = self._describe(now)
+        return line if self.rerun_of is None else f"{line} [rerun of run {self.rerun_of}]"
+
+    def _describe(self, now: float | None) -> str:
         if self.state is PhaseShown.CACHED:
             return f"{self.name}: passed ({describe_reuse(self.cached_from, self.cached_at, now)})"
         reason = first_line(self.error)

@@ -32,6 +32,8 @@ def phase_entries(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
             entry["passed_at"] = o.cached.passed_at
         if o.row is not None:
             entry["run"] = o.row
+        if o.rerun_of is not None:
+            entry["rerun_of"] = o.rerun_of  # run once more after a flaky failure of that row
         entries.append(entry)
     return entries
 
@@ -43,7 +45,7 @@ def render(data: Mapping[str, Any]) -> str:
     for stage in data.get("checks", []):
         lines.append(f"{stage['stage']} on tree {stage['tree']}:")
         for p in stage["phases"]:
-            reused = " (reused)" if p["reused"] else ""
+            reused = (" (reused)" if p["reused"] else "") + (" (rerun)" if p.get("rerun_of") else "")
             code = f", exit {p['exit_code']}" if p["exit_code"] is not None else ""
             lines.append(f"  {p['phase']}: {p['state']}{reused}{code}, {p['duration']:.1f}s: {'; '.join(p['recipes'])}")
         if not stage["phases"]:
@@ -95,5 +97,7 @@ def record_entries(records: Sequence[Any]) -> list[dict[str, Any]]:
         if r.cached_from is not None:
             # None: the pass was recorded by `pipeline-runner check`, which keeps no row.
             entry["reused_from_run"] = r.cached_from or None
+        if r.rerun_of is not None:
+            entry["rerun_of"] = r.rerun_of  # run once more after a flaky failure of that row
         entries.append(entry)
     return entries

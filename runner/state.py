@@ -226,6 +226,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idx_check_outcomes_flaky ON check_outcomes(last_at) WHERE passes > 0 AND fails > 0;
     """,
+    # 8: a phase row run once more after a flaky failure names the first run's row of that phase,
+    # so that `task show`, receipts and `status` tell the rerun from the run it repeats.
+    "ALTER TABLE pipeline_runs ADD COLUMN rerun_of INTEGER;",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -449,6 +452,7 @@ class CheckRecord:
     duration: float | None
     tree: str | None
     cached_from: int | None  # the row whose pass was reused; 0: a pass by `pipeline-runner check`
+    rerun_of: int | None = None  # on a rerun after a flaky failure: the first run's row of the phase
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> CheckRecord:

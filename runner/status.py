@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runner.checkoutcomes import CheckOutcomes
 from runner.config import PipelineConfig
 from runner.faults import read_faults
-from runner.flaky import CheckOutcomes
 from runner.holdups import Queued, why
 from runner.lifecycle import Gate, GateResult, Limits, gate
 from runner.phaseview import PhaseShown, PhaseView, phase_views

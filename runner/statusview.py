@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from runner.flaky import FlakyPhase
+from runner.checkoutcomes import FlakyPhase
 from runner.phaseview import PhaseView, first_line, phase_lines
 from runner.tasklist import first_line as one_line
 from runner.tasklist import printable

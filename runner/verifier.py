@@ -10,15 +10,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from phases.checks import GraphRun, PhaseState, RowListener, content_key, empty_stage, run_graph
+from phases.checks import GraphRun, PhaseState, RowListener, empty_stage
 from phases.verify import VerifyResult, VerifyStatus, verify_task
 from runner import killpoints
 from runner.checkcache import CheckCache
-from runner.flaky import CheckOutcomes, failed_phase
+from runner.checkoutcomes import CheckOutcomes
+from runner.flaky import check_with_rerun
 from runner.lifecycle import VERIFY_MOVES, Then
 from runner.logs import logger
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db
@@ -79,24 +79,11 @@ class Verifier:
             listener=RowListener(runs, parent, task.id, task.patchset, tree, log_path), cancel=cancel,
             outcomes=outcomes,
         )  # fmt: skip
-        result = run_graph(graph)
-        failed = failed_phase(result)
-        key = content_key(graph, failed) if failed is not None else None
-        if key is None or (cancel is not None and cancel.is_set()) or not outcomes.passed_before(key):
-            return result
-        # The same check of the same files passed before: something outside them failed it. Once
-        # more, on a fresh checkout, before the task is charged; both runs stay recorded.
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"[{failed}] failed where the same check of the same tree passed before: checking once more\n")
-        logger.info("{}: {} failed on a tree where it passed before (flaky?); checking once more", task.id, failed)
-        again = run_graph(replace(graph, log_dir=log_path.with_name(log_path.stem + "-rerun")))
-        cleared = again.status is VerifyStatus.PASS
-        outcomes.rerun(key, cleared)
-        if not cleared:
-            return again
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"[{failed}] passed on the rerun: a flaky failure, not charged\n")
-        return replace(again, summary=f"{again.summary}; flaky: {failed} failed once, then passed on a rerun")
+        # Rejected on checks that passed before on the same content: checked once more (runner.flaky).
+        return check_with_rerun(
+            graph, outcomes, log_path, task.id,
+            lambda rerun_of: RowListener(runs, parent, task.id, task.patchset, tree, log_path, rerun_of=rerun_of),
+        )  # fmt: skip
 
     def start_verify(self, task: Task, dev: RunRecord) -> None:
         """Start verification of the commit the dev attempt brought in, in a worker thread."""

@@ -22,7 +22,7 @@ WAIT = (
     "    time.sleep(0.05)\n"
 )
 
-PHASE_KEYS = {"name", "status", "exit_code", "duration", "cached_from", "cached_at", "log_path", "error"}
+PHASE_KEYS = {"name", "status", "exit_code", "duration", "cached_from", "cached_at", "log_path", "error", "rerun_of"}
 
 
 def with_phases(s: Sample, phases: dict[str, Any], **config: Any) -> None:
