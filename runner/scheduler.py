@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
 from runner.git import Git
+from runner.holdups import integration_bottleneck
 from runner.integrator import Integrator
 from runner.lifecycle import (
     Gate,
@@ -63,6 +65,7 @@ from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.verifier import Verifier
 from runner.waking import Waker
+from runner.warm import WarmPool
 from runner.workspace import Layout, Workspaces, task_ref
 
 AGENT_ENVIRONMENT = "agent-environment"
@@ -99,7 +102,8 @@ class Pipeline:
         self.runs = Runs(db)
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
-        self.workspaces = Workspaces(self.git, self.layout)
+        # Released workspaces stay warm for the next tasks, one per agent slot (runner.warm).
+        self.workspaces = Workspaces(self.git, self.layout, WarmPool(config.root, keep=config.concurrency))
         self.backend: AgentBackend = make_backend(config.agent)
         self.template = prompt_template(config)
         # The secret values every agent is handed: a commit holding one never lands.
@@ -190,6 +194,8 @@ class Pipeline:
     def reconcile(self) -> None:
         """Bring SQLite, git and the processes back in line after a crash or kill (runner.recovery)."""
         recovery.reconcile(self)
+        if self.workspaces.warm is not None:
+            self.workspaces.warm.tidy()  # what a kill left half-parked
 
     # -- the cycle -----------------------------------------------------------------------------
 
@@ -463,6 +469,9 @@ class Pipeline:
         # No agent starts on a base something else moved: its work would be judged against it.
         if slots <= 0 or not self.ready_to_start or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
             return False
+        # Verified work piling up for the integrator only ties up workspaces: no agent adds to it.
+        if integration_bottleneck(self.waiting_to_land(), self.config.max_waiting) is not None:
+            return False
         acted = False
         starting: list[Task] = []
         # A task whose agent is still being stopped (a person reopened it) waits for its workspace.
@@ -484,10 +493,25 @@ class Pipeline:
                 continue
             slots -= 1
             starting.append(task)
-        for task in starting:
-            self.start_dev(task, self.prepare_workspace(task))
-            acted = True
+        if len(starting) <= 1:
+            for task in starting:
+                self.start_dev(task, self.prepare_workspace(task))
+            return acted or bool(starting)
+        # Workspaces are made side by side off this thread (git and the file system only; this
+        # thread alone writes SQLite), and each agent starts as soon as its own is ready.
+        with ThreadPoolExecutor(max_workers=min(len(starting), 16), thread_name_prefix="workspace") as pool:
+            prepared = {pool.submit(self.prepare_workspace, task): task for task in starting}
+            for done in as_completed(prepared):
+                self.start_dev(prepared[done], done.result())
+                acted = True
         return acted
+
+    def waiting_to_land(self) -> int:
+        """Verified tasks waiting for the integrator (not those held for a person)."""
+        verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+        if len(verified) < self.config.max_waiting:
+            return len(verified)  # under the limit even with every one counted: no run read
+        return sum(1 for t in verified if held_integration(self.runs, t.id) is None)
 
     def prepare_workspace(self, task: Task) -> Path | ProcessError | OSError:
         """The task's workspace, or the error that prevented it."""
