@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -208,14 +208,21 @@ class Pipeline:
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         self.ready_to_start = self.preflight_step()
-        acted = self.integrator.integrate_step(verified) if self.ready_to_start else self.integrator.collect_integration()
-        acted |= self.harvest_step()
+        # Agents that ended are replaced before this cycle's integration work and again after it,
+        # so that no slot stays empty while the loop thread lands tasks.
+        acted = self.refill()
+        acted |= self.integrator.integrate_step(verified) if self.ready_to_start else self.integrator.collect_integration()
         acted |= self.verifier.collect_verifies()
-        # After the harvest, so that the cost of the agents that just ended counts.
-        budget.check(self.config.limits.max_daily_cost, self.runs, self.faults)
-        acted |= self.develop_step()
+        acted |= self.refill()
         self.announcer.flush()
         return acted
+
+    def refill(self) -> bool:
+        """Harvest the agents that ended and start agents in the slots that are free."""
+        acted = self.harvest_step()
+        # After the harvest, so that the cost of the agents that just ended counts.
+        budget.check(self.config.limits.max_daily_cost, self.runs, self.faults)
+        return self.develop_step() | acted
 
     def preflight_step(self) -> bool:
         """Whether agents may start and tasks integrate this cycle: what they need is installed and
@@ -513,14 +520,16 @@ class Pipeline:
             return len(verified)  # under the limit even with every one counted: no run read
         return sum(1 for t in verified if held_integration(self.runs, t.id) is None)
 
-    def prepare_workspace(self, task: Task) -> Path | ProcessError | OSError:
-        """The task's workspace, or the error that prevented it."""
+    def prepare_workspace(self, task: Task) -> Prepared | ProcessError | OSError:
+        """The task's workspace and its task branch's commit, or the error that prevented them.
+        Runs in worker threads: git and the file system only, never SQLite."""
         try:
-            return self.workspaces.acquire(task.id, self.config.base)
+            path = self.workspaces.acquire(task.id, self.config.base)
+            return Prepared(path, self.workspaces.checkouts.git_of(path).branch_sha(task.id))
         except (ProcessError, OSError) as exc:
             return exc
 
-    def start_dev(self, task: Task, workspace: Path | ProcessError | OSError) -> None:
+    def start_dev(self, task: Task, prepared: Prepared | ProcessError | OSError) -> None:
         """Claim the task, write its prompt, and start its agent in its prepared workspace.
 
         A workspace that cannot be made, or an agent that cannot be started, is a fault of the
@@ -546,9 +555,9 @@ class Pipeline:
             return
         killpoints.reached("claimed")
         try:
-            if not isinstance(workspace, Path):
-                raise workspace
-            before = self.workspaces.checkouts.git_of(workspace).branch_sha(task.id)
+            if not isinstance(prepared, Prepared):
+                raise prepared
+            workspace, before = prepared.path, prepared.before
             self.runs.update(row, workspace=str(workspace), before_sha=before)
             last = self.runs.last_failure(task.id)
             feedback = last.error_summary if last is not None else None
@@ -640,6 +649,14 @@ class Pipeline:
         finally:
             self.db.close()
             self.notifier.close()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A task's workspace, ready for its agent, and the commit its task branch holds there."""
+
+    path: Path
+    before: str | None
 
 
 class Terminated(KeyboardInterrupt):

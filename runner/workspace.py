@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -237,19 +238,43 @@ class Checkouts:
     def _init(self, path: Path, head: str, refs: dict[str, str] | None) -> Git:
         """A new git directory at ``path``: objects borrowed, the runner's config, ``refs`` set and
         HEAD on ``head``; the index and the files are left to the caller."""
-        self.git.run("init", "--quiet", "--template=", str(path), cwd=path.parent)
+        # Written as files, not by `git init` and one `git update-ref` a ref: the layout of a new
+        # repository is fixed, and each git process costs milliseconds on every task's start.
         dot_git = path / ".git"
-        (dot_git / "objects" / "info").mkdir(parents=True, exist_ok=True)
+        (dot_git / "objects" / "info").mkdir(parents=True)
+        (dot_git / "refs" / "heads").mkdir(parents=True)
+        (dot_git / "refs" / "tags").mkdir()
         (dot_git / "objects" / "info" / "alternates").write_text(f"{self.objects()}\n", encoding="utf-8")
         self.refresh(path)
         local = self.git_of(path)
         for ref, sha in (refs or {}).items():
-            local.update_ref(ref, sha)
-        if head.startswith("refs/"):
-            local.run("symbolic-ref", "HEAD", head)
+            if _plain_ref(ref) and _SHA.fullmatch(sha):
+                loose = dot_git.joinpath(*ref.split("/"))
+                loose.parent.mkdir(parents=True, exist_ok=True)
+                loose.write_text(f"{sha}\n", encoding="utf-8")
+            else:
+                local.update_ref(ref, sha)  # git resolves and checks what is not a plain name and sha
+        if head.startswith("refs/") and _plain_ref(head):
+            (dot_git / "HEAD").write_text(f"ref: {head}\n", encoding="utf-8")
+        elif _SHA.fullmatch(head):
+            (dot_git / "HEAD").write_text(f"{head}\n", encoding="utf-8")
         else:
-            local.update_ref("HEAD", head)
+            (dot_git / "HEAD").write_text("ref: refs/heads/unborn\n", encoding="utf-8")
+            if head.startswith("refs/"):
+                local.run("symbolic-ref", "HEAD", head)
+            else:
+                local.update_ref("HEAD", head)
         return local
+
+
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# A ref name that is safe to write as a path under .git: what git accepts and more narrowly.
+_PLAIN_REF = re.compile(r"refs/heads/[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
+
+
+def _plain_ref(ref: str) -> bool:
+    """Whether ``ref`` can be written as a loose ref file without asking git."""
+    return bool(_PLAIN_REF.fullmatch(ref)) and ".." not in ref and not ref.endswith((".lock", "."))
 
 
 def remove_siblings(path: Path) -> None:
