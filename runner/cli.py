@@ -391,7 +391,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = _load(args).config
     return status_command(
-        lambda: build_status(config.root, config.base, limits_of(config)), as_json=args.json,
+        lambda: build_status(config.root, config.base, limits_of(config), max_waiting=config.max_waiting),
+        as_json=args.json,
         watching=args.watch or args.command == "top", interval=args.interval, no_color=args.no_color,
         out=sys.stdout, env=dict(os.environ),
     )  # fmt: skip

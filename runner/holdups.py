@@ -29,6 +29,7 @@ class Holdup(enum.StrEnum):
     LIMIT = "limit"  # reached limits.max_retries or max_task_cost: moves to needs_help next cycle
     FAULT = "fault"  # the step it needs is paused by a fault that is no task's
     HELD = "held"  # verified; its integration was refused until a person acts (base's checkout)
+    BOTTLENECK = "bottleneck"  # integrate.max_waiting verified tasks wait to land: no agent starts
 
 
 # The fault areas that pause each step (runner.scheduler, runner.integrator): "base" holds all;
@@ -65,12 +66,13 @@ class Why:
 
 def why(
     task: Queued, statuses: Mapping[str, TaskStatus], dependencies: Mapping[str, Sequence[str]],
-    faults: Mapping[str, float], now: float,
+    faults: Mapping[str, float], now: float, *, waiting_to_land: int = 0, max_waiting: int | None = None,
 ) -> Why:  # fmt: skip
     """Why ``task`` is not moving (pure).
 
     ``statuses`` and ``dependencies`` cover every task (a dependency missing from them does not
-    exist); ``faults`` maps each fault area in force to when it is tried again.
+    exist); ``faults`` maps each fault area in force to when it is tried again; ``waiting_to_land``
+    verified tasks wait for the integrator, against integrate.max_waiting (None: no limit).
     """
     deps_done = all(statuses.get(d) is TaskStatus.DONE for d in task.dependencies)
     cancelled = tuple(d for d in task.dependencies if statuses.get(d) is TaskStatus.CANCELLED)
@@ -97,7 +99,22 @@ def why(
                 Holdup.FAULT, f"{step.value} is paused by a fault ({area}), next try at {_clock(faults[area])}",
                 until=faults[area], fault=area,
             )  # fmt: skip
+    if step is Step.DEVELOP:
+        bottleneck = integration_bottleneck(waiting_to_land, max_waiting)
+        if bottleneck is not None:
+            return Why(Holdup.BOTTLENECK, bottleneck)
     return Why(Holdup.READY, _READY.get(step, f"next: {step.value}"))
+
+
+def integration_bottleneck(waiting_to_land: int, max_waiting: int | None) -> str | None:
+    """Why no agent starts while ``waiting_to_land`` verified tasks wait for the integrator, or
+    None when they are fewer than integrate.max_waiting (pure; the loop and `status` share it)."""
+    if max_waiting is None or waiting_to_land < max_waiting:
+        return None
+    return (
+        f"integration is the bottleneck: {waiting_to_land} verified tasks wait to land "
+        f"(integrate.max_waiting {max_waiting}); no agent starts until fewer do"
+    )
 
 
 _READY = {

@@ -27,6 +27,12 @@ POINTS = (
     "receipt-attached",  # the candidate's receipt attached; base not yet moved
     "swapped",  # base moved; its checkout not yet brought along, nothing recorded
     "integrated",  # the task recorded done; its workspace not yet removed
+    "parking",  # a released workspace's saved index moved to the warm pool; its directory not yet
+)
+
+# Reached only when a task starts in a warm workspace (runner.warm): tests/test_warm.py kills there.
+WARM_POINTS = (
+    "recycling",  # a warm workspace moved to the task's path, its git directory gone, files not yet cleaned
 )
 
 

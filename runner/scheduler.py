@@ -11,8 +11,9 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -37,6 +38,7 @@ from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
 from runner.git import Git
+from runner.holdups import integration_bottleneck
 from runner.integrator import Integrator
 from runner.lifecycle import (
     Gate,
@@ -61,6 +63,7 @@ from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.verifier import Verifier
 from runner.waking import Waker
+from runner.warm import WarmPool
 from runner.workspace import Layout, Workspaces, task_ref
 
 AGENT_ENVIRONMENT = "agent-environment"
@@ -97,7 +100,8 @@ class Pipeline:
         self.runs = Runs(db)
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
-        self.workspaces = Workspaces(self.git, self.layout)
+        # Released workspaces stay warm for the next tasks, one per agent slot (runner.warm).
+        self.workspaces = Workspaces(self.git, self.layout, WarmPool(config.root, keep=config.concurrency))
         self.backend: AgentBackend = make_backend(config.agent)
         self.template = prompt_template(config)
         # The secret values every agent is handed: a commit holding one never lands.
@@ -188,6 +192,8 @@ class Pipeline:
     def reconcile(self) -> None:
         """Bring SQLite, git and the processes back in line after a crash or kill (runner.recovery)."""
         recovery.reconcile(self)
+        if self.workspaces.warm is not None:
+            self.workspaces.warm.tidy()  # what a kill left half-parked
 
     # -- the cycle -----------------------------------------------------------------------------
 
@@ -200,14 +206,21 @@ class Pipeline:
         # Only the tasks a step can act on are read: a long history of done tasks costs nothing.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         self.ready_to_start = self.preflight_step()
-        acted = self.integrator.integrate_step(verified) if self.ready_to_start else self.integrator.collect_integration()
-        acted |= self.harvest_step()
+        # Agents that ended are replaced before this cycle's integration work and again after it,
+        # so that no slot stays empty while the loop thread lands tasks.
+        acted = self.refill()
+        acted |= self.integrator.integrate_step(verified) if self.ready_to_start else self.integrator.collect_integration()
         acted |= self.verifier.collect_verifies()
-        # After the harvest, so that the cost of the agents that just ended counts.
-        budget.check(self.config.limits.max_daily_cost, self.runs, self.faults)
-        acted |= self.develop_step()
+        acted |= self.refill()
         self.announcer.flush()
         return acted
+
+    def refill(self) -> bool:
+        """Harvest the agents that ended and start agents in the slots that are free."""
+        acted = self.harvest_step()
+        # After the harvest, so that the cost of the agents that just ended counts.
+        budget.check(self.config.limits.max_daily_cost, self.runs, self.faults)
+        return self.develop_step() | acted
 
     def preflight_step(self) -> bool:
         """Whether agents may start and tasks integrate this cycle: what they need is installed and
@@ -461,6 +474,9 @@ class Pipeline:
         # No agent starts on a base something else moved: its work would be judged against it.
         if slots <= 0 or not self.ready_to_start or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
             return False
+        # Verified work piling up for the integrator only ties up workspaces: no agent adds to it.
+        if integration_bottleneck(self.waiting_to_land(), self.config.max_waiting) is not None:
+            return False
         acted = False
         starting: list[Task] = []
         # A task whose agent is still being stopped (a person reopened it) waits for its workspace.
@@ -482,19 +498,36 @@ class Pipeline:
                 continue
             slots -= 1
             starting.append(task)
-        for task in starting:
-            self.start_dev(task, self.prepare_workspace(task))
-            acted = True
+        if len(starting) <= 1:
+            for task in starting:
+                self.start_dev(task, self.prepare_workspace(task))
+            return acted or bool(starting)
+        # Workspaces are made side by side off this thread (git and the file system only; this
+        # thread alone writes SQLite), and each agent starts as soon as its own is ready.
+        with ThreadPoolExecutor(max_workers=min(len(starting), 16), thread_name_prefix="workspace") as pool:
+            prepared = {pool.submit(self.prepare_workspace, task): task for task in starting}
+            for done in as_completed(prepared):
+                self.start_dev(prepared[done], done.result())
+                acted = True
         return acted
 
-    def prepare_workspace(self, task: Task) -> Path | ProcessError | OSError:
-        """The task's workspace, or the error that prevented it."""
+    def waiting_to_land(self) -> int:
+        """Verified tasks waiting for the integrator (not those held for a person)."""
+        verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+        if len(verified) < self.config.max_waiting:
+            return len(verified)  # under the limit even with every one counted: no run read
+        return sum(1 for t in verified if held_integration(self.runs, t.id) is None)
+
+    def prepare_workspace(self, task: Task) -> Prepared | ProcessError | OSError:
+        """The task's workspace and its task branch's commit, or the error that prevented them.
+        Runs in worker threads: git and the file system only, never SQLite."""
         try:
-            return self.workspaces.acquire(task.id, self.config.base)
+            path = self.workspaces.acquire(task.id, self.config.base)
+            return Prepared(path, self.workspaces.checkouts.git_of(path).branch_sha(task.id))
         except (ProcessError, OSError) as exc:
             return exc
 
-    def start_dev(self, task: Task, workspace: Path | ProcessError | OSError) -> None:
+    def start_dev(self, task: Task, prepared: Prepared | ProcessError | OSError) -> None:
         """Claim the task, write its prompt, and start its agent in its prepared workspace.
 
         A workspace that cannot be made, or an agent that cannot be started, is a fault of the
@@ -520,9 +553,9 @@ class Pipeline:
             return
         killpoints.reached("claimed")
         try:
-            if not isinstance(workspace, Path):
-                raise workspace
-            before = self.workspaces.checkouts.git_of(workspace).branch_sha(task.id)
+            if not isinstance(prepared, Prepared):
+                raise prepared
+            workspace, before = prepared.path, prepared.before
             self.runs.update(row, workspace=str(workspace), before_sha=before)
             last = self.runs.last_failure(task.id)
             feedback = last.error_summary if last is not None else None
@@ -614,6 +647,14 @@ class Pipeline:
         finally:
             self.db.close()
             self.notifier.close()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A task's workspace, ready for its agent, and the commit its task branch holds there."""
+
+    path: Path
+    before: str | None
 
 
 class Terminated(KeyboardInterrupt):

@@ -99,7 +99,9 @@ def blocked_reason(dependencies: list[str]) -> str:
     )
 
 
-def build_status(root: Path, base: str, limits: Limits | None = None, now: float | None = None) -> dict[str, Any]:
+def build_status(
+    root: Path, base: str, limits: Limits | None = None, now: float | None = None, *, max_waiting: int | None = None
+) -> dict[str, Any]:
     """The status document. A root without state yet gives zero counts and ``initialized: false``.
 
     ``limits`` (the config's) tell a backoff or a reached limit apart; without them every open
@@ -190,7 +192,9 @@ def build_status(root: Path, base: str, limits: Limits | None = None, now: float
                          "reason": last.error_summary, "at": last.finished_at}
                     )  # fmt: skip
         doc["flaky_checks"] = [asdict(f) for f in CheckOutcomes(db).flaky()]
-        doc["queue"] = queue(store, runs, {r.task_id for r in active}, doc["faults"], limits, now)
+        doc["queue"] = queue(
+            store, runs, {r.task_id for r in active}, doc["faults"], limits, now, max_waiting=max_waiting
+        )
         blocked = store.blocked()
         for task in store.list_tasks(TaskStatus.OPEN, with_comments=False):
             if task.id in blocked:
@@ -258,12 +262,17 @@ QUEUED_STATUSES = (TaskStatus.VERIFIED, TaskStatus.IN_PROGRESS, TaskStatus.OPEN)
 
 def queue(
     store: BuiltinTaskStore, runs: Runs, active: set[str], faults: list[dict[str, Any]], limits: Limits | None,
-    now: float,
+    now: float, *, max_waiting: int | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Every work task that is queued with no run in progress, most urgent first within each
-    status, with why it is not moving (runner.holdups). Reads the tasks that are not done and
-    the status of what they depend on: the history of done tasks costs nothing here."""
+    status, with why it is not moving (runner.holdups); ``max_waiting`` is integrate.max_waiting.
+    Reads the tasks that are not done and the status of what they depend on: the history of done
+    tasks costs nothing here."""
     every, statuses = store.unfinished()
+    # Counted as the loop counts them (Pipeline.waiting_to_land): held ones wait for a person.
+    waiting_to_land = sum(
+        1 for t in every if t.status is TaskStatus.VERIFIED and held_integration(runs, t.id) is None
+    ) if max_waiting is not None else 0
     dependencies = {t.id: t.dependencies for t in every}
     retry_at = {f["area"]: parse_iso(f["retry_at"]).timestamp() for f in faults}
     entries = []
@@ -275,7 +284,9 @@ def queue(
                 held=status is TaskStatus.VERIFIED and held_integration(runs, task.id) is not None,
                 agent_committed=status is TaskStatus.IN_PROGRESS and _committed(runs, task.id),
             )  # fmt: skip
-            reason = why(item, statuses, dependencies, retry_at, now)
+            reason = why(
+                item, statuses, dependencies, retry_at, now, waiting_to_land=waiting_to_land, max_waiting=max_waiting
+            )
             entries.append(
                 {"id": task.id, "title": task.title, "status": task.status.value, "priority": task.priority_name,
                  "why": reason.holdup.value, "detail": reason.detail, "waiting_on": list(reason.waiting_on),

@@ -6,6 +6,8 @@ ROOT/runner.lock           held by the active runner
 ROOT/faults.json           faults that pause work (a stale lock, a missing tool), for status
 ROOT/wake.fifo             a named pipe: `task add` wakes a daemon through it
 ROOT/worktrees/TASK        a task's workspace: the agent's own repository, branch TASK
+ROOT/indexes/TASK          the index of the files the runner last wrote there (runner.warm)
+ROOT/warm/N                released workspaces kept for the next tasks (runner.warm)
 ROOT/checks/TASK/RUN       a pristine checkout of exactly the commit under verification
 ROOT/integration/RUN       a pristine checkout of the integration candidate
 ROOT/prompts/RUN.md        prompts, outside every checkout so git never tracks them
@@ -23,15 +25,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from runner import killpoints
 from runner.errors import GitError
 from runner.git import Git
 from runner.ids import check_task_id, id_problem
 from runner.logs import logger
+
+if TYPE_CHECKING:
+    from runner.warm import WarmPool
 
 
 @dataclass(frozen=True)
@@ -195,21 +203,77 @@ class Checkouts:
         among them, or a sha to detach at), files and index exactly that commit."""
         remove_tree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.git.run("init", "--quiet", "--template=", str(path), cwd=path.parent)
+        local = self._init(path, head, refs)
+        local.run("read-tree", "--reset", "-u", "HEAD")
+        (path / ".git" / READY_MARK).write_text("", encoding="utf-8")
+        return local
+
+    def recycle(self, path: Path, index: Path, head: str, refs: dict[str, str] | None = None) -> Git:
+        """Turn the files at ``path`` into a checkout as ``create`` makes, writing only the files
+        that differ from ``index`` (one the runner saved when it last wrote them).
+
+        The git directory is made anew; the saved index, not the one found there, says what the
+        files were: one whose stat data changed since is written again, anything else there
+        (untracked, ignored, nested repositories) removed. Raises on any git failure (a file the
+        earlier agent made unwritable): the caller then makes the checkout cold.
+        """
+        if path.is_symlink() or not path.is_dir():
+            raise OSError(f"{path} is not a directory")
         dot_git = path / ".git"
-        (dot_git / "objects" / "info").mkdir(parents=True, exist_ok=True)
+        remove_tree(dot_git)
+        os.chmod(path, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        local = self._init(path, head, refs)
+        killpoints.reached("recycling")
+        # copy2 keeps the index's time: files written in its last second are compared by content.
+        shutil.copy2(index, dot_git / "index")
+        # Untracked and ignored files first (-x: no ignore rule of the earlier agent's counts), so
+        # that none stands where the commit has a file; then the files the commit changes.
+        local.run("clean", "-ffdxq")
+        local.run("read-tree", "--reset", "-u", "HEAD")
+        local.run("clean", "-ffdxq")
+        (dot_git / READY_MARK).write_text("", encoding="utf-8")
+        return local
+
+    def _init(self, path: Path, head: str, refs: dict[str, str] | None) -> Git:
+        """A new git directory at ``path``: objects borrowed, the runner's config, ``refs`` set and
+        HEAD on ``head``; the index and the files are left to the caller."""
+        # Written as files, not by `git init` and one `git update-ref` a ref: the layout of a new
+        # repository is fixed, and each git process costs milliseconds on every task's start.
+        dot_git = path / ".git"
+        (dot_git / "objects" / "info").mkdir(parents=True)
+        (dot_git / "refs" / "heads").mkdir(parents=True)
+        (dot_git / "refs" / "tags").mkdir()
         (dot_git / "objects" / "info" / "alternates").write_text(f"{self.objects()}\n", encoding="utf-8")
         self.refresh(path)
         local = self.git_of(path)
         for ref, sha in (refs or {}).items():
-            local.update_ref(ref, sha)
-        if head.startswith("refs/"):
-            local.run("symbolic-ref", "HEAD", head)
+            if _plain_ref(ref) and _SHA.fullmatch(sha):
+                loose = dot_git.joinpath(*ref.split("/"))
+                loose.parent.mkdir(parents=True, exist_ok=True)
+                loose.write_text(f"{sha}\n", encoding="utf-8")
+            else:
+                local.update_ref(ref, sha)  # git resolves and checks what is not a plain name and sha
+        if head.startswith("refs/") and _plain_ref(head):
+            (dot_git / "HEAD").write_text(f"ref: {head}\n", encoding="utf-8")
+        elif _SHA.fullmatch(head):
+            (dot_git / "HEAD").write_text(f"{head}\n", encoding="utf-8")
         else:
-            local.update_ref("HEAD", head)
-        local.run("read-tree", "--reset", "-u", "HEAD")
-        (dot_git / READY_MARK).write_text("", encoding="utf-8")
+            (dot_git / "HEAD").write_text("ref: refs/heads/unborn\n", encoding="utf-8")
+            if head.startswith("refs/"):
+                local.run("symbolic-ref", "HEAD", head)
+            else:
+                local.update_ref("HEAD", head)
         return local
+
+
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# A ref name that is safe to write as a path under .git: what git accepts and more narrowly.
+_PLAIN_REF = re.compile(r"refs/heads/[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
+
+
+def _plain_ref(ref: str) -> bool:
+    """Whether ``ref`` can be written as a loose ref file without asking git."""
+    return bool(_PLAIN_REF.fullmatch(ref)) and ".." not in ref and not ref.endswith((".lock", "."))
 
 
 def remove_siblings(path: Path) -> None:
@@ -247,10 +311,12 @@ def _force_remove(func: object, name: str, _exc: object) -> None:
 class Workspaces:
     """Task workspaces: one per task, on a branch named for the task, reused across attempts."""
 
-    def __init__(self, git: Git, layout: Layout) -> None:
+    def __init__(self, git: Git, layout: Layout, warm: WarmPool | None = None) -> None:
         self.git = git
         self.layout = layout
         self.checkouts = Checkouts(git)
+        # Released workspaces kept for later tasks (runner.warm); None removes them.
+        self.warm = warm
 
     def acquire(self, task_id: str, base: str) -> Path:
         """The task's workspace, brought in line with base's tip and the runner's config.
@@ -273,10 +339,28 @@ class Workspaces:
             return path
         self._drop_legacy(path)
         start = self.git.rev(task_ref(task_id)) or base_sha
-        self.checkouts.create(
-            path, f"refs/heads/{task_id}", {f"refs/heads/{base}": base_sha, f"refs/heads/{task_id}": start}
-        )
+        refs = {f"refs/heads/{base}": base_sha, f"refs/heads/{task_id}": start}
+        if not self._recycled(task_id, path, refs):
+            self.checkouts.create(path, f"refs/heads/{task_id}", refs)
+        self._remember(task_id, path)
         return path
+
+    def _recycled(self, task_id: str, path: Path, refs: dict[str, str]) -> bool:
+        """Whether a warm workspace was taken and brought to the task's start at ``path``."""
+        if self.warm is None or not self.warm.take(task_id, path).taken:
+            return False
+        try:
+            self.checkouts.recycle(path, self.warm.index_of(task_id), f"refs/heads/{task_id}", refs)
+        except (GitError, OSError) as exc:
+            # Whatever the earlier agent left that git cannot undo, a cold checkout replaces.
+            logger.warning("{}: a warm workspace could not be reused ({}); making it afresh", task_id, exc)
+            return False
+        return True
+
+    def _remember(self, task_id: str, path: Path) -> None:
+        """Save the index of files the runner just wrote, for recycling the workspace later."""
+        if self.warm is not None:
+            self.warm.remember(task_id, path)
 
     def bring_in(self, task_id: str) -> str | None:
         """Fetch the task branch of the agent's workspace into the runner's ref for the task.
@@ -331,6 +415,7 @@ class Workspaces:
         self.checkouts.create(
             path, f"refs/heads/{task_id}", {f"refs/heads/{base}": commit, f"refs/heads/{task_id}": commit}
         )
+        self._remember(task_id, path)
 
     def check_out(self, task_id: str, commit: str, attempt: int) -> Path:
         """A pristine checkout of exactly ``commit`` for one attempt at the task's checks."""
@@ -351,10 +436,17 @@ class Workspaces:
         return path
 
     def release(self, task_id: str) -> None:
-        """Remove the task's workspace, its check checkout and the runner's ref for it."""
+        """Remove the task's workspace (or keep it warm for a later task), its check checkout and
+        the runner's ref for it. Only once no run of the task is going."""
         path = self.layout.worktree(task_id)
-        self._drop_legacy(path)
-        remove_tree(path)
+        parked = False
+        if self.warm is not None:
+            # Only a checkout the runner made: never a linked worktree or a half-made one.
+            parked = self.checkouts.intact(path) and self.warm.park(task_id, path)
+            self.warm.forget(task_id)
+        if not parked:
+            self._drop_legacy(path)
+            remove_tree(path)
         remove_tree(self.layout.checks(task_id))
         self.git.delete_ref(task_ref(task_id))
 
