@@ -36,6 +36,11 @@ if hostile and not marker.exists():
         git("update-ref", "-d", "refs/heads/live", cwd=repo)
     elif hostile == "land-self":
         git("update-ref", "refs/heads/live", git("rev-parse", "HEAD"), cwd=repo)
+    elif hostile == "dirty":
+        with open(os.path.join(repo, "README.md"), "a") as readme:
+            readme.write("a person's edit, not committed\\n")
+    elif hostile == "amend":
+        git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q", "--amend", "-m", "gate, amended", cwd=repo)
     elif hostile == "notes":
         git("update-ref", "-d", "refs/notes/pipeline", cwd=repo)
     elif hostile == "rewrite":
@@ -190,7 +195,10 @@ def test_a_change_empty_only_on_a_failing_task_below_lands(tmp_path: Path) -> No
     "redeveloped for a person's reset; a cherry-pick needs `git merge-tree --merge-base` (git >= 2.40, "
     "this machine has 2.39) or an uncharged way back to development",
 )
-def test_a_person_moving_base_backwards_during_a_stack_rebuilds_it_on_the_older_tip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("act", ["reset", "amend"])
+def test_a_person_moving_base_backwards_or_force_pushing_during_a_stack_charges_no_task(
+    tmp_path: Path, act: str
+) -> None:
     s = hostile(tmp_path)
     gate_commit = git(s.repo, "rev-parse", "live")
     (s.repo / "extra.md").write_text("to be dropped\n")
@@ -199,12 +207,48 @@ def test_a_person_moving_base_backwards_during_a_stack_rebuilds_it_on_the_older_
     for title in ("one", "two", "three"):
         s.add(title)
     s.run_once_until_verified(3)
-    s.env["HOSTILE"] = f"reset:{gate_commit}"
+    s.env["HOSTILE"] = f"reset:{gate_commit}" if act == "reset" else "amend"
     s.run_once_until(all_done(3), limit=5)
-    assert s.base_log()[:4] == ["t-3: attempt 0", "t-2: attempt 0", "t-1: attempt 0", "gate"]
+    person = "gate" if act == "reset" else "gate, amended"
+    assert s.base_log()[:4] == ["t-3: attempt 0", "t-2: attempt 0", "t-1: attempt 0", person]
     assert_each_landed_once_on_checked_trees(s, tmp_path, ["t-1", "t-2", "t-3"])
     for task_id in ("t-1", "t-2", "t-3"):
         assert s.task(task_id)["patchset"] == 0
+
+
+def test_a_dirty_base_checkout_appearing_during_a_stack_holds_it_uncharged_until_cleaned(tmp_path: Path) -> None:
+    s = hostile(tmp_path)
+    for title in ("one", "two", "three"):
+        s.add(title)
+    s.run_once_until_verified(3)
+    s.env["HOSTILE"] = "dirty"
+    done = s.cli("run", "--once", timeout=60)
+    # Documented: `run --once` exits 3 only for needs help or a fault; a held integration is listed.
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "uncommitted changes (README.md)" in done.stdout + done.stderr
+    doc = s.status()
+    assert doc["verified"] == 3 and [h["id"] for h in doc["held_integrations"]] == ["t-1"]
+    assert "a person's edit" in (s.repo / "README.md").read_text()  # the person's edit is kept
+    for task_id in ("t-1", "t-2", "t-3"):
+        assert s.task(task_id)["patchset"] == 0
+        assert "failure" not in [r[0] for r in integrate_rows(s, task_id)]
+    git(s.repo, "checkout", "--", "README.md")
+    s.run_once_until(all_done(3), limit=5)
+    assert_each_landed_once_on_checked_trees(s, tmp_path, ["t-1", "t-2", "t-3"])
+    assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+def test_a_check_deleting_the_receipts_ref_mid_stack_does_not_stop_landing(tmp_path: Path) -> None:
+    s = hostile(tmp_path, window=1)
+    s.env["GATE_SLEEP"] = "0.2"
+    for title in ("one", "two", "three"):
+        s.add(title)
+    s.run_once_until_verified(3)
+    s.env["HOSTILE"] = "notes"
+    assert s.cli("run", "--once").returncode == 0
+    assert s.trailers() == ["t-3", "t-2", "t-1"]
+    assert notes_on_unlanded(s) == []
+    assert '"task": "t-3"' in git(s.repo, "notes", "--ref=refs/notes/pipeline", "show", "live")
 
 
 def test_a_person_deleting_base_during_a_stack_charges_no_task_and_the_run_ends(tmp_path: Path) -> None:
