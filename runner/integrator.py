@@ -34,6 +34,7 @@ from phases.integrate import (
 )
 from phases.verify import VerifyResult, VerifyStatus
 from runner import killpoints, receipts
+from runner.checkcache import CheckCache
 from runner.lifecycle import INTEGRATE_MOVES, Then
 from runner.logs import logger
 from runner.state import Phase, Runs, RunStatus, open_db
@@ -242,6 +243,7 @@ class Integrator:
             # What passed is not the candidate's tree (a formatter fixing files in place, a check
             # committing): the candidate itself was never shown to pass, so it does not land.
             summary = f"the integrate checks changed the candidate's checkout ({changed}); what passed is not the candidate"
+            CheckCache(db).forget_tree(self.p.git.tree_of(sha) or sha)  # those passes are not the tree's
             with log_path.open("a", encoding="utf-8") as log:
                 log.write(summary + "\n")
             return VerifyResult(VerifyStatus.FAIL, summary, phases=result.phases)

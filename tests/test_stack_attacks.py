@@ -404,3 +404,35 @@ def test_until_idle_and_the_daemon_drain_a_stack_and_end(tmp_path: Path) -> None
     assert doc["done"] == 5
     assert_each_landed_once_on_checked_trees(s, tmp_path, ["t-1", "t-2", "t-3", "t-4", "t-5"])
     assert not (s.root / "integration").exists() or list((s.root / "integration").iterdir()) == []
+
+
+@pytest.mark.parametrize("point", ["before-swap@2", "receipt-attached@2", "swapped@2"])
+def test_a_kill_then_a_persons_push_before_the_restart_lands_each_task_once(tmp_path: Path, point: str) -> None:
+    s = hostile(tmp_path)
+    s.env["GATE_SLEEP"] = "0.2"
+    for title in ("one", "two", "three"):
+        s.add(title)
+    s.run_once_until_verified(3)
+    s.run_once_until_killed(point, limit=3)
+    (s.repo / "person.md").write_text("a person's change\n")
+    git(s.repo, "add", "person.md")
+    git(s.repo, "commit", "-q", "-m", "A person's commit")
+    s.run_once_until(all_done(3), limit=10)
+    assert_each_landed_once_on_checked_trees(s, tmp_path, ["t-1", "t-2", "t-3"])
+    assert "A person's commit" in s.base_log()
+    assert notes_on_unlanded(s) == []
+    for task_id in ("t-1", "t-2", "t-3"):
+        assert s.task(task_id)["patchset"] == 0
+
+
+def test_a_pass_on_a_rewritten_checkout_is_not_reused_for_the_same_tree(tmp_path: Path) -> None:
+    s = hostile(tmp_path, window=1)
+    # Both attempts make the same tree: the second must not reuse the first's tainted pass.
+    s.plan({"t-1": [{"files": {"t1.txt": "one\n", "GATE_FAIL": "x"}}]})
+    s.add("one")
+    s.run_once_until_verified(1)
+    s.env["HOSTILE"] = "rewrite"
+    for _ in range(4):
+        assert s.cli("run", "--once").returncode in (0, 3)
+        assert subprocess.run(["git", "cat-file", "-e", "live:GATE_FAIL"], cwd=s.repo).returncode != 0
+    assert s.task("t-1")["status"] != "done"
