@@ -14,9 +14,10 @@ from tests.loop_helpers import Sample, all_done, make_sample, wait_for
 from tests.test_stack import gate_log, integrate_rows, side_by_side
 
 # The integrate-only gate of tests/test_stack.py, plus one hostile act, done once (HOSTILE):
-# reset:<sha> moves base back there, delete deletes base, land-self moves base to the candidate
-# being checked, notes deletes the receipts' notes ref, rewrite commits over the candidate's
-# checkout (its HEAD and files change under the check).
+# reset:<sha> moves base back there, amend rewrites base's tip (a force-push), delete deletes
+# base, dirty leaves an uncommitted edit in base's checkout, land-self moves base to the bottom
+# candidate being checked, notes deletes the receipts' notes ref, rewrite commits over the
+# candidate's checkout (its HEAD and files change under the check).
 HOSTILE_GATE_PY = """\
 import os, pathlib, subprocess, sys, time
 here = pathlib.Path.cwd()
@@ -28,7 +29,9 @@ with open(os.environ["GATE_LOG"], "a") as log:
 hostile = os.environ.get("HOSTILE", "")
 marker = pathlib.Path(os.environ["FAKE_STATE"]) / "hostile-done"
 repo = os.environ.get("REPO", "")
-if hostile and not marker.exists():
+# land-self acts in the bottom candidate only (base + t-1), whichever check starts first.
+bottom = (here / "t-1.txt").exists() and not (here / "t-2.txt").exists()
+if hostile and not marker.exists() and (hostile != "land-self" or bottom):
     marker.write_text("yes")
     if hostile.startswith("reset:"):
         git("reset", "-q", "--hard", hostile.split(":", 1)[1], cwd=repo)
