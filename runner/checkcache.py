@@ -96,9 +96,3 @@ class CheckCache:
                 "VALUES (?, ?, ?, ?, ?, 0, ?)",
                 (key, phase, tree, run_id, duration, now_iso()),
             )
-
-    def forget_tree(self, tree: str) -> None:
-        """Drop every pass recorded for ``tree``: a check changed its checkout, so what passed
-        there was not that tree and must not be reused for it."""
-        with self.db.write() as conn:
-            conn.execute("DELETE FROM check_results WHERE tree = ?", (tree,))

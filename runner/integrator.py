@@ -32,9 +32,8 @@ from phases.integrate import (
     land,
     refusal,
 )
-from phases.verify import VerifyResult, VerifyStatus
+from phases.verify import VerifyResult
 from runner import killpoints, receipts
-from runner.checkcache import CheckCache
 from runner.lifecycle import INTEGRATE_MOVES, Then
 from runner.logs import logger
 from runner.state import Phase, Runs, RunStatus, open_db
@@ -232,41 +231,13 @@ class Integrator:
         the worker's own connection for the phases' rows; the checkout is removed after."""
         db = open_db(self.p.config.state_db)
         try:
-            result = self.p.verifier.check_stage(
+            return self.p.verifier.check_stage(
                 db, "integrate", task, row, sha, lambda: self.p.workspaces.check_out_candidate(sha, row), log_path,
                 cancel, slots=self.slots,
             )  # fmt: skip
-            ran = result.status in (VerifyStatus.PASS, VerifyStatus.SKIP)
-            changed = self.checkout_changed(row, sha) if ran else None
-            if changed is None:
-                return result
-            # What passed is not the candidate's tree (a formatter fixing files in place, a check
-            # committing): the candidate itself was never shown to pass, so it does not land.
-            summary = f"the integrate checks changed the candidate's checkout ({changed}); what passed is not the candidate"
-            CheckCache(db).forget_tree(self.p.git.tree_of(sha) or sha)  # those passes are not the tree's
-            with log_path.open("a", encoding="utf-8") as log:
-                log.write(summary + "\n")
-            return VerifyResult(VerifyStatus.FAIL, summary, phases=result.phases)
         finally:
             db.close()
             remove_tree(self.p.layout.integration_attempt(row))
-
-    def checkout_changed(self, row: int, sha: str) -> str | None:
-        """How the checks changed the candidate's checkout (HEAD moved, tracked files differ from
-        ``sha``), or None. Untracked files (build output) are the checks' own. A checkout never
-        made (every phase reused from the cache) ran nothing."""
-        path = self.p.layout.integration_attempt(row)
-        if not path.exists():
-            return None
-        checkout = self.p.workspaces.checkouts.git_of(path)
-        head = checkout.run("rev-parse", "HEAD", check=False)
-        if not head.ok or head.output.strip() != sha:
-            return f"HEAD is {head.output.strip()[:12] or 'gone'}, not {sha[:12]}"
-        diff = checkout.run("diff", "--name-only", sha, check=False)
-        files = diff.output.split()
-        if not diff.ok:
-            return "its files could not be compared"
-        return f"changed files: {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}" if files else None
 
     def drop(self, start: int, reason: str) -> None:
         """Drop the candidates from ``start`` up (they are built on something that will not land):

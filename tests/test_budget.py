@@ -111,10 +111,13 @@ def test_cap_reached_starts_no_agent_until_the_next_day(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     done = s.cli("run", "--once")
-    assert done.returncode == 0, done.stdout + done.stderr
+    # t-2's agent starts; when it ends within this invocation its own 40 cents reach today's cap
+    # again (exit 3, paused anew), otherwise the run ends with nothing paused (exit 0).
+    assert done.returncode in (0, 3), done.stdout + done.stderr
     assert s.rows("SELECT task_id FROM pipeline_runs WHERE phase = 'dev' ORDER BY id") == [("t-1",), ("t-2",)]
-    assert not [f for f in s.status()["faults"] if f["area"] == "budget"]
-    assert events.read_text().splitlines() == ["paused budget", "resumed budget"]
+    paused = [f for f in s.status()["faults"] if f["area"] == "budget"]
+    assert bool(paused) == (done.returncode == 3)
+    assert events.read_text().splitlines()[:2] == ["paused budget", "resumed budget"]
 
 
 def test_only_what_ended_since_local_midnight_counts_and_no_cap_lifts_the_pause(tmp_path: Path) -> None:
