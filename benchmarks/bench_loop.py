@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import GIT_ENV, git
 from runner import registries
 from runner.config import load_config
 from runner.logs import setup_stderr
@@ -32,11 +32,6 @@ from runner.scheduler import Pipeline
 from runner.state import open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
 from runner.workspace import Layout
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-}  # fmt: skip
 
 # The agent: writes one file named for the task and commits it, then sleeps out the rest of its
 # duration, so that an agent asked to take 1 s lives 1 s from its process start, its interpreter's
@@ -57,10 +52,6 @@ subprocess.run(["git", "add", task + ".txt"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", task + "\\n\\nTask-Id: " + task], check=True)
 time.sleep(max(0.0, float(sys.argv[1]) - (time.clock_gettime(time.CLOCK_BOOTTIME) - start)))
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def make_repo(path: Path) -> Path:

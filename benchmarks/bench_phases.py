@@ -37,17 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import GIT_ENV, git
 from phases.checks import GraphRun, run_graph
 from phases.verify import VerifyStatus
 from runner import procs
 from runner.checkcache import CheckCache, cache_key
 from runner.config import PhaseConfig
 from runner.state import now_iso, open_db
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-}  # fmt: skip
 
 # The fake agent: writes one file named for the task and commits it with its Task-Id trailer.
 AGENT = """\
@@ -57,10 +53,6 @@ open(task + ".txt", "w").write(task + "\\n")
 subprocess.run(["git", "add", task + ".txt"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", task + "\\n\\nTask-Id: " + task], check=True)
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def spread(values: list[float], unit: str = "s", scale: float = 1.0, digits: int = 2) -> str:

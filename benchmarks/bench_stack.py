@@ -24,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-}  # fmt: skip
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import git
 
 # The fake agent: writes one file named for the task and commits it with its Task-Id trailer.
 AGENT = """\
@@ -44,11 +43,6 @@ SHIM = """#!/bin/sh
 printf '%s %s\\0' "$(basename "$0")" "$*" >> "$SHIM_LOG"
 exec {real} "$@"
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def make_repo(path: Path, tasks: int, seconds: float, concurrency: int, window: int) -> Path:

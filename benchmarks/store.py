@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import GIT_ENV
 from runner.state import Phase, Runs, RunStatus, open_db
 from runner.tasks import Author, BuiltinTaskStore, NewTask, TaskStatus
 
@@ -47,11 +48,6 @@ subprocess.run(["git", "add", f"{tid}.txt"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", f"Do {tid}"], check=True)
 """
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-}  # fmt: skip
 
 
 def make_repo(repo: Path) -> None:

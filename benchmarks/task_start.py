@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import GIT_ENV, git
 from runner import registries
 from runner.config import load_config
 from runner.logs import setup_stderr
@@ -30,20 +31,11 @@ from runner.state import open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
 from runner.workspace import Layout
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-}  # fmt: skip
-
 AGENT = """\
 import os, sys, time
 started = time.time()
 open(os.path.join(sys.argv[1], os.environ["PIPELINE_TASK_ID"]), "w").write(repr(started))
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def make_repo(path: Path, files: int) -> Path:

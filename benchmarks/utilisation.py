@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import GIT_ENV, git
 from runner import registries
 from runner.config import load_config
 from runner.logs import setup_stderr
@@ -31,11 +31,6 @@ from runner.scheduler import Pipeline
 from runner.state import open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
 from runner.workspace import Layout
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-}  # fmt: skip
 
 # Commits one file named for the task, then sleeps out the rest of its duration. No shell.
 AGENT = """\
@@ -47,10 +42,6 @@ subprocess.run(["git", "add", task + ".txt"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", task + "\\n\\nTask-Id: " + task], check=True)
 time.sleep(max(0.0, float(sys.argv[1]) - (time.time() - start)))
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def measure(work: Path, tasks: int, concurrency: int, seconds: float) -> dict[str, float]:

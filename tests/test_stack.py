@@ -24,8 +24,8 @@ sys.exit(1 if failed else 0)
 """
 
 
-def stacked(tmp_path: Path, window: int = 3, **config: object) -> Sample:
-    """A sample whose verify phase is the usual check and whose integrate phase is the gate."""
+def stacked(tmp_path: Path, window: int = 3, gate: str = GATE_PY, **config: object) -> Sample:
+    """A sample whose verify phase is the usual check and whose integrate phase is ``gate``."""
     s = make_sample(
         tmp_path, concurrency=3, integrate={"window": window},
         phases={
@@ -35,7 +35,7 @@ def stacked(tmp_path: Path, window: int = 3, **config: object) -> Sample:
         },
         **config,
     )  # fmt: skip
-    (s.repo / "gate.py").write_text(GATE_PY)
+    (s.repo / "gate.py").write_text(gate)
     git(s.repo, "add", "gate.py")
     git(s.repo, "commit", "-q", "-m", "gate")
     return s

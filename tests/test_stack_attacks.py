@@ -1,6 +1,6 @@
 """End to end: attacks on the integration stack. Kills at each point of a landing, conflicts and
 empty changes that only exist against the candidate below, people and checks moving base, the
-notes or the candidate's checkout, tasks changed from another process, odd windows and configs."""
+notes, tasks changed from another process, odd windows and configs."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import pytest
 
 from tests.conftest import git
 from tests.loop_helpers import Sample, all_done, make_sample, wait_for
-from tests.test_stack import gate_log, integrate_rows, side_by_side
+from tests.test_stack import gate_log, integrate_rows, side_by_side, stacked
 
 # The integrate-only gate of tests/test_stack.py, plus one hostile act, done once (HOSTILE):
 # reset:<sha> moves base back there, amend rewrites base's tip (a force-push), delete deletes
 # base, dirty leaves an uncommitted edit in base's checkout, land-self moves base to the bottom
-# candidate being checked, notes deletes the receipts' notes ref, rewrite commits over the
-# candidate's checkout (its HEAD and files change under the check).
+# candidate being checked, notes deletes the receipts' notes ref.
 HOSTILE_GATE_PY = """\
 import os, pathlib, subprocess, sys, time
 here = pathlib.Path.cwd()
@@ -46,11 +45,6 @@ if hostile and not marker.exists() and (hostile != "land-self" or bottom):
         git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q", "--amend", "-m", "gate, amended", cwd=repo)
     elif hostile == "notes":
         git("update-ref", "-d", "refs/notes/pipeline", cwd=repo)
-    elif hostile == "rewrite":
-        (here / "GATE_FAIL").unlink(missing_ok=True)
-        (here / "rewritten.txt").write_text("not the candidate\\n")
-        git("add", "-A")
-        git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q", "-m", "rewritten")
 time.sleep(float(os.environ.get("GATE_SLEEP", "0.5")))
 failed = (here / "GATE_FAIL").exists()
 with open(os.environ["GATE_LOG"], "a") as log:
@@ -61,18 +55,7 @@ sys.exit(1 if failed else 0)
 
 def hostile(tmp_path: Path, window: int = 3, **config: object) -> Sample:
     """A sample whose integrate phase is the hostile gate."""
-    s = make_sample(
-        tmp_path, concurrency=3, integrate={"window": window},
-        phases={
-            "verify": {"run": [["python3", "check.py"]], "on": ["verify"]},
-            "gate": {"run": [["python3", "gate.py"]], "on": ["integrate"],
-                     "env": {"GATE_LOG": str(tmp_path / "gate.log")}},
-        },
-        **config,
-    )  # fmt: skip
-    (s.repo / "gate.py").write_text(HOSTILE_GATE_PY)
-    git(s.repo, "add", "gate.py")
-    git(s.repo, "commit", "-q", "-m", "gate")
+    s = stacked(tmp_path, window, HOSTILE_GATE_PY, **config)
     s.env["REPO"] = str(s.repo)
     return s
 
