@@ -11,6 +11,8 @@ import difflib
 import os
 import re
 import shlex
+import types
+import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -66,8 +69,36 @@ def _split_words(value: str, what: str) -> list[str]:
         ) from None
 
 
+def _wants_number(annotation: Any) -> bool:
+    """Whether a field's type is a number (int or float, maybe optional)."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_wants_number(a) for a in typing.get_args(annotation) if a is not type(None))
+    return False
+
+
+def _no_boolean_numbers(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """YAML's true/false is not a number: pydantic would read `concurrency: true` as 1."""
+    if info.field_name is None:
+        return value
+    annotation = model.model_fields[info.field_name].annotation
+    if typing.get_origin(annotation) is list and isinstance(value, list):
+        annotation, items = typing.get_args(annotation)[0], value  # skip_exit_codes: [true]
+    else:
+        items = [value]
+    if _wants_number(annotation) and any(isinstance(item, bool) for item in items):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return _no_boolean_numbers(cls, value, info)
 
 
 class Limits(_Strict):
@@ -385,6 +416,11 @@ class PipelineConfig(BaseSettings):
         description="promote a task no check ran on (no recipe applied, or a skip code ended them "
         "before any passed); false: such a task goes to needs_help",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return _no_boolean_numbers(cls, value, info)
 
     @field_validator("phases", mode="before")
     @classmethod

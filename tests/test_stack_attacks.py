@@ -344,16 +344,18 @@ def test_a_bad_window_is_an_error_naming_the_key_and_file(tmp_path: Path, value:
     assert "integrate.window" in done.stderr and str(s.repo / "pipeline.yaml") in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="YAML `true` is taken as the integer 1 (pydantic's lax mode for every int key of the "
-    "config, not only this one); a project-wide choice in runner/config.py",
-)
-def test_a_boolean_window_is_an_error_naming_the_key_and_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["integrate:\n  window: true", "concurrency: false", "interval: true",
+                                 "limits:\n  max_retries: true"])
+def test_a_boolean_number_is_an_error_naming_the_key_and_file(tmp_path: Path, key: str) -> None:
+    # YAML's true would otherwise be read as 1 (a window of one, a retry limit of one).
     s = make_sample(tmp_path)
-    (s.repo / "pipeline.yaml").write_text((s.repo / "pipeline.yaml").read_text() + "integrate:\n  window: true\n")
+    text = (s.repo / "pipeline.yaml").read_text()
+    (s.repo / "pipeline.yaml").write_text(text + key + "\n")
     done = s.cli("status")
-    assert done.returncode == 1 and "integrate.window" in done.stderr
+    name = key.replace(":\n  ", ".").split(":")[0]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"key '{name}'" in done.stderr and "not true or false" in done.stderr
+    assert "pipeline.yaml" in done.stderr
 
 
 def test_until_idle_and_the_daemon_drain_a_stack_and_end(tmp_path: Path) -> None:
