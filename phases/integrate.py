@@ -40,6 +40,7 @@ class IntegrateStatus(enum.StrEnum):
     STOPPED = "stopped"  # a person changed the task while it was being integrated
     FAULT = "fault"  # a check could not start (a missing program): the machine's fault
     UNCHECKED = "unchecked"  # no integrate recipe ran and passed, and the config does not allow that
+    STALE = "stale"  # made on a base a person has since rewritten (reset, force-push): not the task's
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple
     without any checkout, carrying the task's ``Task-Id`` trailer. Returns (INTEGRATED, its sha),
     or (CONFLICT, git's account of the conflict), or (EMPTY, "")."""
     merged = git.merge_onto(old, commit)
+    if merged.status is PickStatus.STALE:
+        return IntegrateStatus.STALE, merged.output
     if merged.status is PickStatus.CONFLICT:
         return IntegrateStatus.CONFLICT, merged.output.strip()[-3000:]
     if merged.status is PickStatus.EMPTY:
@@ -156,6 +159,13 @@ def build(
     """``commit``'s change on ``parent`` as a candidate, or why it cannot be one (a conflict, an
     empty change, a secret it would put on base)."""
     status, sha = candidate_for(git, parent, commit, task_id)
+    if status is IntegrateStatus.STALE:
+        return IntegrateResult(
+            IntegrateStatus.STALE,
+            f"{base} was rewritten (reset or force-pushed) under the task's commit: {sha}; developed again on "
+            f"its new tip ({parent[:12]}), not charged",
+            parent,
+        )
     if status is IntegrateStatus.CONFLICT:
         return IntegrateResult(
             IntegrateStatus.CONFLICT, f"applying {commit[:12]} onto {base} ({parent[:12]}) conflicts:\n{sha}", parent

@@ -55,6 +55,7 @@ class PickStatus(enum.StrEnum):
     PICKED = "picked"
     CONFLICT = "conflict"
     EMPTY = "empty"  # the change is already on the target
+    STALE = "stale"  # the commit's parent is not in the target's history (it was rewritten)
 
 
 @dataclass(frozen=True)
@@ -197,12 +198,12 @@ class Git:
 
         With ``commit``'s parent an ancestor of ``onto`` (verify checked the task is one commit
         over base, and base only moves forward) the merge base is that parent, so this is exactly
-        a cherry-pick. A parent that is no longer in base's history (base was rewritten) is
-        reported as a conflict: the task is redeveloped on the new base.
+        a cherry-pick. A parent that is no longer in base's history (a person rewrote base) is
+        reported as stale: merging would bring back what the rewrite took out.
         """
         parent = self.rev(f"{commit}^")
         if parent is None or not self.is_ancestor(parent, onto):
-            return MergeResult(PickStatus.CONFLICT, None, f"{commit[:12]}'s parent is not in the history of {onto[:12]}")
+            return MergeResult(PickStatus.STALE, None, f"{commit[:12]}'s parent is not in the history of {onto[:12]}")
         result = self.run("merge-tree", "--write-tree", "--name-only", onto, commit, check=False)
         lines = result.output.strip().splitlines()
         if result.exit_code == 1:

@@ -382,6 +382,7 @@ class Integrator:
             IntegrateStatus.CONFLICT: "integration conflict, redeveloping on the new base",
             IntegrateStatus.CHECKS_FAILED: "post-integration checks failed, redeveloping on the new base",
             IntegrateStatus.EMPTY: "the commit is empty on the new base, redeveloping",
+            IntegrateStatus.STALE: "base was rewritten under it, redeveloping on the new base (not charged)",
             IntegrateStatus.UNCHECKED: "needs help: no integrate check ran on it, so base was not moved. "
             "Configure phases that apply at integration or set allow_unchecked: true, then "
             f"`pipeline-runner task set-status {task_id} open`. Why",

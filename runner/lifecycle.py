@@ -160,6 +160,7 @@ class Then(enum.StrEnum):
     KEEP = "keep"  # stays where it is (the step is done again once its fault clears)
     PROMOTE = "promote"  # in progress -> verified, verified -> done
     RETRY = "retry"  # a failure charged to the task: open, or needs help at a limit
+    REDEVELOP = "redevelop"  # back to open on a new base, nothing charged (a person rewrote base)
     NEEDS_HELP = "needs_help"  # not the task's failure, but only a person can change it
     # A verification in which no check ran: promoted only when the config allows unchecked work.
     PROMOTE_IF_ALLOWED = "promote_if_allowed"
@@ -188,6 +189,7 @@ INTEGRATE_MOVES: dict[IntegrateStatus, Move] = {
     IntegrateStatus.CHECKS_FAILED: Move(RunStatus.FAILURE, Then.RETRY, new_patchset=True),
     IntegrateStatus.EMPTY: Move(RunStatus.FAILURE, Then.RETRY, new_patchset=True),
     IntegrateStatus.UNCHECKED: Move(RunStatus.SKIPPED, Then.NEEDS_HELP),
+    IntegrateStatus.STALE: Move(RunStatus.CANCELLED, Then.REDEVELOP, new_patchset=True),
     IntegrateStatus.FAULT: Move(RunStatus.CANCELLED, Then.KEEP),
     IntegrateStatus.REFUSED: Move(RunStatus.CANCELLED, Then.KEEP),  # held for a person
     IntegrateStatus.STOPPED: Move(RunStatus.CANCELLED, Then.KEEP),  # a person moved the task
@@ -204,6 +206,8 @@ def resolve(then: Then, current: TaskStatus, *, limit_reached: bool, allow_unche
         return {IN_PROGRESS: VERIFIED, VERIFIED: DONE}.get(current, current)
     if then is Then.NEEDS_HELP:
         return NEEDS_HELP
+    if then is Then.REDEVELOP:
+        return OPEN
     return NEEDS_HELP if limit_reached else OPEN
 
 
