@@ -37,22 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import GIT_ENV, git
+from benchmarks.common import AGENT, GIT_ENV, git
 from phases.checks import GraphRun, run_graph
 from phases.verify import VerifyStatus
 from runner import procs
 from runner.checkcache import CheckCache, cache_key
 from runner.config import PhaseConfig
 from runner.state import now_iso, open_db
-
-# The fake agent: writes one file named for the task and commits it with its Task-Id trailer.
-AGENT = """\
-import os, subprocess
-task = os.environ["PIPELINE_TASK_ID"]
-open(task + ".txt", "w").write(task + "\\n")
-subprocess.run(["git", "add", task + ".txt"], check=True)
-subprocess.run(["git", "commit", "-q", "-m", task + "\\n\\nTask-Id: " + task], check=True)
-"""
 
 
 def spread(values: list[float], unit: str = "s", scale: float = 1.0, digits: int = 2) -> str:

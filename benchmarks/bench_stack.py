@@ -26,16 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import git
-
-# The fake agent: writes one file named for the task and commits it with its Task-Id trailer.
-AGENT = """\
-import os, subprocess
-task = os.environ["PIPELINE_TASK_ID"]
-open(task + ".txt", "w").write(task + "\\n")
-subprocess.run(["git", "add", task + ".txt"], check=True)
-subprocess.run(["git", "commit", "-q", "-m", task + "\\n\\nTask-Id: " + task], check=True)
-"""
+from benchmarks.common import AGENT, git
 
 # A shim for a program: logs its argv to $SHIM_LOG (a NUL after each: arguments hold newlines),
 # then runs the real one.

@@ -13,6 +13,15 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
 }  # fmt: skip
 
+# The fake agent: writes one file named for the task and commits it with its Task-Id trailer.
+AGENT = """\
+import os, subprocess
+task = os.environ["PIPELINE_TASK_ID"]
+open(task + ".txt", "w").write(task + "\\n")
+subprocess.run(["git", "add", task + ".txt"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", task + "\\n\\nTask-Id: " + task], check=True)
+"""
+
 
 def git(cwd: Path, *args: str) -> str:
     """Run git in ``cwd`` with the benchmarks' identity; its output, stripped."""
