@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,9 +94,11 @@ class Integrator:
 
     def integrate_step(self, verified: list[Task]) -> bool:
         """Land the candidates at the bottom of the stack that passed, reject one that failed,
-        then fill the stack up to the window with the next verified tasks in queue order."""
+        then fill the stack up to the window with the next verified tasks in queue order. Nothing
+        new is stacked while the cycle's preflight holds work (a red base, a missing program): its
+        checks would fail for base's fault and be charged to the task."""
         acted = self.collect_integration()
-        if not self.may_move() or time.time() < self.integrate_paused_until:
+        if not self.p.ready_to_start or not self.may_move() or time.time() < self.integrate_paused_until:
             return acted
         if acted:  # `verified` predates these outcomes
             verified = self.p.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
@@ -148,7 +150,7 @@ class Integrator:
                 continue
             bottom = self.stack[0]
             if not bottom.future.done():
-                wait([bottom.future], return_when=FIRST_COMPLETED)
+                wait([bottom.future])
             elif not acted:
                 return  # its result waits on a fault (a lock, a person's push held): not now
 

@@ -209,7 +209,7 @@ class Pipeline:
         # Agents that ended are replaced before this cycle's integration work and again after it,
         # so that no slot stays empty while the loop thread lands tasks.
         acted = self.refill()
-        acted |= self.integrator.integrate_step(verified) if self.ready_to_start else self.integrator.collect_integration()
+        acted |= self.integrator.integrate_step(verified)
         acted |= self.verifier.collect_verifies()
         acted |= self.refill()
         self.announcer.flush()

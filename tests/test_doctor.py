@@ -284,6 +284,25 @@ def test_red_base_starts_no_agent_until_fixed_then_the_queue_resumes_with_nothin
     assert s.status()["faults"] == []
 
 
+def test_a_verified_task_is_not_integrated_by_run_once_while_base_is_red(tmp_path: Path) -> None:
+    # The end of `run --once` lands what is ready: not onto a red base, where its checks would
+    # fail for base's fault and be charged to the task.
+    s = make_sample(tmp_path)
+    s.add("A")
+    s.run_once_until_verified()
+    (s.repo / "base.txt").write_text("BAD\n")
+    git(s.repo, "add", "base.txt")
+    git(s.repo, "commit", "-q", "-m", "base goes red")
+    done = s.cli("run", "--once")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert s.task("t-1")["status"] == "verified" and s.task("t-1")["patchset"] == 0
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE phase = 'integrate'") == [(0,)]
+    git(s.repo, "rm", "-q", "base.txt")
+    git(s.repo, "commit", "-q", "-m", "base green again")
+    s.run_once_until(all_done(1))
+    assert s.task("t-1")["patchset"] == 0  # landed on its first attempt, nothing charged
+
+
 def test_a_missing_recipe_program_is_named_and_pauses_agents_until_installed(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
