@@ -58,7 +58,7 @@ from runner.notify import Announcer, Notifier
 from runner.preflight import ENVIRONMENT, RED_BASE, Preflight
 from runner.redact import agent_secrets
 from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
-from runner.status import held_integration, limits_of, task_gate
+from runner.status import held_integration, limits_of, task_gate, waiting_to_land
 from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.verifier import Verifier
@@ -475,7 +475,8 @@ class Pipeline:
         if slots <= 0 or not self.ready_to_start or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
             return False
         # Verified work piling up for the integrator only ties up workspaces: no agent adds to it.
-        if integration_bottleneck(self.waiting_to_land(), self.config.max_waiting) is not None:
+        verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+        if integration_bottleneck(waiting_to_land(self.runs, verified, self.config.max_waiting), self.config.max_waiting):
             return False
         acted = False
         starting: list[Task] = []
@@ -510,13 +511,6 @@ class Pipeline:
                 self.start_dev(prepared[done], done.result())
                 acted = True
         return acted
-
-    def waiting_to_land(self) -> int:
-        """Verified tasks waiting for the integrator (not those held for a person)."""
-        verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
-        if len(verified) < self.config.max_waiting:
-            return len(verified)  # under the limit even with every one counted: no run read
-        return sum(1 for t in verified if held_integration(self.runs, t.id) is None)
 
     def prepare_workspace(self, task: Task) -> Prepared | ProcessError | OSError:
         """The task's workspace and its task branch's commit, or the error that prevented them.

@@ -34,6 +34,15 @@ REBUILT = "rebuilt: "
 NOT_HELD = (REBUILT, "runner stopped")
 
 
+def waiting_to_land(runs: Runs, verified: list[Task], limit: int) -> int:
+    """How many of the ``verified`` tasks wait for the integrator (those held for a person do
+    not); the loop and `status` count alike. Under ``limit`` even with every one counted, no run
+    is read."""
+    if len(verified) < limit:
+        return len(verified)
+    return sum(1 for t in verified if held_integration(runs, t.id) is None)
+
+
 def held_integration(runs: Runs, task_id: str) -> RunRecord | None:
     """The refused integration holding a verified task back, if its last integration was refused.
 
@@ -269,10 +278,8 @@ def queue(
     Reads the tasks that are not done and the status of what they depend on: the history of done
     tasks costs nothing here."""
     every, statuses = store.unfinished()
-    # Counted as the loop counts them (Pipeline.waiting_to_land): held ones wait for a person.
-    waiting_to_land = sum(
-        1 for t in every if t.status is TaskStatus.VERIFIED and held_integration(runs, t.id) is None
-    ) if max_waiting is not None else 0
+    verified = [t for t in every if t.status is TaskStatus.VERIFIED]
+    landing = waiting_to_land(runs, verified, max_waiting) if max_waiting is not None else 0
     dependencies = {t.id: t.dependencies for t in every}
     retry_at = {f["area"]: parse_iso(f["retry_at"]).timestamp() for f in faults}
     entries = []
@@ -285,7 +292,7 @@ def queue(
                 agent_committed=status is TaskStatus.IN_PROGRESS and _committed(runs, task.id),
             )  # fmt: skip
             reason = why(
-                item, statuses, dependencies, retry_at, now, waiting_to_land=waiting_to_land, max_waiting=max_waiting
+                item, statuses, dependencies, retry_at, now, waiting_to_land=landing, max_waiting=max_waiting
             )
             entries.append(
                 {"id": task.id, "title": task.title, "status": task.status.value, "priority": task.priority_name,
