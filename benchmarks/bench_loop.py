@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import GIT_ENV, git
 from runner import registries
 from runner.config import load_config
+from runner.layout import Layout
 from runner.logs import setup_stderr
 from runner.scheduler import Pipeline
 from runner.state import open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
-from runner.workspace import Layout
 
 # The agent: writes one file named for the task and commits it, then sleeps out the rest of its
 # duration, so that an agent asked to take 1 s lives 1 s from its process start, its interpreter's

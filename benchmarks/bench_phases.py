@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import AGENT, GIT_ENV, git
 from phases.checks import GraphRun, run_graph
-from phases.verify import VerifyStatus
+from phases.outcomes import VerifyStatus
 from runner import procs
 from runner.checkcache import CheckCache, cache_key
 from runner.config import PhaseConfig

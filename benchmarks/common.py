@@ -27,3 +27,12 @@ def git(cwd: Path, *args: str) -> str:
     """Run git in ``cwd`` with the benchmarks' identity; its output, stripped."""
     env = {**os.environ, **GIT_ENV}
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment of a timed `pipeline-runner` process: as on any machine, bytecode caches
+    allowed (PYTHONDONTWRITEBYTECODE would compile every module on every start) and no
+    ``PIPELINE_*`` variable of the person running the benchmark."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("PIPELINE_")}
+    env.update(GIT_ENV, **extra)
+    return env

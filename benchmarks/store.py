@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import GIT_ENV
+from benchmarks.common import GIT_ENV, command_env
 from runner.state import Phase, Runs, RunStatus, open_db
 from runner.tasks import Author, BuiltinTaskStore, NewTask, TaskStatus
 
@@ -122,7 +122,7 @@ def cli(repo: Path, *args: str) -> float:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "runner", "-c", "pipeline.yaml", *args], cwd=repo, capture_output=True,
-        text=True, env={**os.environ, **GIT_ENV},
+        text=True, env=command_env(XDG_CACHE_HOME=str(repo) + ".cache"),
     )  # fmt: skip
     took = time.perf_counter() - started
     if done.returncode != 0:

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import GIT_ENV, git
 from runner import registries
 from runner.config import load_config
+from runner.layout import Layout
 from runner.logs import setup_stderr
 from runner.scheduler import Pipeline
 from runner.state import open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
-from runner.workspace import Layout
 
 # Commits one file named for the task, then sleeps out the rest of its duration. No shell.
 AGENT = """\

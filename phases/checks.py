@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from phases.verify import RecipeRun, VerifyResult, VerifyStatus, run_recipes
+from phases.outcomes import NOT_RUN_MARK, VerifyStatus
+from phases.verify import RecipeRun, VerifyResult, run_recipes
 from runner import graph
 from runner.checkcache import CachedPass, CheckCache, cache_key
 from runner.config import PhaseConfig, recipe_argv
@@ -43,11 +44,6 @@ class PhaseState(enum.StrEnum):
 
 
 PASSING = frozenset({PhaseState.PASSED, PhaseState.CACHED, PhaseState.SKIPPED})
-
-# How the summary of a phase that did not run begins; its row is cancelled, as one the runner
-# stopped is, and reports tell the two apart by it.
-NOT_RUN_MARK = "not run: "
-
 
 @dataclass(frozen=True)
 class PhaseOutcome:

@@ -9,7 +9,6 @@ overwriting theirs.
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import tenacity
 
-from phases.verify import VerifyResult, VerifyStatus, counts_as_passed
+from phases.outcomes import IntegrateStatus, VerifyStatus
+from phases.verify import VerifyResult, counts_as_passed
 from runner import killpoints
 from runner.errors import GitError
 from runner.git import Git, PickStatus
@@ -27,20 +27,6 @@ from runner.logs import logger
 
 TRAILER = "Task-Id"
 RECEIPTS = "refs/notes/pipeline"  # the notes ref every landed commit's receipt is kept under
-
-
-class IntegrateStatus(enum.StrEnum):
-    """How an integration attempt ended."""
-
-    INTEGRATED = "integrated"
-    CONFLICT = "conflict"
-    CHECKS_FAILED = "checks_failed"
-    EMPTY = "empty"  # the commit changes nothing on the current base
-    REFUSED = "refused"  # not the task's fault: base checked out and dirty, or base keeps moving
-    STOPPED = "stopped"  # a person changed the task while it was being integrated
-    FAULT = "fault"  # a check could not start (a missing program): the machine's fault
-    UNCHECKED = "unchecked"  # no integrate recipe ran and passed, and the config does not allow that
-    STALE = "stale"  # made on a base a person has since rewritten (reset, force-push): not the task's
 
 
 @dataclass(frozen=True)

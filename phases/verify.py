@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from phases.outcomes import VerifyStatus
 from runner import procs
 from runner.config import PhaseConfig, Recipe, recipe_argv
 from runner.errors import GitError
@@ -23,22 +23,6 @@ if TYPE_CHECKING:
 FEEDBACK_TAIL_CHARS = 4000
 # The summary of recipes ended because the task was cancelled (its outcome is then discarded).
 STOPPED = "stopped: the task was cancelled"
-
-
-class VerifyStatus(enum.StrEnum):
-    """How verification ended."""
-
-    PASS = "pass"  # every recipe that applied ran and exited 0, and at least one did
-    # A recipe exited with one of skip_exit_codes after at least one had passed: the rest do not
-    # apply. The run is a skip, not a success, but what ran did pass.
-    SKIP = "skip"
-    # Nothing failed, but no recipe ran and exited 0: none configured, none applied to the task
-    # (it lacks a value such as {namespace}), or a skip code ended them before any passed.
-    UNCHECKED = "unchecked"
-    FAIL = "fail"
-    # A recipe could not be started at all (its program is missing, the disk is full): a fault of
-    # the machine, not of the commit under check.
-    FAULT = "fault"
 
 
 @dataclass(frozen=True)

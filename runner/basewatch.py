@@ -15,10 +15,10 @@ from phases.integrate import TRAILER, CheckoutLag, base_checkout, follow
 from runner.errors import GitError
 from runner.faults import FaultBoard
 from runner.git import Git
+from runner.layout import Layout
 from runner.logs import logger
 from runner.state import Runs
 from runner.tasks import BuiltinTaskStore
-from runner.workspace import Layout
 
 STALE_LOCK_SECONDS = 2.0
 

@@ -7,7 +7,6 @@ files, so the pass is reused instead of run. Only passes are kept: a failure is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,8 @@ def cache_key(
     tree: str, phase: str, argvs: Sequence[Sequence[str]], env: Mapping[str, str], on: Sequence[str]
 ) -> str:
     """The content key of one phase's check of ``tree``: equal keys mean the same check of the same files."""
+    import hashlib  # here: `status` reads this module, and hashlib (OpenSSL) is a noticeable part of its start-up
+
     material = json.dumps(
         {"tree": tree, "phase": phase, "recipes": [list(a) for a in argvs], "env": dict(sorted(env.items())),
          "on": sorted(on)},

@@ -12,15 +12,17 @@ from typing import Any, TextIO
 
 from phases.checks import GraphRun, PhaseOutcome, run_graph
 from phases.integrate import RECEIPTS
-from phases.verify import VerifyResult, VerifyStatus
+from phases.outcomes import VerifyStatus
+from phases.verify import VerifyResult
 from runner import graph, receipts
 from runner.checkcache import CheckCache
 from runner.config import PipelineConfig, recipe_argv
 from runner.errors import PipelineError
 from runner.git import Git
+from runner.layout import Layout
 from runner.procs import pid_alive
 from runner.state import open_db
-from runner.workspace import Layout, Workspaces, remove_tree
+from runner.workspace import Workspaces, remove_tree
 
 
 def graph_document(config: PipelineConfig) -> dict[str, Any]:

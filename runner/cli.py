@@ -9,14 +9,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner import __version__, registries
-from runner.config import FLAG_KEYS, LoadedConfig, find_config_file, load_config
+from runner import __version__
+from runner.configfile import find_config_file
+from runner.configsnap import ReadConfig, read_snapshot, write_snapshot
 from runner.crash import CRASH_LOG, report_bug, silence_stdout, stdout_closed
 from runner.errors import PipelineError, TaskError
 from runner.faults import read_faults, write_faults
 from runner.globalopts import add_global_options, global_options_after_command, merge_global_options
+from runner.layout import Layout
 from runner.logs import add_file_sink, logger, setup_stderr
 from runner.redact import agent_secrets, register_values
 from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
@@ -35,7 +37,9 @@ from runner.tasks import (
     tasks_from_records,
 )
 from runner.waking import nudge
-from runner.workspace import Layout
+
+if TYPE_CHECKING:
+    from runner.config import LoadedConfig
 
 
 class Exit(enum.IntEnum):
@@ -307,6 +311,10 @@ def _statuses(value: str) -> list[TaskStatus]:
 
 
 def _load(args: argparse.Namespace, *, with_flags: bool = False) -> LoadedConfig:
+    """The configuration, loaded and validated in full (and kept for read-only commands)."""
+    from runner import registries
+    from runner.config import FLAG_KEYS, load_config
+
     flags = {name: getattr(args, name, None) for name in FLAG_KEYS} if with_flags else None
     loaded = load_config(find_config_file(args.config), flags, registries.names())
     CRASH_LOG.root = loaded.config.root
@@ -314,19 +322,31 @@ def _load(args: argparse.Namespace, *, with_flags: bool = False) -> LoadedConfig
         print(f"warning: {warning}", file=sys.stderr)
     # Secrets configured only in agent.env are masked in whatever this command writes, too.
     register_values(agent_secrets(loaded.config.agent.env, os.environ).values())
+    if not with_flags:
+        write_snapshot(loaded)
     return loaded
 
 
-def _store(loaded: LoadedConfig, *, create: bool) -> BuiltinTaskStore | None:
-    path = loaded.config.state_db
+def _read(args: argparse.Namespace) -> ReadConfig:
+    """What a command that only reads the state needs of the configuration: from the snapshot of
+    the last full load while it still holds (runner.configsnap), else from a full load."""
+    kept = read_snapshot(find_config_file(args.config))
+    if kept is None:
+        return ReadConfig.of(_load(args))
+    CRASH_LOG.root = kept.root
+    register_values(agent_secrets(kept.agent_env, os.environ).values())
+    return kept
+
+
+def _store(config: ReadConfig | LoadedConfig, *, create: bool) -> BuiltinTaskStore | None:
+    read = config if isinstance(config, ReadConfig) else ReadConfig.of(config)
+    path = read.state_db
     if not create and not path.exists():
         return None
     if create:
-        Layout(loaded.config.root).ensure()  # ignored by git from the first file it holds
-        add_file_sink(loaded.config.root)
-    return open_task_source(
-        loaded.config.tasks.source, open_db(path, create=create, lock_wait=COMMAND_LOCK_WAIT_SECONDS)
-    )
+        Layout(read.root).ensure()  # ignored by git from the first file it holds
+        add_file_sink(read.root)
+    return open_task_source(read.task_source, open_db(path, create=create, lock_wait=COMMAND_LOCK_WAIT_SECONDS))
 
 
 def _print_json(data: Any) -> None:
@@ -386,12 +406,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`, `status --watch`, `top`."""
-    from runner.status import build_status, limits_of
+    from runner.status import build_status
     from runner.watch import status_command
 
-    config = _load(args).config
+    config = _read(args)
     return status_command(
-        lambda: build_status(config.root, config.base, limits_of(config), max_waiting=config.max_waiting),
+        lambda: build_status(config.root, config.base, config.limits, max_waiting=config.max_waiting),
         as_json=args.json,
         watching=args.watch or args.command == "top", interval=args.interval, no_color=args.no_color,
         out=sys.stdout, env=dict(os.environ),
@@ -404,8 +424,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from runner.tasklogs import show_logs
 
     check_task_id(args.task)  # refused before any file is read or made
-    config = _load(args).config
-    return show_logs(config.root, args.task, run_id=args.run, follow=args.follow)
+    return show_logs(_read(args).root, args.task, run_id=args.run, follow=args.follow)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -413,7 +432,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from runner.report import load_report, render_text, report_json
     from runner.report_html import write_html
 
-    report = load_report(_load(args).config.root, args.since)
+    report = load_report(_read(args).root, args.since)
     if args.html is not None:
         write_html(report, args.html)
     if args.json:
@@ -441,7 +460,7 @@ def cmd_phases(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`check`: the graph on a rev, in a pristine checkout, with the pipeline's cache."""
-    from phases.verify import VerifyStatus
+    from phases.outcomes import VerifyStatus
     from runner.checkcmd import CheckRun, check
 
     config = _load(args).config
@@ -591,7 +610,7 @@ def cmd_task_list(args: argparse.Namespace) -> int:
     limit = None if args.all or (args.json and args.limit is None) else (args.limit or DEFAULT_LIMIT)
     statuses = {s for group in args.status or [] for s in group}
     listing = Listing(statuses, args.parent, limit, args.offset, args.json)
-    list_tasks(_store(_load(args), create=False), listing, sys.stdout, sys.stderr)
+    list_tasks(_store(_read(args), create=False), listing, sys.stdout, sys.stderr)
     return Exit.OK
 
 
@@ -602,7 +621,7 @@ def cmd_task_show(args: argparse.Namespace) -> int:
     from runner.state import Runs
 
     check_task_id(args.id)
-    store = _store(_load(args), create=False)
+    store = _store(_read(args), create=False)
     if store is None:
         raise PipelineError(f"No task with id {args.id!r} (no pipeline state yet).")
     task = store.get(args.id)

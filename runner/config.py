@@ -31,13 +31,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runner import graph
+from runner.configfile import ENV_PREFIX, git_toplevel
 from runner.envvars import read_env, unknown_env_variables
 from runner.errors import ConfigError
 from runner.templates import placeholders
 
-ENV_PREFIX = "PIPELINE_"
 ENV_DELIMITER = "__"
-DEFAULT_CONFIG_NAME = "pipeline.yaml"
 # The default root, in the repository's top directory. Git never lists it (the root writes a `*`
 # .gitignore into itself from the first command), test runners skip it (pytest skips dot
 # directories, unittest discovery needs packages, `go test ./...` skips dot directories), and
@@ -669,37 +668,6 @@ def _env_layer() -> tuple[dict[str, Any], dict[str, Origin]]:
     return data, origins
 
 
-def _git_toplevel(start: Path) -> Path | None:
-    probe = start.resolve()
-    for candidate in (probe, *probe.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return None
-
-
-def find_config_file(explicit: str | None, start: Path | None = None) -> Path | None:
-    """The config file to read: the one given with -c (which must exist), else the nearest
-    pipeline.yaml from ``start`` (default: the current directory) up to the top of its git
-    repository, as git, tox and pre-commit find theirs; None when there is none."""
-    if explicit is not None:
-        path = Path(explicit)
-        if path.is_dir():
-            raise ConfigError(f"{path} (given with -c) is a directory: give the YAML file, such as {path / DEFAULT_CONFIG_NAME}.")
-        if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist (given with -c).")
-        return path
-    here = (start or Path.cwd()).resolve()
-    top = _git_toplevel(here)
-    for folder in (here, *here.parents):
-        candidate = folder / DEFAULT_CONFIG_NAME
-        if candidate.is_file():
-            # Relative when it is the current directory's own, as before, so messages stay short.
-            return Path(DEFAULT_CONFIG_NAME) if folder == here and start is None else candidate
-        if top is None or folder == top:
-            break
-    return None
-
-
 def load_config(
     config_file: Path | None,
     flags: Mapping[str, Any] | None = None,
@@ -781,7 +749,7 @@ def _resolve_paths(
         repo = config.repo if config.repo.is_absolute() else Path.cwd() / config.repo
     else:
         start = config_file.parent if config_file is not None else Path.cwd()
-        repo = _git_toplevel(start) or start.resolve()
+        repo = git_toplevel(start) or start.resolve()
     repo = repo.resolve()
     git_dir = _git_dir(repo)
     if "root" not in origins:

@@ -12,9 +12,7 @@ import contextlib
 import os
 import select
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +30,8 @@ class CrashLog:
 
     def directory(self) -> Path:
         """ROOT/logs/crashes when the root exists, else a folder in the system's temporary directory."""
+        import tempfile  # here, as traceback below: only a crash needs them, not every start-up
+
         # The root is never created just to hold a crash: a bug before it exists goes to /tmp.
         if self.root is not None and self.root.is_dir():
             return self.root / "logs" / CRASH_DIR_NAME
@@ -39,6 +39,9 @@ class CrashLog:
 
     def write(self, exc: BaseException, argv: list[str]) -> Path:
         """Write ``exc``'s traceback, with the command line, to a new file; return its path."""
+        import tempfile
+        import traceback
+
         stamp = time.strftime("%Y%m%d-%H%M%S")
         text = "".join(traceback.format_exception(exc))
         header = f"pipeline-runner {' '.join(argv)}\n"

@@ -267,7 +267,7 @@ def check_base_health(config: PipelineConfig) -> Finding:
     """Base's checks on base's tip, the way `check` runs them (its pass is kept in the check cache,
     so this is cheap while base does not change)."""
     from phases.checks import PhaseState
-    from phases.verify import VerifyStatus
+    from phases.outcomes import VerifyStatus
     from runner.checkcmd import CheckRun, check
 
     if not config.phases:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from phases.checks import GraphRun, PhaseListener, PhaseOutcome, PhaseState, content_key, run_graph
-from phases.verify import VerifyResult, VerifyStatus
+from phases.outcomes import VerifyStatus
+from phases.verify import VerifyResult
 from runner.checkcache import CachedPass
 from runner.checkoutcomes import CheckOutcomes
 from runner.config import PhaseConfig

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from runner.config import DEFAULT_CONFIG_NAME, AgentConfig, PipelineConfig
+from runner.config import AgentConfig, PipelineConfig
+from runner.configfile import DEFAULT_CONFIG_NAME
 from runner.errors import ConfigError
 from runner.git import Git
 
@@ -298,7 +299,7 @@ def check_base(config: PipelineConfig, out: TextIO = sys.stdout) -> BaseCheck | 
     Every task is checked with base's files under it: while the checks fail on base itself, every
     task is rejected, whatever its agent did."""
     from phases.checks import PhaseState
-    from phases.verify import VerifyStatus
+    from phases.outcomes import VerifyStatus
     from runner.checkcmd import CheckRun, check
     from runner.git import Git
 

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 from phases.integrate import (
     Candidate,
     IntegrateResult,
-    IntegrateStatus,
     base_checkout,
     build,
     judge_checks,
     land,
     refusal,
 )
+from phases.outcomes import IntegrateStatus
 from phases.verify import VerifyResult
 from runner import killpoints, receipts
 from runner.lifecycle import INTEGRATE_MOVES, Then

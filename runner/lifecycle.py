@@ -10,10 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import tenacity
-
-from phases.integrate import IntegrateStatus
-from phases.verify import VerifyStatus
+from phases.outcomes import IntegrateStatus, VerifyStatus
 from runner.state import Phase, RunStatus
 from runner.tasks import TaskStatus
 
@@ -93,6 +90,8 @@ class Limits:
 
 def backoff_delay(interval: float, failures: int) -> float:
     """Seconds to wait after ``failures`` failed attempts: interval * 2^failures, capped at 600."""
+    import tenacity  # here: tenacity costs ~25 ms of the start-up of read-only commands
+
     wait = tenacity.wait_exponential(multiplier=interval, max=BACKOFF_CAP_SECONDS)
     state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     state.attempt_number = failures + 1

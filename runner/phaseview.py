@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from phases.checks import NOT_RUN_MARK
+from phases.outcomes import NOT_RUN_MARK
 from runner.checkcache import describe_reuse
 from runner.state import CheckRecord, RunRecord, Runs, RunStatus, parse_iso
 

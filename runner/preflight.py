@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from phases.verify import VerifyResult, VerifyStatus
+from phases.outcomes import VerifyStatus
+from phases.verify import VerifyResult
 from runner.checkcmd import CheckRun, check
 from runner.config import PipelineConfig
 from runner.doctor import Finding, Verdict, check_agent_cli, check_recipe_programs, recipe_programs

@@ -40,6 +40,7 @@ from runner.faults import FaultBoard
 from runner.git import Git
 from runner.holdups import integration_bottleneck
 from runner.integrator import Integrator
+from runner.layout import Layout
 from runner.lifecycle import (
     Gate,
     GateResult,
@@ -64,7 +65,7 @@ from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, o
 from runner.verifier import Verifier
 from runner.waking import Waker
 from runner.warm import WarmPool
-from runner.workspace import Layout, Workspaces, task_ref
+from runner.workspace import Workspaces, task_ref
 
 AGENT_ENVIRONMENT = "agent-environment"
 # Retries a fault gets before a batch run (`--until-idle`) gives up waiting for it.

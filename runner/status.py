@@ -7,16 +7,18 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.checkoutcomes import CheckOutcomes
-from runner.config import PipelineConfig
 from runner.faults import read_faults
 from runner.holdups import Queued, why
 from runner.lifecycle import Gate, GateResult, Limits, gate
 from runner.phaseview import PhaseShown, PhaseView, phase_views
 from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType
+
+if TYPE_CHECKING:
+    from runner.config import PipelineConfig
 
 # Version of the `status --json` document; bump when a key changes meaning or disappears. Keys
 # added since keep the version (a reader ignores keys it does not know).

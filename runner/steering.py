@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from runner.config import PipelineConfig
 from runner.errors import TaskError
 from runner.git import Git
+from runner.layout import Layout
 from runner.lifecycle import Action, Verdict, person_action
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskChanges, TaskStatus
-from runner.workspace import Layout, Workspaces, task_ref
+from runner.workspace import Workspaces, task_ref
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from runner.config import PipelineConfig
 from runner.faults import Fault, read_faults
+from runner.layout import Layout
 from runner.notify import reason_of
 from runner.state import Phase, RunRecord, Runs, RunStatus, now_iso, open_db
 from runner.status import Waiting, waiting_for_a_person
 from runner.tasks import BuiltinTaskStore, TaskStatus
-from runner.workspace import Layout
 
 # Task ids named in the paragraph before "and N more".
 MAX_NAMED = 10

@@ -19,13 +19,13 @@ from typing import BinaryIO
 
 from runner.crash import silence_stdout
 from runner.errors import PipelineError, TaskError
+from runner.layout import Layout
 from runner.lock import RunnerLock
 from runner.phaseview import phase_views
 from runner.procs import pid_alive
 from runner.state import Phase, RunRecord, Runs, RunStatus, open_db
 from runner.status import attempt_logs, held_integration
 from runner.tasks import BuiltinTaskStore, TaskStatus
-from runner.workspace import Layout
 
 POLL_SECONDS = 0.2
 CHUNK = 1 << 16

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from runner.errors import TaskError
 from runner.graph import find_cycle
 from runner.ids import check_task_id, id_problem, namespace_problem
@@ -781,6 +779,8 @@ def read_task_file(path: Path) -> list[Mapping[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise TaskError(f"{path}:{number}: not valid JSON: {exc.msg}.") from None
         return records
+    import yaml  # here: only reading a task file needs it, not every command that opens the store
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

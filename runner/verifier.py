@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phases.checks import GraphRun, PhaseState, RowListener, empty_stage
-from phases.verify import VerifyResult, VerifyStatus, verify_task
+from phases.outcomes import VerifyStatus
+from phases.verify import VerifyResult, verify_task
 from runner import killpoints
 from runner.checkcache import CheckCache
 from runner.checkoutcomes import CheckOutcomes

@@ -97,3 +97,10 @@ def write_config(repo: Path, text: str, name: str = "pipeline.yaml") -> Path:
     path = repo / name
     path.write_text(text)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _config_snapshots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Snapshots of loaded configs (runner.configsnap) go to a folder of this test session, not to
+    the cache directory of the person running the tests."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))

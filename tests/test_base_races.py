@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phases.integrate import RECEIPTS, Candidate, IntegrateStatus, build, land
+from phases.integrate import RECEIPTS, Candidate, build, land
+from phases.outcomes import IntegrateStatus
 from runner.git import Git
 from tests.conftest import git, make_repo
 

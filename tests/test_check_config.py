@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from phases.outcomes import VerifyStatus
 from phases.verify import (
     RecipeRun,
-    VerifyStatus,
     counts_as_passed,
     coverage_problem,
     run_recipes,

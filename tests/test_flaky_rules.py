@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from phases.checks import GraphRun, PhaseOutcome, PhaseState, RowListener
-from phases.verify import VerifyResult, VerifyStatus
+from phases.outcomes import VerifyStatus
+from phases.verify import VerifyResult
 from runner.checkoutcomes import CheckOutcomes
 from runner.config import PhaseConfig
 from runner.flaky import (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from phases.checks import GraphRun, PhaseOutcome, PhaseState, empty_stage, run_graph, verdict
-from phases.verify import VerifyStatus
+from phases.outcomes import VerifyStatus
 from runner import graph
 from runner.checkcache import CheckCache, cache_key
 from runner.config import PhaseConfig, PipelineConfig

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phases.integrate import IntegrateStatus
-from phases.verify import VerifyStatus
+from phases.outcomes import IntegrateStatus, VerifyStatus
 from runner.lifecycle import (
     INTEGRATE_MOVES,
     TRANSITIONS,

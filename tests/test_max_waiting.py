@@ -11,11 +11,11 @@ import pytest
 from runner import registries
 from runner.config import load_config
 from runner.holdups import Holdup, Queued, integration_bottleneck, why
+from runner.layout import Layout
 from runner.scheduler import Pipeline
 from runner.state import Phase, open_db
 from runner.status import build_status, limits_of
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
-from runner.workspace import Layout
 from tests.conftest import make_repo, write_config
 
 

@@ -15,6 +15,7 @@ from runner import state
 from runner.config import PipelineConfig, load_config
 from runner.errors import TaskError
 from runner.git import Git
+from runner.layout import Layout
 from runner.lifecycle import PERSON_ACTIONS, Action, Step, TaskView, Verdict, next_step, person_action
 from runner.state import Phase, Runs, RunStatus, open_db
 from runner.steering import Steering
@@ -30,7 +31,7 @@ from runner.tasks import (
     read_task_file,
     tasks_from_records,
 )
-from runner.workspace import Layout, Workspaces, task_ref
+from runner.workspace import Workspaces, task_ref
 from tests.conftest import CLI, default_root, git, make_repo, write_config
 
 

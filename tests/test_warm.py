@@ -14,8 +14,9 @@ import pytest
 
 from runner import killpoints
 from runner.git import Git
+from runner.layout import Layout
 from runner.warm import Taken, WarmPool, users_of
-from runner.workspace import Layout, Workspaces
+from runner.workspace import Workspaces
 from tests.conftest import FAKES, clean_env, git, make_repo
 from tests.loop_helpers import all_done, kill_leftovers, make_sample
 
