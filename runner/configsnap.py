@@ -6,10 +6,11 @@ and need a handful of values from the configuration (where the state is, the bas
 limits the status weighs tasks against). So every full load writes those values to a snapshot, and
 these commands take them from it for as long as it is provably what a full load would give: the
 same config files with the same contents (every file of the ``extends`` chain, compared whole), the
-same ``PIPELINE_*`` variables, the same working directory and the same code. Anything else (the
-first command, an edited file, a new variable, an upgrade, a snapshot that cannot be read) loads
-and validates the configuration as every other command does, and writes the snapshot again. A
-load that warned writes none, so that its warnings are printed on every command.
+same ``PIPELINE_*`` variables, the same working directory, the same enclosing repository (it gives
+the default repo and root) and the same code. Anything else (the first command, an edited file, a
+new variable, an upgrade, a snapshot that cannot be read) loads and validates the configuration as
+every other command does, and writes the snapshot again. A load that warned writes none, so that
+its warnings are printed on every command.
 
 Snapshots live in the user's cache directory (``$XDG_CACHE_HOME``, default ``~/.cache``), under
 ``pipeline-runner/config/``, one per config file, readable by their owner only. Failing to write
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import __version__
-from runner.configfile import ENV_PREFIX
+from runner.configfile import ENV_PREFIX, git_toplevel
 from runner.lifecycle import Limits
 
 if TYPE_CHECKING:
@@ -105,8 +106,9 @@ def _content(path: Path) -> str | None:
         return None
 
 
-def _surroundings() -> dict[str, Any]:
-    """What a load depends on besides the files: variables, working directory, code."""
+def _surroundings(config_file: Path | None) -> dict[str, Any]:
+    """What a load depends on besides the files: variables, working directory, the repository
+    the config sits in (the default repo and root), code."""
     code: list[list[int] | None] = []
     for path in _CODE:
         try:
@@ -118,6 +120,7 @@ def _surroundings() -> dict[str, Any]:
     return {
         "version": [SNAPSHOT_VERSION, __version__, code],
         "cwd": os.getcwd(),
+        "repository": str(git_toplevel(config_file.parent if config_file is not None else Path.cwd())),
         "env": sorted([k, v] for k, v in os.environ.items() if k.startswith(ENV_PREFIX)),
     }
 
@@ -133,7 +136,7 @@ def write_snapshot(loaded: LoadedConfig) -> None:
     values = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(ReadConfig.of(loaded)).items()}
     document = {
         "key": {
-            **_surroundings(),
+            **_surroundings(loaded.config_file),
             "config_file": _subject(loaded.config_file),
             "files": [[str(f), d] for f, d in zip(files, contents, strict=True)],
         },
@@ -163,7 +166,7 @@ def read_snapshot(config_file: Path | None) -> ReadConfig | None:
         files: Sequence[list[str]] = key["files"]
         if key["config_file"] != _subject(config_file):
             return None
-        if {k: v for k, v in key.items() if k not in ("files", "config_file")} != _surroundings():
+        if {k: v for k, v in key.items() if k not in ("files", "config_file")} != _surroundings(config_file):
             return None
         if any(_content(Path(path)) != content for path, content in files):
             return None

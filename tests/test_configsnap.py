@@ -134,3 +134,16 @@ def test_a_secret_in_agent_env_is_masked_when_read_from_the_snapshot(cli: CLI, r
     shown = cli("task", "show", "t-a", cwd=repo)
     assert shown.code == 0
     assert secret not in shown.out and "t-a" in shown.out
+
+
+def test_a_new_repository_around_the_config_moves_its_default_root(cli: CLI, repo: Path) -> None:
+    sub = repo / "service"
+    sub.mkdir()
+    write_config(sub, CONFIG.replace("root: state-a\n", ""))
+    assert cli("task", "add", "outer", "--id", "t-a", cwd=sub).code == 0
+    assert (repo / ".pipeline-runner" / "state.db").is_file()  # the enclosing repository's root
+    assert "t-a" in cli("task", "list", cwd=sub).out
+    subprocess.run(["git", "init", "-q", "-b", "live", str(sub)], check=True)
+    listed = cli("task", "list", "--json", cwd=sub)
+    assert listed.code == 0, listed.err
+    assert json.loads(listed.out) == []  # the new repository's own root, not the old one's tasks
