@@ -45,6 +45,11 @@ HARDENING = [
     "maintenance.auto=false",
 ]
 _HARDEN = [arg for setting in HARDENING for arg in ("-c", setting)]
+# Talking to a remote needs the person's own ssh command and credential helpers, so those are not
+# switched off for it; it runs only in the person's repository, whose config no agent writes (agents
+# work in checkouts of their own). Still never a prompt (GIT_TERMINAL_PROMPT=0), an editor, a hook.
+_REMOTE_LEFT_ON = ("core.sshCommand=false", "core.askPass=", "credential.helper=")
+_HARDEN_REMOTE = [arg for setting in HARDENING if setting not in _REMOTE_LEFT_ON for arg in ("-c", setting)]
 # Never prompt, never pick up a person's pager or editor from the environment.
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_EDITOR": "false", "GIT_ASKPASS": ""}
 
@@ -111,6 +116,14 @@ class Git:
         return procs.run(
             ["git", *_HARDEN, *_IDENTITY, *self._location, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
             env={**os.environ, **_GIT_ENV, **(env or {})}, error_type=GitError,
+        )  # fmt: skip
+
+    def run_remote(self, *args: str, timeout: float | None = None) -> ProcResult:
+        """Run ``git ARGS`` that talks to a remote (fetch, push, ls-remote) in the repository,
+        with the person's ssh and credential settings; its exit code is returned, never raised."""
+        return procs.run(
+            ["git", *_HARDEN_REMOTE, *_IDENTITY, *self._location, *args], cwd=self.repo, check=False,
+            env={**os.environ, **_GIT_ENV}, timeout=timeout, error_type=GitError,
         )  # fmt: skip
 
     def out(self, *args: str, cwd: Path | None = None) -> str:
