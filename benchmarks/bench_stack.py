@@ -100,6 +100,19 @@ def subcommand(argv: list[str]) -> str:
     return "?"
 
 
+def process_counts(calls: list[str], tasks: int) -> dict[str, float]:
+    """Processes per task from the shims' log: git (the agent's own two calls included), git the
+    runner started, recipes."""
+    programs = collections.Counter(line.split()[0] for line in calls)
+    # Each task's agent runs git twice (add, commit) itself; the rest is the runner's.
+    runner_git = programs["git"] - 2 * tasks
+    return {
+        "runner git": runner_git / tasks,
+        "recipes": programs["sleep"] / tasks,
+        "git": programs["git"] / tasks,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=16)
@@ -115,13 +128,10 @@ def main() -> int:
     print(f"  one lane (window 1):      {one:6.2f} s")
     print(f"  stacked (window {args.window}):      {stacked:6.2f} s")
     print(f"  stacked / one lane:       {stacked / one:6.2f}   (target <= 0.4)")
-    programs = collections.Counter(line.split()[0] for line in calls)
-    # Each task's agent runs git twice (add, commit) itself; the rest is the runner's.
-    agent_git = 2 * args.tasks
-    runner_git = programs["git"] - agent_git
+    counts = process_counts(calls, args.tasks)
     print(f"processes per task (stacked run, {args.tasks} tasks):")
-    print(f"  git started by the runner: {runner_git / args.tasks:5.1f}")
-    print(f"  recipes (sleep):           {programs['sleep'] / args.tasks:5.1f}")
+    print(f"  git started by the runner: {counts['runner git']:5.1f}")
+    print(f"  recipes (sleep):           {counts['recipes']:5.1f}")
     print("  agent + its supervisor:      2.0   (plus the agent's own 2 git calls)")
     verbs = collections.Counter(subcommand(line.split()[1:]) for line in calls if line.startswith("git "))
     top = ", ".join(f"{verb} {count / args.tasks:.1f}" for verb, count in verbs.most_common(12))

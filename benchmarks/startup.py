@@ -66,43 +66,47 @@ def export(rev: str, where: Path) -> Path:
     return where
 
 
+def measure(repeat: int, tasks: int, against: str | None = None) -> dict[tuple[str, str], list[float]]:
+    """Seconds of each (command, variant) and of ("python -c pass", ""): ``repeat`` samples each."""
+    runner = [sys.executable, "-m", "runner", "-c", "pipeline.yaml"]
+    samples: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        where = Path(tmp)
+        repo = build(where, tasks)
+        kept_cache = where / "cache-kept"
+        # Each variant: the code it runs (None: this one) and where its snapshots go.
+        variants: dict[str, tuple[Path | None, Path]] = {"kept": (None, kept_cache), "full": (None, where)}
+        if against:
+            variants[against] = (export(against, where / "old"), where / "cache-old")
+        for round_ in range(repeat + 1):  # the first round warms the caches and is not counted
+            for name, command in COMMANDS.items():
+                for variant, (code, cache) in variants.items():
+                    if variant == "full":
+                        cache = Path(tempfile.mkdtemp(dir=where))  # nothing kept: a fresh cache each time
+                    took = timed([*runner, *command], repo, environment(cache, code))
+                    if round_:
+                        samples.setdefault((name, variant), []).append(took)
+            took = timed([sys.executable, "-c", "pass"], repo, environment(kept_cache))
+            if round_:
+                samples.setdefault(("python -c pass", ""), []).append(took)
+    return samples
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Build the store, time every command in every variant, print the table."""
+    """Time every command in every variant, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=12)
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--against", metavar="REV", help="also time the code of this earlier commit")
     args = parser.parse_args(argv)
-    runner = [sys.executable, "-m", "runner", "-c", "pipeline.yaml"]
-    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
-        where = Path(tmp)
-        repo = build(where, args.tasks)
-        kept_cache = where / "cache-kept"
-        # Each variant: the code it runs (None: this one) and where its snapshots go.
-        variants: dict[str, tuple[Path | None, Path]] = {"kept": (None, kept_cache), "full": (None, where)}
-        if args.against:
-            variants[args.against] = (export(args.against, where / "old"), where / "cache-old")
-        samples: dict[tuple[str, str], list[float]] = {}
-        for _ in range(args.repeat + 1):  # the first round warms the caches and is not counted
-            for name, command in COMMANDS.items():
-                for variant, (code, cache) in variants.items():
-                    if variant == "full":
-                        cache = Path(tempfile.mkdtemp(dir=where))  # nothing kept: a fresh cache each time
-                    env = environment(cache, code)
-                    samples.setdefault((name, variant), []).append(timed([*runner, *command], repo, env))
-            samples.setdefault(("python -c pass", ""), []).append(
-                timed([sys.executable, "-c", "pass"], repo, environment(kept_cache))
-            )
+    samples = measure(args.repeat, args.tasks, args.against)
+    variants = ["kept", "full", *([args.against] if args.against else [])]
     print(f"start-up, best / median of {args.repeat} (ms), {args.tasks} tasks; load average {os.getloadavg()[0]:.2f}")
-    header = ["command", *variants]
-    print("  ".join(f"{h:<16}" for h in header))
+    print("  ".join(f"{h:<16}" for h in ["command", *variants]))
     for name in COMMANDS:
-        cells = []
-        for variant in variants:
-            runs = samples[(name, variant)][1:]
-            cells.append(f"{min(runs) * 1000:.0f} / {statistics.median(runs) * 1000:.0f}")
+        cells = [f"{min(r) * 1000:.0f} / {statistics.median(r) * 1000:.0f}" for r in (samples[(name, v)] for v in variants)]
         print("  ".join(f"{c:<16}" for c in [name, *cells]))
-    bare = samples[("python -c pass", "")][1:]
+    bare = samples[("python -c pass", "")]
     print(f"{'python -c pass':<16}  {min(bare) * 1000:.0f} / {statistics.median(bare) * 1000:.0f}")
     return 0
 

@@ -31,3 +31,10 @@ def test_task_start_prints_cold_and_warm_starts_and_their_ratio() -> None:
     out = run("task_start.py", "--large", "40", "--small", "4", "--repeat", "1")
     assert re.search(r"40 files: cold\s+[\d.]+ ms\s+warm\s+[\d.]+ ms", out)
     assert re.search(r"large / small:\s+cold\s+[\d.]+x\s+warm\s+[\d.]+x", out)
+
+
+def test_startup_prints_each_read_only_command_kept_and_in_full() -> None:
+    out = run("startup.py", "--repeat", "1", "--tasks", "5")
+    for command in ("status", "task list", "task show"):
+        assert re.search(rf"^{command}\s+\d+ / \d+\s+\d+ / \d+\s*$", out, re.M), out
+    assert re.search(r"^python -c pass\s+\d+ / \d+", out, re.M)
