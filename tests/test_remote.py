@@ -37,6 +37,18 @@ def commit(repo: Path, name: str, parent: str = "HEAD") -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
+def candidate(host: Path, receipt: str | None = "receipt") -> tuple[Remote, str, str]:
+    """The runner's remote, the base it read there, and a commit on it carrying ``receipt``."""
+    g = Git(host)
+    r = Remote(g, "origin")
+    old = r.fetch_base("live")
+    assert old is not None
+    new = commit(host, "a.txt", old)
+    if receipt is not None:
+        g.add_note(NOTES, new, receipt)
+    return r, old, new
+
+
 def remote_ref(remote: Path, ref: str) -> str | None:
     out = git(remote, "for-each-ref", "--format=%(objectname)", ref)
     return out or None
@@ -55,12 +67,7 @@ def test_a_published_task_commit_is_found_by_another_host(hosts: tuple[Path, Pat
 
 def test_base_moves_with_its_receipt_in_one_push(hosts: tuple[Path, Path, Path]) -> None:
     remote, host, _ = hosts
-    g = Git(host)
-    r = Remote(g, "origin")
-    old = r.fetch_base("live")
-    assert old is not None
-    new = commit(host, "a.txt", old)
-    g.add_note(NOTES, new, "checked: test passed on this tree")
+    r, old, new = candidate(host, "checked: test passed on this tree")
     assert r.move_base("live", old, new, notes_ref=NOTES, notes_old=None).ok
     assert remote_ref(remote, "refs/heads/live") == new
     assert git(remote, "notes", f"--ref={NOTES}", "show", new) == "checked: test passed on this tree"
@@ -68,15 +75,10 @@ def test_base_moves_with_its_receipt_in_one_push(hosts: tuple[Path, Path, Path])
 
 def test_a_persons_push_to_base_is_never_overwritten(hosts: tuple[Path, Path, Path]) -> None:
     remote, host, person = hosts
-    g = Git(host)
-    r = Remote(g, "origin")
-    old = r.fetch_base("live")
-    assert old is not None
-    candidate = commit(host, "a.txt", old)
-    g.add_note(NOTES, candidate, "receipt")
+    r, old, new = candidate(host)
     theirs = commit(person, "person.txt", old)
     git(person, "push", "-q", "origin", f"{theirs}:refs/heads/live")
-    result = r.move_base("live", old, candidate, notes_ref=NOTES, notes_old=None)
+    result = r.move_base("live", old, new, notes_ref=NOTES, notes_old=None)
     assert result.status is PushStatus.MOVED, result.detail
     assert remote_ref(remote, "refs/heads/live") == theirs
     assert remote_ref(remote, NOTES) is None  # atomic: the receipt did not go either
@@ -85,16 +87,11 @@ def test_a_persons_push_to_base_is_never_overwritten(hosts: tuple[Path, Path, Pa
 
 def test_receipts_moved_by_another_host_stop_the_base_too(hosts: tuple[Path, Path, Path]) -> None:
     remote, host, person = hosts
-    g = Git(host)
-    r = Remote(g, "origin")
-    old = r.fetch_base("live")
-    assert old is not None
+    r, old, new = candidate(host)
     # Another host landed a receipt (for a commit of its own) since this one read the notes.
     git(person, "notes", f"--ref={NOTES}", "add", "-m", "someone else's", old)
     git(person, "push", "-q", "origin", f"{NOTES}:{NOTES}")
-    candidate = commit(host, "a.txt", old)
-    g.add_note(NOTES, candidate, "receipt")
-    result = r.move_base("live", old, candidate, notes_ref=NOTES, notes_old=None)
+    result = r.move_base("live", old, new, notes_ref=NOTES, notes_old=None)
     assert result.status is PushStatus.MOVED, result.detail
     assert remote_ref(remote, "refs/heads/live") == old
 
@@ -104,11 +101,8 @@ def test_a_remote_hook_that_refuses_is_told_apart_from_a_race(hosts: tuple[Path,
     hook = remote / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'protected: pushes to live need review' >&2\nexit 1\n")
     hook.chmod(0o755)
-    g = Git(host)
-    r = Remote(g, "origin")
-    old = r.fetch_base("live")
-    assert old is not None
-    result = r.move_base("live", old, commit(host, "a.txt", old))
+    r, old, new = candidate(host, receipt=None)
+    result = r.move_base("live", old, new)
     assert result.status is PushStatus.REJECTED
     assert "pre-receive hook declined" in result.detail
     assert remote_ref(remote, "refs/heads/live") == old
