@@ -67,15 +67,18 @@ def apply(budget: DailyBudget, faults: FaultBoard) -> None:
         faults.clear(AREA)
 
 
-def check(cap_cents: int, runs: Runs, faults: FaultBoard, now: float | None = None) -> DailyBudget:
-    """Read today's spending from the runs table and pause or resume new agents accordingly."""
+def check(
+    cap_cents: int, runs: Runs, faults: FaultBoard, now: float | None = None, pending: float = 0.0
+) -> DailyBudget:
+    """Read today's spending from the runs table and pause or resume new agents accordingly.
+    ``pending``: the cost of agents that ended and are not recorded yet, counted as spent."""
     now = time.time() if now is None else now
     if cap_cents <= 0 and AREA not in faults:
         return DailyBudget(False, 0.0, cap_cents, None)  # no cap: nothing is read every cycle
     start, end = day_bounds(now)
     spent = 0.0
     if cap_cents > 0:
-        spent = runs.cost_since(datetime.fromtimestamp(start, UTC).isoformat(timespec="microseconds"))
+        spent = runs.cost_since(datetime.fromtimestamp(start, UTC).isoformat(timespec="microseconds")) + pending
     budget = decide(spent, cap_cents, end)
     apply(budget, faults)
     return budget

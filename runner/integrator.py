@@ -136,6 +136,7 @@ class Integrator:
                 break
             self.finish_bottom()
             acted = True
+            self.p.between()
         return acted
 
     def drain(self) -> None:
@@ -168,6 +169,7 @@ class Integrator:
         for task in self.p.order([t for t in verified if self.p.eligible(t) and t.id not in stacked]):
             if len(self.stack) >= self.window:
                 break
+            self.p.between()
             parent = self.stack[-1].candidate.sha if self.stack else tip
             if self.stack and self.skipped.get(task.id) == parent:
                 continue  # at the bottom, on base's tip itself, a conflict is the task's own

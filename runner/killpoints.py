@@ -14,6 +14,7 @@ import signal
 ENV = "PIPELINE_KILL_AT"
 
 POINTS = (
+    "workspace-made",  # in a worker thread: a task's workspace made (ahead, while slots are taken); task still open
     "claimed",  # task in progress and its dev run recorded; no workspace or agent yet
     "agent-spawned",  # the agent's supervisor started; its pid not yet recorded
     "agent-recorded",  # the pid recorded

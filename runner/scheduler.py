@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ from phases.dev import (
     start_agent,
 )
 from runner import budget, killpoints, recovery
+from runner.ahead import Ahead
 from runner.basewatch import BaseWatch
 from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
@@ -127,6 +128,16 @@ class Pipeline:
             use_cache=use_cache, slots=self.verifier.slots,
         )  # fmt: skip
         self.ready_to_start = True  # this cycle's preflight: the environment is there and base is green
+        # The workspaces of the next tasks, made while every slot is taken (runner.ahead); not for
+        # one cycle (`run --once` would leave them made for nothing) or a dry run.
+        self.ahead: Ahead[Prepared | ProcessError | OSError] = Ahead(
+            self.prepare_workspace, self.give_back, config.concurrency
+        )
+        self.look_ahead = not (once or dry_run)
+        # The agents seen ended whose slots were filled (they wait for their harvest), and what
+        # their last poll said.
+        self.replaced: set[int] = set()
+        self.polled: dict[int, AgentOutcome] = {}
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -217,11 +228,43 @@ class Pipeline:
         return acted
 
     def refill(self) -> bool:
-        """Harvest the agents that ended and start agents in the slots that are free."""
-        acted = self.harvest_step()
+        """Start agents in the slots of the agents that ended, then record those (harvest), then
+        fill what is still free: a slot is filled before the agent that left it is judged."""
+        acted = self.refill_ended()
+        acted |= self.harvest_step(self.polled)
         # After the harvest, so that the cost of the agents that just ended counts.
         budget.check(self.config.limits.max_daily_cost, self.runs, self.faults)
         return self.develop_step() | acted
+
+    def between(self) -> bool:
+        """Between two pieces of the loop's work (a landing, a candidate, a harvest): start agents
+        in the slots of agents that ended since, without waiting for the rest of the cycle. Only
+        where telling that an agent ended is cheap (a status file)."""
+        if not self.backend.poll_is_cheap:
+            return False
+        ended = {r.id for r in self.runs.running(Phase.DEV) if self.backend.finished(self.handle_of(r))}
+        # One whose slot was filled already waits only for its harvest.
+        if ended <= self.replaced:
+            return False
+        return self.refill_ended()
+
+    def refill_ended(self) -> bool:
+        """Start agents in the slots of the agents that ended (recorded or not)."""
+        polled = self.poll_agents()
+        ended = [rec_id for rec_id, outcome in polled.items() if outcome.state is not AgentState.RUNNING]
+        pending = sum(polled[rec_id].cost_cents for rec_id in ended)
+        budget.check(self.config.limits.max_daily_cost, self.runs, self.faults, pending=pending)
+        acted = self.develop_step(ended=len(ended))
+        self.polled, self.replaced = polled, set(ended)
+        return acted
+
+    def poll_agents(self) -> dict[int, AgentOutcome]:
+        """How each running dev agent of a task still in progress stands, by run row."""
+        polled = {}
+        for rec in self.runs.running(Phase.DEV):
+            if self.store.get(rec.task_id).status is TaskStatus.IN_PROGRESS:
+                polled[rec.id] = self.backend.poll(self.handle_of(rec))
+        return polled
 
     def preflight_step(self) -> bool:
         """Whether agents may start and tasks integrate this cycle: what they need is installed and
@@ -256,23 +299,26 @@ class Pipeline:
             started_at=_ts(rec.started_at),
         )
 
-    def harvest_step(self) -> bool:
+    def harvest_step(self, polled: dict[int, AgentOutcome] | None = None) -> bool:
         """Collect finished agents: a new commit goes to verify, anything else is a failure.
+        ``polled``: outcomes this cycle already read (poll_agents), not read again.
 
         A run whose task a person moved (to open, done or needs help) is stopped, and its result,
         whatever it is, changes nothing: the person's decision stands.
         """
         acted = False
+        polled = polled or {}
         for rec in self.runs.running(Phase.DEV):
             status = self.store.get(rec.task_id).status
             if status is not TaskStatus.IN_PROGRESS:
                 acted |= self.stop_dev(rec, status)
                 continue
-            outcome = self.backend.poll(self.handle_of(rec))
+            outcome = polled.get(rec.id) or self.backend.poll(self.handle_of(rec))
             if outcome.state is AgentState.RUNNING:
                 continue
             acted = True
             self.record_dev(rec, outcome)
+            self.between()
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
             latest = self.runs.latest(task.id)
@@ -468,12 +514,18 @@ class Pipeline:
         logger.info("{}: folded the agent's commits into {}", task_id, folded[:12])
         return replace(result, after_sha=folded)
 
-    def develop_step(self) -> bool:
-        """Start agents for open, eligible tasks whose dependencies are done, up to concurrency."""
+    def develop_step(self, ended: int = 0) -> bool:
+        """Start agents for open, eligible tasks whose dependencies are done, up to concurrency,
+        and have the workspaces of the next ones made meanwhile. ``ended``: agents that exited and
+        are not recorded yet; their slots are free."""
         running = self.runs.running(Phase.DEV)
-        slots = self.config.concurrency - len(running)
+        slots = self.config.concurrency - len(running) + ended
         # No agent starts on a base something else moved: its work would be judged against it.
-        if slots <= 0 or not self.ready_to_start or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
+        if not self.ready_to_start or self.paused("dev") or self.paused(budget.AREA) or self.base_suspect():
+            return False
+        # Each agent that runs frees a slot later: the workspaces of that many next tasks are made.
+        ahead = min(self.config.concurrency, len(running) - ended + max(slots, 0)) if self.look_ahead else 0
+        if slots <= 0 and not ahead:
             return False
         # Verified work piling up for the integrator only ties up workspaces: no agent adds to it.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
@@ -481,13 +533,18 @@ class Pipeline:
             return False
         acted = False
         starting: list[Task] = []
+        upcoming: list[str] = []
         # A task whose agent is still being stopped (a person reopened it) waits for its workspace.
         busy = {r.task_id for r in running}
         candidates = [t for t in self.store.ready() if self.eligible(t) and t.id not in busy]
         for task in self.order(candidates):
-            if slots <= 0:
+            if slots <= 0 and len(upcoming) >= ahead:
                 break
             verdict = self.gate(task)
+            if slots <= 0:
+                if verdict.gate is Gate.GO:
+                    upcoming.append(task.id)
+                continue
             if verdict.gate is Gate.BACKOFF:
                 logger.debug("{} in {}", task.id, verdict.detail)
                 wake = time.time() + verdict.wait_seconds
@@ -500,27 +557,36 @@ class Pipeline:
                 continue
             slots -= 1
             starting.append(task)
-        if len(starting) <= 1:
-            for task in starting:
-                self.start_dev(task, self.prepare_workspace(task))
-            return acted or bool(starting)
         # Workspaces are made side by side off this thread (git and the file system only; this
-        # thread alone writes SQLite), and each agent starts as soon as its own is ready.
-        with ThreadPoolExecutor(max_workers=min(len(starting), 16), thread_name_prefix="workspace") as pool:
-            prepared = {pool.submit(self.prepare_workspace, task): task for task in starting}
-            for done in as_completed(prepared):
-                self.start_dev(prepared[done], done.result())
-                acted = True
+        # thread alone writes SQLite), and each agent starts as soon as its own is ready: at once
+        # for one made ahead.
+        prepared = {self.ahead.take(task.id): task for task in starting}
+        for done in as_completed(prepared):
+            self.start_dev(prepared[done], done.result())
+            acted = True
+        self.ahead.prepare(upcoming)
         return acted
 
-    def prepare_workspace(self, task: Task) -> Prepared | ProcessError | OSError:
+    def prepare_workspace(self, task_id: str) -> Prepared | ProcessError | OSError:
         """The task's workspace and its task branch's commit, or the error that prevented them.
         Runs in worker threads: git and the file system only, never SQLite."""
         try:
-            path = self.workspaces.acquire(task.id, self.config.base)
-            return Prepared(path, self.workspaces.checkouts.git_of(path).branch_sha(task.id))
+            existed = self.layout.worktree(task_id).exists()
+            path = self.workspaces.acquire(task_id, self.config.base)
+            prepared = Prepared(path, self.workspaces.checkouts.git_of(path).branch_sha(task_id), made=not existed)
+            killpoints.reached("workspace-made")
+            return prepared
         except (ProcessError, OSError) as exc:
             return exc
+
+    def give_back(self, task_id: str, prepared: Prepared | ProcessError | OSError) -> None:
+        """A workspace made ahead for a task that did not start: a new one goes back to the warm
+        pool; the task's own, from an earlier attempt, stays for its next."""
+        if not isinstance(prepared, Prepared) or not prepared.made:
+            return
+        if any(r.task_id == task_id for r in self.runs.running()):
+            return
+        self.workspaces.release(task_id)
 
     def start_dev(self, task: Task, prepared: Prepared | ProcessError | OSError) -> None:
         """Claim the task, write its prompt, and start its agent in its prepared workspace.
@@ -633,6 +699,7 @@ class Pipeline:
     def close(self) -> None:
         """Stop the verify workers (results not yet applied are redone on the next start), tell
         of the last moves, and let the notifications still queued run."""
+        self.ahead.close()
         self.verifier.close()
         self.integrator.close()
         self.preflight.close()
@@ -650,6 +717,7 @@ class Prepared:
 
     path: Path
     before: str | None
+    made: bool = False  # made for this start, rather than the task's own from an earlier attempt
 
 
 class Terminated(KeyboardInterrupt):

@@ -59,6 +59,9 @@ class Checkouts:
             ] if found.ok else []
         lines = ["[core]", "\trepositoryformatversion = 0", "\tfilemode = true", "\tbare = false",
                  "\tlogallrefupdates = true"]  # fmt: skip
+        # A checkout lives for one task: git's housekeeping after each of the agent's commits (a
+        # `git maintenance` process every time) would be work for nothing.
+        lines += ["[gc]", "\tauto = 0", "[maintenance]", "\tauto = false"]
         if self._identity:
             lines.append("[user]")
             lines += [f"\t{key} = {_quote(value)}" for key, value in self._identity]
