@@ -123,11 +123,12 @@ def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple
     if merged.status is PickStatus.EMPTY:
         return IntegrateStatus.EMPTY, ""
     assert merged.tree is not None
-    message = git.message(commit)
-    if task_id is not None and task_id not in git.trailer_values(commit, TRAILER):
+    info = git.commit_info(commit, TRAILER)
+    message = info.message
+    if task_id is not None and task_id not in info.trailer_values:
         # Base's history must say which task each commit came from, prompt followed or not.
         message = git.with_trailer(message, TRAILER, task_id)
-    return IntegrateStatus.INTEGRATED, git.commit_like(merged.tree, old, commit, message)
+    return IntegrateStatus.INTEGRATED, git.commit_tree(merged.tree, old, message, info.author)
 
 
 @dataclass(frozen=True)

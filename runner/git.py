@@ -73,6 +73,15 @@ class MergeResult:
 
 
 @dataclass(frozen=True)
+class CommitInfo:
+    """What a commit's copy on another parent keeps: its author, its message, its trailer values."""
+
+    author: dict[str, str]  # GIT_AUTHOR_NAME, GIT_AUTHOR_EMAIL, GIT_AUTHOR_DATE
+    message: str
+    trailer_values: list[str]
+
+
+@dataclass(frozen=True)
 class Worktree:
     """One entry of `git worktree list`."""
 
@@ -224,15 +233,32 @@ class Git:
         if not result.ok or not lines:
             raise GitError(["git", "merge-tree", onto, commit], result.exit_code, result.output)
         tree = lines[0].strip()
-        if tree == self.out("rev-parse", f"{onto}^{{tree}}"):
+        if tree == self.tree_of(onto):
             return MergeResult(PickStatus.EMPTY, tree, "")
         return MergeResult(PickStatus.PICKED, tree, "")
+
+    def commit_info(self, commit: str, trailer: str) -> CommitInfo:
+        """A commit's author, full message and ``trailer`` values, read in one git process."""
+        out = self.run(
+            "log", "-1", "--date=raw",
+            f"--format=%an%x00%ae%x00%ad%x00%(trailers:key={trailer},valueonly,separator=%x01)%x00%B", commit,
+        ).output  # fmt: skip
+        name, email, date, values, message = out.split("\0", 4)
+        author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+        return CommitInfo(author, message, [v.strip() for v in values.split("\x01") if v.strip()])
+
+    def commit_tree(self, tree: str, parent: str, message: str, author: dict[str, str]) -> str:
+        """A new commit of ``tree`` on ``parent`` by ``author`` (GIT_AUTHOR_* values)."""
+        sha = self.run("commit-tree", tree, "-p", parent, "-F", "-", stdin=message, env=author).output.strip()
+        if _FULL_SHA.fullmatch(sha) and _FULL_SHA.fullmatch(tree):
+            self._trees[sha] = tree  # the next candidate stacked on this one asks for it
+        return sha
 
     def commit_like(self, tree: str, parent: str, original: str, message: str) -> str:
         """A commit of ``tree`` on ``parent`` with ``original``'s author and the given message."""
         name, email, date = self.out("log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw", original).split("\0")
         author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
-        return self.run("commit-tree", tree, "-p", parent, "-F", "-", stdin=message, env=author).output.strip()
+        return self.commit_tree(tree, parent, message, author)
 
     def add_note(self, ref: str, commit: str, text: str) -> None:
         """Attach ``text`` to ``commit`` as a note under ``ref`` (replacing one already there)."""
@@ -246,10 +272,6 @@ class Git:
         """``commit``'s note under ``ref``, or None."""
         done = self.run("notes", f"--ref={ref}", "show", commit, check=False)
         return done.output if done.ok else None
-
-    def message(self, commit: str) -> str:
-        """A commit's full message."""
-        return self.run("log", "-1", "--format=%B", commit).output
 
     def with_trailer(self, message: str, key: str, value: str) -> str:
         """``message`` with ``key: value`` added to its trailer block, as git parses trailers."""
@@ -364,11 +386,6 @@ class Git:
         staged = self.run("diff-index", "--quiet", "--cached", commit, cwd=cwd, check=False)
         files = self.run("diff-index", "--quiet", commit, cwd=cwd, check=False)
         return staged.exit_code == 0 and files.exit_code == 0
-
-    def trailer_values(self, commit: str, key: str, cwd: Path | None = None) -> list[str]:
-        """The values of the ``key`` trailers of a commit's message, as git parses trailers."""
-        out = self.out("log", "-1", f"--format=%(trailers:key={key},valueonly)", commit, cwd=cwd)
-        return [v.strip() for v in out.splitlines() if v.strip()]
 
     def trailers_in(self, revisions: str, key: str, limit: int) -> list[tuple[str, str]]:
         """(commit, value) for each ``key`` trailer of the newest ``limit`` commits of ``revisions``."""
