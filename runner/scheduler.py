@@ -239,8 +239,9 @@ class Pipeline:
     def between(self) -> bool:
         """Between two pieces of the loop's work (a landing, a candidate, a harvest): start agents
         in the slots of agents that ended since, without waiting for the rest of the cycle. Only
-        where telling that an agent ended is cheap (a status file)."""
-        if not self.backend.poll_is_cheap:
+        where telling that an agent ended is cheap (a status file), and not in `run --once`, whose
+        one cycle starts what it starts at its beginning (its end lands what is ready, nothing more)."""
+        if self.once or not self.backend.poll_is_cheap:
             return False
         ended = {r.id for r in self.runs.running(Phase.DEV) if self.backend.finished(self.handle_of(r))}
         # One whose slot was filled already waits only for its harvest.
