@@ -88,4 +88,6 @@ class Ahead(Generic[T]):
 
     def _return(self, task_id: str, entry: Entry[T]) -> None:
         # Waited for: a workspace still being made is given back whole, never half made.
+        if entry.future.exception() is not None:
+            return  # nothing was made (the error is the loop's to see when the task starts)
         self._give_back(task_id, entry.future.result())

@@ -77,6 +77,19 @@ def test_a_task_no_longer_next_gets_its_workspace_given_back_once_made() -> None
     assert sorted(t for t, _ in maker.given_back) == ["t-1", "t-2"]
 
 
+def test_a_workspace_that_could_not_be_made_has_nothing_to_give_back() -> None:
+    given_back: list[str] = []
+
+    def make(task_id: str) -> str:
+        raise RuntimeError(f"no workspace for {task_id}")
+
+    ahead: Ahead[str] = Ahead(make, lambda t, _made: given_back.append(t), threads=1)
+    ahead.prepare(["t-1", "t-2"], now=0.0)
+    assert isinstance(ahead.take("t-1", now=0.0).exception(timeout=5), RuntimeError)  # seen where it starts
+    ahead.close()  # t-2's failure is not raised here, and nothing is given back
+    assert given_back == []
+
+
 # -- the loop, in-process, on a real repository --------------------------------------------------
 
 
