@@ -6,10 +6,10 @@ and need a handful of values from the configuration (where the state is, the bas
 limits the status weighs tasks against). So every full load writes those values to a snapshot, and
 these commands take them from it for as long as it is provably what a full load would give: the
 same config files with the same contents (every file of the ``extends`` chain, compared whole), the
-same ``PIPELINE_*`` variables, the same working directory, the same enclosing repository (it gives
-the default repo and root) and the same code. Anything else (the first command, an edited file, a
-new variable, an upgrade, a snapshot that cannot be read) loads and validates the configuration as
-every other command does, and writes the snapshot again. A load that warned writes none, so that
+same ``PIPELINE_*`` variables, the same enclosing repository (it gives the default repo and root),
+the same working directory where it matters, and the same code. Anything else (the first command,
+an edited file, a new variable, an upgrade, a snapshot that cannot be read) loads and validates the
+configuration as every other command does, and writes the snapshot again. A load that warned writes none, so that
 its warnings are printed on every command.
 
 Snapshots live in the user's cache directory (``$XDG_CACHE_HOME``, default ``~/.cache``), under
@@ -119,7 +119,10 @@ def _surroundings(config_file: Path | None) -> dict[str, Any]:
         code.append([st.st_mtime_ns, st.st_size])
     return {
         "version": [SNAPSHOT_VERSION, __version__, code],
-        "cwd": os.getcwd(),
+        # Only where the working directory can change what a load gives: no config file (the
+        # defaults are those of the current repository) or a repo given in the environment, which
+        # a relative path makes relative to it. A file's own paths are relative to the file.
+        "cwd": os.getcwd() if config_file is None or ENV_PREFIX + "REPO" in os.environ else None,
         "repository": str(git_toplevel(config_file.parent if config_file is not None else Path.cwd())),
         "env": sorted([k, v] for k, v in os.environ.items() if k.startswith(ENV_PREFIX)),
     }

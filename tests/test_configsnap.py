@@ -26,6 +26,8 @@ print(json.dumps({"code": code, "heavy": heavy}))
 
 
 def probe(repo: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a command in ``repo`` (any directory of it) in a fresh interpreter; its exit code and the
+    libraries it imported that a read-only command must not need."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args], cwd=repo, env=clean_env(env), capture_output=True, text=True
     )
@@ -47,6 +49,16 @@ def test_read_only_commands_start_without_the_config_libraries_once_a_snapshot_h
     assert cli("task", "add", "first", "--id", "t-1", cwd=repo).code == 0
     for command in (["status"], ["status", "--json"], ["task", "list"], ["task", "show", "t-1"]):
         assert probe(repo, *command) == {"code": 0, "heavy": []}, command
+
+
+def test_the_snapshot_serves_every_directory_of_the_repository(cli: CLI, repo: Path) -> None:
+    write_config(repo, CONFIG)
+    assert cli("task", "add", "first", "--id", "t-1", cwd=repo).code == 0
+    deep = repo / "src" / "pkg"
+    deep.mkdir(parents=True)
+    assert probe(deep, "task", "list") == {"code": 0, "heavy": []}
+    assert "t-1" in cli("task", "list", cwd=deep).out
+    assert probe(repo, "status") == {"code": 0, "heavy": []}  # and the top still, after the subdirectory
 
 
 def test_an_edited_config_is_read_again_and_its_new_values_used(cli: CLI, repo: Path) -> None:
