@@ -24,6 +24,13 @@ sys.exit(1 if failed else 0)
 """
 
 
+def three_verified(s: Sample) -> None:
+    """Tasks t-1, t-2 and t-3 added, developed and verified: a stack of three waits to land."""
+    for title in ("one", "two", "three"):
+        s.add(title)
+    s.run_once_until_verified(3)
+
+
 def stacked(tmp_path: Path, window: int = 3, gate: str = GATE_PY, **config: object) -> Sample:
     """A sample whose verify phase is the usual check and whose integrate phase is ``gate``."""
     s = make_sample(
@@ -84,9 +91,7 @@ def test_a_failing_candidate_in_the_middle_is_rejected_and_the_ones_after_land_r
         "t-2": [{"files": {"t2.txt": "two\n", "GATE_FAIL": "x"}}, {"files": {"t2.txt": "two, again\n"}}],
         "t-3": [{"files": {"t3.txt": "three\n"}}],
     })  # fmt: skip
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     assert s.cli("run", "--once").returncode == 0  # one invocation: the whole stack is settled
     # t-1 landed; t-2 was rejected at the bottom of the stack; t-3 landed, rebuilt without t-2.
     assert s.trailers()[:2] == ["t-3", "t-1"]
@@ -123,9 +128,7 @@ def test_a_push_to_base_during_a_stack_rebuilds_it_on_the_new_tip(tmp_path: Path
         "t-2": [{"files": {"t2.txt": "two\n"}}],
         "t-3": [{"files": {"t3.txt": "three\n"}}],
     })  # fmt: skip
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     assert s.cli("run", "--once").returncode == 0
     # The person's commit is kept, under the three tasks, each landed once, in queue order.
     assert s.base_log()[:5] == ["t-3: attempt 0", "t-2: attempt 0", "t-1: attempt 0", "A person's commit", "gate"]
@@ -142,9 +145,7 @@ def test_a_push_to_base_during_a_stack_rebuilds_it_on_the_new_tip(tmp_path: Path
 def test_a_kill_in_the_middle_of_a_stack_lands_each_task_once(tmp_path: Path) -> None:
     s = stacked(tmp_path)
     s.env["GATE_SLEEP"] = "0.2"
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     # Killed right after base moved to the second candidate: nothing recorded for it yet.
     s.run_once_until_killed("swapped@2", limit=1)
     assert len(s.trailers()) == 2 and s.status()["done"] == 1
@@ -162,9 +163,7 @@ def test_a_kill_in_the_middle_of_a_stack_lands_each_task_once(tmp_path: Path) ->
 def test_a_task_a_person_cancels_mid_stack_never_lands_and_the_rest_do(tmp_path: Path) -> None:
     s = stacked(tmp_path)
     s.env["GATE_SLEEP"] = "3"
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     proc = s.start("--once")
     # Cancel t-2 while the three candidates are being checked.
     wait_for(lambda: (tmp_path / "gate.log").exists() and len(gate_log(tmp_path)) >= 3, 30, proc)

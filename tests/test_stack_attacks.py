@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import git
 from tests.loop_helpers import Sample, all_done, make_sample, wait_for
-from tests.test_stack import gate_log, integrate_rows, side_by_side, stacked
+from tests.test_stack import gate_log, integrate_rows, side_by_side, stacked, three_verified
 
 # The integrate-only gate of tests/test_stack.py, plus one hostile act, done once (HOSTILE):
 # reset:<sha> moves base back there, amend rewrites base's tip (a force-push), delete deletes
@@ -99,9 +99,7 @@ def notes_on_unlanded(s: Sample) -> list[str]:
 def test_a_kill_at_each_point_of_a_stack_lands_each_task_once_on_a_checked_tree(tmp_path: Path, point: str) -> None:
     s = hostile(tmp_path)
     s.env["GATE_SLEEP"] = "0.2"
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     s.run_once_until_killed(point, limit=3)
     s.run_once_until(all_done(3))
     assert_each_landed_once_on_checked_trees(s, tmp_path, ["t-1", "t-2", "t-3"])
@@ -123,9 +121,7 @@ def test_a_change_conflicting_only_with_a_failing_task_below_lands(tmp_path: Pat
         "t-2": [{"files": {"shared.txt": "two\n"}}],
         "t-3": [{"files": {"t3.txt": "three\n"}}],
     })  # fmt: skip
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     assert s.cli("run", "--once").returncode == 0
     # t-2 conflicts with t-1 only; t-1 failed its gate, so t-2 was never rejected.
     assert s.task("t-2")["status"] == "done" and s.task("t-2")["patchset"] == 0
@@ -142,9 +138,7 @@ def test_a_change_conflicting_with_a_landed_task_below_is_rejected_as_a_conflict
         "t-2": [{"files": {"shared.txt": "two\n"}}],
         "t-3": [{"files": {"t3.txt": "three\n"}}],
     })  # fmt: skip
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     assert s.cli("run", "--once").returncode == 0
     assert s.task("t-1")["status"] == "done" and s.task("t-3")["status"] == "done"
     rejected = s.task("t-2")
@@ -162,9 +156,7 @@ def test_a_change_empty_only_on_a_failing_task_below_lands(tmp_path: Path) -> No
         "t-2": [{"files": {"shared.txt": "same\n"}}],
         "t-3": [{"files": {"t3.txt": "three\n"}}],
     })  # fmt: skip
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     assert s.cli("run", "--once").returncode == 0
     assert s.task("t-2")["status"] == "done" and s.task("t-2")["patchset"] == 0
     assert s.task("t-1")["status"] == "open"
@@ -183,9 +175,7 @@ def test_a_person_moving_base_backwards_or_force_pushing_during_a_stack_charges_
     (s.repo / "extra.md").write_text("to be dropped\n")
     git(s.repo, "add", "extra.md")
     git(s.repo, "commit", "-q", "-m", "extra")
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     s.env["HOSTILE"] = f"reset:{gate_commit}" if act == "reset" else "amend"
     s.run_once_until(all_done(3), limit=10)
     # Merging a commit made on the dropped history would bring it back: each task whose commit was
@@ -203,9 +193,7 @@ def test_a_person_moving_base_backwards_or_force_pushing_during_a_stack_charges_
 
 def test_a_dirty_base_checkout_appearing_during_a_stack_holds_it_uncharged_until_cleaned(tmp_path: Path) -> None:
     s = hostile(tmp_path)
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     s.env["HOSTILE"] = "dirty"
     done = s.cli("run", "--once", timeout=60)
     # Documented: `run --once` exits 3 only for needs help or a fault; a held integration is listed.
@@ -226,9 +214,7 @@ def test_a_dirty_base_checkout_appearing_during_a_stack_holds_it_uncharged_until
 def test_a_check_deleting_the_receipts_ref_mid_stack_does_not_stop_landing(tmp_path: Path) -> None:
     s = hostile(tmp_path, window=1)
     s.env["GATE_SLEEP"] = "0.2"
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     s.env["HOSTILE"] = "notes"
     assert s.cli("run", "--once").returncode == 0
     assert s.trailers() == ["t-3", "t-2", "t-1"]
@@ -239,9 +225,7 @@ def test_a_check_deleting_the_receipts_ref_mid_stack_does_not_stop_landing(tmp_p
 def test_a_person_deleting_base_during_a_stack_charges_no_task_and_the_run_ends(tmp_path: Path) -> None:
     s = hostile(tmp_path)
     gate_commit = git(s.repo, "rev-parse", "live")
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     s.env["HOSTILE"] = "delete"
     done = s.cli("run", "--once", timeout=60)
     # The run ends, asking for attention, and says why: before, it exited 0 as if nothing were wrong.
@@ -258,9 +242,7 @@ def test_a_person_deleting_base_during_a_stack_charges_no_task_and_the_run_ends(
 
 def test_a_check_that_lands_its_own_candidate_holds_work_and_charges_no_task(tmp_path: Path) -> None:
     s = hostile(tmp_path)
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     s.env["HOSTILE"] = "land-self"
     done = s.cli("run", "--once", timeout=60)
     assert done.returncode == 3, done.stdout + done.stderr
@@ -284,9 +266,7 @@ def test_a_stacked_task_a_person_reopens_or_cancels_never_lands_and_the_rest_do(
 ) -> None:
     s = hostile(tmp_path)
     s.env["GATE_SLEEP"] = "3"
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     proc = s.start("--once")
     wait_for(lambda: (tmp_path / "gate.log").exists() and len(gate_log(tmp_path)) >= 3, 30, proc)
     done = s.cli(*action)
@@ -300,9 +280,7 @@ def test_a_stacked_task_a_person_reopens_or_cancels_never_lands_and_the_rest_do(
 def test_delete_retry_or_edit_of_a_stacked_task_does_not_land_it_twice(tmp_path: Path) -> None:
     s = hostile(tmp_path)
     s.env["GATE_SLEEP"] = "3"
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     proc = s.start("--once")
     wait_for(lambda: (tmp_path / "gate.log").exists() and len(gate_log(tmp_path)) >= 3, 30, proc)
     deleted = s.cli("task", "delete", "t-2")
@@ -360,9 +338,7 @@ def test_a_boolean_number_is_an_error_naming_the_key_and_file(tmp_path: Path, ke
 def test_until_idle_and_the_daemon_drain_a_stack_and_end(tmp_path: Path) -> None:
     s = hostile(tmp_path)
     s.env["GATE_SLEEP"] = "0.3"
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     done = s.cli("run", "--until-idle", timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     assert s.trailers() == ["t-3", "t-2", "t-1"]
@@ -379,9 +355,7 @@ def test_until_idle_and_the_daemon_drain_a_stack_and_end(tmp_path: Path) -> None
 def test_a_kill_then_a_persons_push_before_the_restart_lands_each_task_once(tmp_path: Path, point: str) -> None:
     s = hostile(tmp_path)
     s.env["GATE_SLEEP"] = "0.2"
-    for title in ("one", "two", "three"):
-        s.add(title)
-    s.run_once_until_verified(3)
+    three_verified(s)
     s.run_once_until_killed(point, limit=3)
     (s.repo / "person.md").write_text("a person's change\n")
     git(s.repo, "add", "person.md")
