@@ -20,7 +20,9 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -65,9 +67,23 @@ def make_repo(path: Path) -> Path:
     return path
 
 
-def run_loop(work: Path, tasks: int, concurrency: int, agent_seconds: float) -> tuple[float, float]:
-    """Wall time for the real scheduler to take ``tasks`` tasks from open to done, and the mean
-    time the agent processes themselves ran (from their supervisors' status files)."""
+@dataclass(frozen=True)
+class LoopRun:
+    """One run of the real scheduler over a fresh store."""
+
+    elapsed: float  # seconds from the first cycle to the last task done
+    ended: float  # the clock (time.time()) when the last task was done
+    spans: list[dict[str, Any]]  # each agent's supervisor status: started_at, finished_at, ...
+
+    @property
+    def mean_agent_seconds(self) -> float:
+        """How long the agent processes themselves ran, on average."""
+        return float(sum(s["finished_at"] - s["started_at"] for s in self.spans)) / len(self.spans)
+
+
+def run_loop(work: Path, tasks: int, concurrency: int, agent_seconds: float) -> LoopRun:
+    """The real scheduler taking ``tasks`` tasks from open to done with agents that each live
+    ``agent_seconds``, and what their supervisors recorded."""
     repo = make_repo(work / "repo")
     (repo / "pipeline.yaml").write_text(
         "base: live\n"
@@ -94,14 +110,12 @@ def run_loop(work: Path, tasks: int, concurrency: int, agent_seconds: float) -> 
         if not pipeline.cycle():
             pipeline.sleep()
     elapsed = time.perf_counter() - start
+    ended = time.time()
     pipeline.close()
     landed = len(git(repo, "log", "--format=%H", "live").splitlines()) - 1
     assert landed == tasks, f"{landed} commits landed for {tasks} tasks"
-    spans = []
-    for status_file in (config.root / "runs").glob("*.json"):
-        data = json.loads(status_file.read_text())
-        spans.append(data["finished_at"] - data["started_at"])
-    return elapsed, sum(spans) / len(spans)
+    spans = [json.loads(p.read_text()) for p in (config.root / "runs").glob("*.json")]
+    return LoopRun(elapsed, ended, spans)
 
 
 def idle_cycle_ms(work: Path, done_tasks: int, comments_per_task: int = 6, cycles: int = 200) -> float:
@@ -169,7 +183,7 @@ def main() -> int:
     setup_stderr(-1)
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
-        loop, _ = run_loop(work / "fast", args.tasks, args.concurrency, 0.0)
+        loop = run_loop(work / "fast", args.tasks, args.concurrency, 0.0).elapsed
         plain = run_plain(work / "fast", args.tasks)
         print(
             f"tasks:                      {args.tasks} (instant agent, instant verify, concurrency {args.concurrency})"
@@ -178,7 +192,8 @@ def main() -> int:
         print(f"throughput:                 {args.tasks / loop:.1f} tasks/s")
         print(f"plain git script:           {plain:.2f} s")
         print(f"loop / plain git:           {loop / plain:.2f}x  (target <= 3x)")
-        slow, agent_time = run_loop(work / "slow", args.slow_tasks, 8, 1.0)
+        slow_run = run_loop(work / "slow", args.slow_tasks, 8, 1.0)
+        slow, agent_time = slow_run.elapsed, slow_run.mean_agent_seconds
         waves = math.ceil(args.slow_tasks / 8)
         ideal = waves * 1.0
         measured_ideal = waves * agent_time
