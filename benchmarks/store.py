@@ -36,18 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import GIT_ENV, command_env
+from benchmarks.common import AGENT, GIT_ENV, command_env
 from runner.state import Phase, Runs, RunStatus, open_db
 from runner.tasks import Author, BuiltinTaskStore, NewTask, TaskStatus
-
-AGENT = """\
-import os, subprocess
-tid = os.environ["PIPELINE_TASK_ID"]
-open(f"{tid}.txt", "w").write("good\\n")
-subprocess.run(["git", "add", f"{tid}.txt"], check=True)
-subprocess.run(["git", "commit", "-q", "-m", f"Do {tid}"], check=True)
-"""
-
 
 
 def make_repo(repo: Path) -> None:
