@@ -120,19 +120,16 @@ class Git:
         check: bool = True,
         stdin: str | None = None,
         env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        remote: bool = False,
     ) -> ProcResult:
-        """Run ``git ARGS`` in ``cwd`` (default: the repository); ``env`` adds to the environment."""
+        """Run ``git ARGS`` in ``cwd`` (default: the repository); ``env`` adds to the environment.
+        ``remote``: a command that talks to a remote (fetch, push), which keeps the person's ssh
+        and credential settings (_HARDEN_REMOTE)."""
+        harden = _HARDEN_REMOTE if remote else _HARDEN
         return procs.run(
-            ["git", *_HARDEN, *_IDENTITY, *self._location, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
-            env={**os.environ, **_GIT_ENV, **(env or {})}, error_type=GitError,
-        )  # fmt: skip
-
-    def run_remote(self, *args: str, timeout: float | None = None) -> ProcResult:
-        """Run ``git ARGS`` that talks to a remote (fetch, push, ls-remote) in the repository,
-        with the person's ssh and credential settings; its exit code is returned, never raised."""
-        return procs.run(
-            ["git", *_HARDEN_REMOTE, *_IDENTITY, *self._location, *args], cwd=self.repo, check=False,
-            env={**os.environ, **_GIT_ENV}, timeout=timeout, error_type=GitError,
+            ["git", *harden, *_IDENTITY, *self._location, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
+            env={**os.environ, **_GIT_ENV, **(env or {})}, timeout=timeout, error_type=GitError,
         )  # fmt: skip
 
     def out(self, *args: str, cwd: Path | None = None) -> str:

@@ -76,10 +76,12 @@ class Remote:
     def fetch(self, ref: str) -> str | None:
         """Read the remote's ``ref`` (a full name) into its tracking ref; its sha, or None when
         the remote has no such ref. Raises GitError when the remote cannot be reached."""
-        done = self.git.run_remote(
+        done = self.git.run(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
-            self.name, f"+{ref}:{self.tracking(ref)}", timeout=REMOTE_TIMEOUT_SECONDS,
+            self.name, f"+{ref}:{self.tracking(ref)}", check=False, timeout=REMOTE_TIMEOUT_SECONDS, remote=True,
         )  # fmt: skip
+        if done.timed_out:
+            raise GitError(["git", "fetch", self.name, ref], None, done.output, f"{self.name} timed out after {REMOTE_TIMEOUT_SECONDS:g}s")
         if not done.ok:
             if "couldn't find remote ref" in done.output:
                 self.git.delete_ref(self.tracking(ref))
@@ -116,9 +118,12 @@ class Remote:
         return self._push(*args, *refspecs)
 
     def _push(self, *args: str) -> PushResult:
-        done = self.git.run_remote(
-            "push", "--porcelain", "--no-verify", "--quiet", self.name, *args, timeout=REMOTE_TIMEOUT_SECONDS
-        )
+        done = self.git.run(
+            "push", "--porcelain", "--no-verify", "--quiet", self.name, *args,
+            check=False, timeout=REMOTE_TIMEOUT_SECONDS, remote=True,
+        )  # fmt: skip
+        if done.timed_out:  # ended: all or nothing was pushed (atomic); the remote, read again, tells
+            return PushResult(PushStatus.UNREACHABLE, f"{self.name} timed out after {REMOTE_TIMEOUT_SECONDS:g}s")
         rejected = [line for line in done.output.splitlines() if line.startswith("!")]
         if done.ok and not rejected:
             return PushResult(PushStatus.PUSHED)

@@ -140,3 +140,20 @@ def test_the_persons_pre_push_hook_is_not_run(hosts: tuple[Path, Path, Path], tm
     assert Remote(Git(host), "origin").publish("t-1", commit(host, "a.txt")).ok
     assert not planted.exists()
     assert os.access(hook, os.X_OK)
+
+
+def test_the_persons_ssh_command_is_used_and_a_remote_that_never_answers_is_unreachable(
+    hosts: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, host, _ = hosts
+    used = tmp_path / "ssh-used"
+    git(host, "remote", "add", "far", "ssh://git.example.invalid/repo.git")
+    # The person's own ssh command (their config): the runner's git must use it, not switch it off.
+    git(host, "config", "core.sshCommand", f"touch {used}; false")
+    result = Remote(Git(host), "far").publish("t-1", commit(host, "a.txt"))
+    assert result.status is PushStatus.UNREACHABLE and used.exists()
+    # One that hangs is given up on after the timeout, as unreachable, not raised.
+    git(host, "config", "core.sshCommand", "sleep 30;")
+    monkeypatch.setattr("runner.remote.REMOTE_TIMEOUT_SECONDS", 0.5)
+    slow = Remote(Git(host), "far").publish("t-1", commit(host, "b.txt"))
+    assert slow.status is PushStatus.UNREACHABLE and "timed out" in slow.detail
