@@ -51,6 +51,10 @@ class Ahead(Generic[T]):
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._entries
 
+    def task_ids(self) -> list[str]:
+        """The tasks whose workspaces are being made, or made."""
+        return list(self._entries)
+
     def take(self, task_id: str, now: float | None = None) -> Future[T]:
         """The workspace of a task about to start: the one made ahead when it is fresh, else one
         being made now."""

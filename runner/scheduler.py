@@ -528,6 +528,10 @@ class Pipeline:
         ahead = min(self.config.concurrency, len(running) - ended + max(slots, 0)) if self.look_ahead else 0
         if slots <= 0 and not ahead:
             return False
+        # Every slot taken and the next workspaces made for tasks still open: nothing to read (the
+        # queue is read again when a slot frees; reading it every cycle costs on a large store).
+        if slots <= 0 and len(self.ahead) >= ahead and all(self.still_open(t) for t in self.ahead.task_ids()):
+            return False
         # Verified work piling up for the integrator only ties up workspaces: no agent adds to it.
         verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         if integration_bottleneck(waiting_to_land(self.runs, verified, self.config.max_waiting), self.config.max_waiting):
@@ -579,6 +583,10 @@ class Pipeline:
             return prepared
         except (ProcessError, OSError) as exc:
             return exc
+
+    def still_open(self, task_id: str) -> bool:
+        """Whether a task is still there and open (a person may have cancelled or deleted it)."""
+        return self.store.exists(task_id) and self.store.get(task_id).status is TaskStatus.OPEN
 
     def give_back(self, task_id: str, prepared: Prepared | ProcessError | OSError) -> None:
         """A workspace made ahead for a task that did not start: a new one goes back to the warm
