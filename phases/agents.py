@@ -213,6 +213,11 @@ class CommandBackend(AgentBackend):
             if marker in cmdline and SUPERVISOR_SCRIPT.encode() in cmdline:
                 return int(entry)
         status = read_status(handle.status_file)
+        # One forked from a fork server carries the server's command line, but its status file
+        # names it before its agent starts.
+        supervisor = status.get("supervisor") if status is not None else None
+        if isinstance(supervisor, int) and procs.pid_alive(supervisor, SUPERVISOR_MODULE):
+            return supervisor
         # It may have finished already: its verdict is there to harvest.
         if status is not None and isinstance(status.get("pid"), int):
             return int(status["pid"])
@@ -238,12 +243,12 @@ class CommandBackend(AgentBackend):
         request.status_file.parent.mkdir(parents=True, exist_ok=True)
         request.status_file.unlink(missing_ok=True)
         stdout = ["--stdout", str(stdout_file(request.status_file))] if self.separate_stdout else []
-        supervisor = procs.python_script_argv(
-            SUPERVISOR_SCRIPT, "--status-file", str(request.status_file),
+        options = [
+            "--status-file", str(request.status_file),
             "--timeout", str(self.config.timeout), "--max-bytes", str(procs.MAX_OUTPUT_BYTES), *stdout,
             "--", *agent_argv,
-        )  # fmt: skip
-        pid = procs.spawn_detached(supervisor, request.workspace, log_path=request.log_path, env=request.env)
+        ]  # fmt: skip
+        pid = procs.spawn_supervisor(options, request.workspace, log_path=request.log_path, env=request.env)
         return AgentHandle(request.run_id, pid, request.log_path, request.status_file, time.time())
 
     def poll(self, handle: AgentHandle) -> AgentOutcome:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from runner.errors import ProcessError
+from runner.forkserver import ForkServer, Spawned
 from runner.supervise import read_status
 
 # Output kept of one run, per log file: the first half and the last half of it, the cut marked.
@@ -32,6 +33,8 @@ MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 # What a LoggedResult quotes of the end of the output.
 TAIL_BYTES = 8192
 SUPERVISOR_SCRIPT = str(Path(__file__).resolve().with_name("supervise.py"))
+# Supervisors are forked from here (one server per runner process, started on first use).
+FORK_SERVER = ForkServer(SUPERVISOR_SCRIPT)
 
 
 @dataclass(frozen=True)
@@ -304,33 +307,29 @@ def run_logged(
     os.close(fd)
     status_file = Path(status_name)
     status_file.unlink()
-    supervisor = python_script_argv(
-        SUPERVISOR_SCRIPT, "--status-file", status_name, "--timeout", str(timeout),
-        "--max-bytes", str(max_bytes), "--parent", str(os.getpid()), "--", *args,
-    )  # fmt: skip
+    options = ["--status-file", status_name, "--timeout", str(timeout), "--max-bytes", str(max_bytes), "--", *args]
     try:
         with open(log_path, "ab") as log:
             start = log.tell()
-            # In the runner's own process group, so that Ctrl-C in a terminal reaches it too.
-            proc = subprocess.Popen(
-                supervisor, cwd=cwd, env=child_env(env, cwd), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, close_fds=True,
-            )  # fmt: skip
+            supervisor = _start_foreground(options, cwd, child_env(env, cwd), log)
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte, or a bad environment name
         return LoggedResult(args, None, error=f"{args[0]!r} could not be started: {exc}")
     try:
-        returncode = _wait(proc, stop)
+        returncode = supervisor.wait(stop)
     except BaseException:
         # Interrupted while waiting (Ctrl-C in the main thread): end the command before going on.
-        proc.terminate()
-        proc.wait()
+        supervisor.terminate()
+        supervisor.wait(None)
         raise
+    finally:
+        supervisor.close()
     status = read_status(status_file)
     with contextlib.suppress(OSError):
         status_file.unlink()
     tail = _file_tail(log_path, start, tail_bytes)
     if status is None or status.get("state") != "finished":
-        return LoggedResult(args, None, tail=tail, error=f"its supervisor ended without a verdict (exit {returncode})")
+        how = "" if returncode is None else f" (exit {returncode})"
+        return LoggedResult(args, None, tail=tail, error=f"its supervisor ended without a verdict{how}")
     exit_code = status.get("exit_code")
     error = status.get("error")
     if status.get("started") is False:
@@ -348,18 +347,77 @@ def run_logged(
 STOP_POLL_SECONDS = 0.2
 
 
-def _wait(proc: subprocess.Popen[bytes], stop: threading.Event | None) -> int:
-    """``proc``'s exit code; TERM is sent to it (a supervisor: it ends its tree) once ``stop`` is set."""
-    if stop is None:
-        return proc.wait()
-    told = False
-    while True:
+class _Supervisor:
+    """A foreground supervisor, however it was started: waited for, told to stop."""
+
+    def __init__(self, proc: subprocess.Popen[bytes] | None = None, forked: Spawned | None = None) -> None:
+        self._proc = proc
+        self._forked = forked
+
+    def _exited(self, timeout: float | None) -> tuple[bool, int | None]:
+        if self._forked is not None:
+            return self._forked.wait(timeout), None  # not this process's child: no exit code
+        assert self._proc is not None
         try:
-            return proc.wait(timeout=STOP_POLL_SECONDS)
+            return True, self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            if stop.is_set() and not told:
-                proc.terminate()
+            return False, None
+
+    def wait(self, stop: threading.Event | None) -> int | None:
+        """The supervisor's exit code (None when it is not known); TERM is sent to it (it then ends
+        its tree) once ``stop`` is set."""
+        told = False
+        while True:
+            exited, code = self._exited(None if stop is None else STOP_POLL_SECONDS)
+            if exited:
+                return code
+            if stop is not None and stop.is_set() and not told:
+                self.terminate()
                 told = True
+
+    def terminate(self) -> None:
+        """Send TERM to the supervisor."""
+        if self._forked is not None:
+            self._forked.terminate()
+        elif self._proc is not None:
+            self._proc.terminate()
+
+    def close(self) -> None:
+        """Release what names the supervisor."""
+        if self._forked is not None:
+            self._forked.close()
+
+
+def _start_foreground(options: list[str], cwd: Path | str, env: Mapping[str, str], log: IO[bytes]) -> _Supervisor:
+    """A supervisor with ``options``, its output to ``log``, in this process's group (Ctrl-C in a
+    terminal reaches it too), ending its run should this process die."""
+    forked = FORK_SERVER.spawn(options, os.fspath(cwd), env, log.fileno(), session=False, watch_parent=True)
+    if forked is not None:
+        return _Supervisor(forked=forked)
+    argv = python_script_argv(SUPERVISOR_SCRIPT, "--parent", str(os.getpid()), *options)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True
+    )
+    return _Supervisor(proc=proc)
+
+
+def spawn_supervisor(options: Sequence[str], cwd: Path, *, log_path: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start a supervisor with ``options`` detached in its own session, its output appended to
+    ``log_path``; its pid. Forked from the fork server where it can be, else started.
+
+    It outlives the runner: a later invocation finds it by its pid and its status file.
+    """
+    opts = [str(o) for o in options]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        try:
+            forked = FORK_SERVER.spawn(opts, os.fspath(cwd), child_env(env, cwd), log.fileno(), session=True, watch_parent=False)
+        except (OSError, ValueError) as exc:
+            raise ProcessError([SUPERVISOR_SCRIPT, *opts], None, "", f"the supervisor could not be started: {exc}") from None
+    if forked is None:
+        return spawn_detached(python_script_argv(SUPERVISOR_SCRIPT, *opts), cwd, log_path=log_path, env=env)
+    forked.close()  # the fork server reaps it; a pid is what a later invocation has to go on
+    return forked.pid
 
 
 def _file_tail(path: Path, start: int, limit: int) -> str:

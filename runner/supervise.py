@@ -3,8 +3,9 @@ and records how it ended.
 
 Started as ``python -I -S .../supervise.py --status-file F --timeout S [--stdout FILE]
 [--max-bytes N] [--parent PID] -- ARGV...`` (stdlib only, so it starts fast and needs no installed
-package): detached by the command backend for agents, in the foreground by ``procs.run_logged`` for
-recipes. It starts ARGV in a process group of its own, writes the group id to the status file,
+package), or forked with the same options from a fork server (``supervise.py --serve FD``, see
+runner/forkserver.py): detached by the command backend for agents, in the foreground by
+``procs.run_logged`` for recipes. It starts ARGV in a process group of its own, writes the group id to the status file,
 waits, and finally writes the exit code atomically, so that any later runner process can harvest
 the result.
 
@@ -108,15 +109,25 @@ class Options:
             raise SystemExit(USAGE) from None
 
 
+def _libc() -> Any:
+    """The C library (for prctl), loaded once: a fork server loads it before forking supervisors."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes  # only here: it costs a few ms of start-up, and only Linux has the call
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+_LIBC: Any = None
+
+
 def become_subreaper() -> bool:
     """Adopt this process's orphaned descendants instead of init (Linux); False where unsupported."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes  # only here: it costs a few ms of start-up, and only Linux has the call
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        return bool(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -379,13 +390,21 @@ def _finished(started_at: float, **fields: Any) -> dict[str, Any]:
     return {"state": "finished", **fields, "started_at": started_at, "finished_at": time.time()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the supervised command; the exit code mirrors the command's."""
+def main(argv: list[str] | None = None, ready: Callable[[], None] | None = None) -> int:
+    """Run the supervised command; the exit code mirrors the command's.
+
+    ``ready`` (from a fork server) is called once the status file names this supervisor, before the
+    command starts: a runner that dies from then on finds the run by its status file.
+    """
     opts = Options(sys.argv[1:] if argv is None else argv)
+    started = time.time()
+    me = os.getpid()
+    if ready is not None:
+        write_status(opts.status_file, {"state": "starting", "supervisor": me, "started_at": started})
+        ready()
     register(os.environ)
     secrets = [value.encode("utf-8", "surrogateescape") for value in secret_values(os.environ)]
     name = os.path.basename(opts.command[0])
-    started = time.time()
     become_subreaper()
     try:
         stdout_fd = os.open(opts.stdout, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if opts.stdout else -1
@@ -394,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.PIPE if opts.stdout else subprocess.STDOUT,
         )  # fmt: skip
     except OSError as exc:
-        write_status(opts.status_file, _finished(started, exit_code=127, timed_out=False, started=False,
+        write_status(opts.status_file, _finished(started, supervisor=me, exit_code=127, timed_out=False, started=False,
                                                  error=f"{opts.command[0]!r} could not be started: {exc}"))  # fmt: skip
         return 127
     tree = Tree(child.pid)
@@ -409,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         copier = threading.Thread(target=copy_output, args=(source, target, secrets), daemon=True)
         copier.start()
         copiers.append(copier)
-    write_status(opts.status_file, {"state": "running", "pid": child.pid, "pgid": child.pid, "started_at": started})
+    write_status(opts.status_file, {"state": "running", "supervisor": me, "pid": child.pid, "pgid": child.pid,
+                                    "started_at": started})  # fmt: skip
 
     leader_exited = threading.Event()
     timed_out = threading.Event()
@@ -455,10 +475,18 @@ def main(argv: list[str] | None = None) -> int:
         error = f"{name} stopped by signal {stopped_by[0]} sent to its supervisor"
     elif orphaned.is_set():
         error = f"{name} stopped: the process that started it (pid {opts.parent}) is gone"
-    write_status(opts.status_file, _finished(started, pid=child.pid, pgid=child.pid, exit_code=exit_code,
+    write_status(opts.status_file, _finished(started, supervisor=me, pid=child.pid, pgid=child.pid, exit_code=exit_code,
                                              timed_out=timed_out.is_set(), error=error))  # fmt: skip
     return 0 if exit_code == 0 else 1
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        # A fork server (runner/forkserver.py): supervisors are forked from this loaded process.
+        from runner.forkserver import serve
+
+        with contextlib.suppress(OSError, AttributeError):
+            _libc()
+        serve(int(sys.argv[2]), main)
+        sys.exit(0)
     sys.exit(main())

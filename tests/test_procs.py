@@ -143,8 +143,9 @@ def test_a_recipe_ends_soon_after_its_runner_is_killed(tmp_path: Path) -> None:
         )
         pids.append(proc.pid)
         pids += read_pids(tmp_path / "pids")
-        pids += marked("TEST_RECIPE_MARK", mark)  # the supervisor among them
-        assert len(set(pids)) == 6
+        pids += marked("TEST_RECIPE_MARK", mark)  # the supervisor and the fork server among them
+        # The runner, its fork server, the supervisor forked from it, the recipe, three daemons.
+        assert len(set(pids)) == 7
         proc.kill()
         proc.wait()
         # Before, the recipe ran on to its end and a restarted runner started a second one beside it.

@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from phases.agents import AgentRequest, AgentState, CommandBackend
 from runner import procs
 from runner.config import AgentConfig
@@ -20,8 +22,23 @@ from tests.proc_helpers import DAEMONS, LOUD, LOUD_EXTRA, PYTHON, alive, cleanup
 CUT = re.compile(rb"\[\.\.\. (\d+) bytes cut \.\.\.\]\n")
 
 
+# Each test runs with the supervisor forked from the fork server (as the runner starts them) and
+# started as an interpreter of its own (where no fork server can be used).
+START = "forked"
+
+
+@pytest.fixture(autouse=True, params=["forked", "started"])
+def _how_started(request: pytest.FixtureRequest) -> None:
+    global START
+    START = request.param
+
+
 def supervise(tmp: Path, command: list[str], *options: str, env: dict[str, str] | None = None) -> int:
     """Start the supervisor detached, as the command backend does; its pid."""
+    if START == "forked":
+        return procs.spawn_supervisor(
+            ["--status-file", str(tmp / "run.json"), *options, "--", *command], tmp, log_path=tmp / "run.log", env=env
+        )
     argv = procs.python_script_argv(
         procs.SUPERVISOR_SCRIPT, "--status-file", str(tmp / "run.json"), *options, "--", *command
     )

@@ -1,0 +1,298 @@
+"""Supervisors forked from one pre-loaded process instead of each starting an interpreter.
+
+A supervisor started as ``python -I -S supervise.py ...`` spends ~25 ms of CPU on the interpreter and
+its imports before it starts its command; a task starts three (its agent's, and its checks' twice),
+and on a busy machine each of those milliseconds waits for a core while a slot stands empty. The
+fork server is one supervisor interpreter, started once per runner process as ``supervise.py
+--serve FD``, that forks a child per request: the child runs the supervisor's ``main`` with the
+options, working directory, environment and standard descriptors asked for, exactly as a started
+supervisor would, in ~1 ms.
+
+The children are the same program as a started supervisor and carry the server's command line,
+which names supervise.py, so a pid is still recognised as a supervisor. Two differences are
+handled where they matter: a child's parent is the server, not the runner, so a supervisor that
+watches for its runner's death is given the server's pid (the server exits when the runner's end
+of the socket closes, however the runner died); and the command line does not name the run's
+status file, so each supervisor records its own pid in the status file before the server answers.
+
+The server side (``serve``) is stdlib only and runs under ``-I -S``; the client (``ForkServer``)
+is used by ``runner.procs``. Where the server cannot be used (no pidfds, a request too large for
+one message, a server that died), the client says so and the caller starts an interpreter as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+# Largest request sent as one message; a larger one (an agent given its whole prompt as an argument)
+# starts an interpreter instead.
+MAX_REQUEST_BYTES = 128 * 1024
+# How often the server reaps children that exited while no request came.
+REAP_SECONDS = 0.2
+# How long a client waits for an answer before it gives the server up.
+ANSWER_SECONDS = 30.0
+HAS_PIDFD = hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
+
+
+def _reap() -> None:
+    """Collect every child that has exited, so none stays a zombie."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def serve(fd: int, run: Callable[[list[str], Callable[[], None]], int]) -> None:
+    """Answer spawn requests on socket ``fd`` until its other end closes.
+
+    A request is a JSON object (``options``, ``cwd``, ``env``, ``session``) with three descriptors
+    (stdin, stdout, stderr). The answer is ``{"pid": N}`` with a pidfd of the child, or
+    ``{"error": "..."}`` when the child could not be set up (a missing working directory).
+    ``run(options, ready)`` is the supervisor's main; it calls ``ready()`` once its status file
+    names it, and the answer waits for that.
+    """
+    # Ctrl-C reaches the runner's whole group: the server ends with the runner, not before it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    while True:
+        ready, _, _ = select.select([sock], [], [], REAP_SECONDS)
+        _reap()
+        if not ready:
+            continue
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST_BYTES, 3)
+        except OSError:
+            return
+        if not message:
+            return  # the runner closed its end or died
+        answer, pidfds = _spawn(sock, message, fds, run)
+        socket.send_fds(sock, answer, pidfds)
+        for pidfd in pidfds:
+            os.close(pidfd)
+
+
+def _spawn(
+    sock: socket.socket, message: bytes, fds: list[int], run: Callable[[list[str], Callable[[], None]], int]
+) -> tuple[list[bytes], list[int]]:
+    """Fork the child for one request; the answer and the descriptors to send with it."""
+    try:
+        request = json.loads(message)
+        if len(fds) != 3:
+            raise ValueError("three descriptors expected")
+        read_end, write_end = os.pipe()
+    except (ValueError, OSError) as exc:
+        for fd in fds:
+            os.close(fd)
+        return [json.dumps({"error": f"bad request: {exc}"}).encode()], []
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(sock, request, fds, write_end, run)
+    os.close(write_end)
+    for fd in fds:
+        os.close(fd)
+    with os.fdopen(read_end, "rb") as pipe:
+        problem = pipe.read().decode("utf-8", "replace")  # empty: set up, status file written
+    if problem:
+        return [json.dumps({"error": problem}).encode()], []
+    return [json.dumps({"pid": pid}).encode()], [os.pidfd_open(pid)]
+
+
+def _child(
+    sock: socket.socket,
+    request: dict[str, object],
+    fds: list[int],
+    report: int,
+    run: Callable[[list[str], Callable[[], None]], int],
+) -> None:
+    """In the forked child: become the requested supervisor, then exit with its code. Never returns."""
+    code = 70
+    try:
+        sock.close()
+        try:
+            if request.get("session"):
+                os.setsid()
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            for fd in fds:
+                os.close(fd)
+            os.chdir(str(request["cwd"]))
+            env = request["env"]
+            options = request["options"]
+            if not isinstance(env, dict) or not isinstance(options, list):
+                raise ValueError("env must be an object and options a list")
+            os.environ.clear()
+            os.environ.update({str(k): str(v) for k, v in env.items()})
+        except (OSError, ValueError, KeyError) as exc:
+            os.write(report, f"could not be started: {exc}".encode())
+            os.close(report)
+            os._exit(127)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        def ready() -> None:
+            os.close(report)
+
+        code = run([str(o) for o in options], ready)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 2
+        if not isinstance(exc.code, int) and exc.code is not None:
+            with contextlib.suppress(OSError):
+                os.write(2, f"{exc.code}\n".encode())
+    except BaseException:  # whatever happens, this process must not return to the server's loop
+        with contextlib.suppress(Exception):
+            import traceback
+
+            os.write(2, traceback.format_exc().encode())
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+class Spawned:
+    """A supervisor the fork server started: its pid and a pidfd that names exactly it."""
+
+    def __init__(self, pid: int, pidfd: int) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the supervisor has exited (within ``timeout`` seconds, if given)."""
+        ready, _, _ = select.select([self.pidfd], [], [], timeout)
+        return bool(ready)
+
+    def terminate(self) -> None:
+        """Send TERM to the supervisor (it ends its command's tree); nothing if it has exited."""
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGTERM)
+
+    def close(self) -> None:
+        """Release the pidfd."""
+        os.close(self.pidfd)
+
+
+class ForkServer:
+    """The client: starts the server on first use and asks it for supervisors, one at a time."""
+
+    def __init__(self, script: str) -> None:
+        self._script = script
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._usable = HAS_PIDFD
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs (a supervisor's parent)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def spawn(
+        self,
+        options: list[str],
+        cwd: str,
+        env: Mapping[str, str],
+        stdout: int,
+        *,
+        session: bool,
+        watch_parent: bool,
+    ) -> Spawned | None:
+        """Fork a supervisor with ``options`` (``--parent`` added when ``watch_parent``), or None
+        when the server cannot be used (the caller then starts an interpreter).
+
+        Raises OSError when the supervisor could not be set up (a missing working directory), as
+        starting a process would.
+        """
+        if not self._usable:
+            return None
+        # What exec would refuse is refused here, before a child is forked.
+        for text in (*options, cwd, *env.keys(), *env.values()):
+            if "\0" in text:
+                raise ValueError("embedded null byte")
+        if any("=" in name or not name for name in env):
+            raise ValueError("illegal environment variable name")
+        with self._lock:
+            if self._sock is None and not self._start():
+                return None
+            assert self._sock is not None and self._proc is not None
+            if watch_parent:
+                options = ["--parent", str(self._proc.pid), *options]
+            message = json.dumps({"options": options, "cwd": cwd, "env": dict(env), "session": session}).encode()
+            if len(message) > MAX_REQUEST_BYTES:
+                return None
+            stdin = os.open(os.devnull, os.O_RDONLY)
+            try:
+                socket.send_fds(self._sock, [message], [stdin, stdout, stdout])
+                answer, fds, _flags, _addr = socket.recv_fds(self._sock, 64 * 1024, 1)
+            except OSError:
+                self._give_up()
+                return None
+            finally:
+                os.close(stdin)
+            try:
+                reply = json.loads(answer) if answer else None
+            except ValueError:
+                reply = None
+            if not isinstance(reply, dict):
+                for fd in fds:
+                    os.close(fd)
+                self._give_up()
+                return None
+            if "error" in reply:
+                for fd in fds:
+                    os.close(fd)
+                raise OSError(str(reply["error"]))
+            return Spawned(int(reply["pid"]), fds[0])
+
+    def _start(self) -> bool:
+        """Start the server; False (and never again) when it cannot be."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours.settimeout(ANSWER_SECONDS)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", self._script, "--serve", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], cwd="/", stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        except OSError:
+            ours.close()
+            self._usable = False
+            return False
+        finally:
+            theirs.close()
+        self._sock = ours
+        return True
+
+    def _give_up(self) -> None:
+        """The server misbehaved or died: stop it and start interpreters from now on."""
+        self._usable = False
+        self.close()
+
+    def close(self) -> None:
+        """Stop the server (its children, the supervisors, run on); the next spawn starts another."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
