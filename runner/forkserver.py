@@ -13,7 +13,7 @@ which names supervise.py, so a pid is still recognised as a supervisor. Two diff
 handled where they matter: a child's parent is the server, not the runner, so a supervisor that
 watches for its runner's death is given the server's pid (the server exits when the runner's end
 of the socket closes, however the runner died); and the command line does not name the run's
-status file, so each supervisor records its own pid in the status file before the server answers.
+status file, so the server writes each child's first status, naming its pid, before it answers.
 
 The server side (``serve``) is stdlib only and runs under ``-I -S``; the client (``ForkServer``)
 is used by ``runner.procs``. Where the server cannot be used (no pidfds, a request too large for
@@ -23,6 +23,7 @@ one message, a server that died), the client says so and the caller starts an in
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import select
@@ -31,10 +32,12 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any
 
 # Largest request sent as one message; a larger one (an agent given its whole prompt as an argument)
 # starts an interpreter instead.
@@ -57,14 +60,17 @@ def _reap() -> None:
             return
 
 
-def serve(fd: int, run: Callable[[list[str], Callable[[], None]], int]) -> None:
+def serve(fd: int, run: Callable[[list[str]], int], write_status: Callable[[str, dict[str, object]], None]) -> None:
     """Answer spawn requests on socket ``fd`` until its other end closes.
 
-    A request is a JSON object (``options``, ``cwd``, ``env``, ``session``) with three descriptors
-    (stdin, stdout, stderr). The answer is ``{"pid": N}`` with a pidfd of the child, or
-    ``{"error": "..."}`` when the child could not be set up (a missing working directory).
-    ``run(options, ready)`` is the supervisor's main; it calls ``ready()`` once its status file
-    names it, and the answer waits for that.
+    A request is a JSON object (``options``, ``status_file``, ``cwd``, ``env``, ``session``) with
+    three descriptors (stdin, stdout, stderr). The answer is ``{"pid": N}`` with a pidfd of the
+    child, or ``{"error": "..."}`` when no child could be made for it (a missing working directory).
+    ``run(options)`` is the supervisor's main; ``write_status`` writes its status file.
+
+    The answer does not wait for the child to be scheduled: the server writes the child's first
+    status (naming its pid) itself, then lets the child go. A later runner finds the run by that
+    file, and the child writes nothing before it.
     """
     # Ctrl-C reaches the runner's whole group: the server ends with the runner, not before it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -80,50 +86,82 @@ def serve(fd: int, run: Callable[[list[str], Callable[[], None]], int]) -> None:
             return
         if not message:
             return  # the runner closed its end or died
-        answer, pidfds = _spawn(sock, message, fds, run)
+        answer, pidfds = _spawn(sock, message, fds, run, write_status)
         socket.send_fds(sock, answer, pidfds)
         for pidfd in pidfds:
             os.close(pidfd)
 
 
+def _error(text: str) -> tuple[list[bytes], list[int]]:
+    return [json.dumps({"error": text}).encode()], []
+
+
+def _request(message: bytes) -> dict[str, Any]:
+    """The request, checked: what the child would fail on is refused before anything is forked."""
+    request = json.loads(message)
+    if not isinstance(request, dict):
+        raise ValueError("a request is an object")
+    options, env = request.get("options"), request.get("env")
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise ValueError("options must be a list of strings")
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ValueError("env must map strings to strings")
+    if not isinstance(request.get("status_file"), str) or not isinstance(request.get("cwd"), str):
+        raise ValueError("status_file and cwd must be strings")
+    if not os.path.isdir(request["cwd"]) or not os.access(request["cwd"], os.X_OK):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", request["cwd"])
+    return request
+
+
 def _spawn(
-    sock: socket.socket, message: bytes, fds: list[int], run: Callable[[list[str], Callable[[], None]], int]
+    sock: socket.socket,
+    message: bytes,
+    fds: list[int],
+    run: Callable[[list[str]], int],
+    write_status: Callable[[str, dict[str, object]], None],
 ) -> tuple[list[bytes], list[int]]:
     """Fork the child for one request; the answer and the descriptors to send with it."""
     try:
-        request = json.loads(message)
         if len(fds) != 3:
             raise ValueError("three descriptors expected")
-        read_end, write_end = os.pipe()
+        request = _request(message)
+        go_read, go_write = os.pipe()
     except (ValueError, OSError) as exc:
         for fd in fds:
             os.close(fd)
-        return [json.dumps({"error": f"bad request: {exc}"}).encode()], []
+        return _error(f"could not be started: {exc}")
     pid = os.fork()
     if pid == 0:
-        os.close(read_end)
-        _child(sock, request, fds, write_end, run)
-    os.close(write_end)
+        os.close(go_write)
+        _child(sock, request, fds, go_read, run, write_status)
+    os.close(go_read)
     for fd in fds:
         os.close(fd)
-    with os.fdopen(read_end, "rb") as pipe:
-        problem = pipe.read().decode("utf-8", "replace")  # empty: set up, status file written
-    if problem:
-        return [json.dumps({"error": problem}).encode()], []
+    try:
+        write_status(request["status_file"], {"state": "starting", "supervisor": pid, "started_at": time.time()})
+    except OSError as exc:
+        os.close(go_write)  # the child ends without doing anything
+        return _error(f"could not be started: {exc}")
+    os.write(go_write, b"g")
+    os.close(go_write)
     return [json.dumps({"pid": pid}).encode()], [os.pidfd_open(pid)]
 
 
 def _child(
     sock: socket.socket,
-    request: dict[str, object],
+    request: dict[str, Any],
     fds: list[int],
-    report: int,
-    run: Callable[[list[str], Callable[[], None]], int],
+    go: int,
+    run: Callable[[list[str]], int],
+    write_status: Callable[[str, dict[str, object]], None],
 ) -> None:
     """In the forked child: become the requested supervisor, then exit with its code. Never returns."""
     code = 70
     try:
         sock.close()
+        if os.read(go, 1) != b"g":
+            os._exit(0)  # the server could not record this child: it must not run
+        os.close(go)
         try:
             if request.get("session"):
                 os.setsid()
@@ -131,23 +169,20 @@ def _child(
                 os.dup2(fd, target)
             for fd in fds:
                 os.close(fd)
-            os.chdir(str(request["cwd"]))
-            env = request["env"]
-            options = request["options"]
-            if not isinstance(env, dict) or not isinstance(options, list):
-                raise ValueError("env must be an object and options a list")
+            os.chdir(request["cwd"])
             os.environ.clear()
-            os.environ.update({str(k): str(v) for k, v in env.items()})
-        except (OSError, ValueError, KeyError) as exc:
-            os.write(report, f"could not be started: {exc}".encode())
-            os.close(report)
+            os.environ.update(request["env"])
+        except (OSError, ValueError) as exc:  # the directory went since the server looked
+            started = time.time()
+            command = request["options"][request["options"].index("--") + 1 :] if "--" in request["options"] else ["?"]
+            write_status(request["status_file"], {
+                "state": "finished", "supervisor": os.getpid(), "exit_code": 127, "timed_out": False,
+                "started": False, "error": f"{command[0]!r} could not be started: {exc}",
+                "started_at": started, "finished_at": started,
+            })  # fmt: skip
             os._exit(127)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-        def ready() -> None:
-            os.close(report)
-
-        code = run([str(o) for o in options], ready)
+        code = run(request["options"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 2
         if not isinstance(exc.code, int) and exc.code is not None:
@@ -163,6 +198,15 @@ def _child(
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _option(options: list[str], name: str) -> str | None:
+    """The value of option ``name`` in a supervisor's command line (before ``--``)."""
+    end = options.index("--") if "--" in options else len(options)
+    for i in range(0, end - 1):
+        if options[i] == name:
+            return options[i + 1]
+    return None
 
 
 class Spawned:
@@ -232,7 +276,11 @@ class ForkServer:
             assert self._sock is not None and self._proc is not None
             if watch_parent:
                 options = ["--parent", str(self._proc.pid), *options]
-            message = json.dumps({"options": options, "cwd": cwd, "env": dict(env), "session": session}).encode()
+            status_file = _option(options, "--status-file")
+            if status_file is None:
+                return None  # a started supervisor says what is wrong with its command line
+            request = {"options": options, "status_file": status_file, "cwd": cwd, "env": dict(env), "session": session}
+            message = json.dumps(request).encode()
             if len(message) > MAX_REQUEST_BYTES:
                 return None
             stdin = os.open(os.devnull, os.O_RDONLY)

@@ -390,18 +390,11 @@ def _finished(started_at: float, **fields: Any) -> dict[str, Any]:
     return {"state": "finished", **fields, "started_at": started_at, "finished_at": time.time()}
 
 
-def main(argv: list[str] | None = None, ready: Callable[[], None] | None = None) -> int:
-    """Run the supervised command; the exit code mirrors the command's.
-
-    ``ready`` (from a fork server) is called once the status file names this supervisor, before the
-    command starts: a runner that dies from then on finds the run by its status file.
-    """
+def main(argv: list[str] | None = None) -> int:
+    """Run the supervised command; the exit code mirrors the command's."""
     opts = Options(sys.argv[1:] if argv is None else argv)
     started = time.time()
     me = os.getpid()
-    if ready is not None:
-        write_status(opts.status_file, {"state": "starting", "supervisor": me, "started_at": started})
-        ready()
     register(os.environ)
     secrets = [value.encode("utf-8", "surrogateescape") for value in secret_values(os.environ)]
     name = os.path.basename(opts.command[0])
@@ -487,6 +480,6 @@ if __name__ == "__main__":
 
         with contextlib.suppress(OSError, AttributeError):
             _libc()
-        serve(int(sys.argv[2]), main)
+        serve(int(sys.argv[2]), main, write_status)
         sys.exit(0)
     sys.exit(main())
