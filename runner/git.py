@@ -107,6 +107,7 @@ class Git:
         self._common_dir: Path | None = None
         # A commit's tree never changes: asked by full sha, it is looked up once.
         self._trees: dict[str, str] = {}
+        self._commits: dict[str, str] = {}  # a full sha (or its parent, "sha^") -> the commit
         # Given explicitly for the runner's checkouts: git must never go looking for a repository
         # above one whose .git an agent removed (the person's repository encloses the root).
         self._location = [f"--git-dir={git_dir}"] if git_dir is not None else []
@@ -140,10 +141,19 @@ class Git:
 
     def rev(self, ref: str, cwd: Path | None = None) -> str | None:
         """The commit a ref points to, or None."""
+        # A commit named by its sha (or its parent) is the same commit for good: looked up once.
+        lasting = cwd is None and _FULL_SHA.fullmatch(ref.removesuffix("^")) is not None
+        if lasting and ref in self._commits:
+            return self._commits[ref]
         result = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=cwd, check=False)
         sha = result.output.strip()
         # `^x` (a negative rev) verifies too and prints `^<sha>`: no commit is named that way.
-        return sha if result.ok and _OBJECT_NAME.fullmatch(sha) else None
+        found = sha if result.ok and _OBJECT_NAME.fullmatch(sha) else None
+        if lasting and found is not None:  # one missing now may be fetched later
+            if len(self._commits) > 10_000:
+                self._commits.clear()
+            self._commits[ref] = found
+        return found
 
     def tree_of(self, commit: str) -> str | None:
         """The tree a commit records, or None when there is no such commit."""
