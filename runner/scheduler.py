@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, as_completed
+from concurrent.futures import as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -34,7 +34,6 @@ from phases.dev import (
 from runner import budget, killpoints, recovery
 from runner.ahead import Ahead
 from runner.basewatch import BaseWatch
-from runner.bringin import BringIns
 from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
@@ -135,9 +134,6 @@ class Pipeline:
             self.prepare_workspace, self.give_back, config.concurrency
         )
         self.look_ahead = not (once or dry_run)
-        # The commits of agents that ended, fetched off this thread (runner.bringin); inline for
-        # `run --once`, whose one cycle records what it harvests.
-        self.bring_ins = BringIns(self.workspaces.bring_in, self.wake.set, config.concurrency) if self.look_ahead else None
         # The agents seen ended whose slots were filled (they wait for their harvest), and what
         # their last poll said.
         self.replaced: set[int] = set()
@@ -321,11 +317,8 @@ class Pipeline:
             outcome = polled.get(rec.id) or self.backend.poll(self.handle_of(rec))
             if outcome.state is AgentState.RUNNING:
                 continue
-            brought = self.bring_in_off_thread(rec, outcome)
-            if brought is not None and not brought.done():
-                continue  # recorded once its commit is in; the loop is woken then
             acted = True
-            self.record_dev(rec, outcome, brought)
+            self.record_dev(rec, outcome)
             self.between()
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
@@ -405,44 +398,23 @@ class Pipeline:
             Step.HELD: f"would hold {task.id}: its integration waits for a person",
         }.get(step, f"nothing to do for {task.id}")
 
-    @staticmethod
-    def keeps_work(outcome: AgentOutcome) -> bool:
-        """Whether a finished agent's commit is judged: a run stopped on a cap after doing the
-        work is judged by the work, as a success is."""
-        return outcome.state is AgentState.SUCCEEDED or outcome.work_counts
-
-    def bring_in_off_thread(self, rec: RunRecord, outcome: AgentOutcome) -> Future[str | None] | None:
-        """The fetch of a finished agent's commit in a worker thread, or None where it is done
-        inline (`run --once`, no work to keep, or the runner commits what the agent left first)."""
-        if self.bring_ins is None or not self.keeps_work(outcome) or self.backend.runner_commits:
-            return None
-        return self.bring_ins.get(rec.id, rec.task_id)
-
-    def record_dev(self, rec: RunRecord, outcome: AgentOutcome, brought: Future[str | None] | None = None) -> None:
-        """Bring in what a finished agent committed (or take ``brought``, its fetch done off this
-        thread), judge it, and record it in one transaction.
+    def record_dev(self, rec: RunRecord, outcome: AgentOutcome) -> None:
+        """Bring in what a finished agent committed, judge it, and record it in one transaction.
 
         A failure of the agent's environment (auth, config, network) is not the task's: the run is
         recorded as cancelled, the task goes back to open uncharged, and new agents wait (a fault).
         """
-        keeps_work = self.keeps_work(outcome)
+        # A run stopped on a cap after doing the work is judged by the work, as a success is.
+        keeps_work = outcome.state is AgentState.SUCCEEDED or outcome.work_counts
         try:
             if keeps_work and self.backend.runner_commits:
                 self.commit_left_work(rec)
-            if not keeps_work:
-                after = None
-            elif brought is not None:
-                after = brought.result()  # raises what the fetch raised, as an inline one would
-            else:
-                after = self.workspaces.bring_in(rec.task_id)
+            after = self.workspaces.bring_in(rec.task_id) if keeps_work else None
         except ProcessError as exc:
             outcome = AgentOutcome(
                 AgentState.FAILED, f"could not bring in the agent's commit: {exc}", outcome.cost_cents, outcome.tokens
             )
             after = None
-        finally:
-            if self.bring_ins is not None:
-                self.bring_ins.forget(rec.id)
         killpoints.reached("brought-in")
         result = judge(outcome, after, rec.before_sha)
         if result.status is DevStatus.COMMITTED and self.backend.commits_per_edit:
@@ -511,8 +483,6 @@ class Pipeline:
                 self.cancelling.add(rec.id)
             return False
         self.cancelling.discard(rec.id)
-        if self.bring_ins is not None:
-            self.bring_ins.settle(rec.id)  # a fetch from its workspace is over before the workspace goes
         with self.db.write():
             self.runs.finish(
                 rec.id, RunStatus.CANCELLED, cost_cents=outcome.cost_cents, tokens=outcome.tokens,
@@ -739,8 +709,6 @@ class Pipeline:
         """Stop the verify workers (results not yet applied are redone on the next start), tell
         of the last moves, and let the notifications still queued run."""
         self.ahead.close()
-        if self.bring_ins is not None:
-            self.bring_ins.close()
         self.verifier.close()
         self.integrator.close()
         self.preflight.close()
