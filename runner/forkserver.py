@@ -307,6 +307,14 @@ class ForkServer:
                 raise OSError(str(reply["error"]))
             return Spawned(int(reply["pid"]), fds[0])
 
+    def warm(self) -> None:
+        """Start the server now, so that the first supervisor does not wait for it (a runner
+        about to start agents calls this before its first cycle)."""
+        if self._usable:
+            with self._lock:
+                if self._sock is None:
+                    self._start()
+
     def _start(self) -> bool:
         """Start the server; False (and never again) when it cannot be."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

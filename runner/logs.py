@@ -35,6 +35,11 @@ def _real() -> Logger:
     return _loaded[0]
 
 
+def load() -> None:
+    """Import loguru now (a loop that is about to log: its first line should not wait for it)."""
+    _real()
+
+
 class _LazyLogger:
     """Stands for loguru's logger: a command that logs nothing (`status`, `task list`) never
     imports loguru, which costs about 45 ms of start-up (it imports asyncio)."""

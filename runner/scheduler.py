@@ -11,12 +11,13 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
 from phases.backends import make_backend
@@ -31,7 +32,7 @@ from phases.dev import (
     recipe_texts,
     start_agent,
 )
-from runner import budget, killpoints, recovery
+from runner import budget, killpoints, procs, recovery
 from runner.ahead import Ahead
 from runner.basewatch import BaseWatch
 from runner.config import PipelineConfig
@@ -56,6 +57,7 @@ from runner.lifecycle import (
 )
 from runner.lock import RunnerLock
 from runner.logs import add_file_sink, logger
+from runner.logs import load as load_logging
 from runner.notify import Announcer, Notifier
 from runner.preflight import ENVIRONMENT, RED_BASE, Preflight
 from runner.redact import agent_secrets
@@ -134,6 +136,13 @@ class Pipeline:
             self.prepare_workspace, self.give_back, config.concurrency
         )
         self.look_ahead = not (once or dry_run)
+        # Starts agents' processes while the loop claims the next task (see develop_step).
+        self.starter = ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="agent-start")
+        if self.look_ahead:
+            # What the first agents would otherwise wait for, one after another: the supervisors'
+            # fork server and the logging library (~35 ms each).
+            procs.FORK_SERVER.warm()
+            load_logging()
         # The agents seen ended whose slots were filled (they wait for their harvest), and what
         # their last poll said.
         self.replaced: set[int] = set()
@@ -563,11 +572,21 @@ class Pipeline:
             slots -= 1
             starting.append(task)
         # Workspaces are made side by side off this thread (git and the file system only; this
-        # thread alone writes SQLite), and each agent starts as soon as its own is ready: at once
-        # for one made ahead.
-        prepared = {self.ahead.take(task.id): task for task in starting}
-        for done in as_completed(prepared):
-            self.start_dev(prepared[done], done.result())
+        # thread alone writes SQLite), and each task is claimed as soon as its own is ready: at
+        # once for one made ahead. Its agent's process is started by a worker thread while the
+        # next task is claimed (agents that ended together start side by side), and recorded here.
+        making = {self.ahead.take(task.id): task for task in starting}
+        spawning: dict[Future[AgentHandle], Claim] = {}
+        while making or spawning:
+            pending: list[Future[Any]] = [*making, *spawning]
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in making:
+                    claim = self.claim(making.pop(future), future.result())
+                    if claim is not None:
+                        spawning[self.spawn(claim)] = claim
+                else:
+                    self.record_start(spawning.pop(future), future)
             acted = True
         self.ahead.prepare(upcoming)
         return acted
@@ -597,12 +616,9 @@ class Pipeline:
             return
         self.workspaces.release(task_id)
 
-    def start_dev(self, task: Task, prepared: Prepared | ProcessError | OSError) -> None:
-        """Claim the task, write its prompt, and start its agent in its prepared workspace.
-
-        A workspace that cannot be made, or an agent that cannot be started, is a fault of the
-        machine, not of the task: the attempt is cancelled, the task stays open, uncharged, and
-        no agent starts until the fault clears (retried with a growing delay)."""
+    def claim(self, task: Task, prepared: Prepared | ProcessError | OSError) -> Claim | None:
+        """Claim the task for an agent run and write down its workspace and prompt; None when it
+        is not claimed (a person moved it) or its workspace could not be made (a fault)."""
         with self.db.write():
             # Not when a person moved, cancelled, deleted or gave it a new dependency since the
             # cycle read it.
@@ -620,42 +636,73 @@ class Pipeline:
                 self.runs.update(row, agent_run_id=run_id, log_path=str(log_path))
         if not claimed:
             self.release_cancelled(task.id)  # the workspace just prepared for it, if it is no more
-            return
+            return None
         killpoints.reached("claimed")
         try:
             if not isinstance(prepared, Prepared):
                 raise prepared
-            workspace, before = prepared.path, prepared.before
-            self.runs.update(row, workspace=str(workspace), before_sha=before)
+            workspace = prepared.path
+            self.runs.update(row, workspace=str(workspace), before_sha=prepared.before)
             last = self.runs.last_failure(task.id)
             feedback = last.error_summary if last is not None else None
             prompt = build_prompt(
                 self.template, task, base=self.config.base, workspace=workspace,
                 recipes=recipe_texts(self.config), feedback=feedback,
             )  # fmt: skip
-            handle = start_agent(
-                self.backend, self.config, task, run_id=run_id, workspace=workspace, prompt=prompt,
-                prompt_file=self.layout.prompt(run_id), log_path=log_path,
-                status_file=self.layout.status_file(run_id),
-            )  # fmt: skip
         except (ProcessError, OSError) as exc:
-            error = f"could not start the agent: {exc}"
-            with self.db.write():
-                self.runs.finish(row, RunStatus.CANCELLED, error=error)
-                self.store.set_status(task.id, TaskStatus.OPEN)
-            self.faults.record("dev", error)
+            self.start_failed(task.id, row, exc)
+            return None
+        return Claim(task, row, run_id, workspace, prompt, log_path)
+
+    def spawn(self, claim: Claim, *, inline: bool = False) -> Future[AgentHandle]:
+        """Start the claimed run's agent: in a worker thread where the backend starts a local
+        process (its start is mostly a wait), else (or ``inline``) here. Touches no state."""
+
+        def start() -> AgentHandle:
+            return start_agent(
+                self.backend, self.config, claim.task, run_id=claim.run_id, workspace=claim.workspace,
+                prompt=claim.prompt, prompt_file=self.layout.prompt(claim.run_id), log_path=claim.log_path,
+                status_file=self.layout.status_file(claim.run_id),
+            )  # fmt: skip
+
+        if not inline and self.backend.poll_is_cheap:
+            return self.starter.submit(start)
+        future: Future[AgentHandle] = Future()
+        try:
+            future.set_result(start())
+        except Exception as exc:  # raised again by record_start, which handles the expected kinds
+            future.set_exception(exc)
+        return future
+
+    def record_start(self, claim: Claim, started: Future[AgentHandle]) -> None:
+        """Record the started agent's pid; an agent that could not start is a fault, not the task's."""
+        try:
+            handle = started.result()
+        except (ProcessError, OSError) as exc:
+            self.start_failed(claim.task.id, claim.row, exc)
             return
         killpoints.reached("agent-spawned")
         # pid 0 marks "started" for backends without a local process (agentd).
         with self.db.write():
-            self.runs.update(row, pid=handle.pid or 0)
-            self.note(task.id, f"dev started (run={run_id}, patchset {task.patchset})")
+            self.runs.update(claim.row, pid=handle.pid or 0)
+            self.note(claim.task.id, f"dev started (run={claim.run_id}, patchset {claim.task.patchset})")
         killpoints.reached("agent-recorded")
         current = self.faults.get("dev")
         # An agent that starts clears a fault of starting agents; a fault of the agent's
         # environment clears only once an agent ran without one, so its delay keeps growing.
         if current is not None and current.data.get("cause") != AGENT_ENVIRONMENT:
             self.faults.clear("dev")
+
+    def start_failed(self, task_id: str, row: int, exc: Exception) -> None:
+        """The claimed run never started. A workspace that cannot be made, or an agent that cannot
+        be started, is a fault of the machine, not of the task: the attempt is cancelled, the task
+        stays open, uncharged, and no agent starts until the fault clears (retried with a growing
+        delay)."""
+        error = f"could not start the agent: {exc}"
+        with self.db.write():
+            self.runs.finish(row, RunStatus.CANCELLED, error=error)
+            self.store.set_status(task_id, TaskStatus.OPEN)
+        self.faults.record("dev", error)
 
     def idle(self) -> bool:
         """Nothing is running and nothing can start: every eligible task is done, needs help,
@@ -709,6 +756,7 @@ class Pipeline:
         """Stop the verify workers (results not yet applied are redone on the next start), tell
         of the last moves, and let the notifications still queued run."""
         self.ahead.close()
+        self.starter.shutdown(wait=True)
         self.verifier.close()
         self.integrator.close()
         self.preflight.close()
@@ -718,6 +766,18 @@ class Pipeline:
         finally:
             self.db.close()
             self.notifier.close()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task claimed for an agent run whose agent is being started."""
+
+    task: Task
+    row: int
+    run_id: str
+    workspace: Path
+    prompt: str
+    log_path: Path
 
 
 @dataclass(frozen=True)
