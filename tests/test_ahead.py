@@ -15,7 +15,7 @@ from runner.ahead import MAX_AGE_SECONDS, Ahead
 from runner.config import load_config
 from runner.layout import Layout
 from runner.scheduler import Pipeline
-from runner.state import Phase, open_db
+from runner.state import Phase, RunStatus, open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
 from tests.conftest import git, make_repo, write_config
 from tests.loop_helpers import all_done, make_sample, stop, wait_for
@@ -180,3 +180,41 @@ def test_killed_while_a_workspace_is_made_ahead_the_next_start_finishes_everythi
     assert git(s.repo, "for-each-ref", "refs/pipeline/") == ""
     time.sleep(0.2)
     assert s.leftover_worktrees() == []
+
+
+def test_agents_that_cannot_start_side_by_side_are_a_fault_and_cost_their_tasks_nothing(tmp_path: Path) -> None:
+    # Agents are started by worker threads while the loop claims the next task: an agent whose
+    # process cannot start (here: the root's runs folder is a file) fails there, and the loop
+    # still cancels that attempt, leaves the task open and uncharged, and pauses starting agents.
+    repo = make_repo(tmp_path / "repo")
+    write_config(
+        repo,
+        f"base: live\nroot: {tmp_path / 'root'}\nconcurrency: 3\ninterval: 0.05\n"
+        f"agent: {{preset: command, command: {json.dumps([sys.executable, '-c', 'pass'])}}}\n"
+        "phases: {test: {run: [['true']]}}\ncheck_base: false\n",
+    )
+    config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
+    layout = Layout(config.root)
+    layout.ensure()
+    runs_dir = config.root / "runs"
+    if runs_dir.exists():
+        runs_dir.rmdir()
+    runs_dir.write_text("not a folder\n")
+    db = open_db(config.state_db)
+    store = BuiltinTaskStore(db)
+    for index in range(3):
+        store.add(NewTask(id=f"t-{index}", title=f"task {index}"))
+    pipeline = Pipeline(config, db)
+    try:
+        pipeline.reconcile()
+        pipeline.cycle()
+        assert pipeline.runs.running(Phase.DEV) == []
+        for index in range(3):
+            assert store.get(f"t-{index}").status is TaskStatus.OPEN
+            [attempt] = pipeline.runs.for_task(f"t-{index}")
+            assert attempt.status is RunStatus.CANCELLED and "could not start" in (attempt.error_summary or "")
+            assert pipeline.runs.failures_since(f"t-{index}", None)[0] == 0  # not charged
+        fault = pipeline.faults.get("dev")
+        assert fault is not None and "could not start the agent" in fault.message
+    finally:
+        pipeline.close()
