@@ -11,9 +11,16 @@ supervisor would, in ~1 ms.
 The children are the same program as a started supervisor and carry the server's command line,
 which names supervise.py, so a pid is still recognised as a supervisor. Two differences are
 handled where they matter: a child's parent is the server, not the runner, so a supervisor that
-watches for its runner's death is given the server's pid (the server exits when the runner's end
-of the socket closes, however the runner died); and the command line does not name the run's
-status file, so the server writes each child's first status, naming its pid, before it answers.
+watches for its runner's death watches the runner's pid through a pidfd (a server that dies, killed
+by a hostile command say, takes no run with it; the server itself exits when the runner's end of
+the socket closes, however the runner died); and the command line does not name the run's status
+file, so the server writes each child's first status, naming its pid, before it answers.
+
+A request carries a fourth descriptor, the read end of a pipe on which the client writes one byte
+once it has the answer. The supervisor starts its command only then: when the answer is lost (the
+server or the runner died in between, or the client gave up waiting), the client starts an
+interpreter instead or nobody knows of the run, and the forked supervisor exits without running
+its command, so a command never runs twice and never runs unknown.
 
 The server side (``serve``) is stdlib only and runs under ``-I -S``; the client (``ForkServer``)
 is used by ``runner.procs``. Where the server cannot be used (no pidfds, a request too large for
@@ -64,32 +71,41 @@ def serve(fd: int, run: Callable[[list[str]], int], write_status: Callable[[str,
     """Answer spawn requests on socket ``fd`` until its other end closes.
 
     A request is a JSON object (``options``, ``status_file``, ``cwd``, ``env``, ``session``) with
-    three descriptors (stdin, stdout, stderr). The answer is ``{"pid": N}`` with a pidfd of the
+    four descriptors (stdin, stdout, stderr, and the read end of the go pipe). The answer is ``{"pid": N}`` with a pidfd of the
     child, or ``{"error": "..."}`` when no child could be made for it (a missing working directory).
     ``run(options)`` is the supervisor's main; ``write_status`` writes its status file.
 
     The answer does not wait for the child to be scheduled: the server writes the child's first
-    status (naming its pid) itself, then lets the child go. A later runner finds the run by that
-    file, and the child writes nothing before it.
+    status (naming its pid) itself, then answers; the child starts once the client, holding the
+    answer, writes to the go pipe. A later runner finds the run by that file, and the child writes
+    nothing before it.
     """
     # Ctrl-C reaches the runner's whole group: the server ends with the runner, not before it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
+    # poll, not select: a runner holding over 1024 descriptors hands the server a socket numbered
+    # above what select can watch.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
     while True:
-        ready, _, _ = select.select([sock], [], [], REAP_SECONDS)
+        ready = poller.poll(REAP_SECONDS * 1000)
         _reap()
         if not ready:
             continue
         try:
-            message, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST_BYTES, 3)
+            message, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST_BYTES, 4)
         except OSError:
             return
         if not message:
             return  # the runner closed its end or died
         answer, pidfds = _spawn(sock, message, fds, run, write_status)
-        socket.send_fds(sock, answer, pidfds)
-        for pidfd in pidfds:
-            os.close(pidfd)
+        try:
+            socket.send_fds(sock, answer, pidfds)
+        except OSError:
+            return  # the runner died waiting: the child it asked for hears no go and exits
+        finally:
+            for pidfd in pidfds:
+                os.close(pidfd)
 
 
 def _error(text: str) -> tuple[list[bytes], list[int]]:
@@ -122,28 +138,22 @@ def _spawn(
 ) -> tuple[list[bytes], list[int]]:
     """Fork the child for one request; the answer and the descriptors to send with it."""
     try:
-        if len(fds) != 3:
-            raise ValueError("three descriptors expected")
+        if len(fds) != 4:
+            raise ValueError("four descriptors expected")
         request = _request(message)
-        go_read, go_write = os.pipe()
     except (ValueError, OSError) as exc:
         for fd in fds:
             os.close(fd)
         return _error(f"could not be started: {exc}")
     pid = os.fork()
     if pid == 0:
-        os.close(go_write)
-        _child(sock, request, fds, go_read, run, write_status)
-    os.close(go_read)
+        _child(sock, request, fds, run, write_status)
     for fd in fds:
         os.close(fd)
     try:
         write_status(request["status_file"], {"state": "starting", "supervisor": pid, "started_at": time.time()})
     except OSError as exc:
-        os.close(go_write)  # the child ends without doing anything
-        return _error(f"could not be started: {exc}")
-    os.write(go_write, b"g")
-    os.close(go_write)
+        return _error(f"could not be started: {exc}")  # the client writes no go: the child exits
     return [json.dumps({"pid": pid}).encode()], [os.pidfd_open(pid)]
 
 
@@ -151,7 +161,6 @@ def _child(
     sock: socket.socket,
     request: dict[str, Any],
     fds: list[int],
-    go: int,
     run: Callable[[list[str]], int],
     write_status: Callable[[str, dict[str, object]], None],
 ) -> None:
@@ -159,15 +168,18 @@ def _child(
     code = 70
     try:
         sock.close()
+        go = fds[3]
+        # The answer was lost (the server or the runner died, the client gave up, or the server
+        # could not write the status file): another supervisor may run in this one's place.
         if os.read(go, 1) != b"g":
-            os._exit(0)  # the server could not record this child: it must not run
+            os._exit(0)
         os.close(go)
         try:
             if request.get("session"):
                 os.setsid()
-            for target, fd in enumerate(fds):
+            for target, fd in enumerate(fds[:3]):
                 os.dup2(fd, target)
-            for fd in fds:
+            for fd in fds[:3]:
                 os.close(fd)
             os.chdir(request["cwd"])
             os.environ.clear()
@@ -218,8 +230,9 @@ class Spawned:
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the supervisor has exited (within ``timeout`` seconds, if given)."""
-        ready, _, _ = select.select([self.pidfd], [], [], timeout)
-        return bool(ready)
+        poller = select.poll()  # a pidfd may be numbered above what select can watch
+        poller.register(self.pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
 
     def terminate(self) -> None:
         """Send TERM to the supervisor (it ends its command's tree); nothing if it has exited."""
@@ -264,6 +277,8 @@ class ForkServer:
         """
         if not self._usable:
             return None
+        # The server's working directory is /, a started supervisor's the runner's.
+        cwd = os.path.abspath(cwd)
         # What exec would refuse is refused here, before a child is forked.
         for text in (*options, cwd, *env.keys(), *env.values()):
             if "\0" in text:
@@ -271,11 +286,12 @@ class ForkServer:
         if any("=" in name or not name for name in env):
             raise ValueError("illegal environment variable name")
         with self._lock:
-            if self._sock is None and not self._start():
+            # Checked again here: another thread may have given the server up meanwhile.
+            if not self._usable or (self._sock is None and not self._start()):
                 return None
             assert self._sock is not None and self._proc is not None
             if watch_parent:
-                options = ["--parent", str(self._proc.pid), *options]
+                options = ["--parent", str(os.getpid()), *options]
             status_file = _option(options, "--status-file")
             if status_file is None:
                 return None  # a started supervisor says what is wrong with its command line
@@ -284,28 +300,41 @@ class ForkServer:
             if len(message) > MAX_REQUEST_BYTES:
                 return None
             stdin = os.open(os.devnull, os.O_RDONLY)
+            go_read, go_write = os.pipe()
             try:
-                socket.send_fds(self._sock, [message], [stdin, stdout, stdout])
-                answer, fds, _flags, _addr = socket.recv_fds(self._sock, 64 * 1024, 1)
-            except OSError:
-                self._give_up()
-                return None
+                try:
+                    socket.send_fds(self._sock, [message], [stdin, stdout, stdout, go_read])
+                    answer, fds, _flags, _addr = socket.recv_fds(self._sock, 64 * 1024, 1)
+                except OSError:
+                    self._give_up()
+                    return None
+                except BaseException:
+                    # Interrupted (a signal handler raised): the answer would go to the next caller.
+                    # The supervisor asked for hears no go; the next spawn starts a fresh server.
+                    self._stop_now()
+                    raise
+                finally:
+                    os.close(stdin)
+                    os.close(go_read)
+                try:
+                    reply = json.loads(answer) if answer else None
+                except ValueError:
+                    reply = None
+                if not isinstance(reply, dict) or ("error" not in reply and len(fds) != 1):
+                    for fd in fds:
+                        os.close(fd)
+                    self._give_up()
+                    return None
+                if "error" in reply:
+                    for fd in fds:
+                        os.close(fd)
+                    raise OSError(str(reply["error"]))
+                # A supervisor that died already has no reader: its run ends without a verdict.
+                with contextlib.suppress(OSError):
+                    os.write(go_write, b"g")
+                return Spawned(int(reply["pid"]), fds[0])
             finally:
-                os.close(stdin)
-            try:
-                reply = json.loads(answer) if answer else None
-            except ValueError:
-                reply = None
-            if not isinstance(reply, dict):
-                for fd in fds:
-                    os.close(fd)
-                self._give_up()
-                return None
-            if "error" in reply:
-                for fd in fds:
-                    os.close(fd)
-                raise OSError(str(reply["error"]))
-            return Spawned(int(reply["pid"]), fds[0])
+                os.close(go_write)
 
     def warm(self) -> None:
         """Start the server now, so that the first supervisor does not wait for it (a runner
@@ -335,8 +364,15 @@ class ForkServer:
         return True
 
     def _give_up(self) -> None:
-        """The server misbehaved or died: stop it and start interpreters from now on."""
+        """The server misbehaved or died: kill it (a stopped one would not end on its own) and start
+        interpreters from now on."""
         self._usable = False
+        self._stop_now()
+
+    def _stop_now(self) -> None:
+        """Kill the server and forget it."""
+        if self._proc is not None:
+            self._proc.kill()
         self.close()
 
     def close(self) -> None:

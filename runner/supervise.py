@@ -12,7 +12,7 @@ the result.
 Nothing the command starts outlives the run. The supervisor is a child subreaper (Linux), so a
 process that leaves the command's tree (a double fork, a ``setsid`` daemon) is reparented to it
 rather than to init. When the command exits, times out, or the supervisor is told to stop (TERM,
-INT, HUP, or with ``--parent`` the death of that parent), every descendant gets TERM, then KILL
+INT, HUP, or with ``--parent`` the death of that process), every descendant gets TERM, then KILL
 after a grace period, and is reaped before the final status is written.
 
 The command's leader is reaped last: while it is an unreaped zombie its pid, and so the group id,
@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
@@ -229,15 +230,54 @@ def _stop(tree: Tree, leader_exited: threading.Event) -> None:
         tree.signal(tree.live(), signal.SIGKILL)
 
 
-def _watch(tree: Tree, parent: int | None, leader_exited: threading.Event, orphaned: Callable[[], None]) -> None:
-    """Until the leader exits: reap adopted orphans, and stop the run if ``parent`` has died."""
+def parent_watch(parent: int | None, forked: bool) -> Callable[[], bool] | None:
+    """A test that ``parent`` has died, or None without a parent to watch.
+
+    A started supervisor is its parent's child: a dead parent's children are reparented, so the
+    parent pid changes (polled, because PR_SET_PDEATHSIG fires when the parent's thread ends, and
+    runners call from worker threads). A forked one is the fork server's child and watches its runner
+    through a pidfd, opened before its command starts (the runner holds the answer by then, so the
+    pid is the runner's): the death of the server is not the runner's.
+    """
+    if parent is None:
+        return None
+    if not forked:
+        return lambda: os.getppid() != parent
+    try:
+        pidfd = os.pidfd_open(parent)
+    except OSError:  # gone already
+        return lambda: True
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return lambda: bool(poller.poll(0))
+
+
+def _watch(
+    tree: Tree, parent_gone: Callable[[], bool] | None, leader_exited: threading.Event, orphaned: Callable[[], None]
+) -> None:
+    """Until the leader exits: reap adopted orphans, and stop the run once ``parent_gone()``."""
     while not leader_exited.wait(WATCH_SECONDS):
-        # A dead parent's children are reparented, so the parent pid changes (polled, because
-        # PR_SET_PDEATHSIG fires when the parent's thread ends, and runners call from worker threads).
-        if parent is not None and os.getppid() != parent:
-            parent = None
+        if parent_gone is not None and parent_gone():
+            parent_gone = None
             orphaned()
         tree.reap_orphans()
+
+
+# The signals that stop a run. Python runs their handlers in the main thread, and only once it
+# comes back from a blocking call; the kernel may hand a process's signal to any thread that does
+# not block it, and one taken by a helper thread would leave the main thread waiting for the
+# command as if no signal had come. So helper threads block them.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _start_helper(thread: threading.Thread) -> None:
+    """Start ``thread`` with the stop signals blocked in it (a new thread inherits the mask)."""
+    # Restored as it was: the timer and the watcher start stoppers too.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class CappedOutput:
@@ -390,11 +430,13 @@ def _finished(started_at: float, **fields: Any) -> dict[str, Any]:
     return {"state": "finished", **fields, "started_at": started_at, "finished_at": time.time()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the supervised command; the exit code mirrors the command's."""
+def main(argv: list[str] | None = None, *, forked: bool = False) -> int:
+    """Run the supervised command; the exit code mirrors the command's. ``forked``: this process
+    was forked from a fork server (its parent is the server, not the runner)."""
     opts = Options(sys.argv[1:] if argv is None else argv)
     started = time.time()
     me = os.getpid()
+    parent_gone = parent_watch(opts.parent, forked)
     register(os.environ)
     secrets = [value.encode("utf-8", "surrogateescape") for value in secret_values(os.environ)]
     name = os.path.basename(opts.command[0])
@@ -419,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     copiers = []
     for source, target in streams:
         copier = threading.Thread(target=copy_output, args=(source, target, secrets), daemon=True)
-        copier.start()
+        _start_helper(copier)
         copiers.append(copier)
     write_status(opts.status_file, {"state": "running", "supervisor": me, "pid": child.pid, "pgid": child.pid,
                                     "started_at": started})  # fmt: skip
@@ -436,18 +478,18 @@ def main(argv: list[str] | None = None) -> int:
         if signum:
             stopped_by.append(signum)
         stopper = threading.Thread(target=_stop, args=(tree, leader_exited), daemon=True)
-        stopper.start()
+        _start_helper(stopper)
         stoppers.append(stopper)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda signum, _frame: stop(None, signum))
     timer = threading.Timer(opts.timeout, stop, args=(timed_out,))
     timer.daemon = True
-    timer.start()
+    _start_helper(timer)
     watcher = threading.Thread(
-        target=_watch, args=(tree, opts.parent, leader_exited, lambda: stop(orphaned)), daemon=True
+        target=_watch, args=(tree, parent_gone, leader_exited, lambda: stop(orphaned)), daemon=True
     )
-    watcher.start()
+    _start_helper(watcher)
     # Wait for the leader to exit without reaping it (the wait blocks, so the exit is seen at once).
     os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
     leader_exited.set()
@@ -480,6 +522,6 @@ if __name__ == "__main__":
 
         with contextlib.suppress(OSError, AttributeError):
             _libc()
-        serve(int(sys.argv[2]), main, write_status)
+        serve(int(sys.argv[2]), lambda options: main(options, forked=True), write_status)
         sys.exit(0)
     sys.exit(main())
