@@ -11,13 +11,12 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
 from phases.backends import make_backend
@@ -136,8 +135,6 @@ class Pipeline:
             self.prepare_workspace, self.give_back, config.concurrency
         )
         self.look_ahead = not (once or dry_run)
-        # Starts agents' processes while the loop claims the next task (see develop_step).
-        self.starter = ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="agent-start")
         if self.look_ahead:
             # What the first agents would otherwise wait for, one after another: the supervisors'
             # fork server and the logging library (~35 ms each).
@@ -572,21 +569,14 @@ class Pipeline:
             slots -= 1
             starting.append(task)
         # Workspaces are made side by side off this thread (git and the file system only; this
-        # thread alone writes SQLite), and each task is claimed as soon as its own is ready: at
-        # once for one made ahead. Its agent's process is started by a worker thread while the
-        # next task is claimed (agents that ended together start side by side), and recorded here.
-        making = {self.ahead.take(task.id): task for task in starting}
-        spawning: dict[Future[AgentHandle], Claim] = {}
-        while making or spawning:
-            pending: list[Future[Any]] = [*making, *spawning]
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                if future in making:
-                    claim = self.claim(making.pop(future), future.result())
-                    if claim is not None:
-                        spawning[self.spawn(claim)] = claim
-                else:
-                    self.record_start(spawning.pop(future), future)
+        # thread alone writes SQLite), and each agent starts as soon as its own is ready: at once
+        # for one made ahead. (Starting the agents' processes in worker threads while the next
+        # task is claimed was measured: no gain, see the README's "Slot utilisation".)
+        prepared = {self.ahead.take(task.id): task for task in starting}
+        for done in as_completed(prepared):
+            claim = self.claim(prepared[done], done.result())
+            if claim is not None:
+                self.record_start(claim, self.launch(claim))
             acted = True
         self.ahead.prepare(upcoming)
         return acted
@@ -654,33 +644,23 @@ class Pipeline:
             return None
         return Claim(task, row, run_id, workspace, prompt, log_path)
 
-    def spawn(self, claim: Claim, *, inline: bool = False) -> Future[AgentHandle]:
-        """Start the claimed run's agent: in a worker thread where the backend starts a local
-        process (its start is mostly a wait), else (or ``inline``) here. Touches no state."""
-
-        def start() -> AgentHandle:
+    def launch(self, claim: Claim) -> AgentHandle | ProcessError | OSError:
+        """Start the claimed run's agent: its handle, or why it could not start."""
+        try:
             return start_agent(
                 self.backend, self.config, claim.task, run_id=claim.run_id, workspace=claim.workspace,
                 prompt=claim.prompt, prompt_file=self.layout.prompt(claim.run_id), log_path=claim.log_path,
                 status_file=self.layout.status_file(claim.run_id),
             )  # fmt: skip
-
-        if not inline and self.backend.poll_is_cheap:
-            return self.starter.submit(start)
-        future: Future[AgentHandle] = Future()
-        try:
-            future.set_result(start())
-        except Exception as exc:  # raised again by record_start, which handles the expected kinds
-            future.set_exception(exc)
-        return future
-
-    def record_start(self, claim: Claim, started: Future[AgentHandle]) -> None:
-        """Record the started agent's pid; an agent that could not start is a fault, not the task's."""
-        try:
-            handle = started.result()
         except (ProcessError, OSError) as exc:
-            self.start_failed(claim.task.id, claim.row, exc)
+            return exc
+
+    def record_start(self, claim: Claim, started: AgentHandle | ProcessError | OSError) -> None:
+        """Record the started agent's pid; an agent that could not start is a fault, not the task's."""
+        if not isinstance(started, AgentHandle):
+            self.start_failed(claim.task.id, claim.row, started)
             return
+        handle = started
         killpoints.reached("agent-spawned")
         # pid 0 marks "started" for backends without a local process (agentd).
         with self.db.write():
@@ -756,7 +736,6 @@ class Pipeline:
         """Stop the verify workers (results not yet applied are redone on the next start), tell
         of the last moves, and let the notifications still queued run."""
         self.ahead.close()
-        self.starter.shutdown(wait=True)
         self.verifier.close()
         self.integrator.close()
         self.preflight.close()

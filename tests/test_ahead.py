@@ -182,10 +182,9 @@ def test_killed_while_a_workspace_is_made_ahead_the_next_start_finishes_everythi
     assert s.leftover_worktrees() == []
 
 
-def test_agents_that_cannot_start_side_by_side_are_a_fault_and_cost_their_tasks_nothing(tmp_path: Path) -> None:
-    # Agents are started by worker threads while the loop claims the next task: an agent whose
-    # process cannot start (here: the root's runs folder is a file) fails there, and the loop
-    # still cancels that attempt, leaves the task open and uncharged, and pauses starting agents.
+def test_agents_that_cannot_start_are_a_fault_and_cost_their_tasks_nothing(tmp_path: Path) -> None:
+    # An agent whose process cannot start (here: the root's runs folder is a file) is the machine's
+    # fault: each attempt is cancelled, its task left open and uncharged, and starting agents paused.
     repo = make_repo(tmp_path / "repo")
     write_config(
         repo,
