@@ -12,10 +12,10 @@ from pathlib import Path
 
 from runner import killpoints, registries
 from runner.ahead import MAX_AGE_SECONDS, Ahead
-from runner.config import load_config
+from runner.config import PipelineConfig, load_config
 from runner.layout import Layout
 from runner.scheduler import Pipeline
-from runner.state import Phase, RunStatus, open_db
+from runner.state import Database, Phase, RunStatus, open_db
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
 from tests.conftest import git, make_repo, write_config
 from tests.loop_helpers import all_done, make_sample, stop, wait_for
@@ -101,23 +101,28 @@ def cycled(pipeline: Pipeline, done: bool) -> bool | None:
     return None
 
 
-def test_the_next_tasks_workspace_is_made_while_the_slot_is_taken_and_given_back_on_cancel(tmp_path: Path) -> None:
+def three_tasks(tmp_path: Path, agent: str, concurrency: int) -> tuple[PipelineConfig, BuiltinTaskStore, Database]:
+    """A repository whose agent runs the Python code ``agent``, and a store holding t-0, t-1, t-2."""
     repo = make_repo(tmp_path / "repo")
-    gate = tmp_path / "gate"
-    agent = f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.02)\n"
     write_config(
         repo,
-        f"base: live\nroot: {tmp_path / 'root'}\nconcurrency: 1\ninterval: 0.05\n"
+        f"base: live\nroot: {tmp_path / 'root'}\nconcurrency: {concurrency}\ninterval: 0.05\n"
         f"agent: {{preset: command, command: {json.dumps([sys.executable, '-c', agent])}}}\n"
         "phases: {test: {run: [['true']]}}\ncheck_base: false\n",
     )
     config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
-    layout = Layout(config.root)
-    layout.ensure()
+    Layout(config.root).ensure()
     db = open_db(config.state_db)
     store = BuiltinTaskStore(db)
     for index in range(3):
         store.add(NewTask(id=f"t-{index}", title=f"task {index}"))
+    return config, store, db
+
+
+def test_the_next_tasks_workspace_is_made_while_the_slot_is_taken_and_given_back_on_cancel(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    agent = f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.02)\n"
+    config, store, db = three_tasks(tmp_path, agent, concurrency=1)
     pipeline = Pipeline(config, db)
     ready = config.root / "worktrees" / "t-1" / ".git" / "pipeline-ready"
     try:
@@ -185,24 +190,11 @@ def test_killed_while_a_workspace_is_made_ahead_the_next_start_finishes_everythi
 def test_agents_that_cannot_start_are_a_fault_and_cost_their_tasks_nothing(tmp_path: Path) -> None:
     # An agent whose process cannot start (here: the root's runs folder is a file) is the machine's
     # fault: each attempt is cancelled, its task left open and uncharged, and starting agents paused.
-    repo = make_repo(tmp_path / "repo")
-    write_config(
-        repo,
-        f"base: live\nroot: {tmp_path / 'root'}\nconcurrency: 3\ninterval: 0.05\n"
-        f"agent: {{preset: command, command: {json.dumps([sys.executable, '-c', 'pass'])}}}\n"
-        "phases: {test: {run: [['true']]}}\ncheck_base: false\n",
-    )
-    config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
-    layout = Layout(config.root)
-    layout.ensure()
+    config, store, db = three_tasks(tmp_path, "pass", concurrency=3)
     runs_dir = config.root / "runs"
     if runs_dir.exists():
         runs_dir.rmdir()
     runs_dir.write_text("not a folder\n")
-    db = open_db(config.state_db)
-    store = BuiltinTaskStore(db)
-    for index in range(3):
-        store.add(NewTask(id=f"t-{index}", title=f"task {index}"))
     pipeline = Pipeline(config, db)
     try:
         pipeline.reconcile()
