@@ -1,6 +1,7 @@
-"""Cost of running one short git command, the loop's most frequent operation. Prints; asserts nothing.
+"""Cost of running one short git command, the loop's most frequent operation, and of starting a
+supervisor (every agent and check runs under one). Prints; asserts nothing.
 
-    .venv/bin/python benchmarks/bench_spawn.py [--calls 300]
+    .venv/bin/python benchmarks/bench_spawn.py [--calls 300] [--supervisors 40]
 
 Compares the runner's own process layer (runner.procs, on subprocess) with the `sh` library, when
 `sh` is importable (`.venv/bin/pip install sh` to include it). This is the measurement behind
@@ -10,6 +11,7 @@ running processes through subprocess: the loop runs a dozen git commands per tas
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runner import procs
+from runner.forkserver import ForkServer
 
 
 def per_call(fn: Callable[[], object], calls: int) -> float:
@@ -31,12 +34,41 @@ def per_call(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1000
 
 
+def supervisor_start(work: Path, runs: int, forked: bool) -> tuple[float, float]:
+    """Milliseconds of wall time and of CPU (all processes) per supervised `true`, start to verdict:
+    supervisors forked from the fork server, or started as interpreters."""
+    server = ForkServer(procs.SUPERVISOR_SCRIPT)
+    saved = procs.FORK_SERVER
+    if not forked:
+        server._usable = False  # as where no fork server can be used
+    procs.FORK_SERVER = server
+    try:
+        procs.run_logged(["true"], work, log_path=work / "warm.log", timeout=60)  # the server's own start
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        for index in range(runs):
+            procs.run_logged(["true"], work, log_path=work / f"{index}.log", timeout=60)
+        wall = (time.perf_counter() - start) / runs * 1000
+        server.close()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        procs.FORK_SERVER = saved
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / runs * 1000
+    return wall, cpu
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--supervisors", type=int, default=40)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        print(f"one supervised `true` (run_logged, as a check runs), mean of {args.supervisors}:")
+        for label, forked in (("forked from the fork server", True), ("started as an interpreter", False)):
+            wall, cpu = supervisor_start(Path(tmp), args.supervisors, forked)
+            print(f"  {label:28} {wall:6.1f} ms, {cpu:5.1f} ms of CPU")
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         repo = Path(tmp)
         subprocess.run(["git", "init", "-q", str(repo)], check=True)
