@@ -37,10 +37,8 @@ def per_call(fn: Callable[[], object], calls: int) -> float:
 def supervisor_start(work: Path, runs: int, forked: bool) -> tuple[float, float]:
     """Milliseconds of wall time and of CPU (all processes) per supervised `true`, start to verdict:
     supervisors forked from the fork server, or started as interpreters."""
-    server = ForkServer(procs.SUPERVISOR_SCRIPT)
+    server = ForkServer(procs.SUPERVISOR_SCRIPT, enabled=forked)
     saved = procs.FORK_SERVER
-    if not forked:
-        server._usable = False  # as where no fork server can be used
     procs.FORK_SERVER = server
     try:
         procs.run_logged(["true"], work, log_path=work / "warm.log", timeout=60)  # the server's own start

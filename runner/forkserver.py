@@ -67,13 +67,19 @@ def _reap() -> None:
             return
 
 
-def serve(fd: int, run: Callable[[list[str]], int], write_status: Callable[[str, dict[str, object]], None]) -> None:
+def serve(
+    fd: int,
+    run: Callable[[list[str]], int],
+    write_status: Callable[[str, dict[str, object]], None],
+    write_not_started: Callable[[str, float, str, BaseException], None],
+) -> None:
     """Answer spawn requests on socket ``fd`` until its other end closes.
 
     A request is a JSON object (``options``, ``status_file``, ``cwd``, ``env``, ``session``) with
     four descriptors (stdin, stdout, stderr, and the read end of the go pipe). The answer is ``{"pid": N}`` with a pidfd of the
     child, or ``{"error": "..."}`` when no child could be made for it (a missing working directory).
-    ``run(options)`` is the supervisor's main; ``write_status`` writes its status file.
+    ``run(options)`` is the supervisor's main; ``write_status`` writes its status file, and
+    ``write_not_started`` the verdict of a child that could not be set up.
 
     The answer does not wait for the child to be scheduled: the server writes the child's first
     status (naming its pid) itself, then answers; the child starts once the client, holding the
@@ -98,7 +104,7 @@ def serve(fd: int, run: Callable[[list[str]], int], write_status: Callable[[str,
             return
         if not message:
             return  # the runner closed its end or died
-        answer, pidfds = _spawn(sock, message, fds, run, write_status)
+        answer, pidfds = _spawn(sock, message, fds, run, write_status, write_not_started)
         try:
             socket.send_fds(sock, answer, pidfds)
         except OSError:
@@ -135,6 +141,7 @@ def _spawn(
     fds: list[int],
     run: Callable[[list[str]], int],
     write_status: Callable[[str, dict[str, object]], None],
+    write_not_started: Callable[[str, float, str, BaseException], None],
 ) -> tuple[list[bytes], list[int]]:
     """Fork the child for one request; the answer and the descriptors to send with it."""
     try:
@@ -147,7 +154,7 @@ def _spawn(
         return _error(f"could not be started: {exc}")
     pid = os.fork()
     if pid == 0:
-        _child(sock, request, fds, run, write_status)
+        _child(sock, request, fds, run, write_not_started)
     for fd in fds:
         os.close(fd)
     try:
@@ -162,7 +169,7 @@ def _child(
     request: dict[str, Any],
     fds: list[int],
     run: Callable[[list[str]], int],
-    write_status: Callable[[str, dict[str, object]], None],
+    write_not_started: Callable[[str, float, str, BaseException], None],
 ) -> None:
     """In the forked child: become the requested supervisor, then exit with its code. Never returns."""
     code = 70
@@ -185,13 +192,9 @@ def _child(
             os.environ.clear()
             os.environ.update(request["env"])
         except (OSError, ValueError) as exc:  # the directory went since the server looked
-            started = time.time()
-            command = request["options"][request["options"].index("--") + 1 :] if "--" in request["options"] else ["?"]
-            write_status(request["status_file"], {
-                "state": "finished", "supervisor": os.getpid(), "exit_code": 127, "timed_out": False,
-                "started": False, "error": f"{command[0]!r} could not be started: {exc}",
-                "started_at": started, "finished_at": started,
-            })  # fmt: skip
+            options = request["options"]
+            command = options[options.index("--") + 1] if "--" in options[:-1] else "?"
+            write_not_started(request["status_file"], time.time(), command, exc)
             os._exit(127)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         code = run(request["options"])
@@ -247,12 +250,13 @@ class Spawned:
 class ForkServer:
     """The client: starts the server on first use and asks it for supervisors, one at a time."""
 
-    def __init__(self, script: str) -> None:
+    def __init__(self, script: str, *, enabled: bool = True) -> None:
+        """``enabled=False``: a client that never forks (every caller starts an interpreter)."""
         self._script = script
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._usable = HAS_PIDFD
+        self._usable = enabled and HAS_PIDFD
 
     @property
     def pid(self) -> int | None:

@@ -430,6 +430,12 @@ def _finished(started_at: float, **fields: Any) -> dict[str, Any]:
     return {"state": "finished", **fields, "started_at": started_at, "finished_at": time.time()}
 
 
+def write_not_started(status_file: str, started_at: float, command: str, exc: BaseException) -> None:
+    """The verdict of a run whose command could not be started (this process supervised it)."""
+    write_status(status_file, _finished(started_at, supervisor=os.getpid(), exit_code=127, timed_out=False,
+                                        started=False, error=f"{command!r} could not be started: {exc}"))  # fmt: skip
+
+
 def main(argv: list[str] | None = None, *, forked: bool = False) -> int:
     """Run the supervised command; the exit code mirrors the command's. ``forked``: this process
     was forked from a fork server (its parent is the server, not the runner)."""
@@ -448,8 +454,7 @@ def main(argv: list[str] | None = None, *, forked: bool = False) -> int:
             stderr=subprocess.PIPE if opts.stdout else subprocess.STDOUT,
         )  # fmt: skip
     except OSError as exc:
-        write_status(opts.status_file, _finished(started, supervisor=me, exit_code=127, timed_out=False, started=False,
-                                                 error=f"{opts.command[0]!r} could not be started: {exc}"))  # fmt: skip
+        write_not_started(opts.status_file, started, opts.command[0], exc)
         return 127
     tree = Tree(child.pid)
     # The merged log is this process's stdout (a copy of it: each output closes its descriptor).
@@ -522,6 +527,6 @@ if __name__ == "__main__":
 
         with contextlib.suppress(OSError, AttributeError):
             _libc()
-        serve(int(sys.argv[2]), lambda options: main(options, forked=True), write_status)
+        serve(int(sys.argv[2]), lambda options: main(options, forked=True), write_status, write_not_started)
         sys.exit(0)
     sys.exit(main())

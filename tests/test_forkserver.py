@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from runner import forkserver, procs
 from runner.supervise import read_status
 from tests.proc_helpers import PYTHON, alive, script, wait_for
@@ -29,11 +31,18 @@ def finished(status_file: Path, timeout: float = 30) -> dict[str, object]:
     return status
 
 
-def test_a_forked_supervisor_runs_its_command_where_and_as_asked(tmp_path: Path) -> None:
+def test_a_forked_supervisor_runs_its_command_where_and_as_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNNER_ONLY", "the runner's")  # the server starts with it
     server = forkserver.ForkServer(SUPERVISOR)
     work = tmp_path / "work"
     work.mkdir()
-    show = script(tmp_path, "show.py", "import os\nprint(os.getcwd(), os.environ['WHO'], os.environ.get('RUNNER_ONLY'))\n")
+    gate = tmp_path / "gate"
+    show = script(
+        tmp_path,
+        "show.py",
+        "import os, time\nprint(os.getcwd(), os.environ['WHO'], os.environ.get('RUNNER_ONLY'), flush=True)\n"
+        f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\n",
+    )
     log = tmp_path / "run.log"
     try:
         with open(log, "ab") as out:
@@ -45,7 +54,9 @@ def test_a_forked_supervisor_runs_its_command_where_and_as_asked(tmp_path: Path)
         assert spawned is not None
         # A child of the server, and recognised as a supervisor by its command line.
         assert parent_of(spawned.pid) == server.pid
-        assert procs.pid_alive(spawned.pid, SUPERVISOR) or read_status(tmp_path / "run.json") is not None
+        wait_for(lambda: log.read_text(), 10, "the command started")
+        assert procs.pid_alive(spawned.pid, SUPERVISOR)
+        gate.touch()
         status = finished(tmp_path / "run.json")
         assert status["exit_code"] == 0 and status["supervisor"] == spawned.pid
         # Its own directory and exactly the environment asked for, nothing of the runner's.
@@ -81,11 +92,10 @@ def test_a_killed_server_costs_nothing_but_speed(tmp_path: Path) -> None:
         assert again is None
     finally:
         server.close()
-    # What the runner does with that answer: the run still happens, in a started supervisor.
+    # What the runner does with that answer, from then on: the run still happens, in a started
+    # supervisor.
     status_file = tmp_path / "b.json"
-    fallback = forkserver.ForkServer(SUPERVISOR)
-    fallback._usable = False  # as after a server died
-    saved, procs.FORK_SERVER = procs.FORK_SERVER, fallback
+    saved, procs.FORK_SERVER = procs.FORK_SERVER, server
     try:
         pid = procs.spawn_supervisor(
             ["--status-file", str(status_file), "--timeout", "60", "--", "sleep", "1"], tmp_path, log_path=tmp_path / "log"

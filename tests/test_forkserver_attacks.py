@@ -39,9 +39,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[forkserver.ForkServer]:
 
 def started_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """From now on supervisors are started as interpreters, as where no fork server can be used."""
-    fallback = forkserver.ForkServer(procs.SUPERVISOR_SCRIPT)
-    fallback._usable = False
-    monkeypatch.setattr(procs, "FORK_SERVER", fallback)
+    monkeypatch.setattr(procs, "FORK_SERVER", forkserver.ForkServer(procs.SUPERVISOR_SCRIPT, enabled=False))
 
 
 def children_of(pid: int) -> list[int]:
