@@ -17,8 +17,12 @@ from typing import Any
 
 import yaml
 
-from runner import killpoints
-from tests.conftest import clean_env, git, make_repo
+from runner import killpoints, registries
+from runner.config import PipelineConfig, load_config
+from runner.layout import Layout
+from runner.state import Database, open_db
+from runner.tasks import BuiltinTaskStore, NewTask
+from tests.conftest import clean_env, git, make_repo, write_config
 
 # The verify recipe of the sample repository: fails when a .txt file says BAD. When PUSH_FROM is set
 # and the tree holds PUSH_DURING_<phase>, it first commits to base in the main checkout, once, as a
@@ -243,3 +247,18 @@ def make_sample(tmp_path: Path, **config: Any) -> Sample:
     sample.write_config(**config)
     sample.plan({})
     return sample
+
+
+def in_process(tmp_path: Path, settings: str, tasks: int = 3) -> tuple[PipelineConfig, BuiltinTaskStore, Database]:
+    """For tests that drive the loop's steps in this process: a repository on base `live` with its
+    root under ``tmp_path`` and the config ``settings`` (YAML lines), and its store holding the open
+    tasks t-0, t-1, ..."""
+    repo = make_repo(tmp_path / "repo")
+    write_config(repo, f"base: live\nroot: {tmp_path / 'root'}\n{settings}")
+    config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
+    Layout(config.root).ensure()
+    db = open_db(config.state_db)
+    store = BuiltinTaskStore(db)
+    for index in range(tasks):
+        store.add(NewTask(id=f"t-{index}", title=f"task {index}"))
+    return config, store, db

@@ -10,15 +10,14 @@ import threading
 import time
 from pathlib import Path
 
-from runner import killpoints, registries
+from runner import killpoints
 from runner.ahead import MAX_AGE_SECONDS, Ahead
-from runner.config import PipelineConfig, load_config
-from runner.layout import Layout
+from runner.config import PipelineConfig
 from runner.scheduler import Pipeline
-from runner.state import Database, Phase, RunStatus, open_db
-from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
-from tests.conftest import git, make_repo, write_config
-from tests.loop_helpers import all_done, make_sample, stop, wait_for
+from runner.state import Database, Phase, RunStatus
+from runner.tasks import BuiltinTaskStore, TaskStatus
+from tests.conftest import git
+from tests.loop_helpers import all_done, in_process, make_sample, stop, wait_for
 
 # -- the table of workspaces being made (in-process, milliseconds) ---------------------------------
 
@@ -103,20 +102,12 @@ def cycled(pipeline: Pipeline, done: bool) -> bool | None:
 
 def three_tasks(tmp_path: Path, agent: str, concurrency: int) -> tuple[PipelineConfig, BuiltinTaskStore, Database]:
     """A repository whose agent runs the Python code ``agent``, and a store holding t-0, t-1, t-2."""
-    repo = make_repo(tmp_path / "repo")
-    write_config(
-        repo,
-        f"base: live\nroot: {tmp_path / 'root'}\nconcurrency: {concurrency}\ninterval: 0.05\n"
+    return in_process(
+        tmp_path,
+        f"concurrency: {concurrency}\ninterval: 0.05\n"
         f"agent: {{preset: command, command: {json.dumps([sys.executable, '-c', agent])}}}\n"
         "phases: {test: {run: [['true']]}}\ncheck_base: false\n",
     )
-    config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
-    Layout(config.root).ensure()
-    db = open_db(config.state_db)
-    store = BuiltinTaskStore(db)
-    for index in range(3):
-        store.add(NewTask(id=f"t-{index}", title=f"task {index}"))
-    return config, store, db
 
 
 def test_the_next_tasks_workspace_is_made_while_the_slot_is_taken_and_given_back_on_cancel(tmp_path: Path) -> None:

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from runner import registries
-from runner.config import load_config
 from runner.holdups import Holdup, Queued, integration_bottleneck, why
-from runner.layout import Layout
 from runner.scheduler import Pipeline
-from runner.state import Phase, open_db
+from runner.state import Phase
 from runner.status import build_status, limits_of
-from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
-from tests.conftest import make_repo, write_config
+from runner.tasks import TaskStatus
+from tests.loop_helpers import in_process
 
 
 @pytest.mark.parametrize(
@@ -45,18 +42,11 @@ def test_why_names_the_bottleneck_for_open_tasks_only() -> None:
 
 
 def test_no_agent_starts_while_max_waiting_verified_tasks_wait(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    write_config(
-        repo,
-        f"base: live\nroot: {tmp_path / 'root'}\nconcurrency: 2\nintegrate: {{max_waiting: 2}}\n"
+    config, store, db = in_process(
+        tmp_path,
+        "concurrency: 2\nintegrate: {max_waiting: 2}\n"
         "agent: {preset: command, command: ['true']}\nphases: {test: {run: [['true']]}}\n",
     )
-    config = load_config(repo / "pipeline.yaml", registries=registries.names()).config
-    Layout(config.root).ensure()
-    db = open_db(config.state_db)
-    store = BuiltinTaskStore(db)
-    for index in range(3):
-        store.add(NewTask(id=f"t-{index}", title=f"task {index}"))
     store.set_status("t-0", TaskStatus.VERIFIED)
     store.set_status("t-1", TaskStatus.VERIFIED)
     pipeline = Pipeline(config, db)
