@@ -410,6 +410,12 @@ class PipelineConfig(BaseSettings):
         description="run the phases on base's tip before agents start, and pause the queue while they fail "
         "there; false: trust base",
     )
+    lease: float = Field(
+        30,
+        gt=0,
+        description="seconds a runner's lease on the shared state lasts unrenewed before other runners take "
+        "its work over (renewed three times per lease while it runs)",
+    )
     allow_unchecked: bool = Field(
         False,
         description="promote a task no check ran on (no recipe applied, or a skip code ended them "

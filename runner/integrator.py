@@ -36,7 +36,7 @@ from phases.verify import VerifyResult
 from runner import killpoints, receipts
 from runner.lifecycle import INTEGRATE_MOVES, Then
 from runner.logs import logger
-from runner.state import Phase, Runs, RunStatus, open_db
+from runner.state import Phase, Runs, RunStatus
 from runner.status import REBUILT
 from runner.tasks import Task, TaskStatus
 from runner.workspace import remove_tree
@@ -233,7 +233,7 @@ class Integrator:
     ) -> VerifyResult:
         """In a worker: the graph's integrate phases on a pristine checkout of the candidate, with
         the worker's own connection for the phases' rows; the checkout is removed after."""
-        db = open_db(self.p.config.state_db)
+        db = self.p.open_worker_db()
         try:
             return self.p.verifier.check_stage(
                 db, "integrate", task, row, sha, lambda: self.p.workspaces.check_out_candidate(sha, row), log_path,

@@ -26,16 +26,9 @@ def reconcile(p: Pipeline) -> None:
     git commands left are dropped, and what done, cancelled or deleted tasks held is released."""
     for rec in p.runs.running(Phase.INTEGRATE):
         p.watch.drop_own_locks(parse_iso(rec.started_at).timestamp())
+    if p.may_integrate():
+        finish_landings(p)
     base_sha = p.git.branch_sha(p.config.base)
-    # A task whose candidate is on base has landed, whatever its row says (a kill between the
-    # swap and the bookkeeping): it is never developed or integrated again.
-    for rec in p.runs.landing_candidates():
-        if base_sha and p.git.is_ancestor(str(rec.after_sha), base_sha):
-            p.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
-            with p.db.write():
-                p.runs.finish(rec.id, RunStatus.SUCCESS)
-                p.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
-            p.workspaces.release(rec.task_id)
     for rec in p.runs.running(Phase.INTEGRATE):
         if rec.after_sha and not (base_sha and p.git.is_ancestor(rec.after_sha, base_sha)):
             # A candidate that never landed: a receipt attached before the kill claims it did.
@@ -64,6 +57,8 @@ def reconcile(p: Pipeline) -> None:
     remove_tree(p.layout.integration)
     running_dev = {r.task_id for r in p.runs.running(Phase.DEV)}
     for task in p.store.list_tasks(status=TaskStatus.IN_PROGRESS):
+        if not p.mine(task.id):
+            continue  # another runner's, sharing the state
         view = p.view(task, running=running_dev, latest=p.runs.latest(task.id))
         if next_step(view) is Step.REOPEN:
             p.store.set_status(task.id, TaskStatus.OPEN)
@@ -86,3 +81,17 @@ def reconcile(p: Pipeline) -> None:
         elif p.store.get(task_id).status in (TaskStatus.DONE, TaskStatus.CANCELLED):
             p.workspaces.release(task_id)  # a kill before the cleanup
     p.git.prune_worktrees()
+
+
+def finish_landings(p: Pipeline) -> None:
+    """A task whose candidate is on base has landed, whatever its row says (a kill between the
+    swap and the bookkeeping, of this runner or of the one that held the integration lease
+    before): it is marked done and never developed or integrated again."""
+    base_sha = p.git.branch_sha(p.config.base)
+    for rec in p.runs.landing_candidates():
+        if base_sha and p.git.is_ancestor(str(rec.after_sha), base_sha):
+            p.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
+            with p.db.write():
+                p.runs.finish(rec.id, RunStatus.SUCCESS)
+                p.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
+            p.workspaces.release(rec.task_id)

@@ -38,6 +38,7 @@ from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
+from runner.fleet import INTEGRATOR, Fleet
 from runner.git import Git
 from runner.holdups import integration_bottleneck
 from runner.integrator import Integrator
@@ -101,6 +102,10 @@ class Pipeline:
         self.db = db
         self.store: BuiltinTaskStore = open_task_source(config.tasks.source, db)
         self.runs = Runs(db)
+        # This runner among those sharing the state (runner.fleet); joined by `join` before the
+        # first cycle, never by a dry run.
+        self.fleet = Fleet(db, root=config.root, lease_seconds=config.lease)
+        self.integrating = False  # whether this runner held the integration lease at its last look
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
         # Released workspaces stay warm for the next tasks, one per agent slot (runner.warm).
@@ -205,6 +210,50 @@ class Pipeline:
         """Retry limit (failures of any phase since a person last resumed it), cost cap, backoff."""
         return task_gate(self.runs, task, limits_of(self.config), time.time(), include_backoff=include_backoff)
 
+    # -- the fleet -----------------------------------------------------------------------------
+
+    def join(self) -> None:
+        """Join the runners sharing the state: this runner's id marks the runs it starts, its lease
+        is renewed from now on, and each write checks it still holds it (runner.fleet)."""
+        self.fleet.join()
+        self.runs.owner = self.fleet.id
+        self.fleet.start_renewing(lambda: open_db(self.config.state_db))
+
+    def open_worker_db(self) -> Database:
+        """A connection for a worker thread, its writes fenced as the loop's are."""
+        db = open_db(self.config.state_db)
+        if self.fleet.id is not None:
+            self.fleet.attach(db)
+        return db
+
+    def mine(self, task_id: str) -> bool:
+        """Whether a task in progress is this runner's to act on: it made its last attempt (another
+        runner sharing the state works on the others)."""
+        return self.fleet.id is None or self.runs.owner_of(task_id) == self.fleet.id
+
+    def take_over(self) -> bool:
+        """Take over the work of the runners whose leases expired (their hosts died): their
+        attempts are cancelled, uncharged, and their tasks in progress open again."""
+        acted = False
+        for member in self.fleet.expired():
+            done = self.fleet.take_over(member)
+            if done is None:
+                continue
+            acted = True
+            for task_id in done.reopened:
+                self.note(task_id, f"back to open: runner {member.id} on {member.host}, which worked on it, "
+                                   "stopped renewing its lease")  # fmt: skip
+        return acted
+
+    def may_integrate(self) -> bool:
+        """Whether this runner integrates now: one runner at a time holds the integration lease.
+        On taking it, the landings its last holder left half-recorded are finished first."""
+        held = self.fleet.id is None or self.fleet.hold(INTEGRATOR)
+        if held and not self.integrating and self.fleet.id is not None:
+            recovery.finish_landings(self)
+        self.integrating = held
+        return held
+
     # -- recovery ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
@@ -226,8 +275,10 @@ class Pipeline:
         self.ready_to_start = self.preflight_step()
         # Agents that ended are replaced before this cycle's integration work and again after it,
         # so that no slot stays empty while the loop thread lands tasks.
-        acted = self.refill()
-        acted |= self.integrator.integrate_step(verified)
+        acted = self.take_over() if not self.dry_run else False
+        acted |= self.refill()
+        if self.may_integrate():
+            acted |= self.integrator.integrate_step(verified)
         acted |= self.verifier.collect_verifies()
         acted |= self.refill()
         self.announcer.flush()
@@ -329,6 +380,8 @@ class Pipeline:
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
             latest = self.runs.latest(task.id)
+            if not self.mine(task.id):
+                continue
             if next_step(self.view(task, running=running, latest=latest)) is not Step.VERIFY:
                 continue
             if self.paused("verify") or self.base_suspect():
@@ -740,6 +793,7 @@ class Pipeline:
         self.integrator.close()
         self.preflight.close()
         self.wake.close()
+        self.fleet.leave()
         try:
             self.announcer.flush()
         finally:
@@ -884,6 +938,7 @@ def _run_loop(
             if not once:
                 # A daemon is woken by `task add` at once instead of at its next interval.
                 pipeline.wake.listen(layout.nudge_file)
+            pipeline.join()
             pipeline.reconcile()
             pipeline.announcer.flush()
             while True:
@@ -891,7 +946,8 @@ def _run_loop(
                 if once:
                     pipeline.verifier.collect_verifies(wait=True)
                     # Everything whose integration is ready lands within this one invocation.
-                    pipeline.integrator.drain()
+                    if pipeline.integrating:
+                        pipeline.integrator.drain()
                     break
                 if not acted:
                     if until_idle and pipeline.idle():

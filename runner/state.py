@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -229,6 +229,32 @@ MIGRATIONS: list[str] = [
     # 8: a phase row run once more after a flaky failure names the first run's row of that phase,
     # so that `task show`, receipts and `status` tell the rerun from the run it repeats.
     "ALTER TABLE pipeline_runs ADD COLUMN rerun_of INTEGER;",
+    # 9: runners sharing one state (runner.fleet). Each runner holds a lease (host, root, pid,
+    # expiry) it renews while it lives; its id is the fencing token every write transaction checks
+    # (Database.fence), so a runner whose lease another took over writes nothing more. A run's owner
+    # is the runner that started it: a runner acts only on its own running rows. Named leases
+    # (the integrator's) are held by one runner at a time. Ids are given explicitly (MAX + 1 under
+    # the write lock), the same on every engine.
+    """
+    CREATE TABLE runners (
+        id INTEGER PRIMARY KEY,
+        host TEXT NOT NULL,
+        root TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        renewed_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        taken_at TEXT,
+        taken_by INTEGER
+    );
+    CREATE INDEX idx_runners_place ON runners(host, root);
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder INTEGER NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    ALTER TABLE pipeline_runs ADD COLUMN owner INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -252,6 +278,9 @@ class Database:
         self.conn = conn
         self.lock_wait = lock_wait
         self._depth = 0
+        # Run first in every write transaction (runner.fleet): raises when this runner may no
+        # longer write, so that nothing of a transaction it opened lands.
+        self.fence: Callable[[sqlite3.Connection], None] | None = None
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -276,6 +305,8 @@ class Database:
             ) from None
         self._depth = 1
         try:
+            if self.fence is not None:
+                self.fence(self.conn)
             yield self.conn
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -425,11 +456,13 @@ class RunRecord:
     after_sha: str | None
     tokens: int | None
     tree: str | None = None  # the tree a verification or integration checked
+    owner: int | None = None  # the runner that started it (runner.fleet)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
         """Build from a pipeline_runs row of an attempt (not of one phase of the check graph)."""
-        data = {name: row[name] for name in _RUN_COLUMNS}
+        keys = row.keys()  # a state opened read-only is not migrated: later columns may be missing
+        data = {name: row[name] for name in _RUN_COLUMNS if name in keys}
         data["phase"] = Phase(data["phase"])
         data["status"] = RunStatus(data["status"])
         return cls(**data)
@@ -469,11 +502,16 @@ _CHECK_COLUMNS = [f for f in CheckRecord.__dataclass_fields__]
 class Runs:
     """The pipeline_runs table."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, owner: int | None = None) -> None:
         self.db = db
+        # The runner whose rows these are (runner.fleet): the rows it starts carry it, and the
+        # running rows it reads and cancels are its own only. None: every row (read-only views).
+        self.owner = owner
 
     def start(self, task_id: str, phase: Phase | str, patchset: int, **fields: Any) -> int:
         """Insert a running attempt and return its row id."""
+        if self.owner is not None:
+            fields = {"owner": self.owner, **fields}
         columns = ["task_id", "phase", "patchset", "status", "started_at", *fields]
         values = [task_id, str(phase), patchset, str(RunStatus.RUNNING), now_iso(), *fields.values()]
         with self.db.write() as conn:
@@ -517,16 +555,16 @@ class Runs:
         return RunRecord.from_row(rows[0]) if rows else None
 
     def running(self, phase: Phase | None = None) -> list[RunRecord]:
-        """Attempts still marked running, oldest first."""
-        if phase is None:
-            rows = self.db.query("SELECT * FROM pipeline_runs WHERE status = 'running' AND parent_id IS NULL ORDER BY id")
-        else:
-            rows = self.db.query(
-                "SELECT * FROM pipeline_runs WHERE status = 'running' AND phase = ? AND parent_id IS NULL "
-                "ORDER BY id",
-                (str(phase),),
-            )
-        return [RunRecord.from_row(r) for r in rows]
+        """Attempts still marked running (this runner's, with an owner), oldest first."""
+        sql = "SELECT * FROM pipeline_runs WHERE status = 'running' AND parent_id IS NULL"
+        params: list[Any] = []
+        if phase is not None:
+            sql += " AND phase = ?"
+            params.append(str(phase))
+        if self.owner is not None:
+            sql += " AND owner = ?"
+            params.append(self.owner)
+        return [RunRecord.from_row(r) for r in self.db.query(sql + " ORDER BY id", tuple(params))]
 
     def for_task(self, task_id: str) -> list[RunRecord]:
         """Every attempt of a task, oldest first."""
@@ -582,6 +620,13 @@ class Runs:
         )
         return RunRecord.from_row(rows[0]) if rows else None
 
+    def owner_of(self, task_id: str) -> int | None:
+        """The runner that made the task's most recent attempt, whatever its status."""
+        return self.db.scalar(
+            "SELECT owner FROM pipeline_runs WHERE task_id = ? AND parent_id IS NULL ORDER BY id DESC LIMIT 1",
+            (task_id,),
+        )
+
     def last_attempt(self, task_id: str, phase: Phase) -> RunRecord | None:
         """The most recent attempt of one phase of a task, cancelled ones included."""
         rows = self.db.query(
@@ -592,10 +637,12 @@ class Runs:
         return RunRecord.from_row(rows[0]) if rows else None
 
     def landed(self, task_id: str) -> set[str]:
-        """The commits the runner put on base for a task."""
+        """The commits a runner put on base for a task, or is putting there: a runner sharing the
+        state records its candidate before it moves base, and its success only after (a failed
+        or cancelled candidate is not one)."""
         rows = self.db.query(
             "SELECT after_sha FROM pipeline_runs WHERE task_id = ? AND phase = 'integrate' "
-            "AND status = 'success' AND after_sha IS NOT NULL AND parent_id IS NULL",
+            "AND status IN ('success', 'running') AND after_sha IS NOT NULL AND parent_id IS NULL",
             (task_id,),
         )
         return {str(r[0]) for r in rows}
@@ -638,13 +685,17 @@ class Runs:
         return [CheckRecord.from_row(row) for row in rows]
 
     def cancel_running_checks(self, reason: str) -> None:
-        """Mark the phase rows a stopped runner left running as cancelled."""
+        """Mark the phase rows a stopped runner (this one, with an owner) left running as cancelled."""
+        sql = (
+            "UPDATE pipeline_runs SET status = 'cancelled', finished_at = ?, error_summary = ? "
+            "WHERE status = 'running' AND parent_id IS NOT NULL"
+        )
+        params: list[Any] = [now_iso(), reason]
+        if self.owner is not None:
+            sql += " AND owner = ?"
+            params.append(self.owner)
         with self.db.write() as conn:
-            conn.execute(
-                "UPDATE pipeline_runs SET status = 'cancelled', finished_at = ?, error_summary = ? "
-                "WHERE status = 'running' AND parent_id IS NOT NULL",
-                (now_iso(), reason),
-            )
+            conn.execute(sql, params)
 
     def last_failure(self, task_id: str) -> RunRecord | None:
         """The most recent failed attempt of a task, of any phase."""
