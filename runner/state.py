@@ -622,10 +622,11 @@ class Runs:
 
     def owner_of(self, task_id: str) -> int | None:
         """The runner that made the task's most recent attempt, whatever its status."""
-        return self.db.scalar(
+        owner = self.db.scalar(
             "SELECT owner FROM pipeline_runs WHERE task_id = ? AND parent_id IS NULL ORDER BY id DESC LIMIT 1",
             (task_id,),
         )
+        return None if owner is None else int(owner)
 
     def last_attempt(self, task_id: str, phase: Phase) -> RunRecord | None:
         """The most recent attempt of one phase of a task, cancelled ones included."""
