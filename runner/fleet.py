@@ -31,7 +31,7 @@ from typing import Any
 
 from runner.errors import StateError
 from runner.logs import logger
-from runner.state import Database, now_iso
+from runner.state import Database, RunRecord, now_iso
 
 # The integration lease: one runner at a time moves base.
 INTEGRATOR = "integrator"
@@ -230,6 +230,18 @@ class Fleet:
             (name, now_iso()),
         )
         return Member.from_row(rows[0]) if rows else None
+
+    def orphans(self) -> list[RunRecord]:
+        """Agent runs that earlier ids of this host and root had going when another runner took
+        them over (a process frozen past its lease, a host cut off and back): their agents may
+        still run here, on tasks that now belong to others."""
+        rows = self.db.query(
+            "SELECT r.* FROM runners AS m JOIN pipeline_runs AS r ON r.owner = m.id WHERE m.host = ? AND m.root = ? "
+            "AND m.taken_at IS NOT NULL AND r.status = 'cancelled' AND r.finished_at = m.taken_at "
+            "AND r.phase = 'dev' AND r.parent_id IS NULL AND r.pid IS NOT NULL ORDER BY r.id",
+            (self.host, self.root),
+        )
+        return [RunRecord.from_row(r) for r in rows]
 
     # -- the others ----------------------------------------------------------------------------
 

@@ -38,9 +38,10 @@ from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
-from runner.fleet import INTEGRATOR, Fleet
+from runner.fleet import INTEGRATOR, RENEWALS_PER_LEASE, Fleet, Place
 from runner.git import Git
 from runner.holdups import integration_bottleneck
+from runner.ids import id_problem
 from runner.integrator import Integrator
 from runner.layout import Layout
 from runner.lifecycle import (
@@ -106,6 +107,7 @@ class Pipeline:
         # first cycle, never by a dry run.
         self.fleet = Fleet(db, root=config.root, lease_seconds=config.lease)
         self.integrating = False  # whether this runner held the integration lease at its last look
+        self.next_sweep = 0.0  # when to look for workspaces of tasks other runners finished
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
         # Released workspaces stay warm for the next tasks, one per agent slot (runner.warm).
@@ -215,7 +217,14 @@ class Pipeline:
     def join(self) -> None:
         """Join the runners sharing the state: this runner's id marks the runs it starts, its lease
         is renewed from now on, and each write checks it still holds it (runner.fleet)."""
-        self.fleet.join()
+        if self.fleet.join() is Place.NEW:
+            # Agents an earlier process here left when its work was taken over: theirs is others' now.
+            for rec in self.fleet.orphans():
+                handle = self.handle_of(rec)
+                if self.backend.poll(handle).state is AgentState.RUNNING:
+                    logger.warning("{}: stopping agent run {}: its task was taken over by another runner",
+                                   rec.task_id, rec.agent_run_id)  # fmt: skip
+                    self.backend.cancel(handle)
         self.runs.owner = self.fleet.id
         self.fleet.start_renewing(lambda: open_db(self.config.state_db))
 
@@ -244,6 +253,22 @@ class Pipeline:
                 self.note(task_id, f"back to open: runner {member.id} on {member.host}, which worked on it, "
                                    "stopped renewing its lease")  # fmt: skip
         return acted
+
+    def release_landed_elsewhere(self) -> None:
+        """Remove the workspaces of tasks another runner finished (it landed or a person cancelled
+        them there): the runner that lands a task releases only its own workspace."""
+        if self.fleet.id is None or time.time() < self.next_sweep or not self.layout.worktrees.is_dir():
+            return
+        # Now and then, not each cycle: a workspace kept a little longer costs nothing.
+        self.next_sweep = time.time() + self.config.lease / RENEWALS_PER_LEASE
+        for path in self.layout.worktrees.iterdir():
+            task_id = path.name
+            if id_problem(task_id) is not None or task_id in self.verifier.verifying or self.integrator.in_flight(task_id) or not self.store.exists(task_id):
+                continue
+            if self.store.get(task_id).status in (TaskStatus.DONE, TaskStatus.CANCELLED) and not any(
+                r.task_id == task_id for r in self.runs.running()
+            ):
+                self.workspaces.release(task_id)
 
     def may_integrate(self) -> bool:
         """Whether this runner integrates now: one runner at a time holds the integration lease.
@@ -276,6 +301,7 @@ class Pipeline:
         # Agents that ended are replaced before this cycle's integration work and again after it,
         # so that no slot stays empty while the loop thread lands tasks.
         acted = self.take_over() if not self.dry_run else False
+        self.release_landed_elsewhere()
         acted |= self.refill()
         if self.may_integrate():
             acted |= self.integrator.integrate_step(verified)

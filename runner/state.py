@@ -254,6 +254,7 @@ MIGRATIONS: list[str] = [
         expires_at TEXT NOT NULL
     );
     ALTER TABLE pipeline_runs ADD COLUMN owner INTEGER;
+    CREATE INDEX idx_pipeline_runs_owner ON pipeline_runs(owner, status);
     """,
 ]
 

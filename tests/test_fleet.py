@@ -79,6 +79,8 @@ def test_a_runner_taken_over_writes_nothing_more(tmp_path: Path) -> None:
     taker.join()
     store = BuiltinTaskStore(late.db)
     store.add(NewTask("work", id="t-1"))
+    store.set_status("t-1", TaskStatus.IN_PROGRESS)
+    row = Runs(late.db, owner=late.id).start("t-1", Phase.DEV, 0, pid=12345)
     assert late.id is not None
     _expire(taker.db, late.id)
     assert taker.take_over(taker.expired()[0]) is not None
@@ -91,6 +93,9 @@ def test_a_runner_taken_over_writes_nothing_more(tmp_path: Path) -> None:
     # Started again, it joins under a new id and writes again.
     back = _fleet(state, "/late")
     assert back.join() is Place.NEW and back.id != late.id
+    # ... and finds the agent it had going, to stop it: the task is others' now.
+    assert [r.id for r in back.orphans()] == [row]
+    assert _fleet(state, "/taker").orphans() == []
     BuiltinTaskStore(back.db).set_status("t-1", TaskStatus.CANCELLED)
 
 
