@@ -294,3 +294,25 @@ class Fleet:
                 conn.execute("UPDATE tasks SET status = 'open', updated_at = ? WHERE id = ?", (now, task_id))
         logger.warning("{}", reason)
         return Takeover(member, [int(r[0]) for r in rows if r[2] is None], tasks)
+
+
+def fleet_view(db: Database) -> list[dict[str, Any]]:
+    """The runners sharing the state that were not taken over, for `status`: where each runs, its
+    lease, whether it integrates and which tasks it works on now (oldest runner first)."""
+    now = now_iso()
+    leases = db.query("SELECT holder FROM leases WHERE name = ? AND expires_at > ?", (INTEGRATOR, now))
+    integrator = leases[0][0] if leases else None
+    working: dict[int, list[str]] = {}
+    for row in db.query(
+        "SELECT owner, task_id FROM pipeline_runs WHERE status = 'running' AND parent_id IS NULL ORDER BY id"
+    ):
+        if row[0] is not None:
+            working.setdefault(int(row[0]), []).append(str(row[1]))
+    return [
+        {
+            "id": m.id, "host": m.host, "root": m.root, "pid": m.pid, "renewed_at": m.renewed_at,
+            "expires_at": m.expires_at, "alive": m.expires_at > now, "integrating": m.id == integrator,
+            "tasks": working.get(m.id, []),
+        }
+        for m in (Member.from_row(r) for r in db.query("SELECT * FROM runners WHERE taken_at IS NULL ORDER BY id"))
+    ]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.checkoutcomes import CheckOutcomes
 from runner.faults import read_faults
+from runner.fleet import fleet_view
 from runner.holdups import Queued, why
 from runner.lifecycle import Gate, GateResult, Limits, gate
 from runner.phaseview import PhaseShown, PhaseView, phase_views
@@ -138,6 +139,7 @@ def build_status(
         "log_file": str(root / "logs" / "pipeline.jsonl"),
         "blocked_tasks": [],
         "state_schema_version": None,
+        "runners": [],
     }
     # Work paused by a fault that is no task's (a stale lock, a lagging checkout of base).
     doc["faults"] = [
@@ -172,6 +174,7 @@ def build_status(
                 "task_cost_cents": runs.total_cost(r.task_id),
                 "logs": [str(path) for path in attempt_logs(r, phases[r.id])],
                 "last_line": last_line(attempt_logs(r, phases[r.id], running_only=True)),
+                "runner": r.owner,
             }
             for r in active
         ]
@@ -213,6 +216,7 @@ def build_status(
                     {"id": task.id, "title": task.title, "blocked_by": blocked[task.id],
                      "reason": blocked_reason(blocked[task.id])}
                 )  # fmt: skip
+        doc["runners"] = fleet_view(db)
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:
         db.close()

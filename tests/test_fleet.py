@@ -10,6 +10,8 @@ import pytest
 
 from runner.fleet import INTEGRATOR, Fleet, LeaseLost, Place
 from runner.state import Database, Phase, Runs, RunStatus, open_db
+from runner.status import build_status
+from runner.statusview import render_plain
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
 
 
@@ -142,3 +144,25 @@ def test_one_runner_holds_the_integration_lease_until_it_leaves_or_dies(tmp_path
     dead = first.expired()[0]
     first.take_over(dead)
     assert first.hold(INTEGRATOR)
+
+
+def test_status_shows_each_runner_where_it_runs_what_it_works_on_and_who_integrates(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    state = root / "state.db"
+    first, second = _fleet(state, "/srv/a", host="host-a"), _fleet(state, "/srv/b", host="host-b")
+    first.join()
+    second.join()
+    BuiltinTaskStore(first.db).add(NewTask("work", id="t-1"))
+    Runs(second.db, owner=second.id).start("t-1", Phase.DEV, 0)
+    assert first.hold(INTEGRATOR)
+    assert first.id is not None
+    _expire(first.db, first.id)
+    doc = build_status(root, "live")
+    by_host = {r["host"]: r for r in doc["runners"]}
+    assert by_host["host-b"]["tasks"] == ["t-1"] and by_host["host-b"]["alive"]
+    assert by_host["host-a"]["tasks"] == [] and not by_host["host-a"]["alive"]
+    assert doc["active_runs"][0]["runner"] == second.id
+    text = render_plain(doc)
+    assert "Runners sharing this state: 2" in text
+    assert "host-b" in text and "/srv/b: t-1" in text
+    assert "host-a" in text and "its work is taken over" in text
