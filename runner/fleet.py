@@ -100,7 +100,7 @@ class Fleet:
 
     def join(self) -> Place:
         """Take this runner's id: the one its host and root held while it was not taken over, or a
-        new one. Rows from before the fleet existed (no owner) become this runner's."""
+        new one. Attempts running from before the fleet existed (no owner) become this runner's."""
         with self.db.write() as conn:
             row = conn.execute(
                 "SELECT id FROM runners WHERE host = ? AND root = ? AND taken_at IS NULL ORDER BY id DESC LIMIT 1",
@@ -121,7 +121,8 @@ class Fleet:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (self.id, self.host, self.root, os.getpid(), now, now, later(self.lease_seconds)),
                 )
-            conn.execute("UPDATE pipeline_runs SET owner = ? WHERE owner IS NULL", (self.id,))
+            # Only the running ones: finished rows keep what they hold.
+            conn.execute("UPDATE pipeline_runs SET owner = ? WHERE owner IS NULL AND status = 'running'", (self.id,))
         self.attach(self.db)
         return self.place
 

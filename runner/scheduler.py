@@ -237,8 +237,9 @@ class Pipeline:
 
     def mine(self, task_id: str) -> bool:
         """Whether a task in progress is this runner's to act on: it made its last attempt (another
-        runner sharing the state works on the others)."""
-        return self.fleet.id is None or self.runs.owner_of(task_id) == self.fleet.id
+        runner sharing the state works on the others), or no runner did (a state from before
+        runners shared it)."""
+        return self.fleet.id is None or self.runs.owner_of(task_id) in (self.fleet.id, None)
 
     def take_over(self) -> bool:
         """Take over the work of the runners whose leases expired (their hosts died): their
