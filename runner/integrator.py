@@ -233,7 +233,7 @@ class Integrator:
     ) -> VerifyResult:
         """In a worker: the graph's integrate phases on a pristine checkout of the candidate, with
         the worker's own connection for the phases' rows; the checkout is removed after."""
-        db = open_db(self.p.config.state_db)
+        db = open_db(self.p.config.state_target)
         try:
             return self.p.verifier.check_stage(
                 db, "integrate", task, row, sha, lambda: self.p.workspaces.check_out_candidate(sha, row), log_path,

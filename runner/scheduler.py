@@ -60,7 +60,7 @@ from runner.logs import load as load_logging
 from runner.notify import Announcer, Notifier
 from runner.preflight import ENVIRONMENT, RED_BASE, Preflight
 from runner.redact import agent_secrets
-from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso, state_exists
 from runner.status import held_integration, limits_of, task_gate, waiting_to_land
 from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
@@ -851,10 +851,10 @@ def _run_loop(
     preflight(config)
     layout = Layout(config.root)
     if dry_run:
-        if not config.state_db.exists():
+        if not state_exists(config.state_target):
             print(f"DRY RUN: no pipeline state at {config.state_db}; there is nothing to do.")
             return 0
-        pipeline = Pipeline(config, open_db(config.state_db, readonly=True), dry_run=True)
+        pipeline = Pipeline(config, open_db(config.state_target, readonly=True), dry_run=True)
         try:
             for line in pipeline.plan():
                 print(f"DRY RUN: {line}", flush=True)
@@ -874,7 +874,7 @@ def _run_loop(
             config.notify, base=config.base, root=config.root, cwd=config.repo_path, echo=_echo if quiet else None
         )
         pipeline = Pipeline(
-            config, open_db(config.state_db), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
+            config, open_db(config.state_target), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
         )
         try:
             logger.info(

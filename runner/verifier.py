@@ -106,7 +106,7 @@ class Verifier:
     ) -> VerifyResult:
         """In a verify worker: the commit's shape and secrets, then the graph's verify phases on a
         pristine checkout of it (with the worker's own connection for the phases' rows)."""
-        db = open_db(self.p.config.state_db)
+        db = open_db(self.p.config.state_target)
         try:
 
             def check(sha: str) -> VerifyResult:
