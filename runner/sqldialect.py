@@ -34,6 +34,8 @@ class Dialect:
     # Put before a column in a condition, keeps SQLite from using that column's index where a
     # scan is faster (its unary "+"); PostgreSQL's planner needs no such hint.
     no_index: str
+    # A join SQLite's planner must do in the order written (its CROSS JOIN); a plain one elsewhere.
+    ordered_join: str
 
     def count_if(self, condition: str) -> str:
         """How many rows of a group meet ``condition``, as SQL."""
@@ -69,6 +71,7 @@ SQLITE = Dialect(
     json_texts="(SELECT value FROM json_each(?))",
     json_ints="(SELECT value FROM json_each(?))",
     no_index="+",
+    ordered_join="CROSS JOIN",
 )
 
 POSTGRESQL = Dialect(
@@ -78,6 +81,7 @@ POSTGRESQL = Dialect(
     json_texts="(SELECT json_array_elements_text(CAST(? AS json)))",
     json_ints="(SELECT CAST(json_array_elements_text(CAST(? AS json)) AS BIGINT))",
     no_index="",
+    ordered_join="JOIN",
 )
 
 

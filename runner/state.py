@@ -811,7 +811,7 @@ class Runs:
         rows = self.db.query(
             # CROSS JOIN: from the tasks not yet done to their runs, never through the
             # integrations of every task that ever landed.
-            "SELECT r.* FROM tasks AS t CROSS JOIN pipeline_runs AS r ON r.task_id = t.id "
+            f"SELECT r.* FROM tasks AS t {self.db.dialect.ordered_join} pipeline_runs AS r ON r.task_id = t.id "
             "WHERE r.phase = 'integrate' AND r.after_sha IS NOT NULL AND r.parent_id IS NULL "
             "AND t.status IN ('open', 'in_progress', 'verified') ORDER BY r.id"
         )

@@ -123,7 +123,14 @@ def test_runs_are_recorded_counted_and_summed(db: Database) -> None:
     assert runs.checks_by_id([running])[running].status is RunStatus.CANCELLED
     runs.update(dev, cost_cents=2.25)  # the total follows an update and a delete (triggers)
     assert runs.total_cost() == pytest.approx(2.75)
-    assert store.delete(task.id) == 3
+    integrate = runs.start(task.id, Phase.INTEGRATE, 0, after_sha="abc")
+    assert [r.id for r in runs.landing_candidates()] == [integrate]
+    runs.finish(integrate, RunStatus.SUCCESS)
+    assert runs.landed(task.id) == {"abc"}
+    assert runs.last_attempt(task.id, Phase.INTEGRATE).id == integrate  # type: ignore[union-attr]
+    store.set_status(task.id, TaskStatus.DONE)
+    assert runs.landing_candidates() == []
+    assert store.delete(task.id) == 4
     assert runs.total_cost() == 0 and runs.for_task(task.id) == []
 
 
