@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=cmd_config_validate)
 
+    state = sub.add_parser("state", help="the state database")
+    state_sub = state.add_subparsers(dest="state_command", required=True, metavar="ACTION", parser_class=_Parser)
+    migrate = state_sub.add_parser("migrate", help="copy the SQLite state under the root into PostgreSQL")
+    migrate.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST[:PORT]/DATABASE")
+    migrate.set_defaults(handler=cmd_state_migrate)
+
     doctor = sub.add_parser("doctor", help="check the repository, the agent CLI, the tools and base's checks")
     doctor.add_argument("--json", action="store_true")
     doctor.add_argument("--no-agent-call", action="store_true", help="skip the one cheap call to the agent's model")
@@ -545,6 +551,15 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
             then = "`run` refuses to start until recipes are set (or allow_unchecked: true)"
         print(f"warning: {where}: key 'phases': {gap}; {then}", file=sys.stderr)
     print(f"{loaded.config_file or 'default configuration'}: valid")
+    return Exit.OK
+
+
+def cmd_state_migrate(args: argparse.Namespace) -> int:
+    """`state migrate --to URL`."""
+    from runner.statemigrate import migrate_state, render_result
+
+    result = migrate_state(_read(args).state_db, args.to)
+    print(render_result(result, args.to))
     return Exit.OK
 
 

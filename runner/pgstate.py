@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import StateError
-from runner.redact import redact
 from runner.sqldialect import to_pyformat
 
 if TYPE_CHECKING:
@@ -173,7 +172,7 @@ def _rows(cur: psycopg.Cursor[Any]) -> list[Row]:
 
 def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
-    return redact(re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url))
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def connect(url: str, *, readonly: bool = False, lock_wait: float = 30.0) -> PgConnection:
