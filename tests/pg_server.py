@@ -55,12 +55,30 @@ class PgServer:
             conn.execute(f"CREATE DATABASE {name}".encode())
         return self.url(name)
 
-    def stop(self) -> None:
-        """Stop it and remove its files."""
+    def kill(self) -> None:
+        """Stop it at once, as a crash would (its files stay: ``start`` brings it back)."""
         subprocess.run(
             _as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"]),
             capture_output=True, check=False, timeout=60,
         )  # fmt: skip
+
+    def start(self) -> bool:
+        """Start it on its port; whether it started."""
+        # Durability is of no use to a test's database: no fsync, no waiting for the disk.
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        started = subprocess.run(
+            _as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "log"),
+                             "-w", "-o", options, "start"]),
+            capture_output=True, check=False, timeout=120,
+        )  # fmt: skip
+        return started.returncode == 0
+
+    def stop(self) -> None:
+        """Stop it and remove its files."""
+        self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -75,24 +93,12 @@ def start_server(bin_dir: Path) -> PgServer:
                              "-D", str(work / "data")]),
             capture_output=True, check=True, timeout=120,
         )  # fmt: skip
-        for attempt in range(3):  # another process may take the free port first
-            port = _free_port()
-            # Durability is of no use to a test's database: no fsync, no waiting for the disk.
-            options = (
-                f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off"
-            )
-            started = subprocess.run(
-                _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(work / "data"), "-l", str(work / "log"),
-                                 "-w", "-o", options, "start"]),
-                capture_output=True, check=False, timeout=120,
-            )  # fmt: skip
-            if started.returncode == 0:
-                return PgServer(bin_dir, work, port)
-            if attempt == 2:
-                log = (work / "log").read_text(errors="replace")[-2000:] if (work / "log").exists() else ""
-                raise RuntimeError(f"pg_ctl start failed: {started.stderr.decode(errors='replace')}\n{log}")
+        for _ in range(3):  # another process may take the free port first
+            server = PgServer(bin_dir, work, _free_port())
+            if server.start():
+                return server
+        log = (work / "log").read_text(errors="replace")[-2000:] if (work / "log").exists() else ""
+        raise RuntimeError(f"the PostgreSQL server did not start: {log}")
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    raise AssertionError("unreachable")
