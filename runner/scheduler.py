@@ -612,7 +612,7 @@ class Pipeline:
         with self.db.write():
             # Not when a person moved, cancelled, deleted or gave it a new dependency since the
             # cycle read it.
-            claimed = self.store.exists(task.id) and self.store.get(task.id).status is TaskStatus.OPEN
+            claimed = self.store.claimable(task.id)
             if claimed:
                 # Read again, whole: the prompt gets the task as it is now (a person's edit since
                 # the cycle read it, and a person's comments, which the cycle does not read).

@@ -34,6 +34,9 @@ class Dialect:
     # Put before a column in a condition, keeps SQLite from using that column's index where a
     # scan is faster (its unary "+"); PostgreSQL's planner needs no such hint.
     no_index: str
+    # Ends a SELECT of rows about to be claimed: on PostgreSQL they are locked, and rows another
+    # transaction holds are passed over rather than waited for; SQLite locks the whole file.
+    skip_locked: str
     # A join SQLite's planner must do in the order written (its CROSS JOIN); a plain one elsewhere.
     ordered_join: str
 
@@ -72,6 +75,7 @@ SQLITE = Dialect(
     json_ints="(SELECT value FROM json_each(?))",
     no_index="+",
     ordered_join="CROSS JOIN",
+    skip_locked="",
 )
 
 POSTGRESQL = Dialect(
@@ -82,6 +86,7 @@ POSTGRESQL = Dialect(
     json_ints="(SELECT CAST(json_array_elements_text(CAST(? AS json)) AS BIGINT))",
     no_index="",
     ordered_join="JOIN",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
 

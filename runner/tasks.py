@@ -353,6 +353,16 @@ class BuiltinTaskStore(TaskSource):
         """Whether a task with this id exists."""
         return self.db.scalar("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
 
+    def claimable(self, task_id: str) -> bool:
+        """Whether ``task_id`` is open and no other transaction holds its row; called in a write
+        transaction, which then holds it (PostgreSQL) until it ends. Every write transaction takes
+        one lock first (runner.state), so today nothing is ever passed over; the row lock is what
+        keeps two claims of one task apart once writers stop taking turns."""
+        return (
+            self.db.scalar(f"SELECT 1 FROM tasks WHERE id = ? AND status = 'open'{self.db.dialect.skip_locked}", (task_id,))
+            is not None
+        )
+
     def list_tasks(
         self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = False
     ) -> list[Task]:

@@ -63,6 +63,26 @@ def test_ties_in_creation_time_keep_insertion_order(db: Database) -> None:
     assert [t.id for t in store.page(limit=2, offset=1).tasks] == ["a", "m"]
 
 
+def test_only_an_open_task_is_claimable(db: Database) -> None:
+    store = BuiltinTaskStore(db)
+    store.add(NewTask(title="a", id="a"))
+    with db.write():
+        assert store.claimable("a") and not store.claimable("nope")
+        store.set_status("a", TaskStatus.IN_PROGRESS)
+        assert not store.claimable("a")
+
+
+def test_a_claim_passes_over_a_row_another_transaction_holds(pg_url: str) -> None:
+    store = BuiltinTaskStore(open_db(pg_url))
+    store.add(NewTask(title="a", id="a"))
+    other = open_db(pg_url)
+    other.conn.execute("BEGIN")
+    other.conn.execute("SELECT 1 FROM tasks WHERE id = 'a' FOR UPDATE")
+    assert not store.claimable("a")  # not waited for: passed over
+    other.conn.execute("ROLLBACK")
+    assert store.claimable("a")
+
+
 def test_a_refused_change_rolls_the_whole_transaction_back(db: Database) -> None:
     store = BuiltinTaskStore(db)
     store.add(NewTask(title="a", id="a"))
