@@ -86,25 +86,27 @@ class PgConnection:
     def __init__(self, conn: psycopg.Connection[Any], url: str) -> None:
         self.raw = conn
         self.url = url
-        # Tables whose ``id`` is an identity: an INSERT into one returns it (``lastrowid``).
-        self.identity_tables: frozenset[str] = frozenset()
+        # The identity column of each table that has one (at most one a table): an INSERT into
+        # such a table returns its value as ``lastrowid``, as SQLite's rowid (id, or tasks' seq).
+        self.identities: dict[str, str] = {}
 
     def refresh_identity_tables(self) -> None:
-        """Read which tables have an identity ``id`` (after the schema changed)."""
+        """Read which tables have an identity column (after the schema changed)."""
         rows = self._run(
-            "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND column_name = 'id' AND is_identity = 'YES'",
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND is_identity = 'YES'",
             None,
         )
-        self.identity_tables = frozenset(str(r[0]) for r in rows)
+        self.identities = {str(r[0]): str(r[1]) for r in rows}
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> PgCursor:
         """Run one statement written for sqlite3 (``?`` placeholders)."""
         lastrowid = None
         match = _INSERT_INTO.match(sql)
-        wants_id = match is not None and match.group(1) in self.identity_tables and "RETURNING" not in sql.upper()
+        identity = self.identities.get(match.group(1)) if match is not None else None
+        wants_id = identity is not None and "RETURNING" not in sql.upper()
         if wants_id:
-            sql = sql.rstrip().rstrip(";") + " RETURNING id"
+            sql = f"{sql.rstrip().rstrip(';')} RETURNING {identity}"
         with self._errors():
             cur = self.raw.execute((to_pyformat(sql) if params else sql).encode(), params or None)
             rows = _rows(cur)

@@ -335,6 +335,9 @@ class Connection(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any:
         """Run one statement per parameter tuple."""
 
+    def close(self) -> None:
+        """Close the connection."""
+
 
 class Row(Protocol):
     """A row read by position or by column name (sqlite3.Row, pgstate.Row)."""
@@ -430,7 +433,7 @@ class Database:
 
     def close(self) -> None:
         """Close the connection."""
-        self.conn.close()  # type: ignore[attr-defined]
+        self.conn.close()
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -199,6 +199,28 @@ def test_reopening_migrates_nothing_and_a_newer_schema_is_refused(state_target: 
         open_db(state_target)
 
 
+def test_a_migration_appended_in_sqlites_sql_runs_on_both_engines(
+    state_target: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner import state
+
+    open_db(state_target).close()  # at the current version
+    appended = """
+    CREATE TABLE runners (id INTEGER PRIMARY KEY, host TEXT NOT NULL, expires REAL NOT NULL);
+    ALTER TABLE pipeline_runs ADD COLUMN owner INTEGER;
+    """
+    monkeypatch.setattr(state, "MIGRATIONS", [*state.MIGRATIONS, appended])
+    monkeypatch.setattr(state, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    db = open_db(state_target)
+    with db.write() as conn:
+        ids = [conn.execute("INSERT INTO runners (host, expires) VALUES (?, ?)", (h, 0.5)).lastrowid
+               for h in ("a", "b")]  # fmt: skip
+    assert ids == [1, 2]
+    row = Runs(db).start("t", Phase.DEV, 0, owner=2**40)  # 64-bit, as SQLite's integers
+    assert db.query("SELECT owner FROM pipeline_runs WHERE id = ?", (row,))[0]["owner"] == 2**40
+    assert db.query("SELECT expires FROM runners WHERE id = 2")[0][0] == 0.5
+
+
 def test_a_read_only_opening_writes_nothing(state_target: Path | str) -> None:
     open_db(state_target).close()
     db = open_db(state_target, readonly=True)
