@@ -98,14 +98,15 @@ def is_postgresql_url(target: object) -> bool:
 @lru_cache(maxsize=1024)
 def to_pyformat(sql: str) -> str:
     """SQLite's placeholders (``?``, ``:name``) as psycopg's (``%s``, ``%(name)s``), with a
-    literal ``%`` doubled; nothing inside quotes is touched. Cached: the code's statements are a
-    few hundred constant strings."""
+    literal ``%`` doubled; nothing inside quotes or a ``--`` comment is taken for a placeholder.
+    Cached: the code's statements are a few hundred constant strings."""
     out: list[str] = []
     i, n = 0, len(sql)
     while i < n:
         c = sql[i]
-        if c in ("'", '"'):
-            end = sql.find(c, i + 1)
+        if c in ("'", '"') or sql.startswith("--", i):
+            # A doubled quote inside a literal ends one span and starts the next: still inside.
+            end = sql.find("\n" if c == "-" else c, i + 1)
             end = n if end < 0 else end + 1
             out.append(sql[i:end].replace("%", "%%"))
             i = end

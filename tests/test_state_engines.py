@@ -269,6 +269,8 @@ def test_two_processes_adding_tasks_at_once_never_get_the_same_id(state_target: 
         ("WHERE (:since IS NULL OR s >= :since) LIMIT :limit", "WHERE (%(since)s IS NULL OR s >= %(since)s) LIMIT %(limit)s"),
         ("SELECT CAST(x AS json)::text, 'it''s' WHERE a = ?", "SELECT CAST(x AS json)::text, 'it''s' WHERE a = %s"),
         ("SELECT 5 % 2", "SELECT 5 %% 2"),
+        ("SELECT a -- the task's 100%? \nFROM t WHERE a = ?", "SELECT a -- the task's 100%%? \nFROM t WHERE a = %s"),
+        ("SELECT a - 1 FROM t WHERE b = ?", "SELECT a - 1 FROM t WHERE b = %s"),
     ],
 )
 def test_placeholders_become_psycopgs(sql: str, expected: str) -> None:
