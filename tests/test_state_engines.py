@@ -221,6 +221,30 @@ def test_a_migration_appended_in_sqlites_sql_runs_on_both_engines(
     assert db.query("SELECT expires FROM runners WHERE id = 2")[0][0] == 0.5
 
 
+def test_an_older_postgresql_state_is_migrated_keeping_its_rows_and_total(pg_url: str) -> None:
+    from runner import state
+    from runner.pgstate import connect
+    from runner.sqldialect import postgresql_ddl
+
+    conn = connect(pg_url)  # a state left at schema version 3, with an attempt that cost something
+    for entry in state.MIGRATIONS[:3]:
+        conn.script(postgresql_ddl(state.migration_sql(entry, POSTGRESQL)))
+    conn.script("CREATE TABLE schema_version (version BIGINT NOT NULL); INSERT INTO schema_version VALUES (3)")
+    conn.execute("INSERT INTO tasks (id, title, created_at, updated_at) VALUES ('a', 'a', 'x', 'x')")
+    conn.execute(
+        "INSERT INTO pipeline_runs (task_id, phase, patchset, status, started_at, cost_cents) "
+        "VALUES ('a', 'dev', 0, 'failure', 'x', 2.5)"
+    )
+    conn.close()
+    db = open_db(pg_url)
+    assert db.scalar("SELECT version FROM schema_version") == SCHEMA_VERSION
+    store, runs = BuiltinTaskStore(db), Runs(db)
+    store.set_status("a", TaskStatus.CANCELLED)  # a status migration 4 allows
+    assert runs.total_cost() == 2.5  # migration 6 summed what was there
+    runs.finish(runs.start("a", Phase.DEV, 0), RunStatus.SKIPPED, cost_cents=0.5)  # 2 allows skipped
+    assert runs.total_cost() == 3.0 and runs.failures_since("a", None)[0] == 1
+
+
 def test_a_read_only_opening_writes_nothing(state_target: Path | str) -> None:
     open_db(state_target).close()
     db = open_db(state_target, readonly=True)
