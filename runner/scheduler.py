@@ -62,7 +62,7 @@ from runner.logs import load as load_logging
 from runner.notify import Announcer, Notifier
 from runner.preflight import ENVIRONMENT, RED_BASE, Preflight
 from runner.redact import agent_secrets
-from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso, state_exists
 from runner.status import held_integration, limits_of, task_gate, waiting_to_land
 from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
@@ -226,11 +226,11 @@ class Pipeline:
                                    rec.task_id, rec.agent_run_id)  # fmt: skip
                     self.backend.cancel(handle)
         self.runs.owner = self.fleet.id
-        self.fleet.start_renewing(lambda: open_db(self.config.state_db))
+        self.fleet.start_renewing(lambda: open_db(self.config.state_target))
 
     def open_worker_db(self) -> Database:
         """A connection for a worker thread, its writes fenced as the loop's are."""
-        db = open_db(self.config.state_db)
+        db = open_db(self.config.state_target)
         if self.fleet.id is not None:
             self.fleet.attach(db)
         return db
@@ -692,7 +692,7 @@ class Pipeline:
         with self.db.write():
             # Not when a person moved, cancelled, deleted or gave it a new dependency since the
             # cycle read it.
-            claimed = self.store.exists(task.id) and self.store.get(task.id).status is TaskStatus.OPEN
+            claimed = self.store.claimable(task.id)
             if claimed:
                 # Read again, whole: the prompt gets the task as it is now (a person's edit since
                 # the cycle read it, and a person's comments, which the cycle does not read).
@@ -932,10 +932,10 @@ def _run_loop(
     preflight(config)
     layout = Layout(config.root)
     if dry_run:
-        if not config.state_db.exists():
+        if not state_exists(config.state_target):
             print(f"DRY RUN: no pipeline state at {config.state_db}; there is nothing to do.")
             return 0
-        pipeline = Pipeline(config, open_db(config.state_db, readonly=True), dry_run=True)
+        pipeline = Pipeline(config, open_db(config.state_target, readonly=True), dry_run=True)
         try:
             for line in pipeline.plan():
                 print(f"DRY RUN: {line}", flush=True)
@@ -955,7 +955,7 @@ def _run_loop(
             config.notify, base=config.base, root=config.root, cwd=config.repo_path, echo=_echo if quiet else None
         )
         pipeline = Pipeline(
-            config, open_db(config.state_db), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
+            config, open_db(config.state_target), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
         )
         try:
             logger.info(

@@ -15,7 +15,7 @@ from runner.fleet import fleet_view
 from runner.holdups import Queued, why
 from runner.lifecycle import Gate, GateResult, Limits, gate
 from runner.phaseview import PhaseShown, PhaseView, phase_views
-from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso, state_exists
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType
 
 if TYPE_CHECKING:
@@ -72,12 +72,13 @@ class Waiting:
 
 
 def waiting_for_a_person(
-    root: Path, *, parent: str | None = None, task_id: str | None = None
+    root: Path, *, parent: str | None = None, task_id: str | None = None, state: Path | str | None = None
 ) -> list[Waiting]:
     """Work tasks (under ``parent``, or just ``task_id``, when given) that need help or whose
-    integration is held back, with the last reason given for each."""
-    db_path = root / "state.db"
-    if not db_path.exists():
+    integration is held back, with the last reason given for each. ``state``: where the state
+    is (config.state_target), by default ROOT/state.db."""
+    db_path = state or root / "state.db"
+    if not state_exists(db_path):
         return []
     db = open_db(db_path, create=False)
     try:
@@ -112,17 +113,19 @@ def blocked_reason(dependencies: list[str]) -> str:
 
 
 def build_status(
-    root: Path, base: str, limits: Limits | None = None, now: float | None = None, *, max_waiting: int | None = None
-) -> dict[str, Any]:
+    root: Path, base: str, limits: Limits | None = None, now: float | None = None, *, max_waiting: int | None = None,
+    state: Path | str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The status document. A root without state yet gives zero counts and ``initialized: false``.
 
     ``limits`` (the config's) tell a backoff or a reached limit apart; without them every open
-    task counts as free to start once its dependencies are done."""
+    task counts as free to start once its dependencies are done. ``state``: where the state is
+    (config.state_target), by default ROOT/state.db."""
     now = time.time() if now is None else now
-    db_path = root / "state.db"
+    db_path = state or root / "state.db"
     doc: dict[str, Any] = {
         "schema_version": STATUS_SCHEMA_VERSION,
-        "initialized": db_path.exists(),
+        "initialized": state_exists(db_path),
         "root": str(root),
         "base": base,
         **{s.value: 0 for s in TaskStatus},
@@ -147,7 +150,7 @@ def build_status(
          "count": f.count}
         for f in read_faults(root / "faults.json")
     ]
-    if not db_path.exists():
+    if not state_exists(db_path):
         return doc
     db = open_db(db_path, create=False)
     try:
