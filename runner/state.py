@@ -375,7 +375,9 @@ class Row(Protocol):
 
     def __len__(self) -> int: ...
 
-    def keys(self) -> list[str]: ...
+    def keys(self) -> list[str]:
+        """The column names, in order."""
+        ...
 
 
 class Database:
