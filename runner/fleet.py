@@ -27,11 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from runner.errors import StateError
 from runner.logs import logger
 from runner.state import Database, RunRecord, now_iso
+
+T = TypeVar("T")
 
 # The integration lease: one runner at a time moves base.
 INTEGRATOR = "integrator"
@@ -76,6 +78,17 @@ class Takeover:
     member: Member
     cancelled_runs: list[int]
     reopened: list[str]
+
+
+def share_of_queue(queue: list[T], rank: int, share: int) -> list[T]:
+    """The queue (in the order tasks should start) as the runner of place ``rank`` among several
+    takes it: from its own share onwards (``share`` tasks each, in place order), then the head.
+    Runners that read the queue at the same moment thus claim different tasks instead of racing
+    for the same first ones; a task waits at most until the runners ahead of it have a free slot."""
+    start = rank * share
+    if start <= 0 or start >= len(queue):
+        return queue
+    return queue[start:] + queue[:start]
 
 
 def later(seconds: float) -> str:
@@ -249,6 +262,15 @@ class Fleet:
     def members(self) -> list[Member]:
         """Every runner whose lease was not taken over, oldest first."""
         return [Member.from_row(r) for r in self.db.query("SELECT * FROM runners WHERE taken_at IS NULL ORDER BY id")]
+
+    def rank(self) -> tuple[int, int]:
+        """This runner's place among the runners whose leases hold (by id), and how many they are."""
+        live = [int(r[0]) for r in self.db.query(
+            "SELECT id FROM runners WHERE taken_at IS NULL AND expires_at > ? ORDER BY id", (now_iso(),)
+        )]  # fmt: skip
+        if self.id not in live:
+            return 0, max(1, len(live))
+        return live.index(self.id), len(live)
 
     def expired(self) -> list[Member]:
         """The other runners whose leases ran out without being taken over."""

@@ -38,7 +38,7 @@ from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
-from runner.fleet import INTEGRATOR, RENEWALS_PER_LEASE, Fleet, Place
+from runner.fleet import INTEGRATOR, RENEWALS_PER_LEASE, Fleet, Place, share_of_queue
 from runner.git import Git
 from runner.holdups import integration_bottleneck
 from runner.ids import id_problem
@@ -627,8 +627,11 @@ class Pipeline:
         upcoming: list[str] = []
         # A task whose agent is still being stopped (a person reopened it) waits for its workspace.
         busy = {r.task_id for r in running}
-        candidates = [t for t in self.store.ready() if self.eligible(t) and t.id not in busy]
-        for task in self.order(candidates):
+        candidates = self.order([t for t in self.store.ready() if self.eligible(t) and t.id not in busy])
+        if self.fleet.id is not None and len(candidates) > 1:
+            rank, _ = self.fleet.rank()
+            candidates = share_of_queue(candidates, rank, self.config.concurrency)
+        for task in candidates:
             if slots <= 0 and len(upcoming) >= ahead:
                 break
             verdict = self.gate(task)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.fleet import INTEGRATOR, Fleet, LeaseLost, Place
+from runner.fleet import INTEGRATOR, Fleet, LeaseLost, Place, share_of_queue
 from runner.state import Database, Phase, Runs, RunStatus, open_db
 from runner.status import build_status
 from runner.statusview import render_plain
@@ -166,3 +166,25 @@ def test_status_shows_each_runner_where_it_runs_what_it_works_on_and_who_integra
     assert "Runners sharing this state: 2" in text
     assert "host-b" in text and "/srv/b: t-1" in text
     assert "host-a" in text and "its work is taken over" in text
+
+
+def test_runners_reading_the_queue_at_once_start_at_their_own_share_of_it() -> None:
+    queue = list(range(10))
+    assert share_of_queue(queue, 0, 3) == queue
+    assert share_of_queue(queue, 1, 3)[:3] == [3, 4, 5]
+    assert share_of_queue(queue, 2, 3)[:3] == [6, 7, 8]
+    # Every task is still there, the head after the runner's own share.
+    assert sorted(share_of_queue(queue, 2, 3)) == queue and share_of_queue(queue, 2, 3)[-6:] == [0, 1, 2, 3, 4, 5]
+    # A share past the queue's end: the head, as a single runner takes it.
+    assert share_of_queue(queue[:4], 2, 3) == queue[:4]
+
+
+def test_a_runners_rank_counts_only_the_runners_whose_leases_hold(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    fleets = [_fleet(state, f"/r{i}") for i in range(3)]
+    for fleet in fleets:
+        fleet.join()
+    assert [f.rank() for f in fleets] == [(0, 3), (1, 3), (2, 3)]
+    assert fleets[0].id is not None
+    _expire(fleets[0].db, fleets[0].id)
+    assert [f.rank() for f in fleets[1:]] == [(0, 2), (1, 2)]
