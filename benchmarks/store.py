@@ -80,9 +80,18 @@ def task_lines(tasks: int) -> list[str]:
     return lines
 
 
-def fill(state_db: Path | str, tasks: int) -> None:
-    """Write ``tasks`` tasks and their history into ``state_db`` with the store's API (see above)."""
-    db = open_db(state_db)
+def fill(state: Path | str, tasks: int) -> None:
+    """Write ``tasks`` tasks and their history into ``state`` with the store's API (see above); a
+    PostgreSQL state is written into SQLite first and copied by `state migrate` (COPY: one round
+    trip per statement would take half an hour for the large store)."""
+    if isinstance(state, str):
+        from runner.statemigrate import migrate_state
+
+        with tempfile.TemporaryDirectory(prefix="bench-fill-") as tmp:
+            fill(Path(tmp) / "state.db", tasks)
+            migrate_state(Path(tmp) / "state.db", state)
+        return
+    db = open_db(state)
     store = BuiltinTaskStore(db)
     runs = Runs(db)
     records = [json.loads(line) for line in task_lines(tasks)]
