@@ -26,18 +26,14 @@ def reconcile(p: Pipeline) -> None:
     git commands left are dropped, and what done, cancelled or deleted tasks held is released."""
     for rec in p.runs.running(Phase.INTEGRATE):
         p.watch.drop_own_locks(parse_iso(rec.started_at).timestamp())
+    # With base on a remote, a candidate pushed there before the kill is on the remote's base:
+    # the local base is brought to it first, so that it is found below.
+    synced = p.basesync is None or p.basesync.sync(now=True)
+    finish_landed(p)
     base_sha = p.git.branch_sha(p.config.base)
-    # A task whose candidate is on base has landed, whatever its row says (a kill between the
-    # swap and the bookkeeping): it is never developed or integrated again.
-    for rec in p.runs.landing_candidates():
-        if base_sha and p.git.is_ancestor(str(rec.after_sha), base_sha):
-            p.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
-            with p.db.write():
-                p.runs.finish(rec.id, RunStatus.SUCCESS)
-                p.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
-            p.workspaces.release(rec.task_id)
     for rec in p.runs.running(Phase.INTEGRATE):
-        if rec.after_sha and not (base_sha and p.git.is_ancestor(rec.after_sha, base_sha)):
+        # Unread, the remote may hold the candidate: its receipt stays until a look can tell.
+        if synced and rec.after_sha and not (base_sha and p.git.is_ancestor(rec.after_sha, base_sha)):
             # A candidate that never landed: a receipt attached before the kill claims it did.
             p.git.remove_note(RECEIPTS, rec.after_sha)
         p.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
@@ -86,3 +82,20 @@ def reconcile(p: Pipeline) -> None:
         elif p.store.get(task_id).status in (TaskStatus.DONE, TaskStatus.CANCELLED):
             p.workspaces.release(task_id)  # a kill before the cleanup
     p.git.prune_worktrees()
+
+
+def finish_landed(p: Pipeline) -> list[str]:
+    """Mark done the tasks whose recorded candidate is on base, whatever their rows say (a kill
+    between the swap, or the push to the remote, and the bookkeeping): never developed or
+    integrated again. The tasks so marked."""
+    base_sha = p.git.branch_sha(p.config.base)
+    finished = []
+    for rec in p.runs.landing_candidates():
+        if base_sha and p.git.is_ancestor(str(rec.after_sha), base_sha):
+            p.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
+            with p.db.write():
+                p.runs.finish(rec.id, RunStatus.SUCCESS)
+                p.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
+            p.workspaces.release(rec.task_id)
+            finished.append(rec.task_id)
+    return finished

@@ -127,7 +127,9 @@ class Remote:
         rejected = [line for line in done.output.splitlines() if line.startswith("!")]
         if done.ok and not rejected:
             return PushResult(PushStatus.PUSHED)
-        detail = "\n".join(rejected) or done.output.strip()[-2000:]
+        # What a hook of the remote said is its reason, and the person's to read.
+        said = [line.strip() for line in done.output.splitlines() if line.startswith("remote: ") and line[8:].strip()]
+        detail = "\n".join([*said[-10:], *rejected]) or done.output.strip()[-2000:]
         if not rejected:
             return PushResult(PushStatus.UNREACHABLE, detail)
         if all(_MOVED.search(line) and "[remote rejected]" not in line for line in rejected):
