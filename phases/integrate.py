@@ -220,6 +220,7 @@ def land(
     stop = before_swap(sha)
     if stop:
         return IntegrateResult(IntegrateStatus.STOPPED, stop)
+    notes_before = git.rev(RECEIPTS) if push is not None else None
     if receipt is not None:
         git.add_note(RECEIPTS, sha, receipt(sha))
         killpoints.reached("receipt-attached")
@@ -229,7 +230,12 @@ def land(
             outcome = push(old, sha)
             if outcome.status is not PushStatus.PUSHED:
                 if receipt is not None:
-                    git.remove_note(RECEIPTS, sha)  # this candidate did not land
+                    # The receipts go back to what they were rather than gaining a removal: a push
+                    # that went through unheard (a timeout) keeps its receipt on the remote.
+                    if notes_before is None:
+                        git.delete_ref(RECEIPTS)
+                    else:
+                        git.update_ref(RECEIPTS, notes_before)
                 if outcome.status is PushStatus.MOVED:
                     return None
                 return IntegrateResult(

@@ -120,11 +120,11 @@ class Integrator:
 
     def may_move(self) -> bool:
         """Whether base may be moved now (no fault holds it; its ref is not locked)."""
+        if self.p.base_suspect() or self.p.watch.ref_locked():
+            return False
         if self.p.basesync is not None and not self.p.basesync.in_step:
             self.p.paused(AREA)  # wake when its delay is up
             return False  # the remote could not be read, or base here is not its mirror (a fault)
-        if self.p.base_suspect() or self.p.watch.ref_locked():
-            return False
         if self.p.watch.checkout_lagging():
             self.p.paused("checkout")
             return False

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from phases.integrate import RECEIPTS
+from phases.integrate import RECEIPTS, Candidate, build, land
+from phases.outcomes import IntegrateStatus
 from runner import receipts
 from runner.basesync import AREA, Mirror, mirror
 from runner.scheduler import Pipeline
@@ -148,6 +149,22 @@ def test_killed_between_the_push_and_the_bookkeeping_the_task_is_done_once(tmp_p
     assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='running'") == [(0,)]
 
 
+@pytest.mark.parametrize("point", ["before-swap", "receipt-attached", "swapped", "integrated"])
+def test_killed_around_the_landing_each_task_lands_once_with_exactly_its_receipt(tmp_path: Path, point: str) -> None:
+    s, remote = remote_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}], "t-2": [{"files": {"b.txt": "two\n"}}]})
+    s.add("first")
+    s.add("second")
+    s.run_once_until_killed(point)
+    s.run_once_until(all_done(2))
+    assert sorted(trailers(remote)) == ["t-1", "t-2"]
+    landed = set(git(remote, "rev-list", "live", "--not", "live~2").split())
+    # No receipt for a candidate that never landed reaches the remote; none is lost.
+    assert noted(remote) == landed and noted(s.repo) == landed
+    assert git(s.repo, "rev-parse", "live") == git(remote, "rev-parse", "live")
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='running'") == [(0,)]
+
+
 def test_a_remote_that_refuses_the_push_pauses_integration_uncharged(tmp_path: Path) -> None:
     s, remote = remote_sample(tmp_path)
     hook = remote / "hooks" / "pre-receive"
@@ -184,6 +201,8 @@ def test_an_unreachable_remote_pauses_integration_uncharged_until_it_answers(tmp
     message = fault(s, AREA)
     assert message is not None and "cannot be read" in message
     assert s.task("t-1")["status"] == "verified" and charged(s, "t-1") == 0
+    (queued,) = s.status()["queue"]
+    assert (queued["id"], queued["why"], queued["fault"]) == ("t-1", "fault", AREA)  # status says why it waits
     assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE phase='integrate'") == [(0,)]
 
     away.rename(remote)
@@ -232,7 +251,8 @@ def test_a_remote_the_repository_lacks_is_a_config_error_naming_the_key_and_file
 # -- in-process: another host's landing, as base's watch sees it ---------------------------------
 
 
-def test_commits_another_host_landed_with_receipts_are_not_taken_for_a_persons(tmp_path: Path) -> None:
+def two_hosts(tmp_path: Path) -> tuple[Pipeline, Path, Path, Path]:
+    """A pipeline on a repository with remote `origin` (a bare repository), and another host's clone."""
     config, _store, db = in_process(
         tmp_path, "remote: origin\nagent: {preset: command, command: ['true']}\nphases: {test: {run: [['true']]}}\n"
     )
@@ -242,7 +262,41 @@ def test_commits_another_host_landed_with_receipts_are_not_taken_for_a_persons(t
     git(repo, "remote", "add", "origin", str(remote))
     other = tmp_path / "other-host"
     git(tmp_path, "clone", "-q", str(remote), str(other))
-    pipeline = Pipeline(config, db, once=True)
+    return Pipeline(config, db, once=True), repo, remote, other
+
+
+def test_receipts_here_and_on_the_remote_are_merged_and_pushed_together(tmp_path: Path) -> None:
+    pipeline, repo, remote, other = two_hosts(tmp_path)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None
+        initial = git(repo, "rev-parse", "live")
+        git(repo, "notes", f"--ref={RECEIPTS}", "add", "-m", "landed here before the remote", initial)
+        (other / "o.txt").write_text("o\n")
+        git(other, "add", "-A")
+        git(other, "commit", "-q", "-m", "landed elsewhere")
+        theirs = git(other, "rev-parse", "HEAD")
+        git(other, "notes", f"--ref={RECEIPTS}", "add", "-m", "landed elsewhere", theirs)
+        git(other, "push", "-q", "origin", "live", f"{RECEIPTS}:{RECEIPTS}")
+        assert sync.sync() and git(repo, "rev-parse", "live") == theirs
+        assert noted(repo) == {initial, theirs}
+        # The next landing takes both to the remote, in the one push that moves base.
+        new = git(repo, "commit-tree", "-p", theirs, "-m", "a task", f"{theirs}^{{tree}}")
+        git(repo, "notes", f"--ref={RECEIPTS}", "add", "-m", "this landing", new)
+        assert sync.push(theirs, new).ok
+        assert git(remote, "rev-parse", "live") == new and noted(remote) == {initial, theirs, new}
+        # Another candidate on the tip that was replaced: base moved meanwhile, nothing changes.
+        late = git(repo, "commit-tree", "-p", theirs, "-m", "a late task", f"{theirs}^{{tree}}")
+        assert sync.push(theirs, late).status.value == "moved"
+        assert git(remote, "rev-parse", "live") == new
+        # The same push again (an answer lost on the way): what it asked for is already there.
+        assert sync.push(theirs, new).ok
+    finally:
+        pipeline.close()
+
+
+def test_commits_another_host_landed_with_receipts_are_not_taken_for_a_persons(tmp_path: Path) -> None:
+    pipeline, repo, _remote, other = two_hosts(tmp_path)
     try:
         assert pipeline.basesync is not None and pipeline.basesync.sync()
         assert not pipeline.base_suspect()
@@ -255,9 +309,7 @@ def test_commits_another_host_landed_with_receipts_are_not_taken_for_a_persons(t
             if receipt:
                 text = receipts.render({"task": task_id, "patchset": 1, "base": "live", "checks": []})
                 git(other, "notes", f"--ref={RECEIPTS}", "add", "-m", text, sha)
-            git(other, "push", "-q", "origin", "live", f"{RECEIPTS}:{RECEIPTS}") if receipt else git(
-                other, "push", "-q", "origin", "live"
-            )
+            git(other, "push", "-q", "origin", "live", *([f"{RECEIPTS}:{RECEIPTS}"] if receipt else []))
             return sha
 
         landed = land_elsewhere("t-0", receipt=True)
@@ -274,21 +326,12 @@ def test_commits_another_host_landed_with_receipts_are_not_taken_for_a_persons(t
 
 
 def test_a_task_commit_verified_elsewhere_is_fetched_exactly(tmp_path: Path) -> None:
-    config, _store, db = in_process(
-        tmp_path, "remote: origin\nagent: {preset: command, command: ['true']}\nphases: {test: {run: [['true']]}}\n"
-    )
-    repo = config.repo_path
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "clone", "-q", "--bare", str(repo), str(remote))
-    git(repo, "remote", "add", "origin", str(remote))
-    other = tmp_path / "other-host"
-    git(tmp_path, "clone", "-q", str(remote), str(other))
+    pipeline, repo, remote, other = two_hosts(tmp_path)
     (other / "t.txt").write_text("1\n")
     git(other, "add", "-A")
     git(other, "commit", "-q", "-m", "patchset 1")
     first = git(other, "rev-parse", "HEAD")
     git(other, "push", "-q", "origin", f"{first}:refs/pipeline/tasks/t-0")
-    pipeline = Pipeline(config, db, once=True)
     try:
         sync = pipeline.basesync
         assert sync is not None
@@ -306,3 +349,35 @@ def test_a_task_commit_verified_elsewhere_is_fetched_exactly(tmp_path: Path) -> 
     finally:
         pipeline.close()
 
+
+
+def test_a_push_that_went_through_unheard_keeps_its_receipt_and_its_task_lands_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, repo, remote, _other = two_hosts(tmp_path)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None and sync.sync()
+        tip = git(repo, "rev-parse", "live")
+        (repo / "t.txt").write_text("t\n")
+        git(repo, "checkout", "-q", "-b", "task")
+        git(repo, "add", "t.txt")
+        git(repo, "commit", "-q", "-m", "the task")
+        git(repo, "checkout", "-q", "live")
+        built = build(pipeline.git, "live", tip, git(repo, "rev-parse", "task"), task_id="t-0", secrets={})
+        assert isinstance(built, Candidate)
+        # The remote takes the push, then answers too late: the runner hears nothing.
+        hook = remote / "hooks" / "post-receive"
+        hook.write_text("#!/bin/sh\nsleep 2\n")
+        hook.chmod(0o755)
+        monkeypatch.setattr("runner.remote.REMOTE_TIMEOUT_SECONDS", 0.5)
+        result = land(pipeline.git, "live", built, None, receipt=lambda sha: "receipt", push=sync.push)
+        assert result is not None and result.status is IntegrateStatus.FAULT and "unreachable" in result.detail
+        assert git(repo, "rev-parse", "live") == tip  # nothing moved here
+        assert git(remote, "rev-parse", "live") == built.sha and noted(remote) == {built.sha}
+        hook.unlink()
+        # The next look finds it there, with its receipt, which no removal of ours takes back.
+        assert sync.sync() and git(repo, "rev-parse", "live") == built.sha
+        assert noted(repo) == {built.sha}
+    finally:
+        pipeline.close()
