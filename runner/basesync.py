@@ -83,6 +83,7 @@ class BaseSync:
         self.reachable = True
         self.notes_seen: str | None = None  # the remote's receipts as last read: the push's lease on them
         self.unpublished: dict[str, str] = {}  # task -> commit, published at the next look that can
+        self.retired: set[str] = set()  # landed tasks whose published commit is removed at the next look
 
     @classmethod
     def of(cls, config: PipelineConfig, git: Git, faults: FaultBoard, watch: BaseWatch) -> BaseSync | None:
@@ -195,8 +196,21 @@ class BaseSync:
         self.unpublished[task_id] = sha
         self.publish_pending()
 
+    def retire(self, task_id: str) -> None:
+        """The task landed: its published commit is removed from the remote at the next look (not
+        now: this is called inside the state's write transaction, which no network wait may hold)."""
+        self.unpublished.pop(task_id, None)
+        self.retired.add(task_id)
+
     def publish_pending(self) -> None:
-        """Publish the task commits that could not go earlier; those that still cannot wait."""
+        """Publish the task commits that could not go earlier, and remove those of tasks that
+        landed (once: one that cannot be removed is left, as a ref no person sees)."""
+        if self.retired:
+            gone, self.retired = sorted(self.retired), set()
+            result = self.remote.unpublish(gone)
+            if not result.ok:
+                logger.info("published commits of {} not removed from {}: {}", ", ".join(gone[:5]),
+                            self.remote.name, _last_line(result.detail))  # fmt: skip
         for task_id, sha in list(self.unpublished.items()):
             result = self.remote.publish(task_id, sha)
             if not result.ok:

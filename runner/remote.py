@@ -99,6 +99,11 @@ class Remote:
         ref = task_ref(task_id)
         return self._push(f"+{sha}:{ref}")
 
+    def unpublish(self, task_ids: list[str]) -> PushResult:
+        """Remove the published commits of tasks that landed, in one push (not atomic: one already
+        gone does not keep the others)."""
+        return self._push(*[f":{task_ref(task_id)}" for task_id in task_ids])
+
     def fetch_task(self, task_id: str) -> str | None:
         """A task's commit as published on the remote, into its tracking ref; None when unpublished."""
         return self.fetch(task_ref(task_id))

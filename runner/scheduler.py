@@ -297,6 +297,8 @@ class Pipeline:
         self.store.set_status(task_id, TaskStatus.DONE)
         suffix = " (recovered after a restart)" if recovered else ""
         self.note(task_id, f"integrated into {self.config.base} at {sha}{suffix}")
+        if self.basesync is not None:
+            self.basesync.retire(task_id)  # its published commit, removed from the remote at the next look
         if release:
             self.workspaces.release(task_id)
 

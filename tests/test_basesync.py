@@ -92,11 +92,8 @@ def test_tasks_land_on_the_remotes_base_with_their_receipts(tmp_path: Path) -> N
     for sha in landed:
         data = receipts.parse(git(remote, "notes", f"--ref={RECEIPTS}", "show", sha))
         assert data is not None and data["task"] in ("t-1", "t-2")
-    # Each task's commit was published where another host finds it, not as a branch.
-    devs = dict(s.rows("SELECT task_id, after_sha FROM pipeline_runs WHERE phase='dev' AND status='success'"))
-    for task_id, sha in devs.items():
-        assert git(remote, "rev-parse", f"refs/pipeline/tasks/{task_id}") == sha
-    assert git(remote, "for-each-ref", "--format=%(refname)", "refs/heads").splitlines() == ["refs/heads/live"]
+    # The tasks' published commits are gone from the remote once they landed; no branch was made.
+    assert git(remote, "for-each-ref", "--format=%(refname)").splitlines() == ["refs/heads/live", RECEIPTS]
     assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""  # the checkout followed
 
 
@@ -231,6 +228,9 @@ def test_a_force_pushed_remote_base_is_a_fault_and_is_never_overwritten(tmp_path
     assert message is not None and "force-pushed" in message
     assert git(remote, "rev-parse", "live") == forced and git(s.repo, "rev-parse", "live") == here
     assert charged(s, "t-2") == 0
+    # Its commit was published as soon as it was brought in, where another host finds it.
+    ((dev,),) = s.rows("SELECT after_sha FROM pipeline_runs WHERE task_id='t-2' AND phase='dev'")
+    assert git(remote, "rev-parse", "refs/pipeline/tasks/t-2") == dev
 
     # The person brings base here to the remote's: the fault clears, the task lands on it.
     git(s.repo, "reset", "-q", "--hard", forced)
