@@ -182,11 +182,12 @@ class BaseSync:
             return
         self.git.run("notes", f"--ref={RECEIPTS}", "merge", "--quiet", "--strategy=theirs", self.remote.tracking(RECEIPTS))
 
-    def vouched(self, sha: str, task_id: str) -> bool:
-        """Whether ``sha`` carries a runner's receipt for ``task_id`` (read from the remote with the
-        base that holds it): landed by a runner, on this host or another."""
+    def vouched(self, sha: str, task_id: str | None = None) -> bool:
+        """Whether ``sha`` carries a runner's receipt (for ``task_id``, when given), read from the
+        remote with the base that holds it: landed by a runner, on this host or another, after
+        its checks passed on its tree."""
         data = receipts.parse(self.git.note(RECEIPTS, sha) or "")
-        return data is not None and data.get("task") == task_id
+        return data is not None and (task_id is None or data.get("task") == task_id)
 
     # -- writing to it ---------------------------------------------------------------------------
 

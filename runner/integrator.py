@@ -116,6 +116,9 @@ class Integrator:
         that happened."""
         if self.p.basesync is None or not self.p.basesync.sync() or not self.p.basesync.moved:
             return False
+        tip = self.p.watch.tip()
+        if tip is not None and self.p.basesync.vouched(tip):
+            self.p.preflight.landed(tip)  # landed by a runner elsewhere: its checks passed on its tree
         return bool(recovery.finish_landed(self.p))
 
     def may_move(self) -> bool:

@@ -316,11 +316,13 @@ def test_commits_another_host_landed_with_receipts_are_not_taken_for_a_persons(t
         assert pipeline.integrator.sync_base() is False  # t-0 has no candidate recorded here
         assert git(repo, "rev-parse", "live") == landed
         assert not pipeline.base_suspect(), "a runner's landing elsewhere, proven by its receipt"
+        assert pipeline.preflight.green_tip() == landed  # its checks passed there: not run again here
         assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""  # the checkout followed
         # One naming a task of this queue without a receipt: something else moved base.
-        land_elsewhere("t-1", receipt=False)
-        assert pipeline.basesync.sync()
+        unproven = land_elsewhere("t-1", receipt=False)
+        assert pipeline.integrator.sync_base() is False
         assert pipeline.base_suspect()
+        assert pipeline.preflight.green_tip() != unproven
     finally:
         pipeline.close()
 
