@@ -146,8 +146,9 @@ class BaseSync:
             )
         return (
             f"{name}'s {base} ({theirs[:12]}) does not contain {base} here ({local[:12]}): it was rewritten "
-            f"(force-pushed). Nothing lands until a person decides: bring {base} here to it (git fetch {name} "
-            f"&& git branch -f {base} {name}/{base}, or git reset in its checkout), or push {base} back there"
+            f"there (force-pushed), or commits were made here while it moved on. Nothing lands until a person "
+            f"decides: bring {base} here to it (git fetch {name} && git branch -f {base} {name}/{base}, or git "
+            f"reset in its checkout), or push {base} there"
         )
 
     def fast_forward(self, local: str | None, theirs: str) -> bool:

@@ -383,3 +383,29 @@ def test_a_push_that_went_through_unheard_keeps_its_receipt_and_its_task_lands_o
         assert noted(repo) == {built.sha}
     finally:
         pipeline.close()
+
+
+def test_commits_made_on_base_here_and_not_pushed_hold_landing_until_pushed(tmp_path: Path) -> None:
+    pipeline, repo, remote, _other = two_hosts(tmp_path)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None and sync.sync()
+        (repo / "mine.md").write_text("a person's commit, not pushed yet\n")
+        git(repo, "add", "mine.md")
+        git(repo, "commit", "-q", "-m", "mine")
+        mine = git(repo, "rev-parse", "live")
+        assert not sync.sync() and not pipeline.integrator.may_move()
+        held = pipeline.faults.get(AREA)
+        assert held is not None and "lacks" in held.message and "git push origin live" in held.message
+        assert git(remote, "rev-parse", "live") != mine  # never pushed for the person
+        git(repo, "push", "-q", "origin", "live")
+        assert not sync.sync()  # waits out the fault's delay: the remote is not asked every cycle
+        assert sync.sync(now=True) and pipeline.faults.get(AREA) is None
+        # A remote without base at all is a fault too, not a crash.
+        git(remote, "update-ref", "-d", "refs/heads/live")
+        assert not sync.sync(now=True)
+        missing = pipeline.faults.get(AREA)
+        assert missing is not None and "has no branch 'live'" in missing.message
+        assert git(repo, "rev-parse", "live") == mine
+    finally:
+        pipeline.close()
