@@ -112,7 +112,11 @@ class BaseSync:
                                f"nothing lands on {self.base} until it answers (retried)")  # fmt: skip
             return False
         self.reachable = True
-        self.take_receipts(self.notes_seen)
+        try:
+            self.take_receipts(self.notes_seen)
+        except GitError as exc:  # a merge of receipts a killed git command left half done, say
+            self.faults.record(AREA, f"the receipts of {self.remote.name!r} could not be merged here: {_last_line(exc)}")
+            return False
         local = self.git.branch_sha(self.base)
         differs = local is not None and theirs is not None and local != theirs
         state = mirror(
