@@ -104,8 +104,7 @@ class BaseSync:
         if self.faults.retry_at(AREA) is not None and not now:
             return False
         try:
-            theirs = self.remote.fetch_base(self.base)
-            self.notes_seen = self.remote.fetch(RECEIPTS)
+            theirs, self.notes_seen = self.read_remote()
         except GitError as exc:
             self.reachable = False
             self.faults.record(AREA, f"the remote {self.remote.name!r} cannot be read: {_last_line(exc)}; "
@@ -136,6 +135,21 @@ class BaseSync:
         self.publish_pending()
         self.in_step = True
         return True
+
+    def read_remote(self) -> tuple[str | None, str | None]:
+        """The remote's base and receipts now, each fetched only when it is not here yet (a cycle
+        where nothing moved costs one exchange and no object). Raises GitError when unreachable."""
+        head = f"refs/heads/{self.base}"
+        now = self.remote.read(head, RECEIPTS)
+        found: list[str | None] = []
+        for ref in (head, RECEIPTS):
+            sha = now.get(ref)
+            if sha is None:
+                self.git.delete_ref(self.remote.tracking(ref))
+            elif self.git.rev(self.remote.tracking(ref)) != sha:
+                sha = self.remote.fetch(ref)  # what it holds by now, which may be newer still
+            found.append(sha)
+        return found[0], found[1]
 
     def explain(self, state: Mirror, local: str | None, theirs: str | None) -> str:
         """The fault's message for a base that cannot mirror the remote's, with what to do."""

@@ -89,6 +89,23 @@ class Remote:
             raise GitError(["git", "fetch", self.name, ref], done.exit_code, done.output)
         return self.git.rev(self.tracking(ref))
 
+    def read(self, *refs: str) -> dict[str, str]:
+        """Where the remote's ``refs`` (full names) point now, in one exchange that fetches no
+        object; a ref the remote lacks is left out. Raises GitError when it cannot be reached."""
+        done = self.git.run(
+            "ls-remote", "--quiet", self.name, *refs, check=False, timeout=REMOTE_TIMEOUT_SECONDS, remote=True,
+        )  # fmt: skip
+        if done.timed_out:
+            raise GitError(["git", "ls-remote", self.name], None, done.output, f"{self.name} timed out after {REMOTE_TIMEOUT_SECONDS:g}s")
+        if not done.ok:
+            raise GitError(["git", "ls-remote", self.name], done.exit_code, done.output)
+        found = {}
+        for line in done.output.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref in refs:  # ls-remote matches patterns by their tail: only the exact names count
+                found[ref] = sha.strip()
+        return found
+
     def fetch_base(self, base: str) -> str | None:
         """The remote's base branch, read now; None when it has none."""
         return self.fetch(f"refs/heads/{base}")
