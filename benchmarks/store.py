@@ -1,6 +1,9 @@
 """Benchmark: what each command costs on a store of 100,000 tasks with history, next to 100.
 
-    .venv/bin/python benchmarks/store.py [--tasks 100000] [--small 100] [--repeat 3]
+    .venv/bin/python benchmarks/store.py [--tasks 100000] [--small 100] [--repeat 3] [--postgresql]
+
+With ``--postgresql`` each store is a database of a PostgreSQL server started for the run
+(Debian's server binaries, as the tests start it: tests/pg_server.py) instead of a SQLite file.
 
 Builds two pipelines in a temporary directory, each a git repository with a `pipeline.yaml`
 (a command agent that commits one file, one `true` check) and a state database of N tasks: one in
@@ -40,9 +43,14 @@ from benchmarks.common import AGENT, GIT_ENV, command_env
 from runner.state import Phase, Runs, RunStatus, open_db
 from runner.tasks import Author, BuiltinTaskStore, NewTask, TaskStatus
 
+# Where each new store is made: None for a SQLite file under the root, or a function giving the URL
+# of a new PostgreSQL database (--postgresql).
+NEW_DATABASE: Callable[[], str] | None = None
 
-def make_repo(repo: Path) -> None:
-    """A git repository on branch `live` with a pipeline.yaml whose agent commits one file."""
+
+def make_repo(repo: Path) -> str | Path:
+    """A git repository on branch `live` with a pipeline.yaml whose agent commits one file; where
+    its state is (a new PostgreSQL database with --postgresql, else its SQLite file)."""
     env = {**os.environ, **GIT_ENV}
     subprocess.run(["git", "init", "-q", "-b", "live", str(repo)], check=True, env=env)
     (repo / "README.md").write_text("# sample\n")
@@ -53,9 +61,14 @@ def make_repo(repo: Path) -> None:
                   "timeout": 30},
         "phases": {"verify": {"run": ["true"]}},
     }  # fmt: skip
+    state: str | Path = Path(str(repo) + ".root") / "state.db"
+    if NEW_DATABASE is not None:
+        state = NEW_DATABASE()
+        config["state"] = {"url": state}
     (repo / "pipeline.yaml").write_text(json.dumps(config, indent=1))
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", "config"], cwd=repo, check=True, env=env)
+    return state
 
 
 def task_lines(tasks: int) -> list[str]:
@@ -67,7 +80,7 @@ def task_lines(tasks: int) -> list[str]:
     return lines
 
 
-def fill(state_db: Path, tasks: int) -> None:
+def fill(state_db: Path | str, tasks: int) -> None:
     """Write ``tasks`` tasks and their history into ``state_db`` with the store's API (see above)."""
     db = open_db(state_db)
     store = BuiltinTaskStore(db)
@@ -103,8 +116,7 @@ def fill(state_db: Path, tasks: int) -> None:
 def build(where: Path, tasks: int) -> Path:
     """A pipeline with ``tasks`` tasks and history under ``where``; its repository."""
     repo = where / f"store{tasks}"
-    make_repo(repo)
-    fill(Path(str(repo) + ".root") / "state.db", tasks)
+    fill(make_repo(repo), tasks)
     return repo
 
 
@@ -132,7 +144,7 @@ def reconcile_seconds(repo: Path) -> float:
     from runner.scheduler import Pipeline
 
     loaded = load_config(repo / "pipeline.yaml")
-    pipeline = Pipeline(loaded.config, open_db(loaded.config.state_db))
+    pipeline = Pipeline(loaded.config, open_db(loaded.config.state_target))
     try:
         started = time.perf_counter()
         pipeline.reconcile()
@@ -175,7 +187,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--postgresql", action="store_true", help="each store in a PostgreSQL database")
     args = parser.parse_args(argv)
+    server = None
+    if args.postgresql:
+        global NEW_DATABASE
+        from tests.pg_server import server_binaries, start_server
+
+        binaries = server_binaries()
+        if binaries is None:
+            raise SystemExit("no PostgreSQL server installed (Debian's postgresql)")
+        server = start_server(binaries)
+        NEW_DATABASE = server.database
+    try:
+        return _measure_all(args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _measure_all(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         where = Path(tmp)
         started = time.perf_counter()

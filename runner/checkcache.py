@@ -93,7 +93,9 @@ class CheckCache:
         """Record a pass under ``key`` (the newest pass of a key wins)."""
         with self.db.write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO check_results (key, phase, tree, run_id, duration, exit_code, passed_at) "
-                "VALUES (?, ?, ?, ?, ?, 0, ?)",
+                "INSERT INTO check_results (key, phase, tree, run_id, duration, exit_code, passed_at) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (key) DO UPDATE SET phase = excluded.phase, "
+                "tree = excluded.tree, run_id = excluded.run_id, duration = excluded.duration, "
+                "exit_code = excluded.exit_code, passed_at = excluded.passed_at",
                 (key, phase, tree, run_id, duration, now_iso()),
             )

@@ -138,7 +138,7 @@ def check(
         workspaces.checkouts.create(place, sha)
         return place
 
-    db = open_db(config.state_db)
+    db = open_db(config.state_target)
     print(f"checking {request.rev} ({sha[:12]}, tree {tree[:12]}): {', '.join(chosen)}", file=out, flush=True)
     try:
         return run_graph(

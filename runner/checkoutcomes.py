@@ -45,7 +45,7 @@ class CheckOutcomes:
         with self.db.write() as conn:
             conn.execute(
                 f"INSERT INTO check_outcomes (key, phase, {column}, last_at) VALUES (?, ?, 1, ?) "
-                f"ON CONFLICT(key) DO UPDATE SET {column} = {column} + 1, last_at = excluded.last_at",
+                f"ON CONFLICT(key) DO UPDATE SET {column} = check_outcomes.{column} + 1, last_at = excluded.last_at",
                 (key, phase, now_iso()),
             )
 
@@ -69,7 +69,7 @@ class CheckOutcomes:
         """The phases that passed and failed on one content, most recently run first."""
         rows = self.db.query(
             "SELECT phase, SUM(passes), SUM(fails), SUM(reruns), SUM(cleared), MAX(last_at) FROM "
-            "(SELECT * FROM check_outcomes WHERE passes > 0 AND fails > 0 ORDER BY last_at DESC LIMIT 1000) "
+            "(SELECT * FROM check_outcomes WHERE passes > 0 AND fails > 0 ORDER BY last_at DESC LIMIT 1000) AS recent "
             "GROUP BY phase ORDER BY MAX(last_at) DESC LIMIT ?",
             (limit,),
         )

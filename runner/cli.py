@@ -21,7 +21,7 @@ from runner.globalopts import add_global_options, global_options_after_command, 
 from runner.layout import Layout
 from runner.logs import add_file_sink, logger, setup_stderr
 from runner.redact import agent_secrets, register_values
-from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db
+from runner.state import COMMAND_LOCK_WAIT_SECONDS, open_db, state_exists
 from runner.tasklist import first_line, printable
 from runner.tasks import (
     Author,
@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=cmd_config_validate)
 
+    state = sub.add_parser("state", help="the state database")
+    state_sub = state.add_subparsers(dest="state_command", required=True, metavar="ACTION", parser_class=_Parser)
+    migrate = state_sub.add_parser("migrate", help="copy the SQLite state under the root into PostgreSQL")
+    migrate.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST[:PORT]/DATABASE")
+    migrate.set_defaults(handler=cmd_state_migrate)
+
     doctor = sub.add_parser("doctor", help="check the repository, the agent CLI, the tools and base's checks")
     doctor.add_argument("--json", action="store_true")
     doctor.add_argument("--no-agent-call", action="store_true", help="skip the one cheap call to the agent's model")
@@ -340,8 +346,8 @@ def _read(args: argparse.Namespace) -> ReadConfig:
 
 def _store(config: ReadConfig | LoadedConfig, *, create: bool) -> BuiltinTaskStore | None:
     read = config if isinstance(config, ReadConfig) else ReadConfig.of(config)
-    path = read.state_db
-    if not create and not path.exists():
+    path = read.state_target
+    if not create and not state_exists(path):
         return None
     if create:
         Layout(read.root).ensure()  # ignored by git from the first file it holds
@@ -412,7 +418,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = _read(args)
     return status_command(
-        lambda: build_status(config.root, config.base, config.limits, max_waiting=config.max_waiting),
+        lambda: build_status(
+            config.root, config.base, config.limits, max_waiting=config.max_waiting, state=config.state_target
+        ),
         as_json=args.json,
         watching=args.watch or args.command == "top", interval=args.interval, no_color=args.no_color,
         out=sys.stdout, env=dict(os.environ),
@@ -425,7 +433,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from runner.tasklogs import show_logs
 
     check_task_id(args.task)  # refused before any file is read or made
-    return show_logs(_read(args).root, args.task, run_id=args.run, follow=args.follow)
+    read = _read(args)
+    return show_logs(read.root, args.task, run_id=args.run, follow=args.follow, state=read.state_target)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -433,7 +442,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from runner.report import load_report, render_text, report_json
     from runner.report_html import write_html
 
-    report = load_report(_read(args).root, args.since)
+    read = _read(args)
+    report = load_report(read.root, args.since, state=read.state_target)
     if args.html is not None:
         write_html(report, args.html)
     if args.json:
@@ -542,6 +552,15 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
             then = "`run` refuses to start until recipes are set (or allow_unchecked: true)"
         print(f"warning: {where}: key 'phases': {gap}; {then}", file=sys.stderr)
     print(f"{loaded.config_file or 'default configuration'}: valid")
+    return Exit.OK
+
+
+def cmd_state_migrate(args: argparse.Namespace) -> int:
+    """`state migrate --to URL`."""
+    from runner.statemigrate import migrate_state, render_result
+
+    result = migrate_state(_read(args).state_db, args.to)
+    print(render_result(result, args.to))
     return Exit.OK
 
 

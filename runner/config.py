@@ -184,6 +184,32 @@ class IntegrateConfig(_Strict):
     )
 
 
+class StateConfig(_Strict):
+    """Where the state (tasks, attempts, the check cache) is kept."""
+
+    url: str | None = Field(
+        None,
+        description="postgresql://USER@HOST[:PORT]/DATABASE to keep the state in PostgreSQL, shared by "
+        "runners on several hosts; default: SQLite, ROOT/state.db",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip()
+        scheme, sep, rest = text.partition("://")
+        if not sep or scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"{value!r} is not a PostgreSQL URL: write postgresql://USER@HOST[:PORT]/DATABASE, or leave "
+                "the key out to keep the state in SQLite under the root"
+            )
+        if not rest.partition("/")[2].split("?", 1)[0]:
+            raise ValueError(f"{value!r} names no database: end it with /DATABASE")
+        return text
+
+
 class TasksConfig(_Strict):
     """Where tasks come from."""
 
@@ -393,6 +419,7 @@ class PipelineConfig(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     integrate: IntegrateConfig = Field(default_factory=IntegrateConfig)
     phases: dict[str, PhaseConfig] = Field(
         default_factory=dict,
@@ -414,6 +441,12 @@ class PipelineConfig(BaseSettings):
         None,
         description="the git remote (its name in the repository) that task commits are published to and "
         "base is moved on; default: none, base is local only",
+    )
+    lease: float = Field(
+        30,
+        gt=0,
+        description="seconds a runner's lease on the shared state lasts unrenewed before other runners take "
+        "its work over (renewed three times per lease while it runs)",
     )
     allow_unchecked: bool = Field(
         False,
@@ -497,6 +530,11 @@ class PipelineConfig(BaseSettings):
     def state_db(self) -> Path:
         """Path of the SQLite state database."""
         return self.root / "state.db"
+
+    @property
+    def state_target(self) -> Path | str:
+        """Where the state is: the PostgreSQL URL of ``state.url``, else the SQLite file."""
+        return self.state.url or self.state_db
 
 
 # Flags of `run` and `config show`, mapped to the config key each sets.

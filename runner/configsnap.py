@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from runner.config import LoadedConfig
 
 # Bump when a field of ReadConfig changes meaning: older snapshots are then ignored.
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 # The code whose change can change what a load gives (the models, the registries' names).
 _CODE = (
     Path(__file__).with_name("config.py"),
@@ -62,6 +62,12 @@ class ReadConfig:
     max_waiting: int
     # agent.env as configured (values may hold ${NAME}): the secrets it names are masked in output.
     agent_env: dict[str, str] = field(default_factory=dict)
+    state_url: str | None = None  # state.url: the state on PostgreSQL
+
+    @property
+    def state_target(self) -> Path | str:
+        """Where the state is: the PostgreSQL URL, else the SQLite file."""
+        return self.state_url or self.state_db
 
     @property
     def limits(self) -> Limits:
@@ -76,6 +82,7 @@ class ReadConfig:
             root=config.root, state_db=config.state_db, base=config.base, task_source=config.tasks.source,
             max_retries=config.limits.max_retries, max_task_cost=config.limits.max_task_cost,
             interval=config.interval, max_waiting=config.max_waiting, agent_env=dict(config.agent.env),
+            state_url=config.state.url,
         )  # fmt: skip
 
 

@@ -37,7 +37,7 @@ from runner import killpoints, receipts, recovery
 from runner.basesync import AREA
 from runner.lifecycle import INTEGRATE_MOVES, Then
 from runner.logs import logger
-from runner.state import Phase, Runs, RunStatus, open_db
+from runner.state import Phase, Runs, RunStatus
 from runner.status import REBUILT
 from runner.tasks import Task, TaskStatus
 from runner.workspace import remove_tree
@@ -119,7 +119,7 @@ class Integrator:
         tip = self.p.watch.tip()
         if tip is not None and self.p.basesync.vouched(tip):
             self.p.preflight.landed(tip)  # landed by a runner elsewhere: its checks passed on its tree
-        return bool(recovery.finish_landed(self.p))
+        return bool(recovery.finish_landings(self.p))
 
     def may_move(self) -> bool:
         """Whether base may be moved now (no fault holds it; its ref is not locked)."""
@@ -255,7 +255,7 @@ class Integrator:
     ) -> VerifyResult:
         """In a worker: the graph's integrate phases on a pristine checkout of the candidate, with
         the worker's own connection for the phases' rows; the checkout is removed after."""
-        db = open_db(self.p.config.state_db)
+        db = self.p.open_worker_db()
         try:
             return self.p.verifier.check_stage(
                 db, "integrate", task, row, sha, lambda: self.p.workspaces.check_out_candidate(sha, row), log_path,

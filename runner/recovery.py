@@ -29,7 +29,8 @@ def reconcile(p: Pipeline) -> None:
     # With base on a remote, a candidate pushed there before the kill is on the remote's base:
     # the local base is brought to it first, so that it is found below.
     synced = p.basesync is None or p.basesync.sync(now=True)
-    finish_landed(p)
+    if p.may_integrate():
+        finish_landings(p)
     base_sha = p.git.branch_sha(p.config.base)
     for rec in p.runs.running(Phase.INTEGRATE):
         # Unread, the remote may hold the candidate: its receipt stays until a look can tell.
@@ -60,6 +61,8 @@ def reconcile(p: Pipeline) -> None:
     remove_tree(p.layout.integration)
     running_dev = {r.task_id for r in p.runs.running(Phase.DEV)}
     for task in p.store.list_tasks(status=TaskStatus.IN_PROGRESS):
+        if not p.mine(task.id):
+            continue  # another runner's, sharing the state
         view = p.view(task, running=running_dev, latest=p.runs.latest(task.id))
         if next_step(view) is Step.REOPEN:
             p.store.set_status(task.id, TaskStatus.OPEN)
@@ -84,10 +87,11 @@ def reconcile(p: Pipeline) -> None:
     p.git.prune_worktrees()
 
 
-def finish_landed(p: Pipeline) -> list[str]:
-    """Mark done the tasks whose recorded candidate is on base, whatever their rows say (a kill
-    between the swap, or the push to the remote, and the bookkeeping): never developed or
-    integrated again. The tasks so marked."""
+def finish_landings(p: Pipeline) -> list[str]:
+    """A task whose candidate is on base has landed, whatever its row says (a kill between the
+    swap, or the push to the remote, and the bookkeeping, of this runner or of the one that held
+    the integration lease before): it is marked done and never developed or integrated again.
+    The tasks so marked."""
     base_sha = p.git.branch_sha(p.config.base)
     finished = []
     for rec in p.runs.landing_candidates():

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.report_query import STAGES, DurationBucket, FlakyInput, ReportInputs, TaskInput, read_inputs
-from runner.state import open_db
+from runner.state import open_db, state_exists
 from runner.tasklist import printable
 
 # Version of the `report --json` document; bump when a key changes meaning or disappears.
@@ -152,11 +152,14 @@ def parse_since(value: str) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def load_report(root: Path, since: str | None, as_of: datetime | None = None) -> Report:
-    """The report of the state under ``root``; an empty one when nothing was ever queued there."""
+def load_report(
+    root: Path, since: str | None, as_of: datetime | None = None, state: Path | str | None = None
+) -> Report:
+    """The report of the state under ``root`` (or at ``state``, config.state_target); an empty one
+    when nothing was ever queued there."""
     now = as_of or datetime.now(UTC)
-    path = root / "state.db"
-    if not path.exists():
+    path = state or root / "state.db"
+    if not state_exists(path):
         return build_report(ReportInputs([], [], [], [], [], 0), now, since, initialized=False)
     db = open_db(path, create=False)
     try:

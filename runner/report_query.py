@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runner.sqldialect import Dialect
 from runner.state import Database
 
 # The timeline draws at most this many attempts (the most recent); the rest of the report counts all.
@@ -90,15 +91,16 @@ class ReportInputs:
     runs_in_window: int  # all attempts in the window, drawn or not
 
 
-_TASKS = """
+def _tasks(d: Dialect) -> str:
+    return f"""
 WITH a AS (
     SELECT task_id,
-        SUM(phase = 'dev' AND status != 'cancelled') AS attempts,
-        SUM(status = 'failure') AS failures,
-        TOTAL(cost_cents) AS cost_cents,
+        {d.count_if("phase = 'dev' AND status != 'cancelled'")} AS attempts,
+        {d.count_if("status = 'failure'")} AS failures,
+        {d.total('cost_cents')} AS cost_cents,
         MAX(started_at) AS last_start,
         MAX(CASE WHEN phase = 'integrate' AND status = 'success' THEN finished_at END) AS landed_at
-    FROM pipeline_runs WHERE +parent_id IS NULL GROUP BY task_id  -- a scan: most rows qualify
+    FROM pipeline_runs WHERE {d.no_index}parent_id IS NULL GROUP BY task_id  -- a scan: most rows qualify
 )
 SELECT t.id, t.title, t.status, t.created_at, COALESCE(a.attempts, 0) AS attempts,
     COALESCE(a.failures, 0) AS failures, COALESCE(a.cost_cents, 0) AS cost_cents, a.landed_at
@@ -107,11 +109,14 @@ WHERE t.type = 'work' AND (:since IS NULL OR t.created_at >= :since OR a.last_st
 ORDER BY t.created_at, t.id
 """
 
-_DAYS = """
-SELECT substr(started_at, 1, 10) AS day, COUNT(*) AS runs, TOTAL(cost_cents) AS cost_cents
+
+def _days(d: Dialect) -> str:
+    return f"""
+SELECT substr(started_at, 1, 10) AS day, COUNT(*) AS runs, {d.total('cost_cents')} AS cost_cents
 FROM pipeline_runs WHERE parent_id IS NULL AND (:since IS NULL OR started_at >= :since)
 GROUP BY day ORDER BY day
 """
+
 
 # Durations as a histogram: runs counted by stage or phase, outcome and duration rounded to three
 # significant digits (SQLite's log() is optional, so by decade), which is a few thousand rows at
@@ -119,15 +124,16 @@ GROUP BY day ORDER BY day
 # A stage's duration is its wall time; a check phase's is the duration it recorded. `+status`
 # makes SQLite scan the table in order rather than visit most of its rows through an index;
 # MATERIALIZED computes each duration once rather than once per mention in the rounding.
-_DURATIONS = """
+def _durations(d: Dialect) -> str:
+    return f"""
 WITH r AS MATERIALIZED (
     SELECT CASE WHEN parent_id IS NULL THEN 'stage' ELSE 'check' END AS kind, phase AS name, status,
         cached_from IS NOT NULL AS reused,
         CASE WHEN parent_id IS NULL
-             THEN (julianday(finished_at) - julianday(started_at)) * 86400.0
-             ELSE duration END AS s
+             THEN {d.number(d.seconds_between('started_at', 'finished_at'))}
+             ELSE {d.number('duration')} END AS s
     FROM pipeline_runs
-    WHERE +status IN ('success', 'failure') AND (:since IS NULL OR started_at >= :since)
+    WHERE {d.no_index}status IN ('success', 'failure') AND (:since IS NULL OR started_at >= :since)
 )
 SELECT kind, name, status, reused, COUNT(*) AS n,
     CASE WHEN abs(s) < 1 THEN round(s, 3) WHEN abs(s) < 10 THEN round(s, 2)
@@ -137,11 +143,13 @@ SELECT kind, name, status, reused, COUNT(*) AS n,
 FROM r GROUP BY kind, name, status, reused, seconds
 """
 
+
 # A failure followed (by row id, which grows with time) by a pass of the same phase on the same tree:
 # the tree did not change, so the check's verdict did.
-_FLAKY = """
-SELECT phase, tree, SUM(status = 'failure') AS failures, SUM(status = 'success') AS passes,
-    group_concat(DISTINCT task_id) AS task_ids  -- a task id holds no comma (runner/ids.py)
+def _flaky(d: Dialect) -> str:
+    return f"""
+SELECT phase, tree, {d.count_if("status = 'failure'")} AS failures, {d.count_if("status = 'success'")} AS passes,
+    {d.concat_distinct('task_id')} AS task_ids  -- a task id holds no comma (runner/ids.py)
 FROM pipeline_runs
 WHERE parent_id IS NOT NULL AND tree IS NOT NULL AND status IN ('success', 'failure')
     AND (:since IS NULL OR started_at >= :since)
@@ -150,11 +158,13 @@ HAVING MIN(CASE WHEN status = 'failure' THEN id END) < MAX(CASE WHEN status = 's
 ORDER BY phase, MIN(id)
 """
 
+
 _RUNS = """
 SELECT id, task_id, phase AS stage, status, started_at, finished_at FROM pipeline_runs
 WHERE parent_id IS NULL AND (:since IS NULL OR started_at >= :since)
 ORDER BY id DESC LIMIT :limit
 """
+
 
 _RUN_COUNT = """
 SELECT COUNT(*) FROM pipeline_runs WHERE parent_id IS NULL AND (:since IS NULL OR started_at >= :since)
@@ -165,11 +175,8 @@ def read_inputs(db: Database, since: str | None, timeline_limit: int = TIMELINE_
     """The report's rows: tasks created or worked on since ``since`` (an ISO UTC string; all when
     None), and the attempts and check phases started since then."""
     # One read transaction: every figure comes from the same snapshot while a runner writes.
-    db.conn.execute("BEGIN")
-    try:
+    with db.snapshot():
         return _read(db, {"since": since}, timeline_limit)
-    finally:
-        db.conn.execute("ROLLBACK")
 
 
 def _read(db: Database, window: dict[str, Any], timeline_limit: int) -> ReportInputs:
@@ -178,21 +185,21 @@ def _read(db: Database, window: dict[str, Any], timeline_limit: int) -> ReportIn
             str(r["id"]), str(r["title"]), str(r["status"]), str(r["created_at"]), int(r["attempts"]),
             int(r["failures"]), float(r["cost_cents"]), r["landed_at"],
         )
-        for r in db.query(_TASKS, window)
+        for r in db.query(_tasks(db.dialect), window)
     ]
-    days = [DayInput(str(r["day"]), int(r["runs"]), float(r["cost_cents"])) for r in db.query(_DAYS, window)]
+    days = [DayInput(str(r["day"]), int(r["runs"]), float(r["cost_cents"])) for r in db.query(_days(db.dialect), window)]
     durations = [
         DurationBucket(
             str(r["kind"]), str(r["name"]), str(r["status"]), bool(r["reused"]), _float(r["seconds"]), int(r["n"])
         )
-        for r in db.query(_DURATIONS, window)
+        for r in db.query(_durations(db.dialect), window)
     ]
     flaky = [
         FlakyInput(
             str(r["phase"]), str(r["tree"]), int(r["failures"]), int(r["passes"]),
             tuple(sorted(str(r["task_ids"]).split(","))),
         )
-        for r in db.query(_FLAKY, window)
+        for r in db.query(_flaky(db.dialect), window)
     ]
     runs = [
         RunInput(int(r["id"]), str(r["task_id"]), str(r["stage"]), str(r["status"]), str(r["started_at"]),

@@ -39,8 +39,10 @@ from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
+from runner.fleet import INTEGRATOR, RENEWALS_PER_LEASE, Fleet, Place
 from runner.git import Git
 from runner.holdups import integration_bottleneck
+from runner.ids import id_problem
 from runner.integrator import Integrator
 from runner.layout import Layout
 from runner.lifecycle import (
@@ -61,7 +63,7 @@ from runner.logs import load as load_logging
 from runner.notify import Announcer, Notifier
 from runner.preflight import ENVIRONMENT, RED_BASE, Preflight
 from runner.redact import agent_secrets
-from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso, state_exists
 from runner.status import held_integration, limits_of, task_gate, waiting_to_land
 from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
@@ -102,6 +104,11 @@ class Pipeline:
         self.db = db
         self.store: BuiltinTaskStore = open_task_source(config.tasks.source, db)
         self.runs = Runs(db)
+        # This runner among those sharing the state (runner.fleet); joined by `join` before the
+        # first cycle, never by a dry run.
+        self.fleet = Fleet(db, root=config.root, lease_seconds=config.lease)
+        self.integrating = False  # whether this runner held the integration lease at its last look
+        self.next_sweep = 0.0  # when to look for workspaces of tasks other runners finished
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
         # Released workspaces stay warm for the next tasks, one per agent slot (runner.warm).
@@ -210,6 +217,74 @@ class Pipeline:
         """Retry limit (failures of any phase since a person last resumed it), cost cap, backoff."""
         return task_gate(self.runs, task, limits_of(self.config), time.time(), include_backoff=include_backoff)
 
+    # -- the fleet -----------------------------------------------------------------------------
+
+    def join(self) -> None:
+        """Join the runners sharing the state: this runner's id marks the runs it starts, its lease
+        is renewed from now on, and each write checks it still holds it (runner.fleet)."""
+        if self.fleet.join() is Place.NEW:
+            # Agents an earlier process here left when its work was taken over: theirs is others' now.
+            for rec in self.fleet.orphans():
+                handle = self.handle_of(rec)
+                if self.backend.poll(handle).state is AgentState.RUNNING:
+                    logger.warning("{}: stopping agent run {}: its task was taken over by another runner",
+                                   rec.task_id, rec.agent_run_id)  # fmt: skip
+                    self.backend.cancel(handle)
+        self.runs.owner = self.fleet.id
+        self.fleet.start_renewing(lambda: open_db(self.config.state_target))
+
+    def open_worker_db(self) -> Database:
+        """A connection for a worker thread, its writes fenced as the loop's are."""
+        db = open_db(self.config.state_target)
+        if self.fleet.id is not None:
+            self.fleet.attach(db)
+        return db
+
+    def mine(self, task_id: str) -> bool:
+        """Whether a task in progress is this runner's to act on: it made its last attempt (another
+        runner sharing the state works on the others), or no runner did (a state from before
+        runners shared it)."""
+        return self.fleet.id is None or self.runs.owner_of(task_id) in (self.fleet.id, None)
+
+    def take_over(self) -> bool:
+        """Take over the work of the runners whose leases expired (their hosts died): their
+        attempts are cancelled, uncharged, and their tasks in progress open again."""
+        acted = False
+        for member in self.fleet.expired():
+            done = self.fleet.take_over(member)
+            if done is None:
+                continue
+            acted = True
+            for task_id in done.reopened:
+                self.note(task_id, f"back to open: runner {member.id} on {member.host}, which worked on it, "
+                                   "stopped renewing its lease")  # fmt: skip
+        return acted
+
+    def release_landed_elsewhere(self) -> None:
+        """Remove the workspaces of tasks another runner finished (it landed or a person cancelled
+        them there): the runner that lands a task releases only its own workspace."""
+        if self.fleet.id is None or time.time() < self.next_sweep or not self.layout.worktrees.is_dir():
+            return
+        # Now and then, not each cycle: a workspace kept a little longer costs nothing.
+        self.next_sweep = time.time() + self.config.lease / RENEWALS_PER_LEASE
+        for path in self.layout.worktrees.iterdir():
+            task_id = path.name
+            if id_problem(task_id) is not None or task_id in self.verifier.verifying or self.integrator.in_flight(task_id) or not self.store.exists(task_id):
+                continue
+            if self.store.get(task_id).status in (TaskStatus.DONE, TaskStatus.CANCELLED) and not any(
+                r.task_id == task_id for r in self.runs.running()
+            ):
+                self.workspaces.release(task_id)
+
+    def may_integrate(self) -> bool:
+        """Whether this runner integrates now: one runner at a time holds the integration lease.
+        On taking it, the landings its last holder left half-recorded are finished first."""
+        held = self.fleet.id is None or self.fleet.hold(INTEGRATOR)
+        if held and not self.integrating and self.fleet.id is not None:
+            recovery.finish_landings(self)
+        self.integrating = held
+        return held
+
     # -- recovery ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
@@ -231,8 +306,13 @@ class Pipeline:
         self.ready_to_start = self.preflight_step()
         # Agents that ended are replaced before this cycle's integration work and again after it,
         # so that no slot stays empty while the loop thread lands tasks.
-        acted = self.refill()
-        acted |= self.integrator.integrate_step(verified)
+        acted = self.take_over() if not self.dry_run else False
+        self.release_landed_elsewhere()
+        acted |= self.refill()
+        if self.may_integrate():
+            acted |= self.integrator.integrate_step(verified)
+        elif self.basesync is not None:
+            self.basesync.sync()  # base here follows what the integrating runner lands on the remote
         acted |= self.verifier.collect_verifies()
         acted |= self.refill()
         self.announcer.flush()
@@ -336,6 +416,8 @@ class Pipeline:
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
             latest = self.runs.latest(task.id)
+            if not self.mine(task.id):
+                continue
             if next_step(self.view(task, running=running, latest=latest)) is not Step.VERIFY:
                 continue
             if self.paused("verify") or self.base_suspect():
@@ -621,7 +703,7 @@ class Pipeline:
         with self.db.write():
             # Not when a person moved, cancelled, deleted or gave it a new dependency since the
             # cycle read it.
-            claimed = self.store.exists(task.id) and self.store.get(task.id).status is TaskStatus.OPEN
+            claimed = self.store.claimable(task.id)
             if claimed:
                 # Read again, whole: the prompt gets the task as it is now (a person's edit since
                 # the cycle read it, and a person's comments, which the cycle does not read).
@@ -749,6 +831,7 @@ class Pipeline:
         self.integrator.close()
         self.preflight.close()
         self.wake.close()
+        self.fleet.leave()
         try:
             self.announcer.flush()
         finally:
@@ -860,10 +943,10 @@ def _run_loop(
     preflight(config)
     layout = Layout(config.root)
     if dry_run:
-        if not config.state_db.exists():
+        if not state_exists(config.state_target):
             print(f"DRY RUN: no pipeline state at {config.state_db}; there is nothing to do.")
             return 0
-        pipeline = Pipeline(config, open_db(config.state_db, readonly=True), dry_run=True)
+        pipeline = Pipeline(config, open_db(config.state_target, readonly=True), dry_run=True)
         try:
             for line in pipeline.plan():
                 print(f"DRY RUN: {line}", flush=True)
@@ -883,7 +966,7 @@ def _run_loop(
             config.notify, base=config.base, root=config.root, cwd=config.repo_path, echo=_echo if quiet else None
         )
         pipeline = Pipeline(
-            config, open_db(config.state_db), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
+            config, open_db(config.state_target), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
         )
         try:
             logger.info(
@@ -893,6 +976,7 @@ def _run_loop(
             if not once:
                 # A daemon is woken by `task add` at once instead of at its next interval.
                 pipeline.wake.listen(layout.nudge_file)
+            pipeline.join()
             pipeline.reconcile()
             pipeline.announcer.flush()
             while True:
@@ -900,7 +984,8 @@ def _run_loop(
                 if once:
                     pipeline.verifier.collect_verifies(wait=True)
                     # Everything whose integration is ready lands within this one invocation.
-                    pipeline.integrator.drain()
+                    if pipeline.integrating:
+                        pipeline.integrator.drain()
                     break
                 if not acted:
                     if until_idle and pipeline.idle():

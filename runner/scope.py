@@ -7,7 +7,7 @@ the person never learns the id was mistyped.
 from __future__ import annotations
 
 from runner.config import LoadedConfig
-from runner.state import open_db
+from runner.state import open_db, state_exists
 from runner.tasks import open_task_source
 
 
@@ -18,8 +18,8 @@ def scope_problem(loaded: LoadedConfig) -> str | None:
     if not wanted:
         return None
     known: set[str] = set()
-    if config.state_db.exists():
-        db = open_db(config.state_db, readonly=True)
+    if state_exists(config.state_target):
+        db = open_db(config.state_target, readonly=True)
         try:
             store = open_task_source(config.tasks.source, db)
             known = {value for _, value in wanted if store.exists(value)}

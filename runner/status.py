@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from runner.checkoutcomes import CheckOutcomes
 from runner.faults import read_faults
+from runner.fleet import fleet_view
 from runner.holdups import Queued, why
 from runner.lifecycle import Gate, GateResult, Limits, gate
 from runner.phaseview import PhaseShown, PhaseView, phase_views
-from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso
+from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso, state_exists
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType
 
 if TYPE_CHECKING:
@@ -71,12 +72,13 @@ class Waiting:
 
 
 def waiting_for_a_person(
-    root: Path, *, parent: str | None = None, task_id: str | None = None
+    root: Path, *, parent: str | None = None, task_id: str | None = None, state: Path | str | None = None
 ) -> list[Waiting]:
     """Work tasks (under ``parent``, or just ``task_id``, when given) that need help or whose
-    integration is held back, with the last reason given for each."""
-    db_path = root / "state.db"
-    if not db_path.exists():
+    integration is held back, with the last reason given for each. ``state``: where the state
+    is (config.state_target), by default ROOT/state.db."""
+    db_path = state or root / "state.db"
+    if not state_exists(db_path):
         return []
     db = open_db(db_path, create=False)
     try:
@@ -111,17 +113,19 @@ def blocked_reason(dependencies: list[str]) -> str:
 
 
 def build_status(
-    root: Path, base: str, limits: Limits | None = None, now: float | None = None, *, max_waiting: int | None = None
-) -> dict[str, Any]:
+    root: Path, base: str, limits: Limits | None = None, now: float | None = None, *, max_waiting: int | None = None,
+    state: Path | str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The status document. A root without state yet gives zero counts and ``initialized: false``.
 
     ``limits`` (the config's) tell a backoff or a reached limit apart; without them every open
-    task counts as free to start once its dependencies are done."""
+    task counts as free to start once its dependencies are done. ``state``: where the state is
+    (config.state_target), by default ROOT/state.db."""
     now = time.time() if now is None else now
-    db_path = root / "state.db"
+    db_path = state or root / "state.db"
     doc: dict[str, Any] = {
         "schema_version": STATUS_SCHEMA_VERSION,
-        "initialized": db_path.exists(),
+        "initialized": state_exists(db_path),
         "root": str(root),
         "base": base,
         **{s.value: 0 for s in TaskStatus},
@@ -138,6 +142,7 @@ def build_status(
         "log_file": str(root / "logs" / "pipeline.jsonl"),
         "blocked_tasks": [],
         "state_schema_version": None,
+        "runners": [],
     }
     # Work paused by a fault that is no task's (a stale lock, a lagging checkout of base).
     doc["faults"] = [
@@ -145,7 +150,7 @@ def build_status(
          "count": f.count}
         for f in read_faults(root / "faults.json")
     ]
-    if not db_path.exists():
+    if not state_exists(db_path):
         return doc
     db = open_db(db_path, create=False)
     try:
@@ -172,6 +177,7 @@ def build_status(
                 "task_cost_cents": runs.total_cost(r.task_id),
                 "logs": [str(path) for path in attempt_logs(r, phases[r.id])],
                 "last_line": last_line(attempt_logs(r, phases[r.id], running_only=True)),
+                "runner": r.owner,
             }
             for r in active
         ]
@@ -213,6 +219,7 @@ def build_status(
                     {"id": task.id, "title": task.title, "blocked_by": blocked[task.id],
                      "reason": blocked_reason(blocked[task.id])}
                 )  # fmt: skip
+        doc["runners"] = fleet_view(db)
         doc["state_schema_version"] = SCHEMA_VERSION
     finally:
         db.close()

@@ -77,6 +77,7 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
         if run.get("log_path"):
             lines.append(f"      log: {run['log_path']}")
     lines.append(f"Cost so far: {dollars(doc['cost_cents'])}")
+    lines += fleet_lines(doc.get("runners", []))
     if doc.get("queue"):
         lines += ["", "Queue (not running, and why):"]
         for item in doc["queue"][:QUEUE_SHOWN]:
@@ -112,6 +113,21 @@ def render_plain(doc: dict[str, Any], now: float | None = None) -> str:
     lines += ["", f"Logs: {doc['root']}/logs/tasks/TASK/ (`pipeline-runner logs TASK`); the runner's: "
               f"{doc.get('log_file', '')}"]  # fmt: skip
     return "\n".join(printable(part) for line in lines for part in line.split("\n"))
+
+
+def fleet_lines(runners: list[dict[str, Any]]) -> list[str]:
+    """The runners sharing the state, when there is more than one: where each runs and on what."""
+    if len(runners) < 2:
+        return []
+    lines = ["", f"Runners sharing this state: {len(runners)}"]
+    for runner in runners:
+        marks = [] if runner["alive"] else [f"lease expired at {runner['expires_at'][:19]}: its work is taken over"]
+        if runner["integrating"]:
+            marks.append("integrating")
+        work = ", ".join(runner["tasks"]) or "idle"
+        extra = f"  ({'; '.join(marks)})" if marks else ""
+        lines.append(f"  {runner['id']}  {runner['host']}  pid {runner['pid']}  {runner['root']}: {work}{extra}")
+    return lines
 
 
 def flaky_line(flaky: dict[str, Any]) -> str:

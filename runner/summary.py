@@ -15,7 +15,7 @@ from runner.config import PipelineConfig
 from runner.faults import Fault, read_faults
 from runner.layout import Layout
 from runner.notify import reason_of
-from runner.state import Phase, RunRecord, Runs, RunStatus, now_iso, open_db
+from runner.state import Phase, RunRecord, Runs, RunStatus, now_iso, open_db, state_exists
 from runner.status import Waiting, waiting_for_a_person
 from runner.tasks import BuiltinTaskStore, TaskStatus
 
@@ -118,9 +118,9 @@ def render(summary: Summary) -> str:
 def collect(config: PipelineConfig, invocation: Invocation) -> Summary:
     """Read what ``invocation`` did from the state database and the faults file."""
     paused = read_faults(Layout(config.root).faults_file)
-    if not config.state_db.exists():
+    if not state_exists(config.state_target):
         return summarize([], [], paused)
-    db = open_db(config.state_db, create=False)
+    db = open_db(config.state_target, create=False)
     try:
         runs = Runs(db).finished_since(invocation.started)
         store = BuiltinTaskStore(db)
@@ -157,7 +157,9 @@ def report(config: PipelineConfig, invocation: Invocation, mode: Mode, *, quiet:
     summary = collect(config, invocation)
     waiting: list[Waiting] = []
     if mode is Mode.UNTIL_IDLE:
-        waiting = waiting_for_a_person(config.root, parent=config.parent, task_id=config.task_id)
+        waiting = waiting_for_a_person(
+            config.root, parent=config.parent, task_id=config.task_id, state=config.state_target
+        )
     attention = needs_attention(mode, summary, len(waiting))
     if not quiet:
         print(render(summary))

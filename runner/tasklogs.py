@@ -23,7 +23,7 @@ from runner.layout import Layout
 from runner.lock import RunnerLock
 from runner.phaseview import phase_views
 from runner.procs import pid_alive
-from runner.state import Phase, RunRecord, Runs, RunStatus, open_db
+from runner.state import Phase, RunRecord, Runs, RunStatus, open_db, state_exists
 from runner.status import attempt_logs, held_integration
 from runner.tasks import BuiltinTaskStore, TaskStatus
 
@@ -116,11 +116,15 @@ class _Reader:
             self.current = path
 
 
-def show_logs(root: Path, task_id: str, *, run_id: int | None, follow: bool, out: BinaryIO | None = None) -> int:
-    """Print (or follow) the logs of ``task_id``'s latest attempt, or of its run ``run_id``."""
+def show_logs(
+    root: Path, task_id: str, *, run_id: int | None, follow: bool, out: BinaryIO | None = None,
+    state: Path | str | None = None,
+) -> int:  # fmt: skip
+    """Print (or follow) the logs of ``task_id``'s latest attempt, or of its run ``run_id``.
+    ``state``: where the state is (config.state_target), by default ROOT/state.db."""
     out = out if out is not None else sys.stdout.buffer
-    db_path = root / "state.db"
-    if not db_path.exists():
+    db_path = state or root / "state.db"
+    if not state_exists(db_path):
         raise TaskError(f"No task with id {task_id!r} (no pipeline state yet at {root}).")
     db = open_db(db_path, create=False)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import enum
 import json
-import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,8 @@ from runner.errors import TaskError
 from runner.graph import find_cycle
 from runner.ids import check_task_id, id_problem, namespace_problem
 from runner.redact import redact
-from runner.state import Database, now_iso
+from runner.sqldialect import Dialect
+from runner.state import Connection, Database, now_iso
 
 
 class TaskStatus(enum.StrEnum):
@@ -255,7 +255,9 @@ _TYPES = {t.value: t for t in TaskType}
 _STATUSES = {s.value: s for s in TaskStatus}
 
 
-def _filters(statuses: Sequence[TaskStatus] | None, parent: str | None) -> tuple[str, tuple[Any, ...]]:
+def _filters(
+    statuses: Sequence[TaskStatus] | None, parent: str | None, dialect: Dialect
+) -> tuple[str, tuple[Any, ...]]:
     """The condition on tasks (``t``) for these statuses (any when None) and parent. The statuses
     go in as one JSON parameter, however many; only the filters given are written, so that
     SQLite can use the status and parent indexes (an "? IS NULL OR status = ?" condition makes it
@@ -268,12 +270,12 @@ def _filters(statuses: Sequence[TaskStatus] | None, parent: str | None) -> tuple
         where.append("t.status = ?")
         params.append(str(statuses[0]))
     elif statuses is not None:
-        where.append("t.status IN (SELECT value FROM json_each(?))")
+        where.append(f"t.status IN {dialect.json_texts}")
         params.append(json.dumps([str(s) for s in statuses]))
     if parent is not None:
         where.append("t.parent = ?")
         params.append(parent)
-    return " AND ".join(where) or "1", tuple(params)
+    return " AND ".join(where) or "TRUE", tuple(params)
 
 
 @dataclass(frozen=True)
@@ -351,11 +353,21 @@ class BuiltinTaskStore(TaskSource):
         """Whether a task with this id exists."""
         return self.db.scalar("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
 
+    def claimable(self, task_id: str) -> bool:
+        """Whether ``task_id`` is open and no other transaction holds its row; called in a write
+        transaction, which then holds it (PostgreSQL) until it ends. Every write transaction takes
+        one lock first (runner.state), so today nothing is ever passed over; the row lock is what
+        keeps two claims of one task apart once writers stop taking turns."""
+        return (
+            self.db.scalar(f"SELECT 1 FROM tasks WHERE id = ? AND status = 'open'{self.db.dialect.skip_locked}", (task_id,))
+            is not None
+        )
+
     def list_tasks(
         self, status: TaskStatus | None = None, parent: str | None = None, *, with_comments: bool = False
     ) -> list[Task]:
         """Tasks in creation order; their comments only with ``with_comments``."""
-        where, params = _filters(None if status is None else (status,), parent)
+        where, params = _filters(None if status is None else (status,), parent, self.db.dialect)
         return self._select(where, params, with_comments=with_comments)
 
     def page(
@@ -365,7 +377,7 @@ class BuiltinTaskStore(TaskSource):
         """Up to ``limit`` tasks (all when None) of ``statuses`` (any when empty) under ``parent``,
         in creation order from the ``offset``-th, and how many match in all. Reads the page's rows
         (and their comments only when asked): a page costs the same on a store of any size."""
-        where, params = _filters(tuple(statuses) or None, parent)
+        where, params = _filters(tuple(statuses) or None, parent, self.db.dialect)
         row = self.db.query(f"SELECT COUNT(*), MAX(LENGTH(t.id)) FROM tasks AS t WHERE {where}", params)[0]
         tasks = self._select(where, params, limit=limit, offset=offset, with_comments=with_comments)
         return TaskPage(tasks=tasks, total=int(row[0]), offset=offset, widest_id=int(row[1] or 0))
@@ -422,11 +434,12 @@ class BuiltinTaskStore(TaskSource):
         their comments when asked. Dependencies and comments are read by the same condition in
         a subquery, never by a list of ids: one parameter per task overflows SQLite's cap on a
         large store (and costs a parse of that list each time)."""
-        order = " ORDER BY t.created_at, t.rowid"
+        rowid = self.db.dialect.rowid
+        order = f" ORDER BY t.created_at, t.{rowid}"
         window: tuple[Any, ...] = ()
         if limit is not None or offset:
             order += " LIMIT ? OFFSET ?"
-            window = (-1 if limit is None else limit, offset)
+            window = (self.db.dialect.no_limit if limit is None else limit, offset)
         rows = self.db.conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks AS t WHERE {where}{order}",
                                     (*params, *window)).fetchall()  # fmt: skip
         if not rows:
@@ -434,7 +447,7 @@ class BuiltinTaskStore(TaskSource):
         chosen = f"SELECT t.id FROM tasks AS t WHERE {where}{order}"
         deps: dict[str, list[str]] = {}
         for r in self.db.query(
-            f"SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN ({chosen}) ORDER BY rowid",
+            f"SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN ({chosen}) ORDER BY {rowid}",
             (*params, *window),
         ):
             deps.setdefault(r[0], []).append(r[1])
@@ -470,15 +483,16 @@ class BuiltinTaskStore(TaskSource):
             self._check_graph(conn)
         return self.get(task_id)
 
-    def _check_graph(self, conn: sqlite3.Connection) -> None:
+    def _check_graph(self, conn: Connection) -> None:
         """Refuse (rolling the caller's transaction back) a store whose dependencies or parents
         now hold a cycle. Read whole: only a person's add, edit or import pays for it."""
         deps: dict[str, list[str]] = {}
         parents: dict[str, str | None] = {}
-        for row in conn.execute("SELECT id, parent FROM tasks ORDER BY created_at, rowid"):
+        rowid = self.db.dialect.rowid
+        for row in conn.execute(f"SELECT id, parent FROM tasks ORDER BY created_at, {rowid}"):
             deps[row[0]] = []
             parents[row[0]] = row[1]
-        for row in conn.execute("SELECT task_id, depends_on FROM task_dependencies ORDER BY rowid"):
+        for row in conn.execute(f"SELECT task_id, depends_on FROM task_dependencies ORDER BY {rowid}"):
             deps.setdefault(row[0], []).append(row[1])
         problem = graph_problem(deps, parents)
         if problem is not None:
@@ -492,7 +506,7 @@ class BuiltinTaskStore(TaskSource):
         for row in self.db.query(
             "SELECT d.task_id, d.depends_on FROM task_dependencies AS d JOIN tasks AS t ON t.id = d.task_id "
             "LEFT JOIN tasks AS u ON u.id = d.depends_on "
-            "WHERE t.status = 'open' AND (u.status IS NULL OR u.status = 'cancelled') ORDER BY d.rowid"
+            f"WHERE t.status = 'open' AND (u.status IS NULL OR u.status = 'cancelled') ORDER BY d.{self.db.dialect.rowid}"
         ):
             found.setdefault(row[0], []).append(row[1])
         return found
@@ -516,7 +530,7 @@ class BuiltinTaskStore(TaskSource):
                 self._check_graph(conn)
         return self.get(task_id), names
 
-    def _update(self, conn: sqlite3.Connection, task: Task, changes: TaskChanges) -> list[str]:
+    def _update(self, conn: Connection, task: Task, changes: TaskChanges) -> list[str]:
         wanted = changes.differing(task).columns()
         for ref in wanted.get("dependencies", ()):
             if not self.exists(ref):
@@ -558,7 +572,7 @@ class BuiltinTaskStore(TaskSource):
             conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))  # comments, dependencies cascade
         return attempts
 
-    def _insert(self, conn: sqlite3.Connection, new: NewTask, known: set[str]) -> str:
+    def _insert(self, conn: Connection, new: NewTask, known: set[str]) -> str:
         for ref in new.dependencies:
             if ref not in known and not self.exists(ref):
                 raise TaskError(f"Task depends on {ref!r}, which does not exist.")
@@ -569,18 +583,18 @@ class BuiltinTaskStore(TaskSource):
             raise TaskError(f"A task with id {task_id!r} already exists.")
         conn.execute(_INSERT_TASK, _row(new, task_id, now_iso()))
         conn.executemany(
-            "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
+            "INSERT INTO task_dependencies (task_id, depends_on) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(task_id, d) for d in new.dependencies],
         )
         return task_id
 
-    def _stored(self, conn: sqlite3.Connection, ids: Collection[str | None]) -> set[str]:
+    def _stored(self, conn: Connection, ids: Collection[str | None]) -> set[str]:
         """Which of ``ids`` are tasks in the store, in one query (the ids as one JSON parameter)."""
         wanted = json.dumps([i for i in ids if i])
-        rows = conn.execute("SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (wanted,))
+        rows = conn.execute(f"SELECT id FROM tasks WHERE id IN {self.db.dialect.json_texts}", (wanted,))
         return {str(r[0]) for r in rows}
 
-    def _next_id(self, conn: sqlite3.Connection) -> str:
+    def _next_id(self, conn: Connection) -> str:
         row = conn.execute("SELECT value FROM id_counter WHERE name = 'task'").fetchone()
         value = int(row[0]) if row else 0
         while True:
@@ -661,7 +675,7 @@ class BuiltinTaskStore(TaskSource):
                 result.added.append(new.id)
             conn.executemany(_INSERT_TASK, rows)
             conn.executemany(
-                "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
+                "INSERT INTO task_dependencies (task_id, depends_on) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 [(n.id, d) for n in added for d in n.dependencies],
             )
             for new in present:

@@ -22,7 +22,7 @@ from runner.checkoutcomes import CheckOutcomes
 from runner.flaky import check_with_rerun
 from runner.lifecycle import VERIFY_MOVES, Then
 from runner.logs import logger
-from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db
+from runner.state import Database, Phase, RunRecord, Runs, RunStatus
 from runner.tasks import Author, Task, TaskStatus
 from runner.workspace import task_ref
 
@@ -68,7 +68,7 @@ class Verifier:
         empty = empty_stage(stage, self.p.config.phases)
         if empty is not None:
             return empty
-        runs = Runs(db)
+        runs = Runs(db, owner=self.p.runs.owner)
         tree = self.p.git.tree_of(sha) or sha
         runs.update(parent, tree=tree)
         workspace = self.p.layout.check(task.id, parent) if stage == "verify" else self.p.layout.integration_attempt(parent)
@@ -106,7 +106,7 @@ class Verifier:
     ) -> VerifyResult:
         """In a verify worker: the commit's shape and secrets, then the graph's verify phases on a
         pristine checkout of it (with the worker's own connection for the phases' rows)."""
-        db = open_db(self.p.config.state_db)
+        db = self.p.open_worker_db()
         try:
 
             def check(sha: str) -> VerifyResult:

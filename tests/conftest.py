@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.pg_server import PgServer, server_binaries, start_server
 
 FAKES = Path(__file__).parent / "fakes"
 
@@ -104,3 +106,32 @@ def _config_snapshots(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Snapshots of loaded configs (runner.configsnap) go to a folder of this test session, not to
     the cache directory of the person running the tests."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server for this test session (one per xdist worker), stopped at its end;
+    the tests that need one skip, saying why, where no server is installed."""
+    bin_dir = server_binaries()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server installed (Debian's postgresql: /usr/lib/postgresql/*/bin/initdb)")
+    server = start_server(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a new, empty PostgreSQL database."""
+    return pg_server.database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a test's state is: a SQLite file, then a PostgreSQL database (open_db takes either)."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.database()

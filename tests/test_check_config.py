@@ -19,6 +19,7 @@ from runner import state
 from runner.config import load_config
 from runner.errors import ConfigError
 from runner.init_config import detect_test_command
+from runner.sqldialect import SQLITE
 from tests.conftest import CLI, make_repo, write_config
 
 SHIPPED = Path(__file__).resolve().parents[1] / "pipeline.yaml"
@@ -240,7 +241,7 @@ def test_exit_2_is_a_failure_unless_declared_a_skip_code(repo: Path) -> None:
 def test_a_version_1_database_is_migrated_keeping_its_runs_and_accepting_skips(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path)
-    conn.executescript(state.MIGRATIONS[0])
+    conn.executescript(state.migration_sql(state.MIGRATIONS[0], SQLITE))
     conn.execute("PRAGMA user_version = 1")
     for status in ("success", "failure", "cancelled"):
         conn.execute(

@@ -16,7 +16,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from runner.state import MIGRATIONS, SCHEMA_VERSION
+from runner.sqldialect import SQLITE
+from runner.state import MIGRATIONS, SCHEMA_VERSION, migration_sql
 from tests.conftest import git
 from tests.loop_helpers import Sample, make_sample, stop, wait_for
 
@@ -641,12 +642,12 @@ def _old_database(path: Path, old_sha: str, work_sha: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
     try:
-        conn.executescript(MIGRATIONS[0])  # shipped entries are never edited
+        conn.executescript(migration_sql(MIGRATIONS[0], SQLITE))  # shipped entries are never edited
         conn.execute(
             "INSERT INTO pipeline_runs (task_id, phase, patchset, status, started_at) "
             "VALUES ('t-0', 'dev', 0, 'success', '2024-01-01T00:00:00+00:00')"
         )  # a row before migration 2, to carry its id and the AUTOINCREMENT counter across
-        conn.executescript(MIGRATIONS[1])
+        conn.executescript(migration_sql(MIGRATIONS[1], SQLITE))
         t = "2024-05-01T10:00:00.000000+00:00"
         conn.executemany(
             "INSERT INTO tasks (id, title, status, patchset, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -17,6 +17,7 @@ from runner.errors import TaskError
 from runner.git import Git
 from runner.layout import Layout
 from runner.lifecycle import PERSON_ACTIONS, Action, Step, TaskView, Verdict, next_step, person_action
+from runner.sqldialect import SQLITE
 from runner.state import Phase, Runs, RunStatus, open_db
 from runner.steering import Steering
 from runner.tasklist import ID_MAX, MIN_TITLE, task_table
@@ -303,7 +304,7 @@ def test_a_version_3_database_keeps_its_tasks_comments_and_order_and_takes_cance
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path)
     for script in state.MIGRATIONS[:3]:
-        conn.executescript(script)
+        conn.executescript(state.migration_sql(script, SQLITE))
     conn.execute("PRAGMA user_version = 3")
     stamp = "2026-01-01T00:00:00+00:00"
     for task_id in ("z", "a"):  # same created_at: the rowid keeps z first

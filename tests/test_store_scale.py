@@ -19,6 +19,7 @@ import pytest
 from runner import state
 from runner.config import load_config
 from runner.scheduler import Pipeline
+from runner.sqldialect import SQLITE
 from runner.state import Phase, Runs, RunStatus, open_db
 from runner.tasklist import DEFAULT_LIMIT
 from runner.tasks import Author, BuiltinTaskStore, TaskStatus
@@ -281,6 +282,7 @@ def test_what_the_loop_and_status_ask_per_task_is_read_through_an_index(tmp_path
     db = open_db(state_db)
     store, runs = BuiltinTaskStore(db), Runs(db)
     statements: list[str] = []
+    assert isinstance(db.conn, sqlite3.Connection)
     db.conn.set_trace_callback(statements.append)
     runs.failures_since("o-1", None)
     runs.latest("o-1")
@@ -322,7 +324,7 @@ def test_the_total_cost_is_kept_through_every_write_and_from_an_older_database(t
     old = tmp_path / "old.db"
     conn = sqlite3.connect(old)
     for script in state.MIGRATIONS[:4]:
-        conn.executescript(script)
+        conn.executescript(state.migration_sql(script, SQLITE))
     conn.execute("PRAGMA user_version = 4")
     conn.execute("INSERT INTO tasks (id, title, created_at, updated_at) VALUES ('a', 'a', 'x', 'x')")
     conn.executemany(

@@ -1,0 +1,319 @@
+"""Runners sharing one state: leases, their renewal, the takeover of a dead runner's work, fencing.
+
+Each runner process joins the fleet under an id (a row of ``runners``: host, root, pid, expiry)
+and renews its lease from a thread of its own while it lives. A runner whose lease expired (its
+host lost power, everything was SIGKILLed) is taken over by any other runner: its running rows are
+cancelled (a cancelled attempt is never charged to the task) and its tasks in progress go back to
+open, to be started again wherever a slot is free. Its id is then spent: every write transaction of
+a runner first checks that its own id was not taken over (``Database.fence``), so a runner that
+comes back late (a frozen process, a network partition) writes nothing over newer state; it stops
+with a clear error and starts again under a new id.
+
+The same (host, root) keeps its id across restarts while its lease was not taken over, so that
+`run --once` from cron harvests what the last invocation started. Named leases (the integrator's)
+are held by one runner at a time and end with the runner's own lease.
+
+Times are the runners' clocks (UTC, ISO strings that sort in time order): hosts sharing a state
+must keep their clocks in step (NTP), to well within the lease's length.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from runner.errors import StateError
+from runner.logs import logger
+from runner.state import Database, RunRecord, now_iso
+
+# The integration lease: one runner at a time moves base.
+INTEGRATOR = "integrator"
+# Renewals per lease length: a runner must miss this many in a row before it is taken over.
+RENEWALS_PER_LEASE = 3
+
+
+class LeaseLost(StateError):
+    """This runner's lease was taken over by another runner: it may write nothing more."""
+
+
+class Place(enum.StrEnum):
+    """How a runner came by its id when it joined."""
+
+    NEW = "new"  # first start on this host and root, or the last id there was taken over
+    RESUMED = "resumed"  # the id the last runner on this host and root held
+
+
+@dataclass(frozen=True)
+class Member:
+    """One runner of the fleet, as its row says."""
+
+    id: int
+    host: str
+    root: str
+    pid: int
+    renewed_at: str
+    expires_at: str
+    taken_at: str | None
+    taken_by: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Member:
+        """Build from a ``runners`` row."""
+        return cls(*(row[name] for name in cls.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """What taking over a dead runner changed."""
+
+    member: Member
+    cancelled_runs: list[int]
+    reopened: list[str]
+
+
+def later(seconds: float) -> str:
+    """The ISO time ``seconds`` from now (UTC), as now_iso writes it."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+class Fleet:
+    """This runner's membership: its id, its lease and the named leases it holds."""
+
+    def __init__(self, db: Database, *, root: Path, lease_seconds: float, host: str | None = None) -> None:
+        self.db = db
+        self.host = host or socket.gethostname()
+        self.root = str(root)
+        self.lease_seconds = lease_seconds
+        self.id: int | None = None
+        self.place: Place | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    # -- joining and leaving -------------------------------------------------------------------
+
+    def join(self) -> Place:
+        """Take this runner's id: the one its host and root held while it was not taken over, or a
+        new one. Attempts running from before the fleet existed (no owner) become this runner's."""
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT id FROM runners WHERE host = ? AND root = ? AND taken_at IS NULL ORDER BY id DESC LIMIT 1",
+                (self.host, self.root),
+            ).fetchone()
+            now = now_iso()
+            if row is not None:
+                self.id, self.place = int(row[0]), Place.RESUMED
+                conn.execute(
+                    "UPDATE runners SET pid = ?, renewed_at = ?, expires_at = ? WHERE id = ?",
+                    (os.getpid(), now, later(self.lease_seconds), self.id),
+                )
+            else:
+                self.id = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM runners").fetchone()[0])
+                self.place = Place.NEW
+                conn.execute(
+                    "INSERT INTO runners (id, host, root, pid, started_at, renewed_at, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (self.id, self.host, self.root, os.getpid(), now, now, later(self.lease_seconds)),
+                )
+            # Only the running ones: finished rows keep what they hold.
+            conn.execute("UPDATE pipeline_runs SET owner = ? WHERE owner IS NULL AND status = 'running'", (self.id,))
+        self.attach(self.db)
+        return self.place
+
+    def attach(self, db: Database) -> None:
+        """Fence every write transaction of ``db`` (another connection of this runner's)."""
+        db.fence = self.fence
+
+    def fence(self, conn: Any) -> None:
+        """Refuse a write transaction of a runner whose lease another took over (its first statement)."""
+        if self.id is None:
+            return
+        row = conn.execute("SELECT taken_at, taken_by FROM runners WHERE id = ?", (self.id,)).fetchone()
+        if row is None or row[0] is not None:
+            by = f"runner {row[1]}" if row is not None and row[1] is not None else "another runner"
+            when = f" at {row[0]}" if row is not None and row[0] else ""
+            raise LeaseLost(
+                f"This runner's lease (runner {self.id} on {self.host}, root {self.root}) was taken over by "
+                f"{by}{when}: it had not renewed it for over {self.lease_seconds:g} s (key 'lease'), so its work "
+                "was handed to other runners. Nothing more is written by it; start it again to rejoin."
+            )
+
+    def start_renewing(self, connect: Callable[[], Database]) -> None:
+        """Renew the lease (and the named leases held) from a thread with its own connection,
+        ``RENEWALS_PER_LEASE`` times per lease length, until ``leave``."""
+        if self.id is None or self._renewer is not None:
+            return
+        self._renewer = threading.Thread(target=self._renew_loop, args=(connect,), name="lease", daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self, connect: Callable[[], Database]) -> None:
+        db: Database | None = None
+        try:
+            while not self._stop.wait(self.lease_seconds / RENEWALS_PER_LEASE):
+                try:
+                    if db is None:
+                        db = connect()
+                        self.attach(db)
+                    self.renew(db)
+                except LeaseLost:
+                    return  # the loop's next write says so
+                except Exception as exc:  # a database that cannot be reached now: try at the next turn
+                    logger.warning("could not renew this runner's lease: {}", exc)
+                    if db is not None:
+                        db.close()
+                        db = None
+        finally:
+            if db is not None:
+                db.close()
+
+    def renew(self, db: Database | None = None) -> None:
+        """Push this runner's lease, and the named leases it holds, a lease length ahead."""
+        db = db or self.db
+        until = later(self.lease_seconds)
+        with db.write() as conn:
+            conn.execute("UPDATE runners SET renewed_at = ?, expires_at = ? WHERE id = ?", (now_iso(), until, self.id))
+            conn.execute("UPDATE leases SET expires_at = ? WHERE holder = ?", (until, self.id))
+
+    def leave(self) -> None:
+        """Stop renewing and give back the named leases (another runner may integrate at once).
+        The runner's own lease stays: agents it started run on, and its next start resumes them."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=10)
+            self._renewer = None
+        if self.id is None:
+            return
+        try:
+            with self.db.write() as conn:
+                conn.execute("DELETE FROM leases WHERE holder = ?", (self.id,))
+        except StateError as exc:
+            logger.debug("leases not given back: {}", exc)
+
+    # -- named leases ---------------------------------------------------------------------------
+
+    def hold(self, name: str) -> bool:
+        """Whether this runner holds the lease ``name`` now, taking it when it is free or expired.
+        Costs a write only when it changes hands."""
+        row = self.db.query("SELECT holder, expires_at FROM leases WHERE name = ?", (name,))
+        now = now_iso()
+        if row and row[0][0] == self.id and row[0][1] > now:
+            return True
+        if row and row[0][1] > now:
+            return False
+        with self.db.write() as conn:
+            current = conn.execute("SELECT holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+            if current is not None and current[0] != self.id and current[1] > now_iso():
+                return False
+            if current is None:
+                conn.execute(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)",
+                    (name, self.id, later(self.lease_seconds)),
+                )
+            else:
+                conn.execute(
+                    "UPDATE leases SET holder = ?, expires_at = ? WHERE name = ?",
+                    (self.id, later(self.lease_seconds), name),
+                )
+        if current is None or current[0] != self.id:
+            logger.info("took the {} lease (runner {} on {})", name, self.id, self.host)
+        return True
+
+    def holder(self, name: str) -> Member | None:
+        """The runner holding the lease ``name`` now, if any."""
+        rows = self.db.query(
+            "SELECT r.* FROM leases AS l JOIN runners AS r ON r.id = l.holder WHERE l.name = ? AND l.expires_at > ?",
+            (name, now_iso()),
+        )
+        return Member.from_row(rows[0]) if rows else None
+
+    def orphans(self) -> list[RunRecord]:
+        """Agent runs that earlier ids of this host and root had going when another runner took
+        them over (a process frozen past its lease, a host cut off and back): their agents may
+        still run here, on tasks that now belong to others."""
+        rows = self.db.query(
+            "SELECT r.* FROM runners AS m JOIN pipeline_runs AS r ON r.owner = m.id WHERE m.host = ? AND m.root = ? "
+            "AND m.taken_at IS NOT NULL AND r.status = 'cancelled' AND r.finished_at = m.taken_at "
+            "AND r.phase = 'dev' AND r.parent_id IS NULL AND r.pid IS NOT NULL ORDER BY r.id",
+            (self.host, self.root),
+        )
+        return [RunRecord.from_row(r) for r in rows]
+
+    # -- the others ----------------------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        """Every runner whose lease was not taken over, oldest first."""
+        return [Member.from_row(r) for r in self.db.query("SELECT * FROM runners WHERE taken_at IS NULL ORDER BY id")]
+
+    def expired(self) -> list[Member]:
+        """The other runners whose leases ran out without being taken over."""
+        rows = self.db.query(
+            "SELECT * FROM runners WHERE taken_at IS NULL AND expires_at < ? AND id != ? ORDER BY id",
+            (now_iso(), self.id),
+        )
+        return [Member.from_row(r) for r in rows]
+
+    def take_over(self, member: Member) -> Takeover | None:
+        """Take a dead runner's work over, in one transaction: its id is spent, its running rows
+        are cancelled (uncharged) and its tasks in progress are open again. Its integrations are
+        left cancelled with their candidates recorded: whoever holds the integration lease looks
+        whether they landed (runner.recovery.finish_landings). None when it renewed meanwhile."""
+        reason = (
+            f"runner {member.id} on {member.host} stopped renewing its lease (last at {member.renewed_at}); "
+            f"its work was taken over by runner {self.id} on {self.host}"
+        )
+        with self.db.write() as conn:
+            current = conn.execute("SELECT expires_at, taken_at FROM runners WHERE id = ?", (member.id,)).fetchone()
+            now = now_iso()
+            if current is None or current[1] is not None or current[0] >= now:
+                return None
+            conn.execute("UPDATE runners SET taken_at = ?, taken_by = ? WHERE id = ?", (now, self.id, member.id))
+            conn.execute("DELETE FROM leases WHERE holder = ?", (member.id,))
+            rows = conn.execute(
+                "SELECT id, task_id, parent_id FROM pipeline_runs WHERE owner = ? AND status = 'running'", (member.id,)
+            ).fetchall()
+            conn.execute(
+                "UPDATE pipeline_runs SET status = 'cancelled', finished_at = ?, error_summary = ? "
+                "WHERE owner = ? AND status = 'running'",
+                (now, reason, member.id),
+            )
+            # A task in progress is the runner's whose attempt it was last: open again, uncharged.
+            tasks = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT t.id FROM tasks AS t WHERE t.status = 'in_progress' AND (SELECT r.owner FROM "
+                    "pipeline_runs AS r WHERE r.task_id = t.id AND r.parent_id IS NULL ORDER BY r.id DESC LIMIT 1) = ?",
+                    (member.id,),
+                ).fetchall()
+            ]
+            for task_id in tasks:
+                conn.execute("UPDATE tasks SET status = 'open', updated_at = ? WHERE id = ?", (now, task_id))
+        logger.warning("{}", reason)
+        return Takeover(member, [int(r[0]) for r in rows if r[2] is None], tasks)
+
+
+def fleet_view(db: Database) -> list[dict[str, Any]]:
+    """The runners sharing the state that were not taken over, for `status`: where each runs, its
+    lease, whether it integrates and which tasks it works on now (oldest runner first)."""
+    now = now_iso()
+    leases = db.query("SELECT holder FROM leases WHERE name = ? AND expires_at > ?", (INTEGRATOR, now))
+    integrator = leases[0][0] if leases else None
+    working: dict[int, list[str]] = {}
+    for row in db.query(
+        "SELECT owner, task_id FROM pipeline_runs WHERE status = 'running' AND parent_id IS NULL ORDER BY id"
+    ):
+        if row[0] is not None:
+            working.setdefault(int(row[0]), []).append(str(row[1]))
+    return [
+        {
+            "id": m.id, "host": m.host, "root": m.root, "pid": m.pid, "renewed_at": m.renewed_at,
+            "expires_at": m.expires_at, "alive": m.expires_at > now, "integrating": m.id == integrator,
+            "tasks": working.get(m.id, []),
+        }
+        for m in (Member.from_row(r) for r in db.query("SELECT * FROM runners WHERE taken_at IS NULL ORDER BY id"))
+    ]

@@ -1,0 +1,168 @@
+"""Runners sharing one state: joining, renewing, taking a dead runner's work over, fencing, the
+integration lease (runner.fleet), on a real SQLite file shared by several connections."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.fleet import INTEGRATOR, Fleet, LeaseLost, Place
+from runner.state import Database, Phase, Runs, RunStatus, open_db
+from runner.status import build_status
+from runner.statusview import render_plain
+from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
+
+
+def _db(path: Path) -> Database:
+    return open_db(path)
+
+
+def _fleet(path: Path, root: str, *, lease: float = 30, host: str = "h1") -> Fleet:
+    return Fleet(_db(path), root=Path(root), lease_seconds=lease, host=host)
+
+
+def _expire(db: Database, runner: int) -> None:
+    with db.write() as conn:
+        conn.execute("UPDATE runners SET expires_at = '2000-01-01T00:00:00+00:00' WHERE id = ?", (runner,))
+
+
+def test_a_restart_on_the_same_host_and_root_resumes_its_id_and_another_root_gets_a_new_one(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    first = _fleet(state, "/r1")
+    assert first.join() is Place.NEW
+    again = _fleet(state, "/r1")
+    assert again.join() is Place.RESUMED and again.id == first.id
+    other = _fleet(state, "/r2")
+    assert other.join() is Place.NEW and other.id != first.id
+    elsewhere = _fleet(state, "/r1", host="h2")
+    assert elsewhere.join() is Place.NEW and elsewhere.id not in (first.id, other.id)
+
+
+def test_rows_from_before_the_fleet_become_the_first_runners(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    db = _db(state)
+    BuiltinTaskStore(db).add(NewTask("old work", id="t-1"))
+    row = Runs(db).start("t-1", Phase.DEV, 0)
+    fleet = Fleet(db, root=tmp_path, lease_seconds=30, host="h1")
+    fleet.join()
+    assert Runs(db, owner=fleet.id).running(Phase.DEV)[0].id == row
+
+
+def test_a_dead_runners_work_is_taken_over_uncharged_and_a_live_ones_is_not(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    dead, live, taker = _fleet(state, "/dead"), _fleet(state, "/live"), _fleet(state, "/taker")
+    for fleet in (dead, live, taker):
+        fleet.join()
+    store = BuiltinTaskStore(taker.db)
+    for task_id, fleet in (("t-1", dead), ("t-2", live)):
+        store.add(NewTask(task_id, id=task_id))
+        store.set_status(task_id, TaskStatus.IN_PROGRESS)
+        Runs(fleet.db, owner=fleet.id).start(task_id, Phase.DEV, 0)
+    assert dead.id is not None
+    _expire(taker.db, dead.id)
+    assert [m.id for m in taker.expired()] == [dead.id]
+    done = taker.take_over(taker.expired()[0])
+    assert done is not None and done.reopened == ["t-1"]
+    assert store.get("t-1").status is TaskStatus.OPEN
+    assert store.get("t-2").status is TaskStatus.IN_PROGRESS
+    cancelled = Runs(taker.db).for_task("t-1")[0]
+    assert cancelled.status is RunStatus.CANCELLED and "stopped renewing its lease" in (cancelled.error_summary or "")
+    # Cancelled, not failed: the retry limit does not count it.
+    assert Runs(taker.db).failures_since("t-1", None)[0] == 0
+    assert taker.expired() == []  # taken once
+
+
+def test_a_runner_taken_over_writes_nothing_more(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    late, taker = _fleet(state, "/late"), _fleet(state, "/taker")
+    late.join()
+    taker.join()
+    store = BuiltinTaskStore(late.db)
+    store.add(NewTask("work", id="t-1"))
+    store.set_status("t-1", TaskStatus.IN_PROGRESS)
+    row = Runs(late.db, owner=late.id).start("t-1", Phase.DEV, 0, pid=12345)
+    assert late.id is not None
+    _expire(taker.db, late.id)
+    assert taker.take_over(taker.expired()[0]) is not None
+    with pytest.raises(LeaseLost, match="taken over by runner"):
+        store.set_status("t-1", TaskStatus.DONE)
+    assert BuiltinTaskStore(taker.db).get("t-1").status is TaskStatus.OPEN
+    # Its renewals stop too: the row stays taken.
+    with pytest.raises(LeaseLost):
+        late.renew()
+    # Started again, it joins under a new id and writes again.
+    back = _fleet(state, "/late")
+    assert back.join() is Place.NEW and back.id != late.id
+    # ... and finds the agent it had going, to stop it: the task is others' now.
+    assert [r.id for r in back.orphans()] == [row]
+    assert _fleet(state, "/taker").orphans() == []
+    BuiltinTaskStore(back.db).set_status("t-1", TaskStatus.CANCELLED)
+
+
+def test_a_runner_that_renewed_meanwhile_is_not_taken_over(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    slow, taker = _fleet(state, "/slow"), _fleet(state, "/taker")
+    slow.join()
+    taker.join()
+    assert slow.id is not None
+    _expire(taker.db, slow.id)
+    seen = taker.expired()
+    slow.renew()
+    assert taker.take_over(seen[0]) is None
+
+
+def test_renewing_from_its_thread_keeps_a_runner_from_expiring(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    fleet, other = _fleet(state, "/r1", lease=0.3), _fleet(state, "/r2", lease=0.3)
+    fleet.join()
+    other.join()
+    fleet.start_renewing(lambda: _db(state))
+    try:
+        time.sleep(0.8)
+        assert fleet.id not in [m.id for m in other.expired()]
+    finally:
+        fleet.leave()
+    time.sleep(0.5)
+    assert fleet.id in [m.id for m in other.expired()]
+
+
+def test_one_runner_holds_the_integration_lease_until_it_leaves_or_dies(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    first, second = _fleet(state, "/r1"), _fleet(state, "/r2")
+    first.join()
+    second.join()
+    assert first.hold(INTEGRATOR)
+    assert not second.hold(INTEGRATOR)
+    holder = second.holder(INTEGRATOR)
+    assert holder is not None and holder.id == first.id
+    first.leave()
+    assert second.hold(INTEGRATOR) and not first.hold(INTEGRATOR)
+    assert second.id is not None
+    _expire(first.db, second.id)
+    dead = first.expired()[0]
+    first.take_over(dead)
+    assert first.hold(INTEGRATOR)
+
+
+def test_status_shows_each_runner_where_it_runs_what_it_works_on_and_who_integrates(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    state = root / "state.db"
+    first, second = _fleet(state, "/srv/a", host="host-a"), _fleet(state, "/srv/b", host="host-b")
+    first.join()
+    second.join()
+    BuiltinTaskStore(first.db).add(NewTask("work", id="t-1"))
+    Runs(second.db, owner=second.id).start("t-1", Phase.DEV, 0)
+    assert first.hold(INTEGRATOR)
+    assert first.id is not None
+    _expire(first.db, first.id)
+    doc = build_status(root, "live")
+    by_host = {r["host"]: r for r in doc["runners"]}
+    assert by_host["host-b"]["tasks"] == ["t-1"] and by_host["host-b"]["alive"]
+    assert by_host["host-a"]["tasks"] == [] and not by_host["host-a"]["alive"]
+    assert doc["active_runs"][0]["runner"] == second.id
+    text = render_plain(doc)
+    assert "Runners sharing this state: 2" in text
+    assert "host-b" in text and "/srv/b: t-1" in text
+    assert "host-a" in text and "its work is taken over" in text
