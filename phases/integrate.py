@@ -24,6 +24,7 @@ from runner.git import Git, PickStatus
 from runner.leaks import find_leaks
 from runner.leaks import refusal as leak_refusal
 from runner.logs import logger
+from runner.remote import PushResult, PushStatus
 
 TRAILER = "Task-Id"
 RECEIPTS = "refs/notes/pipeline"  # the notes ref every landed commit's receipt is kept under
@@ -203,11 +204,13 @@ def land(
     *,
     before_swap: Callable[[str], str | None] = lambda sha: None,
     receipt: Callable[[str], str] | None = None,
+    push: Callable[[str, str], PushResult] | None = None,
 ) -> IntegrateResult | None:
     """Move ``base`` from the candidate's parent to the candidate (compare-and-swap), its receipt
     attached first; base's checkout follows. None when base is no longer at the parent (a lost
     race: nothing was changed). ``before_swap`` is told the candidate before base moves and may
-    return a reason to stop instead."""
+    return a reason to stop instead. ``push`` (old, new), when base lives on a remote too, moves
+    the remote's base first: the local base follows only once it was pushed."""
     old, sha = candidate.parent, candidate.sha
     refused = refusal(git, base, checkout, old, sha)
     if refused:
@@ -217,15 +220,40 @@ def land(
     stop = before_swap(sha)
     if stop:
         return IntegrateResult(IntegrateStatus.STOPPED, stop)
+    notes_before = git.rev(RECEIPTS) if push is not None else None
     if receipt is not None:
         git.add_note(RECEIPTS, sha, receipt(sha))
         killpoints.reached("receipt-attached")
+    pushed = False
     try:
+        if push is not None:
+            outcome = push(old, sha)
+            if outcome.status is not PushStatus.PUSHED:
+                if receipt is not None:
+                    # The receipts go back to what they were rather than gaining a removal: a push
+                    # that went through unheard (a timeout) keeps its receipt on the remote.
+                    if notes_before is None:
+                        git.delete_ref(RECEIPTS)
+                    else:
+                        git.update_ref(RECEIPTS, notes_before)
+                if outcome.status is PushStatus.MOVED:
+                    return None
+                return IntegrateResult(
+                    IntegrateStatus.FAULT, f"{base} could not be moved on the remote ({outcome.status.value}): "
+                    f"{outcome.detail}", old,
+                )  # fmt: skip
+            pushed = True
+            killpoints.reached("pushed")
         swapped = git.compare_and_swap(base, sha, old)
     except BaseException:
-        if receipt is not None and git.branch_sha(base) != sha:
+        if receipt is not None and not pushed and git.branch_sha(base) != sha:
             git.remove_note(RECEIPTS, sha)  # this candidate did not land
         raise
+    if not swapped and pushed:
+        # Landed on the remote, which is where base lives: a local commit made on base meanwhile
+        # is told apart by the next look at the remote, which does not take it for the runner's.
+        logger.warning("{} landed on the remote's {}, but {} here moved meanwhile", sha[:12], base, base)
+        return IntegrateResult(IntegrateStatus.INTEGRATED, sha, sha)
     if not swapped:
         if receipt is not None:
             git.remove_note(RECEIPTS, sha)  # this candidate never landed

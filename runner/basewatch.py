@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from phases.integrate import TRAILER, CheckoutLag, base_checkout, follow
@@ -45,6 +46,9 @@ class BaseWatch:
         self.runs = runs
         self.dry_run = dry_run
         self.git_dir = git.common_dir()
+        # Whether a commit naming a task was landed by a runner elsewhere (with base on a remote:
+        # its receipt there says so, runner.basesync); without a remote, only this runner lands.
+        self.vouched: Callable[[str, str], bool] = lambda sha, task_id: False
 
     # -- the person's checkout of base ---------------------------------------------------------
 
@@ -150,7 +154,11 @@ class BaseWatch:
             foreign = []
             if seen and self.git.rev(seen) and self.git.is_ancestor(seen, tip):
                 for sha, task_id in self.git.trailers_in(f"{seen}..{tip}", TRAILER, limit=1000):
-                    if self.store.exists(task_id) and sha not in self.runs.landed(task_id):
+                    if (
+                        self.store.exists(task_id)
+                        and sha not in self.runs.landed(task_id)
+                        and not self.vouched(sha, task_id)
+                    ):
                         foreign.append(f"{sha[:12]} (Task-Id {task_id})")
             if not self.dry_run:
                 seen_file.write_text(tip + "\n", encoding="utf-8")

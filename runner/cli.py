@@ -370,12 +370,13 @@ def _task_line(task: Task) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`run`: the dev -> verify -> integrate loop; a batch run ends with its summary."""
+    from runner.basesync import remote_problem
     from runner.scheduler import run_loop
     from runner.scope import scope_problem
     from runner.summary import Invocation, Mode, report
 
     loaded = _load(args, with_flags=True)
-    problem = scope_problem(loaded)
+    problem = scope_problem(loaded) or remote_problem(loaded)
     if problem:
         raise PipelineError(problem)
     quiet = args.quiet > 0

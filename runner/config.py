@@ -437,6 +437,11 @@ class PipelineConfig(BaseSettings):
         description="run the phases on base's tip before agents start, and pause the queue while they fail "
         "there; false: trust base",
     )
+    remote: str | None = Field(
+        None,
+        description="the git remote (its name in the repository) that task commits are published to and "
+        "base is moved on; default: none, base is local only",
+    )
     lease: float = Field(
         30,
         gt=0,

@@ -37,7 +37,7 @@ class Holdup(enum.StrEnum):
 STEP_FAULTS: dict[Step, tuple[str, ...]] = {
     Step.DEVELOP: ("base", "red-base", "environment", "dev"),
     Step.VERIFY: ("base", "verify"),
-    Step.INTEGRATE: ("base", "red-base", "environment", "checkout", "integrate"),
+    Step.INTEGRATE: ("base", "red-base", "environment", "checkout", "remote", "integrate"),
 }
 
 

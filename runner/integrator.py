@@ -33,7 +33,8 @@ from phases.integrate import (
 )
 from phases.outcomes import IntegrateStatus
 from phases.verify import VerifyResult
-from runner import killpoints, receipts
+from runner import killpoints, receipts, recovery
+from runner.basesync import AREA
 from runner.lifecycle import INTEGRATE_MOVES, Then
 from runner.logs import logger
 from runner.state import Phase, Runs, RunStatus
@@ -96,18 +97,37 @@ class Integrator:
         """Land the candidates at the bottom of the stack that passed, reject one that failed,
         then fill the stack up to the window with the next verified tasks in queue order. Nothing
         new is stacked while the cycle's preflight holds work (a red base, a missing program): its
-        checks would fail for base's fault and be charged to the task."""
-        acted = self.collect_integration()
+        checks would fail for base's fault and be charged to the task. With base on a remote, the
+        local base is brought to the remote's first (runner.basesync)."""
+        acted = self.sync_base()
+        acted |= self.collect_integration()
+        if self.p.basesync is not None and not self.p.basesync.in_step:
+            # A push found base moved on the remote: candidates are built on its new tip.
+            acted |= self.sync_base()
         if not self.p.ready_to_start or not self.may_move() or time.time() < self.integrate_paused_until:
             return acted
         if acted:  # `verified` predates these outcomes
             verified = self.p.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
         return self.fill(verified) or acted
 
+    def sync_base(self) -> bool:
+        """With base on a remote, bring the local base to the remote's; a candidate of ours found
+        there (pushed before a kill, before it was recorded) marks its task done. True when
+        that happened."""
+        if self.p.basesync is None or not self.p.basesync.sync() or not self.p.basesync.moved:
+            return False
+        tip = self.p.watch.tip()
+        if tip is not None and self.p.basesync.vouched(tip):
+            self.p.preflight.landed(tip)  # landed by a runner elsewhere: its checks passed on its tree
+        return bool(recovery.finish_landings(self.p))
+
     def may_move(self) -> bool:
         """Whether base may be moved now (no fault holds it; its ref is not locked)."""
         if self.p.base_suspect() or self.p.watch.ref_locked():
             return False
+        if self.p.basesync is not None and not self.p.basesync.in_step:
+            self.p.paused(AREA)  # wake when its delay is up
+            return False  # the remote could not be read, or base here is not its mirror (a fault)
         if self.p.watch.checkout_lagging():
             self.p.paused("checkout")
             return False
@@ -174,6 +194,8 @@ class Integrator:
             if self.stack and self.skipped.get(task.id) == parent:
                 continue  # at the bottom, on base's tip itself, a conflict is the task's own
             commit = self.verified_sha(task.id)
+            if commit is None and self.p.basesync is not None and not self.p.basesync.reachable:
+                break  # the remote that may hold it could not be asked: no task's fault
             if commit is None:
                 row = self.p.runs.start(task.id, Phase.INTEGRATE, task.patchset)
                 reason = f"the commit that passed verification of {task.id} is not recorded; developing again"
@@ -288,6 +310,7 @@ class Integrator:
                 self.p.git, base, slot.candidate, base_checkout(self.p.git, base),
                 before_swap=lambda sha: self.before_swap(slot.task.id, slot.row, sha),
                 receipt=lambda sha: receipts.render(self.receipt_data(self.p.runs, slot.task, sha, checked)),
+                push=self.p.basesync.push if self.p.basesync is not None else None,
             )  # fmt: skip
             if result is None:
                 self.drop(0, f"{base} moved before it could land; built again on the new tip")
@@ -315,7 +338,10 @@ class Integrator:
         # A skip that promoted the task (allow_unchecked, or a skip code after a pass) counts too.
         if rec is None or rec.status not in (RunStatus.SUCCESS, RunStatus.SKIPPED) or rec.after_sha is None:
             return None
-        return self.p.git.rev(rec.after_sha)
+        sha = self.p.git.rev(rec.after_sha)
+        if sha is None and self.p.basesync is not None:
+            sha = self.p.basesync.fetch_commit(task_id, rec.after_sha)  # verified on another host
+        return sha
 
     def receipt_data(self, runs: Runs, task: Task, sha: str, checked: VerifyResult) -> dict[str, Any]:
         """What the receipt on the candidate ``sha`` says: the task, its agent run and cost, and

@@ -37,6 +37,12 @@ WARM_POINTS = (
 )
 
 
+# Reached only when base lives on a remote too (`remote:`): tests/test_basesync.py kills there.
+REMOTE_POINTS = (
+    "pushed",  # the candidate pushed to the remote's base with its receipt; the local base not yet moved
+)
+
+
 _seen: dict[str, int] = {}
 
 

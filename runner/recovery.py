@@ -26,11 +26,15 @@ def reconcile(p: Pipeline) -> None:
     git commands left are dropped, and what done, cancelled or deleted tasks held is released."""
     for rec in p.runs.running(Phase.INTEGRATE):
         p.watch.drop_own_locks(parse_iso(rec.started_at).timestamp())
+    # With base on a remote, a candidate pushed there before the kill is on the remote's base:
+    # the local base is brought to it first, so that it is found below.
+    synced = p.basesync is None or p.basesync.sync(now=True)
     if p.may_integrate():
         finish_landings(p)
     base_sha = p.git.branch_sha(p.config.base)
     for rec in p.runs.running(Phase.INTEGRATE):
-        if rec.after_sha and not (base_sha and p.git.is_ancestor(rec.after_sha, base_sha)):
+        # Unread, the remote may hold the candidate: its receipt stays until a look can tell.
+        if synced and rec.after_sha and not (base_sha and p.git.is_ancestor(rec.after_sha, base_sha)):
             # A candidate that never landed: a receipt attached before the kill claims it did.
             p.git.remove_note(RECEIPTS, rec.after_sha)
         p.runs.finish(rec.id, RunStatus.CANCELLED, error="runner stopped during integration")
@@ -83,11 +87,13 @@ def reconcile(p: Pipeline) -> None:
     p.git.prune_worktrees()
 
 
-def finish_landings(p: Pipeline) -> None:
+def finish_landings(p: Pipeline) -> list[str]:
     """A task whose candidate is on base has landed, whatever its row says (a kill between the
-    swap and the bookkeeping, of this runner or of the one that held the integration lease
-    before): it is marked done and never developed or integrated again."""
+    swap, or the push to the remote, and the bookkeeping, of this runner or of the one that held
+    the integration lease before): it is marked done and never developed or integrated again.
+    The tasks so marked."""
     base_sha = p.git.branch_sha(p.config.base)
+    finished = []
     for rec in p.runs.landing_candidates():
         if base_sha and p.git.is_ancestor(str(rec.after_sha), base_sha):
             p.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
@@ -95,3 +101,5 @@ def finish_landings(p: Pipeline) -> None:
                 p.runs.finish(rec.id, RunStatus.SUCCESS)
                 p.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
             p.workspaces.release(rec.task_id)
+            finished.append(rec.task_id)
+    return finished

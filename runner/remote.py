@@ -89,6 +89,23 @@ class Remote:
             raise GitError(["git", "fetch", self.name, ref], done.exit_code, done.output)
         return self.git.rev(self.tracking(ref))
 
+    def read(self, *refs: str) -> dict[str, str]:
+        """Where the remote's ``refs`` (full names) point now, in one exchange that fetches no
+        object; a ref the remote lacks is left out. Raises GitError when it cannot be reached."""
+        done = self.git.run(
+            "ls-remote", "--quiet", self.name, *refs, check=False, timeout=REMOTE_TIMEOUT_SECONDS, remote=True,
+        )  # fmt: skip
+        if done.timed_out:
+            raise GitError(["git", "ls-remote", self.name], None, done.output, f"{self.name} timed out after {REMOTE_TIMEOUT_SECONDS:g}s")
+        if not done.ok:
+            raise GitError(["git", "ls-remote", self.name], done.exit_code, done.output)
+        found = {}
+        for line in done.output.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref in refs:  # ls-remote matches patterns by their tail: only the exact names count
+                found[ref] = sha.strip()
+        return found
+
     def fetch_base(self, base: str) -> str | None:
         """The remote's base branch, read now; None when it has none."""
         return self.fetch(f"refs/heads/{base}")
@@ -98,6 +115,11 @@ class Remote:
         (replacing an earlier patchset's). The id is checked before it reaches git."""
         ref = task_ref(task_id)
         return self._push(f"+{sha}:{ref}")
+
+    def unpublish(self, task_ids: list[str]) -> PushResult:
+        """Remove the published commits of tasks that landed, in one push (not atomic: one already
+        gone does not keep the others)."""
+        return self._push(*[f":{task_ref(task_id)}" for task_id in task_ids])
 
     def fetch_task(self, task_id: str) -> str | None:
         """A task's commit as published on the remote, into its tracking ref; None when unpublished."""
@@ -127,7 +149,9 @@ class Remote:
         rejected = [line for line in done.output.splitlines() if line.startswith("!")]
         if done.ok and not rejected:
             return PushResult(PushStatus.PUSHED)
-        detail = "\n".join(rejected) or done.output.strip()[-2000:]
+        # What a hook of the remote said is its reason, and the person's to read.
+        said = [line.strip() for line in done.output.splitlines() if line.startswith("remote: ") and line[8:].strip()]
+        detail = "\n".join([*said[-10:], *rejected]) or done.output.strip()[-2000:]
         if not rejected:
             return PushResult(PushStatus.UNREACHABLE, detail)
         if all(_MOVED.search(line) and "[remote rejected]" not in line for line in rejected):

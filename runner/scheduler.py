@@ -33,6 +33,7 @@ from phases.dev import (
 )
 from runner import budget, killpoints, procs, recovery
 from runner.ahead import Ahead
+from runner.basesync import BaseSync
 from runner.basewatch import BaseWatch
 from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
@@ -123,6 +124,10 @@ class Pipeline:
         self.watch = BaseWatch(
             self.git, config.base, self.layout, self.faults, self.store, self.runs, dry_run=dry_run
         )
+        # With `remote:`, the local base mirrors the remote's and lands through it (runner.basesync).
+        self.basesync = None if dry_run else BaseSync.of(config, self.git, self.faults, self.watch)
+        if self.basesync is not None:
+            self.watch.vouched = self.basesync.vouched
         self.wake = Waker()
         self.next_wake: float | None = None
         # Task moves and faults become events (notifications, `run -q`), whoever makes them.
@@ -306,6 +311,8 @@ class Pipeline:
         acted |= self.refill()
         if self.may_integrate():
             acted |= self.integrator.integrate_step(verified)
+        elif self.basesync is not None:
+            self.basesync.sync()  # base here follows what the integrating runner lands on the remote
         acted |= self.verifier.collect_verifies()
         acted |= self.refill()
         self.announcer.flush()
@@ -370,6 +377,8 @@ class Pipeline:
         self.store.set_status(task_id, TaskStatus.DONE)
         suffix = " (recovered after a restart)" if recovered else ""
         self.note(task_id, f"integrated into {self.config.base} at {sha}{suffix}")
+        if self.basesync is not None:
+            self.basesync.retire(task_id)  # its published commit, removed from the remote at the next look
         if release:
             self.workspaces.release(task_id)
 
@@ -535,6 +544,8 @@ class Pipeline:
                 )
                 self.note(rec.task_id, f"dev failed (run={rec.agent_run_id}): {error}")
                 self.fail(rec.task_id, error)
+        if result.status is DevStatus.COMMITTED and result.after_sha and self.basesync is not None:
+            self.basesync.publish(rec.task_id, result.after_sha)  # where another host can integrate it
         if environment:
             # Marked, so that what clears faults of starting agents can tell this one apart.
             message = f"the {self.config.agent.preset} agent cannot work here: {result.error}"

@@ -157,3 +157,16 @@ def test_the_persons_ssh_command_is_used_and_a_remote_that_never_answers_is_unre
     monkeypatch.setattr("runner.remote.REMOTE_TIMEOUT_SECONDS", 0.5)
     slow = Remote(Git(host), "far").publish("t-1", commit(host, "b.txt"))
     assert slow.status is PushStatus.UNREACHABLE and "timed out" in slow.detail
+
+
+def test_reading_where_refs_point_fetches_nothing_and_names_exactly(hosts: tuple[Path, Path, Path]) -> None:
+    remote, host, person = hosts
+    theirs = commit(person, "p.txt")
+    git(person, "push", "-q", "origin", f"{theirs}:refs/heads/x/live")  # the same tail, another ref
+    r = Remote(Git(host), "origin")
+    found = r.read("refs/heads/live", NOTES)
+    assert found == {"refs/heads/live": remote_ref(remote, "refs/heads/live")}
+    assert Git(host).rev(theirs) is None  # nothing fetched
+    remote.rename(remote.with_name("gone.git"))
+    with pytest.raises(GitError):
+        r.read("refs/heads/live")

@@ -1,0 +1,411 @@
+"""Integrating through a git remote (`remote:`): base mirrors the remote's and lands there first.
+
+Real git throughout: a bare remote in a temp dir, the runner's clone of it, and a person's clone
+that pushes to it. The decision of what a look at the remote does is a pure table, tested first.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from phases.integrate import RECEIPTS, Candidate, build, land
+from phases.outcomes import IntegrateStatus
+from runner import receipts
+from runner.basesync import AREA, Mirror, mirror
+from runner.scheduler import Pipeline
+from tests.conftest import git
+from tests.loop_helpers import Sample, all_done, in_process, make_sample
+
+# -- the decision, pure ------------------------------------------------------------------------
+
+A, B = "a" * 40, "b" * 40
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "local_in_remote", "remote_in_local", "expected"),
+    [
+        (A, A, False, False, Mirror.SAME),
+        (A, B, True, False, Mirror.FAST_FORWARD),  # another host or a person pushed: follow
+        (None, B, False, False, Mirror.FAST_FORWARD),  # no local base (deleted): take the remote's
+        (A, B, False, True, Mirror.AHEAD),  # commits here the remote lacks: never pushed for a person
+        (A, B, False, False, Mirror.REWRITTEN),  # force-pushed: never followed, never overwritten
+        (A, None, False, False, Mirror.MISSING),
+    ],
+)
+def test_what_a_look_at_the_remote_does(
+    local: str | None, remote: str | None, local_in_remote: bool, remote_in_local: bool, expected: Mirror
+) -> None:
+    assert mirror(local, remote, local_in_remote=local_in_remote, remote_in_local=remote_in_local) is expected
+
+
+# -- end to end: runner processes, a bare remote, a person ----------------------------------------
+
+
+def remote_sample(tmp_path: Path, **config: object) -> tuple[Sample, Path]:
+    """The sample repository with base on a bare remote `origin` it was cloned to."""
+    s = make_sample(tmp_path, remote="origin", **config)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(s.repo), str(remote))
+    git(s.repo, "remote", "add", "origin", str(remote))
+    return s, remote
+
+
+def trailers(repo: Path) -> list[str]:
+    out = git(repo, "log", "--format=%(trailers:key=Task-Id,valueonly)", "live")
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def noted(repo: Path) -> set[str]:
+    """The commits that carry a receipt in ``repo``."""
+    listed = git(repo, "for-each-ref", RECEIPTS)
+    if not listed:
+        return set()
+    return {line.split()[1] for line in git(repo, "notes", f"--ref={RECEIPTS}", "list").splitlines()}
+
+
+def charged(s: Sample, task_id: str) -> int:
+    """Failures counted against the task."""
+    return int(s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE task_id=? AND status='failure'", (task_id,))[0][0])
+
+
+def fault(s: Sample, area: str) -> str | None:
+    for f in s.status()["faults"]:
+        if f["area"] == area:
+            return str(f["message"])
+    return None
+
+
+def test_tasks_land_on_the_remotes_base_with_their_receipts(tmp_path: Path) -> None:
+    s, remote = remote_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}], "t-2": [{"files": {"b.txt": "two\n"}}]})
+    s.add("first")
+    s.add("second")
+    s.run_once_until(all_done(2))
+
+    assert sorted(trailers(remote)) == ["t-1", "t-2"]
+    assert git(s.repo, "rev-parse", "live") == git(remote, "rev-parse", "live")  # the local base mirrors it
+    landed = git(remote, "rev-list", "live", "--not", "live~2").split()
+    assert noted(remote) == set(landed), "each landed commit carries its receipt on the remote"
+    for sha in landed:
+        data = receipts.parse(git(remote, "notes", f"--ref={RECEIPTS}", "show", sha))
+        assert data is not None and data["task"] in ("t-1", "t-2")
+    # The tasks' published commits are gone from the remote once they landed; no branch was made.
+    assert git(remote, "for-each-ref", "--format=%(refname)").splitlines() == ["refs/heads/live", RECEIPTS]
+    assert git(s.repo, "status", "--porcelain", "--untracked-files=no") == ""  # the checkout followed
+
+
+def test_a_persons_push_to_the_remote_during_integration_is_kept_and_the_task_lands_on_it(tmp_path: Path) -> None:
+    # Not cached: the check must run at integration, where the person pushes meanwhile.
+    s, remote = remote_sample(tmp_path, phases={"check": {"run": [["python3", "check.py"]], "cache": False}})
+    person = tmp_path / "person"
+    git(tmp_path, "clone", "-q", str(remote), str(person))
+    hook = person / ".git" / "hooks" / "post-commit"
+    hook.write_text("#!/bin/sh\nexec git push -q origin HEAD:refs/heads/live\n")
+    hook.chmod(0o755)
+    s.env["PUSH_FROM"] = str(person)  # check.py commits there once, during the integrate check
+    s.plan({"t-1": [{"files": {"t1.txt": "mine\n", "PUSH_DURING_integrate": "x"}}]})
+    s.add("task")
+    s.run_once_until(all_done(1))
+
+    log = git(remote, "log", "--format=%s", "live").splitlines()
+    assert log == ["t-1: attempt 0", "A person's commit", "initial"]
+    runs = s.rows("SELECT status, error_summary FROM pipeline_runs WHERE task_id='t-1' AND phase='integrate' "
+                  "AND parent_id IS NULL")  # fmt: skip
+    # The candidate on the old tip was refused by the remote and built again on the person's commit.
+    assert [r[0] for r in runs] == ["cancelled", "success"] and runs[0][1].startswith("rebuilt: live moved")
+    assert charged(s, "t-1") == 0
+    assert git(s.repo, "rev-parse", "live") == git(remote, "rev-parse", "live")
+    assert (s.repo / "person.md").exists() and (s.repo / "t1.txt").exists()  # the local checkout followed
+
+
+def test_killed_between_the_push_and_the_bookkeeping_the_task_is_done_once(tmp_path: Path) -> None:
+    s, remote = remote_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}]})
+    s.add("task")
+    s.run_once_until_killed("pushed")
+    assert trailers(remote) == ["t-1"]  # on the remote's base...
+    assert trailers(s.repo) == []  # ...and not yet here, nor recorded
+    pushed = git(remote, "rev-parse", "live")
+
+    # Restarted while the remote cannot be read: nothing is decided, nothing charged, no receipt lost.
+    remote.rename(remote.with_name("away.git"))
+    done = s.cli("run", "--once")
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    assert s.task("t-1")["status"] == "verified"
+    assert fault(s, AREA) is not None
+    remote.with_name("away.git").rename(remote)
+
+    s.run_once_until(all_done(1))
+    assert trailers(remote) == ["t-1"] and git(remote, "rev-parse", "live") == pushed  # landed once
+    assert git(s.repo, "rev-parse", "live") == pushed
+    assert noted(remote) == {pushed} and noted(s.repo) == {pushed}
+    assert charged(s, "t-1") == 0
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='running'") == [(0,)]
+
+
+@pytest.mark.parametrize("point", ["before-swap", "receipt-attached", "swapped", "integrated"])
+def test_killed_around_the_landing_each_task_lands_once_with_exactly_its_receipt(tmp_path: Path, point: str) -> None:
+    s, remote = remote_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}], "t-2": [{"files": {"b.txt": "two\n"}}]})
+    s.add("first")
+    s.add("second")
+    s.run_once_until_killed(point)
+    s.run_once_until(all_done(2))
+    assert sorted(trailers(remote)) == ["t-1", "t-2"]
+    landed = set(git(remote, "rev-list", "live", "--not", "live~2").split())
+    # No receipt for a candidate that never landed reaches the remote; none is lost.
+    assert noted(remote) == landed and noted(s.repo) == landed
+    assert git(s.repo, "rev-parse", "live") == git(remote, "rev-parse", "live")
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='running'") == [(0,)]
+
+
+def test_a_remote_that_refuses_the_push_pauses_integration_uncharged(tmp_path: Path) -> None:
+    s, remote = remote_sample(tmp_path)
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do\n"
+        '  [ "$ref" = refs/heads/live ] && { echo "live is protected" >&2; exit 1; }\ndone\nexit 0\n'
+    )
+    hook.chmod(0o755)
+    before = git(remote, "rev-parse", "live")
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}]})
+    s.add("task")
+    s.run_once_until(lambda d: any(f["area"] == "integrate" for f in d["faults"]))
+
+    assert "rejected" in (fault(s, "integrate") or "") and "live is protected" in (fault(s, "integrate") or "")
+    assert s.task("t-1")["status"] == "verified" and charged(s, "t-1") == 0
+    assert git(remote, "rev-parse", "live") == before and git(s.repo, "rev-parse", "live") == before
+    assert noted(remote) == set() and noted(s.repo) == set()  # no receipt for what did not land
+
+    hook.unlink()
+    s.run_once_until(all_done(1))
+    assert trailers(remote) == ["t-1"] and fault(s, "integrate") is None
+
+
+def test_an_unreachable_remote_pauses_integration_uncharged_until_it_answers(tmp_path: Path) -> None:
+    s, remote = remote_sample(tmp_path)
+    away = remote.with_name("away.git")
+    remote.rename(away)
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}]})
+    s.add("task")
+    s.run_once_until(lambda d: d["verified"] == 1)
+    for _ in range(2):  # more runs change nothing: the fault holds, it does not loop or charge
+        done = s.cli("run", "--once")
+        assert done.returncode in (0, 3), done.stdout + done.stderr
+    message = fault(s, AREA)
+    assert message is not None and "cannot be read" in message
+    assert s.task("t-1")["status"] == "verified" and charged(s, "t-1") == 0
+    (queued,) = s.status()["queue"]
+    assert (queued["id"], queued["why"], queued["fault"]) == ("t-1", "fault", AREA)  # status says why it waits
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE phase='integrate'") == [(0,)]
+
+    away.rename(remote)
+    s.run_once_until(all_done(1))
+    assert trailers(remote) == ["t-1"] and fault(s, AREA) is None
+
+
+def test_a_force_pushed_remote_base_is_a_fault_and_is_never_overwritten(tmp_path: Path) -> None:
+    s, remote = remote_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}], "t-2": [{"files": {"b.txt": "two\n"}}]})
+    s.add("first")
+    s.run_once_until(all_done(1))
+    # A person rewrites the remote's base: it no longer holds what the runner has here.
+    person = tmp_path / "person"
+    git(tmp_path, "clone", "-q", str(remote), str(person))
+    git(person, "reset", "-q", "--hard", "HEAD~1")
+    (person / "other.md").write_text("rewritten\n")
+    git(person, "add", "other.md")
+    git(person, "commit", "-q", "-m", "rewritten history")
+    git(person, "push", "-q", "--force", "origin", "live")
+    forced, here = git(remote, "rev-parse", "live"), git(s.repo, "rev-parse", "live")
+    s.add("second")
+    s.run_once_until(lambda d: d["verified"] == 1)
+
+    message = fault(s, AREA)
+    assert message is not None and "force-pushed" in message
+    assert git(remote, "rev-parse", "live") == forced and git(s.repo, "rev-parse", "live") == here
+    assert charged(s, "t-2") == 0
+    # Its commit was published as soon as it was brought in, where another host finds it.
+    ((dev,),) = s.rows("SELECT after_sha FROM pipeline_runs WHERE task_id='t-2' AND phase='dev'")
+    assert git(remote, "rev-parse", "refs/pipeline/tasks/t-2") == dev
+
+    # The person brings base here to the remote's: the fault clears, the task lands on it.
+    git(s.repo, "reset", "-q", "--hard", forced)
+    s.run_once_until(lambda d: d["done"] == 2)
+    assert git(remote, "log", "--format=%s", "live").splitlines()[1] == "rewritten history"
+    assert fault(s, AREA) is None
+
+
+def test_a_remote_the_repository_lacks_is_a_config_error_naming_the_key_and_file(tmp_path: Path) -> None:
+    s = make_sample(tmp_path, remote="upstream")
+    done = s.cli("run", "--once")
+    assert done.returncode != 0
+    assert "key 'remote'" in done.stderr and str(s.repo / "pipeline.yaml") in done.stderr
+    assert "upstream" in done.stderr
+    assert not (s.root / "state.db").exists() or s.rows("SELECT COUNT(*) FROM pipeline_runs") == [(0,)]
+
+
+# -- in-process: another host's landing, as base's watch sees it ---------------------------------
+
+
+def two_hosts(tmp_path: Path) -> tuple[Pipeline, Path, Path, Path]:
+    """A pipeline on a repository with remote `origin` (a bare repository), and another host's clone."""
+    config, _store, db = in_process(
+        tmp_path, "remote: origin\nagent: {preset: command, command: ['true']}\nphases: {test: {run: [['true']]}}\n"
+    )
+    repo = config.repo_path
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    other = tmp_path / "other-host"
+    git(tmp_path, "clone", "-q", str(remote), str(other))
+    return Pipeline(config, db, once=True), repo, remote, other
+
+
+def test_receipts_here_and_on_the_remote_are_merged_and_pushed_together(tmp_path: Path) -> None:
+    pipeline, repo, remote, other = two_hosts(tmp_path)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None
+        initial = git(repo, "rev-parse", "live")
+        git(repo, "notes", f"--ref={RECEIPTS}", "add", "-m", "landed here before the remote", initial)
+        (other / "o.txt").write_text("o\n")
+        git(other, "add", "-A")
+        git(other, "commit", "-q", "-m", "landed elsewhere")
+        theirs = git(other, "rev-parse", "HEAD")
+        git(other, "notes", f"--ref={RECEIPTS}", "add", "-m", "landed elsewhere", theirs)
+        git(other, "push", "-q", "origin", "live", f"{RECEIPTS}:{RECEIPTS}")
+        assert sync.sync() and git(repo, "rev-parse", "live") == theirs
+        assert noted(repo) == {initial, theirs}
+        # The next landing takes both to the remote, in the one push that moves base.
+        new = git(repo, "commit-tree", "-p", theirs, "-m", "a task", f"{theirs}^{{tree}}")
+        git(repo, "notes", f"--ref={RECEIPTS}", "add", "-m", "this landing", new)
+        assert sync.push(theirs, new).ok
+        assert git(remote, "rev-parse", "live") == new and noted(remote) == {initial, theirs, new}
+        # Another candidate on the tip that was replaced: base moved meanwhile, nothing changes.
+        late = git(repo, "commit-tree", "-p", theirs, "-m", "a late task", f"{theirs}^{{tree}}")
+        assert sync.push(theirs, late).status.value == "moved"
+        assert git(remote, "rev-parse", "live") == new
+        # The same push again (an answer lost on the way): what it asked for is already there.
+        assert sync.push(theirs, new).ok
+    finally:
+        pipeline.close()
+
+
+def test_commits_another_host_landed_with_receipts_are_not_taken_for_a_persons(tmp_path: Path) -> None:
+    pipeline, repo, _remote, other = two_hosts(tmp_path)
+    try:
+        assert pipeline.basesync is not None and pipeline.basesync.sync()
+        assert not pipeline.base_suspect()
+
+        def land_elsewhere(task_id: str, receipt: bool) -> str:
+            (other / f"{task_id}.txt").write_text(task_id)
+            git(other, "add", "-A")
+            git(other, "commit", "-q", "-m", f"{task_id}\n\nTask-Id: {task_id}")
+            sha = git(other, "rev-parse", "HEAD")
+            if receipt:
+                text = receipts.render({"task": task_id, "patchset": 1, "base": "live", "checks": []})
+                git(other, "notes", f"--ref={RECEIPTS}", "add", "-m", text, sha)
+            git(other, "push", "-q", "origin", "live", *([f"{RECEIPTS}:{RECEIPTS}"] if receipt else []))
+            return sha
+
+        landed = land_elsewhere("t-0", receipt=True)
+        assert pipeline.integrator.sync_base() is False  # t-0 has no candidate recorded here
+        assert git(repo, "rev-parse", "live") == landed
+        assert not pipeline.base_suspect(), "a runner's landing elsewhere, proven by its receipt"
+        assert pipeline.preflight.green_tip() == landed  # its checks passed there: not run again here
+        assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""  # the checkout followed
+        # One naming a task of this queue without a receipt: something else moved base.
+        unproven = land_elsewhere("t-1", receipt=False)
+        assert pipeline.integrator.sync_base() is False
+        assert pipeline.base_suspect()
+        assert pipeline.preflight.green_tip() != unproven
+    finally:
+        pipeline.close()
+
+
+def test_a_task_commit_verified_elsewhere_is_fetched_exactly(tmp_path: Path) -> None:
+    pipeline, repo, remote, other = two_hosts(tmp_path)
+    (other / "t.txt").write_text("1\n")
+    git(other, "add", "-A")
+    git(other, "commit", "-q", "-m", "patchset 1")
+    first = git(other, "rev-parse", "HEAD")
+    git(other, "push", "-q", "origin", f"{first}:refs/pipeline/tasks/t-0")
+    try:
+        sync = pipeline.basesync
+        assert sync is not None
+        assert sync.fetch_commit("t-0", first) == first
+        assert git(repo, "cat-file", "-t", first) == "commit"
+        # A later patchset published since: the one that was verified is not that tip.
+        (other / "t.txt").write_text("2\n")
+        git(other, "commit", "-q", "-am", "patchset 2")
+        git(other, "push", "-q", "origin", "+HEAD:refs/pipeline/tasks/t-0")
+        assert sync.fetch_commit("t-1", first) is None
+        assert sync.fetch_commit("t-0", "c" * 40) is None
+        shutil.rmtree(remote)
+        assert sync.fetch_commit("t-0", first) is None and not sync.reachable
+        assert pipeline.faults.get(AREA) is not None
+    finally:
+        pipeline.close()
+
+
+
+def test_a_push_that_went_through_unheard_keeps_its_receipt_and_its_task_lands_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, repo, remote, _other = two_hosts(tmp_path)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None and sync.sync()
+        tip = git(repo, "rev-parse", "live")
+        (repo / "t.txt").write_text("t\n")
+        git(repo, "checkout", "-q", "-b", "task")
+        git(repo, "add", "t.txt")
+        git(repo, "commit", "-q", "-m", "the task")
+        git(repo, "checkout", "-q", "live")
+        built = build(pipeline.git, "live", tip, git(repo, "rev-parse", "task"), task_id="t-0", secrets={})
+        assert isinstance(built, Candidate)
+        # The remote takes the push, then answers too late: the runner hears nothing.
+        hook = remote / "hooks" / "post-receive"
+        hook.write_text("#!/bin/sh\nsleep 2\n")
+        hook.chmod(0o755)
+        monkeypatch.setattr("runner.remote.REMOTE_TIMEOUT_SECONDS", 0.5)
+        result = land(pipeline.git, "live", built, None, receipt=lambda sha: "receipt", push=sync.push)
+        assert result is not None and result.status is IntegrateStatus.FAULT and "unreachable" in result.detail
+        assert git(repo, "rev-parse", "live") == tip  # nothing moved here
+        assert git(remote, "rev-parse", "live") == built.sha and noted(remote) == {built.sha}
+        hook.unlink()
+        # The next look finds it there, with its receipt, which no removal of ours takes back.
+        assert sync.sync() and git(repo, "rev-parse", "live") == built.sha
+        assert noted(repo) == {built.sha}
+    finally:
+        pipeline.close()
+
+
+def test_commits_made_on_base_here_and_not_pushed_hold_landing_until_pushed(tmp_path: Path) -> None:
+    pipeline, repo, remote, _other = two_hosts(tmp_path)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None and sync.sync()
+        (repo / "mine.md").write_text("a person's commit, not pushed yet\n")
+        git(repo, "add", "mine.md")
+        git(repo, "commit", "-q", "-m", "mine")
+        mine = git(repo, "rev-parse", "live")
+        assert not sync.sync() and not pipeline.integrator.may_move()
+        held = pipeline.faults.get(AREA)
+        assert held is not None and "lacks" in held.message and "git push origin live" in held.message
+        assert git(remote, "rev-parse", "live") != mine  # never pushed for the person
+        git(repo, "push", "-q", "origin", "live")
+        assert not sync.sync()  # waits out the fault's delay: the remote is not asked every cycle
+        assert sync.sync(now=True) and pipeline.faults.get(AREA) is None
+        # A remote without base at all is a fault too, not a crash.
+        git(remote, "update-ref", "-d", "refs/heads/live")
+        assert not sync.sync(now=True)
+        missing = pipeline.faults.get(AREA)
+        assert missing is not None and "has no branch 'live'" in missing.message
+        assert git(repo, "rev-parse", "live") == mine
+    finally:
+        pipeline.close()
