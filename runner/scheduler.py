@@ -108,6 +108,7 @@ class Pipeline:
         # first cycle, never by a dry run.
         self.fleet = Fleet(db, root=config.root, lease_seconds=config.lease)
         self.integrating = False  # whether this runner held the integration lease at its last look
+        self.landed_on_taking: list[str] = []  # tasks found landed when it took the lease, this cycle
         self.next_sweep = 0.0  # when to look for workspaces of tasks other runners finished
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
@@ -281,7 +282,11 @@ class Pipeline:
         On taking it, the landings its last holder left half-recorded are finished first."""
         held = self.fleet.id is None or self.fleet.hold(INTEGRATOR)
         if held and not self.integrating and self.fleet.id is not None:
-            recovery.finish_landings(self)
+            # Its last holder may have pushed a candidate before it died: looked for on base as
+            # the remote has it now, or not yet (the next cycle looks again).
+            if self.basesync is not None and not self.basesync.sync(now=True):
+                return False
+            self.landed_on_taking = recovery.finish_landings(self)
         self.integrating = held
         return held
 
@@ -309,7 +314,10 @@ class Pipeline:
         acted = self.take_over() if not self.dry_run else False
         self.release_landed_elsewhere()
         acted |= self.refill()
+        self.landed_on_taking = []
         if self.may_integrate():
+            if self.landed_on_taking:  # done now, though verified when the cycle read them
+                verified = [t for t in verified if t.id not in self.landed_on_taking]
             acted |= self.integrator.integrate_step(verified)
         elif self.basesync is not None:
             self.basesync.sync()  # base here follows what the integrating runner lands on the remote
