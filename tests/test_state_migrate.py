@@ -58,6 +58,9 @@ def test_state_migrate_copies_the_sqlite_state_and_postgresql_carries_on_from_it
     db = open_db(pg_url)
     assert Runs(db).start("t-4", Phase.DEV, 0) == 4  # 3 was handed out, then deleted, on SQLite
     assert Runs(db).total_cost() == 1.75
+    # The totals' triggers, off while the rows were copied, count again.
+    Runs(db).finish(4, RunStatus.FAILURE, cost_cents=2.0)
+    assert Runs(db).total_cost() == 3.75
     assert CheckCache(db).lookup("key") is not None
 
 
