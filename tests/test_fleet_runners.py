@@ -162,3 +162,20 @@ def test_the_integrator_killed_between_its_push_and_its_bookkeeping_is_taken_ove
     assert sorted(_landed(remote)) == ["t-1", "t-2"]  # t-1 once, though its push was never recorded
     shown = _cli(clones["h2"], "task", "show", "t-1")
     assert "recovered" in shown.stdout, shown.stdout
+
+
+def test_a_tree_checked_on_one_host_is_not_checked_again_on_another(tmp_path: Path, pg_url: str) -> None:
+    _, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=30)
+    counter = tmp_path / "count.py"
+    counter.write_text(f"open({str(tmp_path / 'runs')!r}, 'a').write('x')\n")
+    for clone in clones.values():
+        config = yaml.safe_load((clone / "pipeline.yaml").read_text())
+        config["phases"] = {"unit": {"run": [[sys.executable, str(counter)]]}}
+        (clone / "pipeline.yaml").write_text(yaml.safe_dump(config))
+    first = _cli(clones["h1"], "check")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "runs").read_text() == "x"
+    second = _cli(clones["h2"], "check")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (tmp_path / "runs").read_text() == "x"  # not run again: the pass is in the shared state
+    assert "unit: passed (" in second.stdout, second.stdout
