@@ -52,7 +52,10 @@ def landed(git_dir: Path) -> int:
     return git(git_dir, "log", "--format=%B", "live").count("Task-Id: ")
 
 
-def fleet(where: Path, runners: int, concurrency: int, tasks: int, seconds: float, url: str | None) -> float:
+def fleet(
+    where: Path, runners: int, concurrency: int, tasks: int, seconds: float, url: str | None,
+    integrate: dict[str, int] | None = None,
+) -> float:
     """Seconds from the runners' start to the last task landed."""
     seed = where / "seed"
     seed.mkdir()
@@ -79,6 +82,8 @@ def fleet(where: Path, runners: int, concurrency: int, tasks: int, seconds: floa
         }  # fmt: skip
         if url is not None:
             config.update(state={"url": url}, remote="origin")
+        if integrate:
+            config["integrate"] = integrate
         (clone / "pipeline.yaml").write_text(yaml.safe_dump(config))
         (clone / ".git" / "info" / "exclude").write_text("pipeline.yaml\n")
         clones.append(clone)
@@ -116,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--tasks", type=int, default=96)
     parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--window", type=int, help="integrate.window of every runner (default: its concurrency)")
+    parser.add_argument("--max-waiting", type=int, help="integrate.max_waiting of every runner")
+    parser.add_argument("--fleet-only", action="store_true", help="skip the one runner on SQLite")
     args = parser.parse_args(argv)
+    integrate = {k: v for k, v in (("window", args.window), ("max_waiting", args.max_waiting)) if v}
     from tests.pg_server import server_binaries, start_server
 
     binaries = server_binaries()
@@ -127,14 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     server = start_server(binaries)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-            shared = fleet(Path(tmp), args.runners, args.concurrency, args.tasks, args.seconds, server.database())
+            shared = fleet(
+                Path(tmp), args.runners, args.concurrency, args.tasks, args.seconds, server.database(), integrate
+            )
     finally:
         server.stop()
-    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-        single = fleet(Path(tmp), 1, slots, args.tasks, args.seconds, None)
-    print(f"{args.tasks} tasks, agents of {args.seconds:g} s, ideal {ideal:.1f} s")
+    print(f"{args.tasks} tasks, agents of {args.seconds:g} s, ideal {ideal:.1f} s; integrate: {integrate or 'defaults'}")
     print(f"{args.runners} runners x {args.concurrency} on PostgreSQL + remote: {shared:.1f} s ({shared / ideal:.2f}x)")
-    print(f"1 runner x {slots} on SQLite, no remote: {single:.1f} s ({single / ideal:.2f}x)")
+    if not args.fleet_only:
+        with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+            single = fleet(Path(tmp), 1, slots, args.tasks, args.seconds, None, integrate)
+        print(f"1 runner x {slots} on SQLite, no remote: {single:.1f} s ({single / ideal:.2f}x)")
     return 0
 
 
