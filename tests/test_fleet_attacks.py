@@ -1,0 +1,146 @@
+"""Attacks on several runners sharing one PostgreSQL state and one bare remote: a runner frozen past
+its lease and woken again, started again on its root after it was taken over, several `run --once`
+at the same time, odd lease settings. Each task lands once, and a runner whose work was handed to
+others neither writes nor lands anything more."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import clean_env
+from tests.test_fleet_runners import _cli, _hosts, _landed
+
+# The agent of tests/test_fleet_runners.py, whose commit also says which workspace it was made in.
+AGENT = textwrap.dedent(
+    """\
+    import os, subprocess, sys, time
+    time.sleep(float(os.environ.get("AGENT_SECONDS", "1")))
+    tid = os.environ["PIPELINE_TASK_ID"]
+    open(f"{tid}.txt", "w").write("good\\n")
+    subprocess.run(["git", "add", f"{tid}.txt"], check=True)
+    body = f"Do {tid}\\n\\nMade by {os.environ['AGENT_MARK']}\\n\\nTask-Id: {tid}\\n"
+    subprocess.run(["git", "commit", "-q", "-m", body], check=True)
+    """
+)
+
+
+def _start(clone: Path, log: Path, agent_seconds: float, mark: str, *args: str) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runner", "run", *args], cwd=clone,
+            env=clean_env({"AGENT_SECONDS": str(agent_seconds), "AGENT_MARK": mark}), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def _wait_for(what: str, log: Path, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while what not in log.read_text(errors="replace"):
+        assert time.time() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.05)
+
+
+def _agents_under(root: Path) -> list[int]:
+    """The agent processes whose working directory is under ``root``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cwd.startswith(str(root)) and b"agent.py" in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _stop(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _kill_agents(*roots: Path) -> None:
+    for root in roots:
+        for pid in _agents_under(root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _with_agent(tmp_path: Path) -> None:
+    (tmp_path / "agent.py").write_text(AGENT)
+
+
+def test_a_runner_frozen_past_its_lease_writes_and_lands_nothing_and_its_agents_stop_when_it_restarts(
+    tmp_path: Path, pg_url: str
+) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
+    _with_agent(tmp_path)
+    tasks = ["t-1", "t-2"]
+    for task_id in tasks:
+        assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
+    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    # h1 claims both tasks; its agents outlive the freeze and would commit after the takeover.
+    h1 = _start(clones["h1"], logs["h1"], 8, "frozen-h1")
+    procs = [h1]
+    try:
+        deadline = time.time() + 30
+        while logs["h1"].read_text(errors="replace").count("dev started") < 2:
+            assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
+            time.sleep(0.05)
+        h1.send_signal(signal.SIGSTOP)  # the runner only: its agents run on
+        procs.append(_start(clones["h2"], logs["h2"], 1, "h2"))
+        _wait_for("stopped renewing its lease", logs["h2"], 30)
+        h1.send_signal(signal.SIGCONT)
+        assert h1.wait(timeout=30) == 1, logs["h1"].read_text(errors="replace")[-3000:]
+        assert "was taken over by runner" in logs["h1"].read_text(errors="replace")
+        # Started again on its root, h1 stops the agents it left on tasks that are h2's now.
+        left = _agents_under(tmp_path / "h1.root")
+        assert len(left) == 2
+        procs.append(_start(clones["h1"], logs["h1"], 1, "h1-again"))
+        deadline = time.time() + 15
+        while any(_alive(pid) for pid in left):
+            assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
+        deadline = time.time() + 60
+        while sorted(_landed(remote)) != tasks and time.time() < deadline:
+            time.sleep(0.3)
+    finally:
+        _stop(*procs)
+        _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")
+    assert sorted(_landed(remote)) == tasks, logs["h2"].read_text(errors="replace")[-3000:]
+    body = subprocess.run(["git", "log", "--format=%B", "live"], cwd=remote, capture_output=True, text=True).stdout
+    assert "frozen-h1" not in body
+    for task_id in tasks:
+        shown = _cli(clones["h2"], "task", "show", task_id, "--json")
+        assert '"status": "done"' in shown.stdout
+        assert '"failure"' not in shown.stdout, shown.stdout
