@@ -144,3 +144,20 @@ def test_a_runner_frozen_past_its_lease_writes_and_lands_nothing_and_its_agents_
         shown = _cli(clones["h2"], "task", "show", task_id, "--json")
         assert '"status": "done"' in shown.stdout
         assert '"failure"' not in shown.stdout, shown.stdout
+
+
+@pytest.mark.parametrize("lease", ["0", "-5", "0.001", "1e12", ".inf"])
+def test_a_lease_no_runner_could_keep_is_refused_as_a_config_error(tmp_path: Path, lease: str) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "init"], cwd=repo, check=True, env=clean_env({}))
+    (repo / "pipeline.yaml").write_text(
+        f'base: main\nlease: {lease}\nagent: {{preset: command, command: ["true"]}}\n'
+        'phases: {verify: {run: ["true"]}}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "run", "--once"], cwd=repo, env=clean_env({}), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "key 'lease'" in done.stderr and "internal error" not in done.stderr, done.stderr
