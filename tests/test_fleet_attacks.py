@@ -161,3 +161,39 @@ def test_a_lease_no_runner_could_keep_is_refused_as_a_config_error(tmp_path: Pat
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "key 'lease'" in done.stderr and "internal error" not in done.stderr, done.stderr
+
+
+def test_run_once_on_several_hosts_at_the_same_time_lands_each_task_once(tmp_path: Path, pg_url: str) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2", "h3"], lease=30)
+    _with_agent(tmp_path)
+    tasks = [f"t-{i}" for i in range(1, 6)]
+    for task_id in tasks:
+        assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
+    env = clean_env({"AGENT_SECONDS": "0.5", "AGENT_MARK": "cron"})
+    rounds = 0
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            rounds += 1
+            # Cron fires on every host at the same second.
+            runs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "runner", "run", "--once"], cwd=clone, env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+                for clone in clones.values()
+            ]
+            outs = [(run.communicate(timeout=60)[0].decode(errors="replace"), run.returncode) for run in runs]
+            for out, code in outs:
+                assert code == 0, out[-3000:]
+            listed = _cli(clones["h2"], "task", "list", "--json")
+            if listed.stdout.count('"status": "done"') == len(tasks):
+                break
+            time.sleep(0.3)
+    finally:
+        _kill_agents(*(tmp_path / f"{name}.root" for name in clones))
+    assert sorted(_landed(remote)) == tasks, (rounds, _cli(clones["h2"], "task", "list").stdout)
+    for task_id in tasks:
+        shown = _cli(clones["h3"], "task", "show", task_id, "--json")
+        assert '"status": "done"' in shown.stdout, shown.stdout
+        assert '"failure"' not in shown.stdout, shown.stdout
