@@ -197,3 +197,41 @@ def test_run_once_on_several_hosts_at_the_same_time_lands_each_task_once(tmp_pat
         shown = _cli(clones["h3"], "task", "show", task_id, "--json")
         assert '"status": "done"' in shown.stdout, shown.stdout
         assert '"failure"' not in shown.stdout, shown.stdout
+
+
+@pytest.mark.parametrize("point", ["claimed", "agent-recorded", "verified", "before-swap", "swapped", "integrated"])
+def test_a_runner_killed_at_its_worst_moments_has_its_work_finished_once_by_the_fleet(
+    tmp_path: Path, pg_url: str, point: str
+) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
+    _with_agent(tmp_path)
+    tasks = ["t-1", "t-2", "t-3"]
+    for task_id in tasks:
+        assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
+    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    with open(logs["h1"], "wb") as out:
+        dying = subprocess.run(
+            [sys.executable, "-m", "runner", "run"], cwd=clones["h1"],
+            env=clean_env({"AGENT_SECONDS": "0.5", "AGENT_MARK": "h1", "PIPELINE_KILL_AT": point}), stdout=out,
+            stderr=subprocess.STDOUT, timeout=60,
+        )  # fmt: skip
+    assert dying.returncode == -signal.SIGKILL, logs["h1"].read_text(errors="replace")[-3000:]
+    # h2 takes h1's work over once its lease ran out; h1, started again after that, joins in.
+    procs = [_start(clones["h2"], logs["h2"], 0.5, "h2")]
+    try:
+        _wait_for("stopped renewing its lease", logs["h2"], 20)
+        procs.append(_start(clones["h1"], logs["h1"], 0.5, "h1-again"))
+        deadline = time.time() + 40
+        while time.time() < deadline:
+            listed = _cli(clones["h2"], "task", "list", "--json").stdout
+            if listed.count('"status": "done"') == len(tasks):
+                break
+            time.sleep(0.3)
+    finally:
+        _stop(*procs)
+        _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")
+    assert sorted(_landed(remote)) == tasks, logs["h2"].read_text(errors="replace")[-3000:]
+    for task_id in tasks:
+        shown = _cli(clones["h2"], "task", "show", task_id, "--json")
+        assert '"status": "done"' in shown.stdout, logs["h2"].read_text(errors="replace")[-3000:]
+        assert '"failure"' not in shown.stdout, shown.stdout
