@@ -6,6 +6,7 @@ others neither writes nor lands anything more."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import clean_env
+from tests.pg_server import PgServer, _as_server_user
 from tests.test_fleet_runners import _cli, _hosts, _landed
 
 # The agent of tests/test_fleet_runners.py, whose commit also says which workspace it was made in.
@@ -235,3 +237,46 @@ def test_a_runner_killed_at_its_worst_moments_has_its_work_finished_once_by_the_
         shown = _cli(clones["h2"], "task", "show", task_id, "--json")
         assert '"status": "done"' in shown.stdout, logs["h2"].read_text(errors="replace")[-3000:]
         assert '"failure"' not in shown.stdout, shown.stdout
+
+
+def test_the_database_restarted_mid_run_loses_nothing_and_charges_nothing(
+    tmp_path: Path, pg_url: str, pg_server: PgServer
+) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
+    _with_agent(tmp_path)
+    tasks = [f"t-{i}" for i in range(1, 6)]
+    for task_id in tasks:
+        assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
+    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    procs = {name: _start(clone, logs[name], 1, name) for name, clone in clones.items()}
+    try:
+        _wait_for("dev started", logs["h1"], 30)
+        # Restarted by its administrator (the test server, without fsync, loses commits on a crash).
+        stop = [str(pg_server.bin / "pg_ctl"), "-D", str(pg_server.dir / "data"), "-m", "fast", "stop"]
+        subprocess.run(_as_server_user(stop), capture_output=True, check=True, timeout=60)
+        time.sleep(1.5)
+        assert pg_server.start()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    # Stopped by the outage: clearly, and carries on once started again.
+                    text = logs[name].read_text(errors="replace")
+                    assert proc.returncode == 1 and "internal error" not in text, text[-3000:]
+                    assert "State database" in text, text[-3000:]
+                    procs[name] = _start(clones[name], logs[name], 1, name)
+            listed = _cli(clones["h2"], "task", "list", "--json").stdout
+            if listed.count('"status": "done"') == len(tasks):
+                break
+            time.sleep(0.3)
+    finally:
+        _stop(*procs.values())
+        _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")
+        pg_server.start()  # for the tests after this one, whatever happened here
+    assert sorted(_landed(remote)) == tasks, logs["h1"].read_text(errors="replace")[-3000:]
+    for task_id in tasks:
+        shown = _cli(clones["h2"], "task", "show", task_id, "--json")
+        assert '"status": "done"' in shown.stdout, shown.stdout
+        assert '"failure"' not in shown.stdout, [
+            (r.get("phase"), r.get("error")) for r in json.loads(shown.stdout).get("runs", []) if r.get("status") == "failure"
+        ]
