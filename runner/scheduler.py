@@ -232,11 +232,11 @@ class Pipeline:
                                    rec.task_id, rec.agent_run_id)  # fmt: skip
                     self.backend.cancel(handle)
         self.runs.owner = self.fleet.id
-        self.fleet.start_renewing(lambda: open_db(self.config.state_target))
+        self.fleet.start_renewing(lambda: open_db(self.config.state_target, idle_wait=self.config.lease))
 
     def open_worker_db(self) -> Database:
         """A connection for a worker thread, its writes fenced as the loop's are."""
-        db = open_db(self.config.state_target)
+        db = open_db(self.config.state_target, idle_wait=self.config.lease)
         if self.fleet.id is not None:
             self.fleet.attach(db)
         return db
@@ -977,7 +977,7 @@ def _run_loop(
             config.notify, base=config.base, root=config.root, cwd=config.repo_path, echo=_echo if quiet else None
         )
         pipeline = Pipeline(
-            config, open_db(config.state_target), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
+            config, open_db(config.state_target, idle_wait=config.lease), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
         )
         try:
             logger.info(

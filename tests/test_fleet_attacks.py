@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import clean_env
 from tests.pg_server import PgServer, _as_server_user
@@ -178,11 +177,9 @@ def test_run_once_on_several_hosts_at_the_same_time_lands_each_task_once(tmp_pat
         while time.time() < deadline:
             rounds += 1
             # Cron fires on every host at the same second.
+            argv = [sys.executable, "-m", "runner", "run", "--once"]
             runs = [
-                subprocess.Popen(
-                    [sys.executable, "-m", "runner", "run", "--once"], cwd=clone, env=env, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, start_new_session=True,
-                )  # fmt: skip
+                subprocess.Popen(argv, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 for clone in clones.values()
             ]
             outs = [(run.communicate(timeout=60)[0].decode(errors="replace"), run.returncode) for run in runs]
@@ -280,3 +277,51 @@ def test_the_database_restarted_mid_run_loses_nothing_and_charges_nothing(
         assert '"failure"' not in shown.stdout, [
             (r.get("phase"), r.get("error")) for r in json.loads(shown.stdout).get("runs", []) if r.get("status") == "failure"
         ]
+
+
+def _holds_write_lock(url: str) -> bool:
+    """Whether a session holds the runners' write lock (runner.pgstate.WRITE_LOCK_KEY) now."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()
+    return bool(row and row[0])
+
+
+def test_a_runner_frozen_inside_a_write_transaction_does_not_stall_the_fleet(tmp_path: Path, pg_url: str) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
+    _with_agent(tmp_path)
+    tasks = ["t-1", "t-2"]
+    for task_id in tasks:
+        assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
+    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    h1 = _start(clones["h1"], logs["h1"], 30, "frozen-h1")
+    procs = [h1]
+    try:
+        deadline = time.time() + 30
+        while logs["h1"].read_text(errors="replace").count("dev started") < 2:
+            assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
+            time.sleep(0.05)
+        # Frozen (or cut off) between two statements of a write transaction: its lease renews
+        # in one every lease/3 seconds, so keep stopping it until it is caught in one.
+        deadline = time.time() + 20
+        while True:
+            h1.send_signal(signal.SIGSTOP)
+            time.sleep(0.005)
+            if _holds_write_lock(pg_url):
+                break
+            h1.send_signal(signal.SIGCONT)
+            assert time.time() < deadline, "never caught inside a write transaction"
+            time.sleep(0.01 + (time.time() * 1000 % 7) / 1000)
+        procs.append(_start(clones["h2"], logs["h2"], 0.5, "h2"))
+        _wait_for("stopped renewing its lease", logs["h2"], 15)
+        deadline = time.time() + 20
+        while sorted(_landed(remote)) != tasks:
+            assert time.time() < deadline, logs["h2"].read_text(errors="replace")[-3000:]
+            time.sleep(0.3)
+    finally:
+        _stop(*procs)
+        _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")
+    assert "frozen-h1" not in subprocess.run(
+        ["git", "log", "--format=%B", "live"], cwd=remote, capture_output=True, text=True
+    ).stdout
