@@ -325,3 +325,63 @@ def test_a_runner_frozen_inside_a_write_transaction_does_not_stall_the_fleet(tmp
     assert "frozen-h1" not in subprocess.run(
         ["git", "log", "--format=%B", "live"], cwd=remote, capture_output=True, text=True
     ).stdout
+
+
+def _kill_runner_and_agents(proc: subprocess.Popen[bytes], root: Path) -> None:
+    proc.kill()
+    proc.wait()
+    _kill_agents(root)
+
+
+def test_work_an_orphan_agent_committed_after_its_runner_was_taken_over_is_not_charged_to_the_next_attempt(
+    tmp_path: Path, pg_url: str
+) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
+    _with_agent(tmp_path)
+    tasks = ["t-1", "t-2"]
+    for task_id in tasks:
+        assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
+    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    h1 = _start(clones["h1"], logs["h1"], 3, "frozen-h1")
+    procs = [h1]
+    try:
+        deadline = time.time() + 30
+        while logs["h1"].read_text(errors="replace").count("dev started") < 2:
+            assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
+            time.sleep(0.05)
+        h1.send_signal(signal.SIGSTOP)
+        # h2 takes both tasks over and works on them, slowly.
+        h2 = _start(clones["h2"], logs["h2"], 60, "h2")
+        procs.append(h2)
+        deadline = time.time() + 30
+        while logs["h2"].read_text(errors="replace").count("dev started") < 2:
+            assert time.time() < deadline, logs["h2"].read_text(errors="replace")[-3000:]
+            time.sleep(0.05)
+        h1.send_signal(signal.SIGCONT)
+        # With nothing of its own left to write, it learns it was taken over from its renewal.
+        assert h1.wait(timeout=15) == 1
+        assert "was taken over by runner" in logs["h1"].read_text(errors="replace")
+        # h1's agents, alone now, commit their work in h1's workspaces.
+        deadline = time.time() + 15
+        while _agents_under(tmp_path / "h1.root"):
+            assert time.time() < deadline
+            time.sleep(0.1)
+        # h2's host dies; h1, started again, takes its work over in those same workspaces.
+        _kill_runner_and_agents(h2, tmp_path / "h2.root")
+        procs.append(_start(clones["h1"], logs["h1"], 0.5, "h1-again"))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if _cli(clones["h1"], "task", "list", "--json").stdout.count('"status": "done"') == len(tasks):
+                break
+            time.sleep(0.3)
+    finally:
+        _stop(*procs)
+        _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")
+    for task_id in tasks:
+        shown = _cli(clones["h1"], "task", "show", task_id, "--json")
+        assert '"failure"' not in shown.stdout, [
+            (r.get("phase"), r.get("error_summary")) for r in json.loads(shown.stdout)["runs"]
+            if r.get("status") == "failure"
+        ]  # fmt: skip
+        assert '"status": "done"' in shown.stdout, logs["h1"].read_text(errors="replace")[-3000:]
+    assert sorted(_landed(remote)) == tasks
