@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import clean_env
 from tests.pg_server import PgServer, _as_server_user
@@ -385,3 +386,34 @@ def test_work_an_orphan_agent_committed_after_its_runner_was_taken_over_is_not_c
         ]  # fmt: skip
         assert '"status": "done"' in shown.stdout, logs["h1"].read_text(errors="replace")[-3000:]
     assert sorted(_landed(remote)) == tasks
+
+
+def test_a_second_runner_on_the_same_root_of_the_same_host_does_nothing(tmp_path: Path, pg_url: str) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
+    _with_agent(tmp_path)
+    # h2's clone points at h1's root: one lock file for both.
+    config = yaml.safe_load((clones["h2"] / "pipeline.yaml").read_text())
+    config["root"] = str(tmp_path / "h1.root")
+    (clones["h2"] / "pipeline.yaml").write_text(yaml.safe_dump(config))
+    assert _cli(clones["h1"], "task", "add", "work", "--id", "t-1").returncode == 0
+    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    h1 = _start(clones["h1"], logs["h1"], 1, "h1")
+    try:
+        _wait_for("dev started", logs["h1"], 30)
+        for clone in (clones["h1"], clones["h2"]):
+            second = subprocess.run(
+                [sys.executable, "-m", "runner", "run"], cwd=clone, env=clean_env({"AGENT_MARK": "second"}),
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert second.returncode == 0, second.stderr[-3000:]
+            assert "Another pipeline-runner" in second.stdout + second.stderr
+        deadline = time.time() + 30
+        while _landed(remote) != ["t-1"]:
+            assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
+            time.sleep(0.3)
+        status = json.loads(_cli(clones["h1"], "status", "--json").stdout)
+    finally:
+        _stop(h1)
+        _kill_agents(tmp_path / "h1.root")
+    fleet = status.get("fleet") or status.get("runners")
+    assert fleet is not None and len(fleet) == 1, status.keys()
