@@ -417,3 +417,67 @@ def test_a_second_runner_on_the_same_root_of_the_same_host_does_nothing(tmp_path
         _kill_agents(tmp_path / "h1.root")
     fleet = status.get("fleet") or status.get("runners")
     assert fleet is not None and len(fleet) == 1, status.keys()
+
+
+def _frozen(proc: subprocess.Popen[bytes], log: Path, seconds: float = 30) -> None:
+    """Wait until ``proc`` stopped itself at its kill point (PIPELINE_KILL_SIGNAL=STOP)."""
+    deadline = time.time() + seconds
+    while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert proc.poll() is None and time.time() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.05)
+
+
+def _start_frozen_at(clone: Path, log: Path, point: str, mark: str) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runner", "run"], cwd=clone,
+            env=clean_env({"AGENT_SECONDS": "0.3", "AGENT_MARK": mark, "PIPELINE_KILL_AT": point,
+                           "PIPELINE_KILL_SIGNAL": "STOP"}),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("late_push", ["refused", "first"])
+def test_an_integrator_frozen_just_before_its_push_never_lands_a_task_twice(
+    tmp_path: Path, pg_url: str, late_push: str
+) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
+    _with_agent(tmp_path)
+    assert _cli(clones["h1"], "task", "add", "work", "--id", "t-1").returncode == 0
+    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    # h1 integrates t-1: its candidate recorded and its receipt attached, it freezes before pushing.
+    h1 = _start_frozen_at(clones["h1"], logs["h1"], "receipt-attached", "h1")
+    procs = [h1]
+    try:
+        _frozen(h1, logs["h1"])
+        if late_push == "refused":
+            # h2 takes the integration over and lands t-1 first: h1's push, once woken, is refused.
+            procs.append(_start(clones["h2"], logs["h2"], 0.3, "h2"))
+            deadline = time.time() + 30
+            while _landed(remote) != ["t-1"]:
+                assert time.time() < deadline, logs["h2"].read_text(errors="replace")[-3000:]
+                time.sleep(0.2)
+            h1.send_signal(signal.SIGCONT)
+            assert h1.wait(timeout=30) == 1, logs["h1"].read_text(errors="replace")[-3000:]
+        else:
+            # h2 takes over and freezes with its own candidate of t-1 built; h1 wakes and pushes first.
+            h2 = _start_frozen_at(clones["h2"], logs["h2"], "integrate-started", "h2")
+            procs.append(h2)
+            _frozen(h2, logs["h2"])
+            assert "stopped renewing its lease" in logs["h2"].read_text(errors="replace")
+            h1.send_signal(signal.SIGCONT)
+            assert h1.wait(timeout=30) == 1, logs["h1"].read_text(errors="replace")[-3000:]
+            assert _landed(remote) == ["t-1"]  # its push, unfenced, went through: a checked candidate
+            h2.send_signal(signal.SIGCONT)
+        assert "was taken over by runner" in logs["h1"].read_text(errors="replace")
+        deadline = time.time() + 30
+        while '"status": "done"' not in _cli(clones["h2"], "task", "show", "t-1", "--json").stdout:
+            assert time.time() < deadline, logs["h2"].read_text(errors="replace")[-3000:]
+            time.sleep(0.3)
+        time.sleep(1)  # a second landing would come now
+    finally:
+        _stop(*procs)
+        _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")
+    assert _landed(remote) == ["t-1"]
+    shown = _cli(clones["h2"], "task", "show", "t-1", "--json").stdout
+    assert '"failure"' not in shown, shown
