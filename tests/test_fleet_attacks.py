@@ -481,3 +481,41 @@ def test_an_integrator_frozen_just_before_its_push_never_lands_a_task_twice(
     assert _landed(remote) == ["t-1"]
     shown = _cli(clones["h2"], "task", "show", "t-1", "--json").stdout
     assert '"failure"' not in shown, shown
+
+
+def test_a_task_verified_on_a_host_that_died_before_publishing_its_commit_is_redone_uncharged(
+    tmp_path: Path, pg_url: str
+) -> None:
+    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
+    _with_agent(tmp_path)
+    # h1 cannot push to the remote (a network that lets it read, not write): its verified commit
+    # stays on h1 alone.
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text('#!/bin/sh\n[ -z "$REJECT_PUSH" ]\n')
+    hook.chmod(0o755)
+    assert _cli(clones["h1"], "task", "add", "work", "--id", "t-1").returncode == 0
+    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    with open(logs["h1"], "ab") as out:
+        h1 = subprocess.Popen(
+            [sys.executable, "-m", "runner", "run"], cwd=clones["h1"],
+            env=clean_env({"AGENT_SECONDS": "0.3", "AGENT_MARK": "h1", "REJECT_PUSH": "1"}),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    procs = [h1]
+    try:
+        _wait_for("verification passed", logs["h1"], 30)
+        time.sleep(1)
+        h1.kill()  # the host dies
+        h1.wait()
+        _kill_agents(tmp_path / "h1.root")
+        procs.append(_start(clones["h2"], logs["h2"], 0.3, "h2"))
+        deadline = time.time() + 30
+        while '"status": "done"' not in _cli(clones["h2"], "task", "show", "t-1", "--json").stdout:
+            assert time.time() < deadline, logs["h2"].read_text(errors="replace")[-3000:]
+            time.sleep(0.3)
+    finally:
+        _stop(*procs)
+        _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")
+    assert _landed(remote) == ["t-1"]
+    shown = json.loads(_cli(clones["h2"], "task", "show", "t-1", "--json").stdout)
+    assert [r["error_summary"] for r in shown["runs"] if r["status"] == "failure"] == []
