@@ -444,9 +444,12 @@ class PipelineConfig(BaseSettings):
     )
     lease: float = Field(
         30,
-        gt=0,
+        # Under a second, renewing (a write transaction) competes with every runner's writes and one
+        # slow turn hands the work over; past a year, the expiry is past any date a clock can write.
+        ge=1,
+        le=366 * 24 * 3600,
         description="seconds a runner's lease on the shared state lasts unrenewed before other runners take "
-        "its work over (renewed three times per lease while it runs)",
+        "its work over (renewed three times per lease while it runs); from 1 s to 366 days",
     )
     allow_unchecked: bool = Field(
         False,

@@ -108,6 +108,7 @@ class Fleet:
         self.place: Place | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self.lost: LeaseLost | None = None  # what the renewal found: this runner was taken over
 
     # -- joining and leaving -------------------------------------------------------------------
 
@@ -143,6 +144,11 @@ class Fleet:
         """Fence every write transaction of ``db`` (another connection of this runner's)."""
         db.fence = self.fence
 
+    def check(self) -> None:
+        """Raise LeaseLost when the renewal found this runner's lease taken over."""
+        if self.lost is not None:
+            raise self.lost
+
     def fence(self, conn: Any) -> None:
         """Refuse a write transaction of a runner whose lease another took over (its first statement)."""
         if self.id is None:
@@ -174,8 +180,10 @@ class Fleet:
                         db = connect()
                         self.attach(db)
                     self.renew(db)
-                except LeaseLost:
-                    return  # the loop's next write says so
+                except LeaseLost as exc:
+                    # Said by the loop's next cycle: a runner with nothing to write would not learn it.
+                    self.lost = exc
+                    return
                 except Exception as exc:  # a database that cannot be reached now: try at the next turn
                     logger.warning("could not renew this runner's lease: {}", exc)
                     if db is not None:

@@ -35,7 +35,7 @@ from phases.outcomes import IntegrateStatus
 from phases.verify import VerifyResult
 from runner import killpoints, receipts, recovery
 from runner.basesync import AREA
-from runner.lifecycle import INTEGRATE_MOVES, Then
+from runner.lifecycle import INTEGRATE_MOVES, Move, Then
 from runner.logs import logger
 from runner.state import Phase, Runs, RunStatus
 from runner.status import REBUILT
@@ -197,11 +197,16 @@ class Integrator:
             if commit is None and self.p.basesync is not None and not self.p.basesync.reachable:
                 break  # the remote that may hold it could not be asked: no task's fault
             if commit is None:
+                # Not the task's failure: its commit is gone (the host that verified it died before
+                # it could publish it, say). Developed again, uncharged, as on a rewritten base.
                 row = self.p.runs.start(task.id, Phase.INTEGRATE, task.patchset)
-                reason = f"the commit that passed verification of {task.id} is not recorded; developing again"
-                self.p.runs.finish(row, RunStatus.FAILURE, error=reason)
-                self.p.note(task.id, reason)
-                self.p.fail(task.id, reason, new_patchset=True)
+                reason = (
+                    f"the commit that passed verification of {task.id} is not recorded here or on the remote; "
+                    "developing again (not charged)"
+                )
+                with self.p.db.write():
+                    self.p.runs.finish(row, RunStatus.CANCELLED, error=reason)
+                    self.p.settle(task.id, Move(RunStatus.CANCELLED, Then.REDEVELOP, new_patchset=True), reason, reason)
                 acted = True
                 continue
             built = build(

@@ -12,6 +12,9 @@ import os
 import signal
 
 ENV = "PIPELINE_KILL_AT"
+# STOP there instead of KILL: the process freezes where it stands and goes on when sent SIGCONT
+# (a runner frozen past its lease, then woken).
+SIGNAL_ENV = "PIPELINE_KILL_SIGNAL"
 
 POINTS = (
     "workspace-made",  # in a worker thread: a task's workspace made (ahead, while slots are taken); task still open
@@ -57,4 +60,4 @@ def reached(name: str) -> None:
         return
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGSTOP if os.environ.get(SIGNAL_ENV) == "STOP" else signal.SIGKILL)

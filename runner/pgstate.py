@@ -177,8 +177,10 @@ def safe_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
-def connect(url: str, *, readonly: bool = False, lock_wait: float = 30.0) -> PgConnection:
-    """A connection to the PostgreSQL database at ``url``; a StateError when it cannot be made."""
+def connect(url: str, *, readonly: bool = False, lock_wait: float = 30.0, idle_wait: float | None = None) -> PgConnection:
+    """A connection to the PostgreSQL database at ``url``; a StateError when it cannot be made.
+    ``idle_wait``: seconds the server lets it sit idle inside a transaction before ending it
+    (at most, and by default, ``lock_wait``)."""
     try:
         import psycopg
         from psycopg.adapt import Loader
@@ -196,7 +198,11 @@ def connect(url: str, *, readonly: bool = False, lock_wait: float = 30.0) -> PgC
             value = Decimal(bytes(data).decode())
             return int(value) if value == value.to_integral_value() else float(value)
 
-    options = f"-c lock_timeout={int(lock_wait * 1000)}"
+    # A process frozen or cut off inside a write transaction holds the one write lock: every other
+    # runner's writes wait, none can take its work over. Past what they wait for it (or past its
+    # lease), the server ends its session, and with it the lock.
+    idle = lock_wait if idle_wait is None else min(idle_wait, lock_wait)
+    options = f"-c lock_timeout={int(lock_wait * 1000)} -c idle_in_transaction_session_timeout={max(1, int(idle * 1000))}"
     if readonly:
         options += " -c default_transaction_read_only=on"
     try:

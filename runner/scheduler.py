@@ -225,18 +225,29 @@ class Pipeline:
         is renewed from now on, and each write checks it still holds it (runner.fleet)."""
         if self.fleet.join() is Place.NEW:
             # Agents an earlier process here left when its work was taken over: theirs is others' now.
-            for rec in self.fleet.orphans():
+            orphans = self.fleet.orphans()
+            for rec in orphans:
                 handle = self.handle_of(rec)
                 if self.backend.poll(handle).state is AgentState.RUNNING:
                     logger.warning("{}: stopping agent run {}: its task was taken over by another runner",
                                    rec.task_id, rec.agent_run_id)  # fmt: skip
                     self.backend.cancel(handle)
+            # What they left in their workspaces (a commit made after the takeover) was never
+            # recorded: a later attempt here would start from it, find nothing left to do and be
+            # charged for it. The attempt starts afresh instead, as it would on another host. A task
+            # verified since keeps its commit (the sweep of landed tasks removes it later).
+            for task_id in dict.fromkeys(rec.task_id for rec in orphans):
+                if (
+                    self.layout.worktree(task_id).exists() and self.store.exists(task_id)
+                    and self.store.get(task_id).status in (TaskStatus.OPEN, TaskStatus.IN_PROGRESS)
+                ):  # fmt: skip
+                    self.workspaces.release(task_id)
         self.runs.owner = self.fleet.id
-        self.fleet.start_renewing(lambda: open_db(self.config.state_target))
+        self.fleet.start_renewing(lambda: open_db(self.config.state_target, idle_wait=self.config.lease))
 
     def open_worker_db(self) -> Database:
         """A connection for a worker thread, its writes fenced as the loop's are."""
-        db = open_db(self.config.state_target)
+        db = open_db(self.config.state_target, idle_wait=self.config.lease)
         if self.fleet.id is not None:
             self.fleet.attach(db)
         return db
@@ -303,6 +314,7 @@ class Pipeline:
     def cycle(self) -> bool:
         """One cycle; True if any task changed state (so another cycle should follow at once)."""
         self.next_wake = None
+        self.fleet.check()  # taken over while it had nothing to write: it stops, as a write would
         self.faults.reload()  # `pipeline-runner resume`, from another process, clears faults there
         # A person's cancel, from another process, ends the checks of that task now.
         self.verifier.stop_cancelled()
@@ -977,7 +989,7 @@ def _run_loop(
             config.notify, base=config.base, root=config.root, cwd=config.repo_path, echo=_echo if quiet else None
         )
         pipeline = Pipeline(
-            config, open_db(config.state_target), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
+            config, open_db(config.state_target, idle_wait=config.lease), dry_run=False, use_cache=use_cache, notifier=notifier, once=once
         )
         try:
             logger.info(

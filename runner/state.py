@@ -495,17 +495,20 @@ def state_exists(target: Path | str) -> bool:
 
 
 def open_db(
-    path: Path | str, *, create: bool = True, readonly: bool = False, lock_wait: float = BUSY_TIMEOUT_MS / 1000
+    path: Path | str, *, create: bool = True, readonly: bool = False, lock_wait: float = BUSY_TIMEOUT_MS / 1000,
+    idle_wait: float | None = None,
 ) -> Database:
     """Open the state database, creating and migrating it when ``create`` allows.
 
     ``path``: the SQLite file, or a ``postgresql://`` URL (config ``state.url``).
     ``readonly`` opens it immutable: nothing is written, not even WAL or lock files (--dry-run).
     ``lock_wait``: seconds a write waits for another process's write lock before a StateError.
+    ``idle_wait`` (PostgreSQL): seconds a transaction may sit between two statements before the
+    server ends the connection (a runner's lease: frozen that long, it is taken for dead anyway).
     """
     if is_postgresql_url(path):
         assert isinstance(path, str)
-        return _open_postgresql(path, readonly=readonly, lock_wait=lock_wait)
+        return _open_postgresql(path, readonly=readonly, lock_wait=lock_wait, idle_wait=idle_wait)
     path = Path(path)
     if readonly:
         if not path.exists():
@@ -530,13 +533,13 @@ def open_db(
     return db
 
 
-def _open_postgresql(url: str, *, readonly: bool, lock_wait: float) -> Database:
+def _open_postgresql(url: str, *, readonly: bool, lock_wait: float, idle_wait: float | None = None) -> Database:
     """The state in the PostgreSQL database at ``url``. Its schema is made or migrated on opening
     (the database itself must exist); a database with none is empty, not missing, except to a
     read-only opening, which writes nothing."""
     from runner.pgstate import connect, safe_url
 
-    conn = connect(url, readonly=readonly, lock_wait=lock_wait)
+    conn = connect(url, readonly=readonly, lock_wait=lock_wait, idle_wait=idle_wait)
     db = Database(safe_url(url), conn, lock_wait, POSTGRESQL)
     try:
         version = _pg_version(conn)

@@ -188,3 +188,23 @@ def test_a_runners_rank_counts_only_the_runners_whose_leases_hold(tmp_path: Path
     assert fleets[0].id is not None
     _expire(fleets[0].db, fleets[0].id)
     assert [f.rank() for f in fleets[1:]] == [(0, 2), (1, 2)]
+
+
+def test_a_runner_taken_over_with_nothing_to_write_learns_it_from_its_renewal(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    idle, taker = _fleet(state, "/idle", lease=0.3), _fleet(state, "/taker")
+    idle.join()
+    taker.join()
+    assert idle.id is not None
+    idle.check()  # not taken over: nothing to say
+    _expire(taker.db, idle.id)
+    assert taker.take_over(taker.expired()[0]) is not None
+    idle.start_renewing(lambda: _db(state))
+    try:
+        deadline = time.time() + 5
+        while idle.lost is None and time.time() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(LeaseLost, match="taken over by runner"):
+            idle.check()
+    finally:
+        idle.leave()
