@@ -110,6 +110,8 @@ class Pipeline:
         self.integrating = False  # whether this runner held the integration lease at its last look
         self.landed_on_taking: list[str] = []  # tasks found landed when it took the lease, this cycle
         self.next_sweep = 0.0  # when to look for workspaces of tasks other runners finished
+        self.next_fleet_look = 0.0  # when to look at the other runners again (fleet_look)
+        self.fleet_rank = 0  # this runner's place among the live runners, at the last look
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
         # Released workspaces stay warm for the next tasks, one per agent slot (runner.warm).
@@ -258,6 +260,17 @@ class Pipeline:
         runners shared it)."""
         return self.fleet.id is None or self.runs.owner_of(task_id) in (self.fleet.id, None)
 
+    def fleet_look(self) -> bool:
+        """Whether to look at the other runners this cycle (who died, who integrates, this
+        runner's rank): now and then, not at each cycle, which would cost a few queries each on a
+        busy loop; a lease lasts ``lease`` seconds, so a look every third of one is soon enough."""
+        now = time.time()
+        if self.fleet.id is None or now < self.next_fleet_look:
+            return False
+        self.next_fleet_look = now + self.config.lease / RENEWALS_PER_LEASE
+        self.fleet_rank = self.fleet.rank()[0]
+        return True
+
     def take_over(self) -> bool:
         """Take over the work of the runners whose leases expired (their hosts died): their
         attempts are cancelled, uncharged, and their tasks in progress open again."""
@@ -288,9 +301,12 @@ class Pipeline:
             ):
                 self.workspaces.release(task_id)
 
-    def may_integrate(self) -> bool:
+    def may_integrate(self, look: bool = True) -> bool:
         """Whether this runner integrates now: one runner at a time holds the integration lease.
-        On taking it, the landings its last holder left half-recorded are finished first."""
+        On taking it, the landings its last holder left half-recorded are finished first.
+        Without ``look``, the answer of the last look (the lease is renewed by its own thread)."""
+        if not look and self.fleet.id is not None:
+            return self.integrating
         held = self.fleet.id is None or self.fleet.hold(INTEGRATOR)
         if held and not self.integrating and self.fleet.id is not None:
             # Its last holder may have pushed a candidate before it died: looked for on base as
@@ -323,11 +339,12 @@ class Pipeline:
         self.ready_to_start = self.preflight_step()
         # Agents that ended are replaced before this cycle's integration work and again after it,
         # so that no slot stays empty while the loop thread lands tasks.
-        acted = self.take_over() if not self.dry_run else False
+        look = not self.dry_run and self.fleet_look()
+        acted = self.take_over() if look else False
         self.release_landed_elsewhere()
         acted |= self.refill()
         self.landed_on_taking = []
-        if self.may_integrate():
+        if self.may_integrate(look):
             if self.landed_on_taking:  # done now, though verified when the cycle read them
                 verified = [t for t in verified if t.id not in self.landed_on_taking]
             acted |= self.integrator.integrate_step(verified)
@@ -660,8 +677,7 @@ class Pipeline:
         busy = {r.task_id for r in running}
         candidates = self.order([t for t in self.store.ready() if self.eligible(t) and t.id not in busy])
         if self.fleet.id is not None and len(candidates) > 1:
-            rank, _ = self.fleet.rank()
-            candidates = share_of_queue(candidates, rank, self.config.concurrency)
+            candidates = share_of_queue(candidates, self.fleet_rank, self.config.concurrency)
         for task in candidates:
             if slots <= 0 and len(upcoming) >= ahead:
                 break

@@ -280,15 +280,6 @@ def test_the_database_restarted_mid_run_loses_nothing_and_charges_nothing(
         ]
 
 
-def _holds_write_lock(url: str) -> bool:
-    """Whether a session holds the runners' write lock (runner.pgstate.WRITE_LOCK_KEY) now."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()
-    return bool(row and row[0])
-
-
 def test_a_runner_frozen_inside_a_write_transaction_does_not_stall_the_fleet(tmp_path: Path, pg_url: str) -> None:
     remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
     _with_agent(tmp_path)
@@ -304,16 +295,23 @@ def test_a_runner_frozen_inside_a_write_transaction_does_not_stall_the_fleet(tmp
             assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
             time.sleep(0.05)
         # Frozen (or cut off) between two statements of a write transaction: its lease renews
-        # in one every lease/3 seconds, so keep stopping it until it is caught in one.
-        deadline = time.time() + 20
-        while True:
-            h1.send_signal(signal.SIGSTOP)
-            time.sleep(0.005)
-            if _holds_write_lock(pg_url):
-                break
-            h1.send_signal(signal.SIGCONT)
-            assert time.time() < deadline, "never caught inside a write transaction"
-            time.sleep(0.01 + (time.time() * 1000 % 7) / 1000)
+        # in one every lease/3 seconds, so keep stopping it until it is caught in one (one
+        # connection asks, so that each try takes milliseconds: the window is that short).
+        import psycopg
+
+        with psycopg.connect(pg_url, autocommit=True) as watcher:
+            deadline = time.time() + 90
+            while True:
+                h1.send_signal(signal.SIGSTOP)
+                time.sleep(0.003)
+                row = watcher.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                ).fetchone()
+                if row and row[0]:
+                    break
+                h1.send_signal(signal.SIGCONT)
+                assert time.time() < deadline, "never caught inside a write transaction"
+                time.sleep((time.time() * 1000 % 5) / 1000)
         procs.append(_start(clones["h2"], logs["h2"], 0.5, "h2"))
         _wait_for("stopped renewing its lease", logs["h2"], 15)
         deadline = time.time() + 20
