@@ -136,6 +136,11 @@ def test_a_runner_frozen_past_its_lease_writes_and_lands_nothing_and_its_agents_
         deadline = time.time() + 60
         while sorted(_landed(remote)) != tasks and time.time() < deadline:
             time.sleep(0.3)
+        # Landed on the remote; recorded done an instant later (a stop in between is recovered
+        # by the next start, not by this one).
+        while not all('"status": "done"' in _cli(clones["h2"], "task", "show", t, "--json").stdout for t in tasks):
+            assert time.time() < deadline, logs["h2"].read_text(errors="replace")[-3000:]
+            time.sleep(0.3)
     finally:
         _stop(*procs)
         _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")

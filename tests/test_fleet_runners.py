@@ -5,6 +5,7 @@ with its agents (a host dying) has its work finished by the others, uncharged.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -112,6 +113,11 @@ def test_runners_share_the_queue_and_finish_the_work_of_one_killed_mid_run(tmp_p
         logs = {name: (tmp_path / f"{name}.log").read_text(errors="replace") for name in clones}
         assert sorted(landed) == sorted(tasks), logs["h1"][-3000:] + logs["h3"][-3000:]
         assert all("dev started" in logs[name] for name in ("h1", "h3"))
+        # Recorded done an instant after the push (a stop in between is the next start's to finish).
+        deadline = time.time() + 30
+        while json.loads(_cli(clones["h1"], "status", "--json").stdout)["done"] != len(tasks):
+            assert time.time() < deadline, _cli(clones["h1"], "status", "--json").stdout[-2000:]
+            time.sleep(0.3)
         status = _cli(clones["h3"], "status", "--json")
         assert status.returncode == 0, status.stderr
     finally:
