@@ -102,23 +102,33 @@ def _with_agent(tmp_path: Path) -> None:
     (tmp_path / "agent.py").write_text(AGENT)
 
 
-def test_a_runner_frozen_past_its_lease_writes_and_lands_nothing_and_its_agents_stop_when_it_restarts(
-    tmp_path: Path, pg_url: str
-) -> None:
+def _two_hosts(tmp_path: Path, pg_url: str) -> tuple[Path, dict[str, Path], list[str], dict[str, Path]]:
+    """Two hosts with a 2 s lease and two tasks added on h1: the remote, the clones, the task ids
+    and where each host's runner logs."""
     remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
     _with_agent(tmp_path)
     tasks = ["t-1", "t-2"]
     for task_id in tasks:
         assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
-    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    return remote, clones, tasks, {name: tmp_path / f"{name}.log" for name in clones}
+
+
+def _wait_started(log: Path, agents: int, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while log.read_text(errors="replace").count("dev started") < agents:
+        assert time.time() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.05)
+
+
+def test_a_runner_frozen_past_its_lease_writes_and_lands_nothing_and_its_agents_stop_when_it_restarts(
+    tmp_path: Path, pg_url: str
+) -> None:
+    remote, clones, tasks, logs = _two_hosts(tmp_path, pg_url)
     # h1 claims both tasks; its agents outlive the freeze and would commit after the takeover.
     h1 = _start(clones["h1"], logs["h1"], 8, "frozen-h1")
     procs = [h1]
     try:
-        deadline = time.time() + 30
-        while logs["h1"].read_text(errors="replace").count("dev started") < 2:
-            assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
-            time.sleep(0.05)
+        _wait_started(logs["h1"], 2)
         h1.send_signal(signal.SIGSTOP)  # the runner only: its agents run on
         procs.append(_start(clones["h2"], logs["h2"], 1, "h2"))
         _wait_for("stopped renewing its lease", logs["h2"], 30)
@@ -286,19 +296,11 @@ def test_the_database_restarted_mid_run_loses_nothing_and_charges_nothing(
 
 
 def test_a_runner_frozen_inside_a_write_transaction_does_not_stall_the_fleet(tmp_path: Path, pg_url: str) -> None:
-    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
-    _with_agent(tmp_path)
-    tasks = ["t-1", "t-2"]
-    for task_id in tasks:
-        assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
-    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    remote, clones, tasks, logs = _two_hosts(tmp_path, pg_url)
     h1 = _start(clones["h1"], logs["h1"], 30, "frozen-h1")
     procs = [h1]
     try:
-        deadline = time.time() + 30
-        while logs["h1"].read_text(errors="replace").count("dev started") < 2:
-            assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
-            time.sleep(0.05)
+        _wait_started(logs["h1"], 2)
         # Frozen (or cut off) between two statements of a write transaction: its lease renews
         # in one every lease/3 seconds, so keep stopping it until it is caught in one (one
         # connection asks, so that each try takes milliseconds: the window is that short).
@@ -340,27 +342,16 @@ def _kill_runner_and_agents(proc: subprocess.Popen[bytes], root: Path) -> None:
 def test_work_an_orphan_agent_committed_after_its_runner_was_taken_over_is_not_charged_to_the_next_attempt(
     tmp_path: Path, pg_url: str
 ) -> None:
-    remote, clones = _hosts(tmp_path, pg_url, ["h1", "h2"], lease=2)
-    _with_agent(tmp_path)
-    tasks = ["t-1", "t-2"]
-    for task_id in tasks:
-        assert _cli(clones["h1"], "task", "add", f"task {task_id}", "--id", task_id).returncode == 0
-    logs = {name: tmp_path / f"{name}.log" for name in clones}
+    remote, clones, tasks, logs = _two_hosts(tmp_path, pg_url)
     h1 = _start(clones["h1"], logs["h1"], 3, "frozen-h1")
     procs = [h1]
     try:
-        deadline = time.time() + 30
-        while logs["h1"].read_text(errors="replace").count("dev started") < 2:
-            assert time.time() < deadline, logs["h1"].read_text(errors="replace")[-3000:]
-            time.sleep(0.05)
+        _wait_started(logs["h1"], 2)
         h1.send_signal(signal.SIGSTOP)
         # h2 takes both tasks over and works on them, slowly.
         h2 = _start(clones["h2"], logs["h2"], 60, "h2")
         procs.append(h2)
-        deadline = time.time() + 30
-        while logs["h2"].read_text(errors="replace").count("dev started") < 2:
-            assert time.time() < deadline, logs["h2"].read_text(errors="replace")[-3000:]
-            time.sleep(0.05)
+        _wait_started(logs["h2"], 2)
         h1.send_signal(signal.SIGCONT)
         # With nothing of its own left to write, it learns it was taken over from its renewal.
         assert h1.wait(timeout=15) == 1
