@@ -124,8 +124,9 @@ def test_a_runner_frozen_past_its_lease_writes_and_lands_nothing_and_its_agents_
     tmp_path: Path, pg_url: str
 ) -> None:
     remote, clones, tasks, logs = _two_hosts(tmp_path, pg_url)
-    # h1 claims both tasks; its agents outlive the freeze and would commit after the takeover.
-    h1 = _start(clones["h1"], logs["h1"], 8, "frozen-h1")
+    # h1 claims both tasks; its agents outlive the freeze (however long a busy machine makes the
+    # takeover take) and would commit after it.
+    h1 = _start(clones["h1"], logs["h1"], 40, "frozen-h1")
     procs = [h1]
     try:
         _wait_started(logs["h1"], 2)
