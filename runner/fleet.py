@@ -288,9 +288,10 @@ class Fleet:
         )
         return [Member.from_row(r) for r in rows]
 
-    def take_over(self, member: Member) -> Takeover | None:
+    def take_over(self, member: Member, reopen: Callable[[str], None]) -> Takeover | None:
         """Take a dead runner's work over, in one transaction: its id is spent, its running rows
-        are cancelled (uncharged) and its tasks in progress are open again. Its integrations are
+        are cancelled (uncharged) and each of its tasks in progress is handed to ``reopen`` (the
+        task store's move back to open, with its note, in the same transaction). Its integrations are
         left cancelled with their candidates recorded: whoever holds the integration lease looks
         whether they landed (runner.recovery.finish_landings). None when it renewed meanwhile."""
         reason = (
@@ -322,7 +323,7 @@ class Fleet:
                 ).fetchall()
             ]
             for task_id in tasks:
-                conn.execute("UPDATE tasks SET status = 'open', updated_at = ? WHERE id = ?", (now, task_id))
+                reopen(task_id)
         logger.warning("{}", reason)
         return Takeover(member, [int(r[0]) for r in rows if r[2] is None], tasks)
 

@@ -39,7 +39,7 @@ from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
 from runner.errors import PipelineError, ProcessError
 from runner.faults import FaultBoard
-from runner.fleet import INTEGRATOR, RENEWALS_PER_LEASE, Fleet, Place, share_of_queue
+from runner.fleet import INTEGRATOR, RENEWALS_PER_LEASE, Fleet, Member, Place, share_of_queue
 from runner.git import Git
 from runner.holdups import integration_bottleneck
 from runner.ids import id_problem
@@ -276,13 +276,13 @@ class Pipeline:
         attempts are cancelled, uncharged, and their tasks in progress open again."""
         acted = False
         for member in self.fleet.expired():
-            done = self.fleet.take_over(member)
-            if done is None:
-                continue
-            acted = True
-            for task_id in done.reopened:
+
+            def reopen(task_id: str, member: Member = member) -> None:
+                self.store.set_status(task_id, TaskStatus.OPEN)
                 self.note(task_id, f"back to open: runner {member.id} on {member.host}, which worked on it, "
                                    "stopped renewing its lease")  # fmt: skip
+
+            acted |= self.fleet.take_over(member, reopen) is not None
         return acted
 
     def release_landed_elsewhere(self) -> None:
@@ -292,13 +292,14 @@ class Pipeline:
             return
         # Now and then, not each cycle: a workspace kept a little longer costs nothing.
         self.next_sweep = time.time() + self.config.lease / RENEWALS_PER_LEASE
+        running = {r.task_id for r in self.runs.running()}
         for path in self.layout.worktrees.iterdir():
             task_id = path.name
-            if id_problem(task_id) is not None or task_id in self.verifier.verifying or self.integrator.in_flight(task_id) or not self.store.exists(task_id):
+            if id_problem(task_id) is not None or task_id in running or task_id in self.verifier.verifying:
                 continue
-            if self.store.get(task_id).status in (TaskStatus.DONE, TaskStatus.CANCELLED) and not any(
-                r.task_id == task_id for r in self.runs.running()
-            ):
+            if self.integrator.in_flight(task_id) or not self.store.exists(task_id):
+                continue
+            if self.store.get(task_id).status in (TaskStatus.DONE, TaskStatus.CANCELLED):
                 self.workspaces.release(task_id)
 
     def may_integrate(self, look: bool = True) -> bool:
@@ -452,9 +453,9 @@ class Pipeline:
             self.between()
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
-            latest = self.runs.latest(task.id)
             if not self.mine(task.id):
                 continue
+            latest = self.runs.latest(task.id)
             if next_step(self.view(task, running=running, latest=latest)) is not Step.VERIFY:
                 continue
             if self.paused("verify") or self.base_suspect():

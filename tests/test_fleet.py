@@ -4,6 +4,7 @@ integration lease (runner.fleet), on a real SQLite file shared by several connec
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ def _db(path: Path) -> Database:
 
 def _fleet(path: Path, root: str, *, lease: float = 30, host: str = "h1") -> Fleet:
     return Fleet(_db(path), root=Path(root), lease_seconds=lease, host=host)
+
+
+def _reopen(fleet: Fleet) -> Callable[[str], None]:
+    """What the loop hands a takeover: the task store's move back to open."""
+    store = BuiltinTaskStore(fleet.db)
+
+    def reopen(task_id: str) -> None:
+        store.set_status(task_id, TaskStatus.OPEN)
+
+    return reopen
 
 
 def _expire(db: Database, runner: int) -> None:
@@ -63,7 +74,7 @@ def test_a_dead_runners_work_is_taken_over_uncharged_and_a_live_ones_is_not(tmp_
     assert dead.id is not None
     _expire(taker.db, dead.id)
     assert [m.id for m in taker.expired()] == [dead.id]
-    done = taker.take_over(taker.expired()[0])
+    done = taker.take_over(taker.expired()[0], _reopen(taker))
     assert done is not None and done.reopened == ["t-1"]
     assert store.get("t-1").status is TaskStatus.OPEN
     assert store.get("t-2").status is TaskStatus.IN_PROGRESS
@@ -85,7 +96,7 @@ def test_a_runner_taken_over_writes_nothing_more(tmp_path: Path) -> None:
     row = Runs(late.db, owner=late.id).start("t-1", Phase.DEV, 0, pid=12345)
     assert late.id is not None
     _expire(taker.db, late.id)
-    assert taker.take_over(taker.expired()[0]) is not None
+    assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
     with pytest.raises(LeaseLost, match="taken over by runner"):
         store.set_status("t-1", TaskStatus.DONE)
     assert BuiltinTaskStore(taker.db).get("t-1").status is TaskStatus.OPEN
@@ -110,7 +121,7 @@ def test_a_runner_that_renewed_meanwhile_is_not_taken_over(tmp_path: Path) -> No
     _expire(taker.db, slow.id)
     seen = taker.expired()
     slow.renew()
-    assert taker.take_over(seen[0]) is None
+    assert taker.take_over(seen[0], _reopen(taker)) is None
 
 
 def test_renewing_from_its_thread_keeps_a_runner_from_expiring(tmp_path: Path) -> None:
@@ -142,7 +153,7 @@ def test_one_runner_holds_the_integration_lease_until_it_leaves_or_dies(tmp_path
     assert second.id is not None
     _expire(first.db, second.id)
     dead = first.expired()[0]
-    first.take_over(dead)
+    first.take_over(dead, _reopen(first))
     assert first.hold(INTEGRATOR)
 
 
@@ -198,7 +209,7 @@ def test_a_runner_taken_over_with_nothing_to_write_learns_it_from_its_renewal(tm
     assert idle.id is not None
     idle.check()  # not taken over: nothing to say
     _expire(taker.db, idle.id)
-    assert taker.take_over(taker.expired()[0]) is not None
+    assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
     idle.start_renewing(lambda: _db(state))
     try:
         deadline = time.time() + 5
