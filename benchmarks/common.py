@@ -36,3 +36,23 @@ def command_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("PIPELINE_")}
     env.update(GIT_ENV, **extra)
     return env
+
+
+def filesystem_of(path: Path) -> str:
+    """The type and mount point of the file system ``path`` is on ("ext4 on /"), from
+    /proc/mounts; the figures of a run depend on it (creating files is cheap on tmpfs, and costly
+    on an ext4 whose inode tables are full of files deleted recently)."""
+    resolved = str(path.resolve())
+    best = ("?", "?")
+    try:
+        lines = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return "unknown (no /proc/mounts)"
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        if (resolved == mount or resolved.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best[1]):
+            best = (fields[2], mount)
+    return f"{best[0]} on {best[1]}"

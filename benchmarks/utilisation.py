@@ -3,6 +3,9 @@ Prints its figures; asserts nothing.
 
     .venv/bin/python benchmarks/utilisation.py [--tasks 64] [--concurrency 8] [--seconds 1]
 
+The repository and the runner's root go in a temporary directory (TMPDIR chooses where: the
+file system is printed, since creating files costs very differently on tmpfs and on a disk).
+
 The agent (a real process) commits one file and sleeps out the rest of its S seconds; the checks
 are `true`. Utilisation is agent-seconds over wall time times slots: the share of the slots'
 time in which an agent was running, measured from the agents' own start and end times (their
@@ -22,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_loop import run_loop
-from benchmarks.common import GIT_ENV
+from benchmarks.common import GIT_ENV, filesystem_of
 from runner.logs import setup_stderr
 
 
@@ -46,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_stderr(-1)
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-", ignore_cleanup_errors=True) as tmp:
         got = measure(Path(tmp), args.tasks, args.concurrency, args.seconds)
+        where = filesystem_of(Path(tmp))
     utilisation = got["agent_seconds"] / (got["wall"] * args.concurrency)
     print(f"tasks:             {args.tasks} agents of {args.seconds:g} s at concurrency {args.concurrency}")
+    print(f"file system:       {where} (TMPDIR={tempfile.gettempdir()})")
     print(f"wall time:         {got['wall']:.2f} s (first agent's start to the last agent's end)")
     print(f"to the last land:  {got['landed']:.2f} s ({100 * got['agent_seconds'] / (got['landed'] * args.concurrency):.1f}%"
           " of the slots' time up to then)")

@@ -116,7 +116,9 @@ def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple
     """The commit that would land: ``commit``'s change on ``old``, computed in the repository
     without any checkout, carrying the task's ``Task-Id`` trailer. Returns (INTEGRATED, its sha),
     or (CONFLICT, git's account of the conflict), or (EMPTY, "")."""
-    merged = git.merge_onto(old, commit)
+    # Read first: its parent saves merge_onto a lookup of its own.
+    info = git.commit_info(commit, TRAILER)
+    merged = git.merge_onto(old, commit, parent=info.parents[0] if len(info.parents) == 1 else None)
     if merged.status is PickStatus.STALE:
         return IntegrateStatus.STALE, merged.output
     if merged.status is PickStatus.CONFLICT:
@@ -124,7 +126,6 @@ def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple
     if merged.status is PickStatus.EMPTY:
         return IntegrateStatus.EMPTY, ""
     assert merged.tree is not None
-    info = git.commit_info(commit, TRAILER)
     message = info.message
     if task_id is not None and task_id not in info.trailer_values:
         # Base's history must say which task each commit came from, prompt followed or not.

@@ -79,6 +79,7 @@ class CommitInfo:
     author: dict[str, str]  # GIT_AUTHOR_NAME, GIT_AUTHOR_EMAIL, GIT_AUTHOR_DATE
     message: str
     trailer_values: list[str]
+    parents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ class Git:
         # A commit's tree never changes: asked by full sha, it is looked up once.
         self._trees: dict[str, str] = {}
         self._commits: dict[str, str] = {}  # a full sha (or its parent, "sha^") -> the commit
+        # The parent of each commit this process made with commit-tree: a stack of candidates is
+        # a chain of them, so whether a commit is in a candidate's history is often known here.
+        self._made: dict[str, str] = {}
+        # The last worktree listing, and the files it was read from (see ``worktrees``).
+        self._worktrees: tuple[tuple[str, ...], list[Worktree]] | None = None
         # Given explicitly for the runner's checkouts: git must never go looking for a repository
         # above one whose .git an agent removed (the person's repository encloses the root).
         self._location = [f"--git-dir={git_dir}"] if git_dir is not None else []
@@ -220,17 +226,22 @@ class Git:
             if "couldn't find remote ref" in result.output:
                 return None
             raise GitError(["git", "fetch", str(source), src_ref], result.exit_code, result.output)
-        return self.rev(dst_ref)
+        sha = self.rev(dst_ref)
+        if sha is not None:
+            self._commits.setdefault(sha, sha)  # asked for by its sha next (verify, integration)
+        return sha
 
-    def merge_onto(self, onto: str, commit: str) -> MergeResult:
+    def merge_onto(self, onto: str, commit: str, parent: str | None = None) -> MergeResult:
         """``commit``'s change applied to ``onto``, as a tree, without touching any checkout.
+        ``parent``: ``commit``'s parent when the caller read it already.
 
         With ``commit``'s parent an ancestor of ``onto`` (verify checked the task is one commit
         over base, and base only moves forward) the merge base is that parent, so this is exactly
         a cherry-pick. A parent that is no longer in base's history (a person rewrote base) is
         reported as stale: merging would bring back what the rewrite took out.
         """
-        parent = self.rev(f"{commit}^")
+        if parent is None:
+            parent = self.rev(f"{commit}^")
         if parent is None or not self.is_ancestor(parent, onto):
             return MergeResult(PickStatus.STALE, None, f"{commit[:12]}'s parent is not in the history of {onto[:12]}")
         result = self.run("merge-tree", "--write-tree", "--name-only", onto, commit, check=False)
@@ -248,17 +259,23 @@ class Git:
         """A commit's author, full message and ``trailer`` values, read in one git process."""
         out = self.run(
             "log", "-1", "--date=raw",
-            f"--format=%an%x00%ae%x00%ad%x00%(trailers:key={trailer},valueonly,separator=%x01)%x00%B", commit,
+            f"--format=%P%x00%an%x00%ae%x00%ad%x00%(trailers:key={trailer},valueonly,separator=%x01)%x00%B", commit,
         ).output  # fmt: skip
-        name, email, date, values, message = out.split("\0", 4)
+        parents, name, email, date, values, message = out.split("\0", 5)
         author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
-        return CommitInfo(author, message, [v.strip() for v in values.split("\x01") if v.strip()])
+        return CommitInfo(
+            author, message, [v.strip() for v in values.split("\x01") if v.strip()], tuple(parents.split())
+        )
 
     def commit_tree(self, tree: str, parent: str, message: str, author: dict[str, str]) -> str:
         """A new commit of ``tree`` on ``parent`` by ``author`` (GIT_AUTHOR_* values)."""
         sha = self.run("commit-tree", tree, "-p", parent, "-F", "-", stdin=message, env=author).output.strip()
         if _FULL_SHA.fullmatch(sha) and _FULL_SHA.fullmatch(tree):
             self._trees[sha] = tree  # the next candidate stacked on this one asks for it
+        if _FULL_SHA.fullmatch(sha) and _FULL_SHA.fullmatch(parent):
+            if len(self._made) > 10_000:
+                self._made.clear()
+            self._made[sha] = parent
         return sha
 
     def commit_like(self, tree: str, parent: str, original: str, message: str) -> str:
@@ -290,6 +307,16 @@ class Git:
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether ``ancestor`` is reachable from ``descendant``."""
+        # Along the commits this process made (a stack of candidates, the landed ones below it)
+        # first: found there, no git process is needed.
+        seen, commit = 0, descendant
+        while seen <= len(self._made):
+            if commit == ancestor:
+                return True
+            below = self._made.get(commit)
+            if below is None:
+                break
+            commit, seen = below, seen + 1
         return self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False).ok
 
     def added_paths(self, old: str, new: str) -> list[str]:
@@ -322,6 +349,13 @@ class Git:
 
     def worktrees(self) -> list[Worktree]:
         """All worktrees of the repository."""
+        # Which branch each worktree has checked out, and where it is, is in a few small files of
+        # the git directory: while they read the same, the listing is the one read last (the
+        # integrator asks at each landing). Only ``head`` may be older than git's own answer.
+        key = self._worktree_files()
+        cached = self._worktrees
+        if key is not None and cached is not None and cached[0] == key:
+            return list(cached[1])
         entries: list[Worktree] = []
         path: Path | None = None
         head: str | None = None
@@ -338,7 +372,24 @@ class Git:
             elif not line and path is not None:
                 entries.append(Worktree(path, head, branch))
                 path, head, branch = None, None, None
+        if key is not None and key == self._worktree_files():  # not changed while git read them
+            self._worktrees = (key, list(entries))
         return entries
+
+    def _worktree_files(self) -> tuple[str, ...] | None:
+        """What `git worktree list` reads to say where each worktree is and what it has checked
+        out (the repository's config, HEAD, and each linked worktree's HEAD and gitdir), or None
+        when a file cannot be read."""
+        common = self.common_dir()
+        try:
+            linked = sorted(p.name for p in (common / "worktrees").iterdir()) if (common / "worktrees").is_dir() else []
+            names = ["config", "HEAD", *(f"worktrees/{n}/{f}" for n in linked for f in ("HEAD", "gitdir", "locked"))]
+            return tuple(
+                f"{name}\0{(common / name).read_text(encoding='utf-8', errors='replace') if (common / name).exists() else ''}"
+                for name in names
+            )
+        except OSError:
+            return None
 
     def remove_worktree(self, path: Path) -> None:
         """Remove a worktree (forcefully) and forget it."""

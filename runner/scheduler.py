@@ -717,8 +717,8 @@ class Pipeline:
         Runs in worker threads: git and the file system only, never SQLite."""
         try:
             existed = self.layout.worktree(task_id).exists()
-            path = self.workspaces.acquire(task_id, self.config.base)
-            prepared = Prepared(path, self.workspaces.checkouts.git_of(path).branch_sha(task_id), made=not existed)
+            path, before = self.workspaces.prepare(task_id, self.config.base)
+            prepared = Prepared(path, before, made=not existed)
             killpoints.reached("workspace-made")
             return prepared
         except (ProcessError, OSError) as exc:

@@ -239,6 +239,11 @@ class Workspaces:
 
         Made afresh from the task's last commit (or base) when missing or no longer intact.
         """
+        return self.prepare(task_id, base)[0]
+
+    def prepare(self, task_id: str, base: str) -> tuple[Path, str | None]:
+        """``acquire``, and the commit the task branch of the workspace holds: known without
+        asking git when the workspace is made here (from the task's last commit, or base)."""
         path = self.layout.worktree(task_id)
         base_sha = self.git.branch_sha(base)
         if base_sha is None:
@@ -252,14 +257,14 @@ class Workspaces:
             self.checkouts.drop_stale_locks(path)
             # The agent sees base under its own name, at its tip now, whatever it did to that ref.
             self.checkouts.git_of(path).update_ref(f"refs/heads/{base}", base_sha)
-            return path
+            return path, self.checkouts.git_of(path).branch_sha(task_id)
         self._drop_legacy(path)
         start = self.git.rev(task_ref(task_id)) or base_sha
         refs = {f"refs/heads/{base}": base_sha, f"refs/heads/{task_id}": start}
         if not self._recycled(task_id, path, refs):
             self.checkouts.create(path, f"refs/heads/{task_id}", refs)
         self._remember(task_id, path)
-        return path
+        return path, start
 
     def _recycled(self, task_id: str, path: Path, refs: dict[str, str]) -> bool:
         """Whether a warm workspace was taken and brought to the task's start at ``path``."""
