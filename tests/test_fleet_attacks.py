@@ -356,7 +356,10 @@ def test_work_an_orphan_agent_committed_after_its_runner_was_taken_over_is_not_c
         h1.send_signal(signal.SIGCONT)
         # With nothing of its own left to write, it learns it was taken over from its renewal.
         assert h1.wait(timeout=15) == 1
-        assert "was taken over by runner" in logs["h1"].read_text(errors="replace")
+        # Frozen inside a transaction, its connection was closed by the server's
+        # idle-in-transaction timeout meanwhile: it stops on that instead, writing nothing either way.
+        said = logs["h1"].read_text(errors="replace")
+        assert "was taken over by runner" in said or "the connection is closed" in said, said[-2000:]
         # h1's agents, alone now, commit their work in h1's workspaces.
         deadline = time.time() + 15
         while _agents_under(tmp_path / "h1.root"):
