@@ -153,15 +153,41 @@ class Fleet:
         """Refuse a write transaction of a runner whose lease another took over (its first statement)."""
         if self.id is None:
             return
-        row = conn.execute("SELECT taken_at, taken_by FROM runners WHERE id = ?", (self.id,)).fetchone()
-        if row is None or row[0] is not None:
-            by = f"runner {row[1]}" if row is not None and row[1] is not None else "another runner"
-            when = f" at {row[0]}" if row is not None and row[0] else ""
-            raise LeaseLost(
-                f"This runner's lease (runner {self.id} on {self.host}, root {self.root}) was taken over by "
-                f"{by}{when}: it had not renewed it for over {self.lease_seconds:g} s (key 'lease'), so its work "
-                "was handed to other runners. Nothing more is written by it; start it again to rejoin."
-            )
+        lost = self._lost(conn.execute("SELECT taken_at, taken_by FROM runners WHERE id = ?", (self.id,)).fetchone())
+        if lost is not None:
+            raise lost
+
+    def explain(self, error: StateError, connect: Callable[[], Database]) -> StateError:
+        """What to report for ``error``, a failure of this runner's state: that its lease was taken
+        over, when it was, else ``error`` itself. A runner frozen inside a transaction past its
+        lease finds its connection closed by the server's idle timeout, which says only that."""
+        if isinstance(error, LeaseLost) or self.id is None:
+            return error
+        if self.lost is not None:
+            return self.lost
+        try:
+            db = connect()
+        except StateError:
+            return error  # the database itself is away: that is what the runner says
+        try:
+            lost = self._lost(next(iter(db.query("SELECT taken_at, taken_by FROM runners WHERE id = ?", (self.id,))), None))
+        except StateError:
+            return error
+        finally:
+            db.close()
+        return lost or error
+
+    def _lost(self, row: Any) -> LeaseLost | None:
+        """The error of a runner whose ``runners`` row (taken_at, taken_by) says it was taken over."""
+        if row is not None and row[0] is None:
+            return None
+        by = f"runner {row[1]}" if row is not None and row[1] is not None else "another runner"
+        when = f" at {row[0]}" if row is not None and row[0] else ""
+        return LeaseLost(
+            f"This runner's lease (runner {self.id} on {self.host}, root {self.root}) was taken over by "
+            f"{by}{when}: it had not renewed it for over {self.lease_seconds:g} s (key 'lease'), so its work "
+            "was handed to other runners. Nothing more is written by it; start it again to rejoin."
+        )
 
     def start_renewing(self, connect: Callable[[], Database]) -> None:
         """Renew the lease (and the named leases held) from a thread with its own connection,
@@ -245,14 +271,6 @@ class Fleet:
             logger.info("took the {} lease (runner {} on {})", name, self.id, self.host)
         return True
 
-    def holder(self, name: str) -> Member | None:
-        """The runner holding the lease ``name`` now, if any."""
-        rows = self.db.query(
-            "SELECT r.* FROM leases AS l JOIN runners AS r ON r.id = l.holder WHERE l.name = ? AND l.expires_at > ?",
-            (name, now_iso()),
-        )
-        return Member.from_row(rows[0]) if rows else None
-
     def orphans(self) -> list[RunRecord]:
         """Agent runs that earlier ids of this host and root had going when another runner took
         them over (a process frozen past its lease, a host cut off and back): their agents may
@@ -266,10 +284,6 @@ class Fleet:
         return [RunRecord.from_row(r) for r in rows]
 
     # -- the others ----------------------------------------------------------------------------
-
-    def members(self) -> list[Member]:
-        """Every runner whose lease was not taken over, oldest first."""
-        return [Member.from_row(r) for r in self.db.query("SELECT * FROM runners WHERE taken_at IS NULL ORDER BY id")]
 
     def rank(self) -> tuple[int, int]:
         """This runner's place among the runners whose leases hold (by id), and how many they are."""

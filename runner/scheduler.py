@@ -37,7 +37,7 @@ from runner.basesync import BaseSync
 from runner.basewatch import BaseWatch
 from runner.config import PipelineConfig
 from runner.doctor import Verdict, check_placeholders
-from runner.errors import PipelineError, ProcessError
+from runner.errors import PipelineError, ProcessError, StateError
 from runner.faults import FaultBoard
 from runner.fleet import INTEGRATOR, RENEWALS_PER_LEASE, Fleet, Member, Place, share_of_queue
 from runner.git import Git
@@ -245,11 +245,15 @@ class Pipeline:
                 ):  # fmt: skip
                     self.workspaces.release(task_id)
         self.runs.owner = self.fleet.id
-        self.fleet.start_renewing(lambda: open_db(self.config.state_target, idle_wait=self.config.lease))
+        self.fleet.start_renewing(self.connect)
+
+    def connect(self) -> Database:
+        """Another connection to the state, as the loop's is opened (not fenced)."""
+        return open_db(self.config.state_target, idle_wait=self.config.lease)
 
     def open_worker_db(self) -> Database:
         """A connection for a worker thread, its writes fenced as the loop's are."""
-        db = open_db(self.config.state_target, idle_wait=self.config.lease)
+        db = self.connect()
         if self.fleet.id is not None:
             self.fleet.attach(db)
         return db
@@ -1035,6 +1039,11 @@ def _run_loop(
                         logger.info("nothing can move until a fault clears; exiting")
                         break
                     pipeline.sleep()
+        except StateError as exc:
+            told = pipeline.fleet.explain(exc, pipeline.connect)
+            if told is exc:
+                raise
+            raise told from exc
         finally:
             pipeline.close()
             invocation.needs_help = list(pipeline.announcer.needs_help)

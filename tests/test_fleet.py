@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from runner.fleet import INTEGRATOR, Fleet, LeaseLost, Place, share_of_queue
+from runner.errors import StateError
+from runner.fleet import INTEGRATOR, Fleet, LeaseLost, Place, fleet_view, share_of_queue
 from runner.state import Database, Phase, Runs, RunStatus, open_db
 from runner.status import build_status
 from runner.statusview import render_plain
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
 
 
-def _db(path: Path) -> Database:
+def _db(path: Path | str) -> Database:
     return open_db(path)
 
 
-def _fleet(path: Path, root: str, *, lease: float = 30, host: str = "h1") -> Fleet:
+def _fleet(path: Path | str, root: str, *, lease: float = 30, host: str = "h1") -> Fleet:
     return Fleet(_db(path), root=Path(root), lease_seconds=lease, host=host)
 
 
@@ -146,8 +147,7 @@ def test_one_runner_holds_the_integration_lease_until_it_leaves_or_dies(tmp_path
     second.join()
     assert first.hold(INTEGRATOR)
     assert not second.hold(INTEGRATOR)
-    holder = second.holder(INTEGRATOR)
-    assert holder is not None and holder.id == first.id
+    assert [r["id"] for r in fleet_view(second.db) if r["integrating"]] == [first.id]
     first.leave()
     assert second.hold(INTEGRATOR) and not first.hold(INTEGRATOR)
     assert second.id is not None
@@ -219,3 +219,33 @@ def test_a_runner_taken_over_with_nothing_to_write_learns_it_from_its_renewal(tm
             idle.check()
     finally:
         idle.leave()
+
+
+def test_a_runner_whose_connection_the_server_ended_while_it_was_taken_over_is_told_of_the_takeover(
+    pg_url: str,
+) -> None:
+    # Frozen inside a transaction for longer than the server lets one sit idle (its lease):
+    # the server ends its connection, and meanwhile another runner takes its work over.
+    frozen = Fleet(open_db(pg_url, idle_wait=1), root=Path("/frozen"), lease_seconds=1, host="h1")
+    taker = _fleet(pg_url, "/taker")
+    frozen.join()
+    taker.join()
+    assert frozen.id is not None
+    with pytest.raises(StateError) as ended, frozen.db.write() as conn:
+        conn.execute("SELECT 1")
+        _expire(taker.db, frozen.id)
+        assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
+        time.sleep(2)
+        conn.execute("SELECT 1")
+    assert not isinstance(ended.value, LeaseLost)  # all the connection could say
+    told = frozen.explain(ended.value, lambda: open_db(pg_url))
+    assert isinstance(told, LeaseLost) and f"taken over by runner {taker.id}" in str(told)
+    # Not taken over, or the database away as well: the error stands as it was.
+    alive = _fleet(pg_url, "/alive")
+    alive.join()
+    assert alive.explain(ended.value, lambda: open_db(pg_url)) is ended.value
+
+    def away() -> Database:
+        raise StateError("the database is away")
+
+    assert frozen.explain(ended.value, away) is ended.value

@@ -120,22 +120,33 @@ def _wait_started(log: Path, agents: int, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
+def _frozen_with_two_agents(clones: dict[str, Path], logs: dict[str, Path], agent_seconds: int) -> subprocess.Popen[bytes]:
+    """h1 started, its agents started on both tasks, then h1 alone frozen (SIGSTOP): its agents run on."""
+    h1 = _start(clones["h1"], logs["h1"], agent_seconds, "frozen-h1")
+    _wait_started(logs["h1"], 2)
+    h1.send_signal(signal.SIGSTOP)
+    return h1
+
+
+def _thawed_it_stops_taken_over(h1: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
+    """A frozen runner taken over meanwhile, thawed (SIGCONT): it stops (exit 1), saying so."""
+    h1.send_signal(signal.SIGCONT)
+    assert h1.wait(timeout=seconds) == 1, log.read_text(errors="replace")[-3000:]
+    assert "was taken over by runner" in log.read_text(errors="replace")
+
+
 def test_a_runner_frozen_past_its_lease_writes_and_lands_nothing_and_its_agents_stop_when_it_restarts(
     tmp_path: Path, pg_url: str
 ) -> None:
     remote, clones, tasks, logs = _two_hosts(tmp_path, pg_url)
     # h1 claims both tasks; its agents outlive the freeze (however long a busy machine makes the
     # takeover take) and would commit after it.
-    h1 = _start(clones["h1"], logs["h1"], 40, "frozen-h1")
+    h1 = _frozen_with_two_agents(clones, logs, 40)
     procs = [h1]
     try:
-        _wait_started(logs["h1"], 2)
-        h1.send_signal(signal.SIGSTOP)  # the runner only: its agents run on
         procs.append(_start(clones["h2"], logs["h2"], 1, "h2"))
         _wait_for("stopped renewing its lease", logs["h2"], 30)
-        h1.send_signal(signal.SIGCONT)
-        assert h1.wait(timeout=30) == 1, logs["h1"].read_text(errors="replace")[-3000:]
-        assert "was taken over by runner" in logs["h1"].read_text(errors="replace")
+        _thawed_it_stops_taken_over(h1, logs["h1"], 30)
         # Started again on its root, h1 stops the agents it left on tasks that are h2's now.
         left = _agents_under(tmp_path / "h1.root")
         assert len(left) == 2
@@ -326,6 +337,9 @@ def test_a_runner_frozen_inside_a_write_transaction_does_not_stall_the_fleet(tmp
         while sorted(_landed(remote)) != tasks:
             assert time.time() < deadline, logs["h2"].read_text(errors="replace")[-3000:]
             time.sleep(0.3)
+        # Thawed, its transaction is gone with the connection the server ended: it says it was
+        # taken over (not only that its connection closed) and stops.
+        _thawed_it_stops_taken_over(h1, logs["h1"], 30)
     finally:
         _stop(*procs)
         _kill_agents(tmp_path / "h1.root", tmp_path / "h2.root")
@@ -344,22 +358,16 @@ def test_work_an_orphan_agent_committed_after_its_runner_was_taken_over_is_not_c
     tmp_path: Path, pg_url: str
 ) -> None:
     remote, clones, tasks, logs = _two_hosts(tmp_path, pg_url)
-    h1 = _start(clones["h1"], logs["h1"], 3, "frozen-h1")
+    h1 = _frozen_with_two_agents(clones, logs, 3)
     procs = [h1]
     try:
-        _wait_started(logs["h1"], 2)
-        h1.send_signal(signal.SIGSTOP)
         # h2 takes both tasks over and works on them, slowly.
         h2 = _start(clones["h2"], logs["h2"], 60, "h2")
         procs.append(h2)
         _wait_started(logs["h2"], 2)
-        h1.send_signal(signal.SIGCONT)
-        # With nothing of its own left to write, it learns it was taken over from its renewal.
-        assert h1.wait(timeout=15) == 1
-        # Frozen inside a transaction, its connection was closed by the server's
-        # idle-in-transaction timeout meanwhile: it stops on that instead, writing nothing either way.
-        said = logs["h1"].read_text(errors="replace")
-        assert "was taken over by runner" in said or "the connection is closed" in said, said[-2000:]
+        # With nothing of its own left to write, it learns it was taken over from its renewal (or,
+        # frozen inside a transaction the server then ended, from the runners table).
+        _thawed_it_stops_taken_over(h1, logs["h1"], 15)
         # h1's agents, alone now, commit their work in h1's workspaces.
         deadline = time.time() + 15
         while _agents_under(tmp_path / "h1.root"):
