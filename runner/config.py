@@ -34,6 +34,7 @@ from runner import graph
 from runner.configfile import ENV_PREFIX, git_toplevel
 from runner.envvars import read_env, unknown_env_variables
 from runner.errors import ConfigError
+from runner.sqldialect import is_postgresql_url
 from runner.templates import placeholders
 
 ENV_DELIMITER = "__"
@@ -199,13 +200,12 @@ class StateConfig(_Strict):
         if value is None:
             return None
         text = value.strip()
-        scheme, sep, rest = text.partition("://")
-        if not sep or scheme not in ("postgresql", "postgres"):
+        if not is_postgresql_url(text):
             raise ValueError(
                 f"{value!r} is not a PostgreSQL URL: write postgresql://USER@HOST[:PORT]/DATABASE, or leave "
                 "the key out to keep the state in SQLite under the root"
             )
-        if not rest.partition("/")[2].split("?", 1)[0]:
+        if not text.partition("://")[2].partition("/")[2].split("?", 1)[0]:
             raise ValueError(f"{value!r} names no database: end it with /DATABASE")
         return text
 

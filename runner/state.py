@@ -489,9 +489,19 @@ def _connect(path: Path, lock_wait: float) -> sqlite3.Connection:
 
 
 def state_exists(target: Path | str) -> bool:
-    """Whether there may be a state to read at ``target`` (a SQLite file that exists; a
-    PostgreSQL URL, which only opening it tells)."""
-    return is_postgresql_url(target) or Path(target).exists()
+    """Whether there is a state to read at ``target``: a SQLite file that exists, or a PostgreSQL
+    database holding the schema (asked on a connection of its own; a StateError when the server
+    cannot be reached)."""
+    if not is_postgresql_url(target):
+        return Path(target).exists()
+    from runner.pgstate import connect
+
+    assert isinstance(target, str)
+    conn = connect(target, readonly=True)
+    try:
+        return _pg_version(conn) is not None
+    finally:
+        conn.close()
 
 
 def open_db(
@@ -508,7 +518,7 @@ def open_db(
     """
     if is_postgresql_url(path):
         assert isinstance(path, str)
-        return _open_postgresql(path, readonly=readonly, lock_wait=lock_wait, idle_wait=idle_wait)
+        return _open_postgresql(path, create=create, readonly=readonly, lock_wait=lock_wait, idle_wait=idle_wait)
     path = Path(path)
     if readonly:
         if not path.exists():
@@ -533,27 +543,52 @@ def open_db(
     return db
 
 
-def _open_postgresql(url: str, *, readonly: bool, lock_wait: float, idle_wait: float | None = None) -> Database:
-    """The state in the PostgreSQL database at ``url``. Its schema is made or migrated on opening
-    (the database itself must exist); a database with none is empty, not missing, except to a
-    read-only opening, which writes nothing."""
+def _open_postgresql(
+    url: str, *, create: bool, readonly: bool, lock_wait: float, idle_wait: float | None = None
+) -> Database:
+    """The state in the PostgreSQL database at ``url``. Its schema is made (when ``create``
+    allows, and the database holds no tables of anything else) or migrated on opening; the
+    database itself must exist."""
     from runner.pgstate import connect, safe_url
 
     conn = connect(url, readonly=readonly, lock_wait=lock_wait, idle_wait=idle_wait)
     db = Database(safe_url(url), conn, lock_wait, POSTGRESQL)
     try:
         version = _pg_version(conn)
+        if version is None and (readonly or not create):
+            raise StateError(f"No pipeline state at {safe_url(url)} yet.")
+        if version is None:
+            _refuse_foreign(db, conn)
         if readonly:
-            if version is None:
-                raise StateError(f"No pipeline state at {safe_url(url)} yet.")
+            assert version is not None
             _check_version(db, version)
         else:
-            _migrate_postgresql(db, conn)
+            _migrate_postgresql(db, conn, version)
         conn.refresh_identity_tables()
     except BaseException:
         conn.close()
         raise
     return db
+
+
+def _refuse_foreign(db: Database, conn: PgConnection) -> None:
+    """A database without a pipeline state whose schema holds tables of something else is not
+    made one: the state's tables (tasks, among others) would be mixed with, or clash with, theirs."""
+    if _pg_version(conn) is not None:
+        return  # another runner made the state since this one looked
+    others = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+            "ORDER BY table_name LIMIT 6"
+        ).fetchall()
+    ]
+    if others:
+        shown = ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
+        raise StateError(
+            f"State database {db.path} holds tables that are not a pipeline state ({shown}): nothing was "
+            "written there. Give the state a database of its own (CREATE DATABASE), or an empty schema."
+        )
 
 
 def _pg_version(conn: PgConnection) -> int | None:
@@ -579,10 +614,9 @@ def migration_sql(entry: str | PerDialect, dialect: Dialect) -> str:
     return postgresql_ddl(entry) if dialect is POSTGRESQL else entry
 
 
-def _migrate_postgresql(db: Database, conn: PgConnection) -> None:
-    # The version is a one-row table (PostgreSQL has no user_version); read again under the
-    # write lock, since another runner may be migrating the same database at the same moment.
-    version = _pg_version(conn)
+def _migrate_postgresql(db: Database, conn: PgConnection, version: int | None) -> None:
+    # The version (read by the caller) is a one-row table (PostgreSQL has no user_version); read
+    # again under the write lock, since another runner may be migrating the same database now.
     if version is not None:
         _check_version(db, version)
         if version == SCHEMA_VERSION:

@@ -23,8 +23,8 @@ from runner.state import Database, Row, open_db
 # Kept by triggers from pipeline_runs: copied last, over what the triggers counted meanwhile, and
 # not a sign that a target holds a state (a new one has its row, at zero).
 _TOTALS = "run_totals"
-# Tables whose rows the code orders by SQLite's rowid: on PostgreSQL it is the column seq.
-_ROWID_AS_SEQ = frozenset({"tasks", "task_dependencies"})
+# The identity column standing for SQLite's rowid (where the code orders by it) on PostgreSQL.
+_SEQ = "seq"
 
 
 class Outcome(enum.Enum):
@@ -67,21 +67,14 @@ def _migrate(src: Database, dst: Database) -> MigrateResult:
     ]  # fmt: skip
     # Parents before the rows that refer to them; the totals after the rows their triggers count.
     tables.sort(key=lambda name: (name != "tasks", name == _TOTALS, name))
-    target_columns = _target_columns(dst)
-    columns: dict[str, list[str]] = {}
-    for table in tables:
-        columns[table] = [str(r[1]) for r in src.query(f"PRAGMA table_info({table})")]
-        missing = set(columns[table]) - target_columns.get(table, set())
-        if missing:
-            raise StateError(
-                f"{dst.path} has no column {', '.join(sorted(missing))} of table {table}: it was made by "
-                "another version of pipeline-runner. Nothing was copied."
-            )
+    # Both were brought to the same schema version by open_db: the same tables and columns.
+    columns = {table: [str(r[1]) for r in src.query(f"PRAGMA table_info({table})")] for table in tables}
+    seq = _seq_tables(dst)
     # A snapshot of the source: a runner may be writing the SQLite file meanwhile.
     with src.snapshot(), dst.write() as conn:
             counts = {t: int(dst.scalar(f"SELECT COUNT(*) FROM {t}")) for t in tables}
             if any(n for t, n in counts.items() if t != _TOTALS):
-                return _compare(src, dst, tables, columns)
+                return _compare(src, dst, tables, columns, seq)
             copied: dict[str, int] = {}
             # The totals' triggers would update their one row once per attempt copied, each update
             # a new version of that row in this one transaction: quadratic (a store of 100,000
@@ -89,35 +82,32 @@ def _migrate(src: Database, dst: Database) -> MigrateResult:
             # the change is part of this transaction, so no other writer ever sees them off.
             conn.execute("ALTER TABLE pipeline_runs DISABLE TRIGGER USER")
             for table in tables:
-                names = _copied_columns(table, columns[table])
                 if table == _TOTALS:
                     conn.execute(f"DELETE FROM {_TOTALS}")
-                copied[table] = _copy(src, dst, table, columns[table], names)
+                copied[table] = _copy(src, dst, table, columns[table], table in seq)
             conn.execute("ALTER TABLE pipeline_runs ENABLE TRIGGER USER")
             _set_sequences(src, dst)
     return MigrateResult(Outcome.COPIED, copied)
 
 
-def _target_columns(dst: Database) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for r in dst.query(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-    ):
-        found.setdefault(str(r[0]), set()).add(str(r[1]))
-    return found
+def _seq_tables(dst: Database) -> set[str]:
+    """The tables whose rows the code orders by SQLite's rowid: ``seq`` on PostgreSQL."""
+    from runner.pgstate import PgConnection
+
+    assert isinstance(dst.conn, PgConnection)
+    return {table for table, column in dst.conn.identities.items() if column == _SEQ}
 
 
-def _copied_columns(table: str, columns: list[str]) -> list[str]:
-    """The target's names for the columns read from ``table`` (rowid first where it is seq)."""
-    return (["seq"] if table in _ROWID_AS_SEQ else []) + columns
+def _copied_columns(columns: list[str], with_seq: bool) -> list[str]:
+    """The target's names for the columns read (rowid first, as seq, where it stands for it)."""
+    return ([_SEQ] if with_seq else []) + columns
 
 
-def _select(table: str, columns: list[str]) -> str:
-    rowid = ["rowid"] if table in _ROWID_AS_SEQ else []
-    return f"SELECT {', '.join(rowid + columns)} FROM {table}"
+def _select(table: str, columns: list[str], with_seq: bool) -> str:
+    return f"SELECT {', '.join((['rowid'] if with_seq else []) + columns)} FROM {table}"
 
 
-def _copy(src: Database, dst: Database, table: str, columns: list[str], names: list[str]) -> int:
+def _copy(src: Database, dst: Database, table: str, columns: list[str], with_seq: bool) -> int:
     """Copy every row of ``table``; how many. COPY, not an INSERT per row: a store of 100,000 tasks
     has half a million rows of history."""
     from runner.pgstate import PgConnection
@@ -125,8 +115,9 @@ def _copy(src: Database, dst: Database, table: str, columns: list[str], names: l
     conn = dst.conn
     assert isinstance(conn, PgConnection)
     count = 0
-    with conn.raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN".encode()) as copy:
-        for row in src.conn.execute(_select(table, columns)):
+    names = ", ".join(_copied_columns(columns, with_seq))
+    with conn.raw.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN".encode()) as copy:
+        for row in src.conn.execute(_select(table, columns, with_seq)):
             copy.write_row(tuple(row))
             count += 1
     return count
@@ -137,24 +128,25 @@ def _set_sequences(src: Database, dst: Database) -> None:
     handed_out: dict[str, int] = {}
     if src.scalar("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"):
         handed_out = {str(r[0]): int(r[1]) for r in src.query("SELECT name, seq FROM sqlite_sequence")}
-    for r in dst.query(
-        "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND is_identity = 'YES'"
-    ):
-        table, column = str(r[0]), str(r[1])
+    from runner.pgstate import PgConnection
+
+    assert isinstance(dst.conn, PgConnection)
+    for table, column in dst.conn.identities.items():
         highest = max(int(dst.scalar(f"SELECT COALESCE(MAX({column}), 0) FROM {table}")),
                       handed_out.get(table, 0) if column == "id" else 0)  # fmt: skip
         if highest > 0:
             dst.scalar(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), ?, true)", (highest,))
 
 
-def _compare(src: Database, dst: Database, tables: list[str], columns: dict[str, list[str]]) -> MigrateResult:
+def _compare(
+    src: Database, dst: Database, tables: list[str], columns: dict[str, list[str]], seq: set[str]
+) -> MigrateResult:
     """A target that holds rows already: this same state (nothing to do), else a refusal."""
     counts: dict[str, int] = {}
     for table in tables:
-        names = _copied_columns(table, columns[table])
+        names = _copied_columns(columns[table], table in seq)
         # Sorted here, not by ORDER BY: the engines may collate text differently.
-        mine = _normal(src.query(_select(table, columns[table])))
+        mine = _normal(src.query(_select(table, columns[table], table in seq)))
         theirs = _normal(dst.query(f"SELECT {', '.join(names)} FROM {table}"))
         if mine != theirs:
             raise StateError(

@@ -123,9 +123,10 @@ def build_status(
     (config.state_target), by default ROOT/state.db."""
     now = time.time() if now is None else now
     db_path = state or root / "state.db"
+    initialized = state_exists(db_path)
     doc: dict[str, Any] = {
         "schema_version": STATUS_SCHEMA_VERSION,
-        "initialized": state_exists(db_path),
+        "initialized": initialized,
         "root": str(root),
         "base": base,
         **{s.value: 0 for s in TaskStatus},
@@ -150,7 +151,7 @@ def build_status(
          "count": f.count}
         for f in read_faults(root / "faults.json")
     ]
-    if not state_exists(db_path):
+    if not initialized:
         return doc
     db = open_db(db_path, create=False)
     try:

@@ -16,7 +16,8 @@ from runner.config import load_config
 from runner.errors import ConfigError, StateError, TaskError
 from runner.report import load_report
 from runner.sqldialect import POSTGRESQL, to_pyformat
-from runner.state import SCHEMA_VERSION, Database, Phase, Runs, RunStatus, open_db
+from runner.state import SCHEMA_VERSION, Database, Phase, Runs, RunStatus, open_db, state_exists
+from runner.status import build_status
 from runner.tasks import BuiltinTaskStore, NewTask, TaskChanges, TaskStatus, TaskType
 from tests.conftest import make_repo, write_config
 
@@ -328,9 +329,33 @@ def test_the_state_url_selects_postgresql_and_its_absence_sqlite(tmp_path: Path)
 
 
 def test_an_unreachable_server_is_a_clear_state_error() -> None:
-    with pytest.raises(StateError, match=r"cannot be reached"):
+    with pytest.raises(StateError, match=r"cannot be reached") as unreachable:
         open_db("postgresql://postgres:secret@127.0.0.1:1/pipeline")
-    try:
-        open_db("postgresql://postgres:secret@127.0.0.1:1/pipeline")
-    except StateError as exc:
-        assert "secret" not in str(exc)
+    assert "secret" not in str(unreachable.value)
+
+
+def test_an_empty_postgresql_database_holds_no_state_until_something_writes_one(pg_url: str, tmp_path: Path) -> None:
+    assert not state_exists(pg_url)
+    with pytest.raises(StateError, match="No pipeline state at"):
+        open_db(pg_url, create=False)
+    assert not state_exists(pg_url)  # a reader made no schema
+    assert build_status(tmp_path, "live", state=pg_url)["initialized"] is False
+    open_db(pg_url).close()
+    assert state_exists(pg_url) and build_status(tmp_path, "live", state=pg_url)["initialized"] is True
+
+
+@pytest.mark.parametrize(
+    "theirs", ["CREATE TABLE tasks (id TEXT PRIMARY KEY, owner TEXT)", "CREATE TABLE invoices (id INT)"]
+)
+def test_a_database_holding_tables_of_something_else_is_not_made_a_state(pg_url: str, theirs: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(theirs)
+    with pytest.raises(StateError, match=r"holds tables that are not a pipeline state \((tasks|invoices)\)"):
+        open_db(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )]  # fmt: skip
+    assert tables in (["tasks"], ["invoices"])  # nothing of the runner's was written there

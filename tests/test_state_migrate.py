@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from runner.checkcache import CheckCache
-from runner.state import Phase, Runs, RunStatus, open_db
+from runner.state import Phase, Runs, RunStatus, open_db, state_exists
 from tests.conftest import CLI, default_root, write_config
 
 
@@ -74,6 +74,18 @@ def test_state_migrate_refuses_a_database_holding_another_state(cli: CLI, repo: 
     done = cli("state", "migrate", "--to", pg_url, cwd=repo)
     assert done.code == 1
     assert "already holds a pipeline state, not this one" in done.err and "Nothing was copied" in done.err
+
+
+def test_state_migrate_refuses_a_database_holding_tables_of_something_else(cli: CLI, repo: Path, pg_url: str) -> None:
+    import psycopg
+
+    write_config(repo, "base: live\n")
+    _sqlite_state(cli, repo)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id INT)")
+    done = cli("state", "migrate", "--to", pg_url, cwd=repo)
+    assert done.code == 1 and "holds tables that are not a pipeline state (invoices)" in done.err, done.err
+    assert not state_exists(pg_url)  # nothing was written there
 
 
 def test_state_migrate_says_what_is_wrong_with_its_input(cli: CLI, repo: Path) -> None:
