@@ -116,9 +116,9 @@ def candidate_for(git: Git, old: str, commit: str, task_id: str | None) -> tuple
     """The commit that would land: ``commit``'s change on ``old``, computed in the repository
     without any checkout, carrying the task's ``Task-Id`` trailer. Returns (INTEGRATED, its sha),
     or (CONFLICT, git's account of the conflict), or (EMPTY, "")."""
-    # Read first: its parent saves merge_onto a lookup of its own.
+    # Read first: the parent it reads with the message saves merge_onto a lookup of its own.
     info = git.commit_info(commit, TRAILER)
-    merged = git.merge_onto(old, commit, parent=info.parents[0] if len(info.parents) == 1 else None)
+    merged = git.merge_onto(old, commit)
     if merged.status is PickStatus.STALE:
         return IntegrateStatus.STALE, merged.output
     if merged.status is PickStatus.CONFLICT:

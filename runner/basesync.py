@@ -165,8 +165,9 @@ class BaseSync:
         return (
             f"{name}'s {base} ({theirs[:12]}) does not contain {base} here ({local[:12]}): it was rewritten "
             f"there (force-pushed), or commits were made here while it moved on. Nothing lands until a person "
-            f"decides: bring {base} here to it (git fetch {name} && git branch -f {base} {name}/{base}, or git "
-            f"reset in its checkout), or push {base} there"
+            f"decides: keep the commits made here by rebasing them onto it (git fetch {name}, then git rebase "
+            f"{name}/{base} in {base}'s checkout, then git push {name} {base}), or drop them (git branch -f {base} "
+            f"{name}/{base}, or git reset --hard {name}/{base} in its checkout)"
         )
 
     def fast_forward(self, local: str | None, theirs: str) -> bool:

@@ -79,7 +79,6 @@ class CommitInfo:
     author: dict[str, str]  # GIT_AUTHOR_NAME, GIT_AUTHOR_EMAIL, GIT_AUTHOR_DATE
     message: str
     trailer_values: list[str]
-    parents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,10 @@ class Git:
         self._common_dir: Path | None = None
         # A commit's tree never changes: asked by full sha, it is looked up once.
         self._trees: dict[str, str] = {}
-        self._commits: dict[str, str] = {}  # a full sha (or its parent, "sha^") -> the commit
-        # The parent of each commit this process made with commit-tree: a stack of candidates is
-        # a chain of them, so whether a commit is in a candidate's history is often known here.
-        self._made: dict[str, str] = {}
+        # A full sha (or its parent, "sha^") -> the commit. The parents of the candidates this
+        # process made are here too: a stack of them is a chain, so whether a commit is in a
+        # candidate's history is often known without git (is_ancestor).
+        self._commits: dict[str, str] = {}
         # The last worktree listing, and the files it was read from (see ``worktrees``).
         self._worktrees: tuple[tuple[str, ...], list[Worktree]] | None = None
         # Given explicitly for the runner's checkouts: git must never go looking for a repository
@@ -156,9 +155,7 @@ class Git:
         # `^x` (a negative rev) verifies too and prints `^<sha>`: no commit is named that way.
         found = sha if result.ok and _OBJECT_NAME.fullmatch(sha) else None
         if lasting and found is not None:  # one missing now may be fetched later
-            if len(self._commits) > 10_000:
-                self._commits.clear()
-            self._commits[ref] = found
+            self._remember_commit(ref, found)
         return found
 
     def tree_of(self, commit: str) -> str | None:
@@ -228,20 +225,18 @@ class Git:
             raise GitError(["git", "fetch", str(source), src_ref], result.exit_code, result.output)
         sha = self.rev(dst_ref)
         if sha is not None:
-            self._commits.setdefault(sha, sha)  # asked for by its sha next (verify, integration)
+            self._remember_commit(sha, sha)  # asked for by its sha next (verify, integration)
         return sha
 
-    def merge_onto(self, onto: str, commit: str, parent: str | None = None) -> MergeResult:
+    def merge_onto(self, onto: str, commit: str) -> MergeResult:
         """``commit``'s change applied to ``onto``, as a tree, without touching any checkout.
-        ``parent``: ``commit``'s parent when the caller read it already.
 
         With ``commit``'s parent an ancestor of ``onto`` (verify checked the task is one commit
         over base, and base only moves forward) the merge base is that parent, so this is exactly
         a cherry-pick. A parent that is no longer in base's history (a person rewrote base) is
         reported as stale: merging would bring back what the rewrite took out.
         """
-        if parent is None:
-            parent = self.rev(f"{commit}^")
+        parent = self.rev(f"{commit}^")
         if parent is None or not self.is_ancestor(parent, onto):
             return MergeResult(PickStatus.STALE, None, f"{commit[:12]}'s parent is not in the history of {onto[:12]}")
         result = self.run("merge-tree", "--write-tree", "--name-only", onto, commit, check=False)
@@ -262,10 +257,10 @@ class Git:
             f"--format=%P%x00%an%x00%ae%x00%ad%x00%(trailers:key={trailer},valueonly,separator=%x01)%x00%B", commit,
         ).output  # fmt: skip
         parents, name, email, date, values, message = out.split("\0", 5)
+        if parents and _FULL_SHA.fullmatch(commit):
+            self._remember_commit(f"{commit}^", parents.split()[0])  # merge_onto asks for it next
         author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
-        return CommitInfo(
-            author, message, [v.strip() for v in values.split("\x01") if v.strip()], tuple(parents.split())
-        )
+        return CommitInfo(author, message, [v.strip() for v in values.split("\x01") if v.strip()])
 
     def commit_tree(self, tree: str, parent: str, message: str, author: dict[str, str]) -> str:
         """A new commit of ``tree`` on ``parent`` by ``author`` (GIT_AUTHOR_* values)."""
@@ -273,10 +268,14 @@ class Git:
         if _FULL_SHA.fullmatch(sha) and _FULL_SHA.fullmatch(tree):
             self._trees[sha] = tree  # the next candidate stacked on this one asks for it
         if _FULL_SHA.fullmatch(sha) and _FULL_SHA.fullmatch(parent):
-            if len(self._made) > 10_000:
-                self._made.clear()
-            self._made[sha] = parent
+            self._remember_commit(f"{sha}^", parent)
         return sha
+
+    def _remember_commit(self, name: str, sha: str) -> None:
+        """Remember what a lasting name (a full sha, or "sha^") names."""
+        if len(self._commits) > 10_000:
+            self._commits.clear()
+        self._commits[name] = sha
 
     def commit_like(self, tree: str, parent: str, original: str, message: str) -> str:
         """A commit of ``tree`` on ``parent`` with ``original``'s author and the given message."""
@@ -291,6 +290,11 @@ class Git:
     def remove_note(self, ref: str, commit: str) -> None:
         """Remove ``commit``'s note under ``ref``, if it has one."""
         self.run("notes", f"--ref={ref}", "remove", "--ignore-missing", commit)
+
+    def noted(self, ref: str) -> set[str]:
+        """The commits that have a note under ``ref``, in one git process."""
+        listed = self.run("notes", f"--ref={ref}", "list", check=False)
+        return {line.split()[1] for line in listed.output.splitlines() if len(line.split()) == 2} if listed.ok else set()
 
     def note(self, ref: str, commit: str) -> str | None:
         """``commit``'s note under ``ref``, or None."""
@@ -309,14 +313,13 @@ class Git:
         """Whether ``ancestor`` is reachable from ``descendant``."""
         # Along the commits this process made (a stack of candidates, the landed ones below it)
         # first: found there, no git process is needed.
-        seen, commit = 0, descendant
-        while seen <= len(self._made):
+        commit: str | None = descendant
+        for _ in range(len(self._commits) + 1):
             if commit == ancestor:
                 return True
-            below = self._made.get(commit)
-            if below is None:
+            commit = self._commits.get(f"{commit}^")
+            if commit is None:
                 break
-            commit, seen = below, seen + 1
         return self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False).ok
 
     def added_paths(self, old: str, new: str) -> list[str]:
@@ -381,6 +384,8 @@ class Git:
         out (the repository's config, HEAD, and each linked worktree's HEAD and gitdir), or None
         when a file cannot be read."""
         common = self.common_dir()
+        if (common / "reftable").exists():
+            return None  # refs in reftables: HEAD files are stubs that do not change on a checkout
         try:
             linked = sorted(p.name for p in (common / "worktrees").iterdir()) if (common / "worktrees").is_dir() else []
             names = ["config", "HEAD", *(f"worktrees/{n}/{f}" for n in linked for f in ("HEAD", "gitdir", "locked"))]

@@ -94,6 +94,7 @@ def finish_landings(p: Pipeline) -> list[str]:
     The tasks so marked."""
     base_sha = p.git.branch_sha(p.config.base)
     finished = []
+    over: list[str] = []  # candidates of attempts that ended without landing
     for rec in p.runs.landing_candidates():
         if base_sha and p.git.is_ancestor(str(rec.after_sha), base_sha):
             p.watch.repair_after_restart(f"{rec.after_sha}^", base_sha)
@@ -102,4 +103,12 @@ def finish_landings(p: Pipeline) -> list[str]:
                 p.finish_done(rec.task_id, str(rec.after_sha), recovered=True, release=False)
             p.workspaces.release(rec.task_id)
             finished.append(rec.task_id)
+        elif rec.status is not RunStatus.RUNNING:
+            over.append(str(rec.after_sha))
+    # A receipt attached before a kill, to a candidate that never landed, was kept while the remote
+    # could not tell whether it had (reconcile): looked at now that it did, it goes, before the
+    # next landing would push it to the remote with the others.
+    for sha in sorted(set(over) & p.git.noted(RECEIPTS)) if over else []:
+        p.git.remove_note(RECEIPTS, sha)
+        logger.info("removed the receipt of {}: that candidate never landed", sha[:12])
     return finished

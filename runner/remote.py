@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from runner.errors import GitError
 from runner.git import Git
+from runner.procs import ProcResult
 from runner.workspace import task_ref
 
 # Where this runner keeps what it last read of the remote; the runner's own namespace.
@@ -76,12 +77,10 @@ class Remote:
     def fetch(self, ref: str) -> str | None:
         """Read the remote's ``ref`` (a full name) into its tracking ref; its sha, or None when
         the remote has no such ref. Raises GitError when the remote cannot be reached."""
-        done = self.git.run(
+        done = self._ask(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
-            self.name, f"+{ref}:{self.tracking(ref)}", check=False, timeout=REMOTE_TIMEOUT_SECONDS, remote=True,
+            self.name, f"+{ref}:{self.tracking(ref)}",
         )  # fmt: skip
-        if done.timed_out:
-            raise GitError(["git", "fetch", self.name, ref], None, done.output, f"{self.name} timed out after {REMOTE_TIMEOUT_SECONDS:g}s")
         if not done.ok:
             if "couldn't find remote ref" in done.output:
                 self.git.delete_ref(self.tracking(ref))
@@ -92,11 +91,7 @@ class Remote:
     def read(self, *refs: str) -> dict[str, str]:
         """Where the remote's ``refs`` (full names) point now, in one exchange that fetches no
         object; a ref the remote lacks is left out. Raises GitError when it cannot be reached."""
-        done = self.git.run(
-            "ls-remote", "--quiet", self.name, *refs, check=False, timeout=REMOTE_TIMEOUT_SECONDS, remote=True,
-        )  # fmt: skip
-        if done.timed_out:
-            raise GitError(["git", "ls-remote", self.name], None, done.output, f"{self.name} timed out after {REMOTE_TIMEOUT_SECONDS:g}s")
+        done = self._ask("ls-remote", "--quiet", self.name, *refs)
         if not done.ok:
             raise GitError(["git", "ls-remote", self.name], done.exit_code, done.output)
         found = {}
@@ -105,10 +100,6 @@ class Remote:
             if ref in refs:  # ls-remote matches patterns by their tail: only the exact names count
                 found[ref] = sha.strip()
         return found
-
-    def fetch_base(self, base: str) -> str | None:
-        """The remote's base branch, read now; None when it has none."""
-        return self.fetch(f"refs/heads/{base}")
 
     def publish(self, task_id: str, sha: str) -> PushResult:
         """Put a task's commit where other hosts find it: ``refs/pipeline/tasks/ID`` on the remote
@@ -138,6 +129,14 @@ class Remote:
             args.append(f"--force-with-lease={notes_ref}:{notes_old or ''}")
             refspecs.append(f"{notes_ref}:{notes_ref}")
         return self._push(*args, *refspecs)
+
+    def _ask(self, command: str, *args: str) -> ProcResult:
+        """``git COMMAND ARGS`` with the remote, given at most REMOTE_TIMEOUT_SECONDS; a GitError
+        when it ran out of time, its result otherwise (failed or not)."""
+        done = self.git.run(command, *args, check=False, timeout=REMOTE_TIMEOUT_SECONDS, remote=True)
+        if done.timed_out:
+            raise GitError(["git", command, self.name], None, done.output, f"{self.name} timed out after {REMOTE_TIMEOUT_SECONDS:g}s")
+        return done
 
     def _push(self, *args: str) -> PushResult:
         done = self.git.run(

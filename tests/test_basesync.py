@@ -162,6 +162,32 @@ def test_killed_around_the_landing_each_task_lands_once_with_exactly_its_receipt
     assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='running'") == [(0,)]
 
 
+def test_a_receipt_kept_while_the_remote_was_away_never_reaches_it_for_a_candidate_that_did_not_land(
+    tmp_path: Path,
+) -> None:
+    s, remote = remote_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}]})
+    s.add("task")
+    s.run_once_until_killed("receipt-attached")  # a receipt on a candidate not yet pushed
+    orphan = noted(s.repo)
+    assert len(orphan) == 1
+    # Restarted while the remote cannot be read: whether that candidate landed cannot be told.
+    away = remote.with_name("away.git")
+    remote.rename(away)
+    s.cli("run", "--once")
+    away.rename(remote)
+    # A person's push meanwhile: the candidate is built again on it, and lands.
+    person = tmp_path / "person"
+    git(tmp_path, "clone", "-q", str(remote), str(person))
+    (person / "p.md").write_text("p\n")
+    git(person, "add", "p.md")
+    git(person, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-q", "-m", "person")
+    git(person, "push", "-q", "origin", "HEAD:refs/heads/live")
+    s.run_once_until(all_done(1))
+    landed = set(git(remote, "rev-list", "live", "--not", "live~1").split())
+    assert noted(remote) == landed and noted(s.repo) == landed and not orphan & landed
+
+
 def test_a_remote_that_refuses_the_push_pauses_integration_uncharged(tmp_path: Path) -> None:
     s, remote = remote_sample(tmp_path)
     hook = remote / "hooks" / "pre-receive"

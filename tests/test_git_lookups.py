@@ -57,6 +57,19 @@ def test_worktree_listing_follows_a_persons_checkouts(tmp_path: Path, monkeypatc
     assert branches(g) == {repo.resolve(): "live"}
 
 
+def test_a_repository_keeping_its_refs_in_reftables_is_asked_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # There HEAD is a stub that a checkout leaves as it is: the files say nothing of a switch.
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".git" / "reftable").mkdir()
+    g = Git(repo)
+    assert branches(g) == {repo.resolve(): "live"}
+    runs = git_runs(monkeypatch)
+    assert branches(g) == {repo.resolve(): "live"}
+    assert len(runs) == 1
+
+
 def test_a_worktree_moved_elsewhere_is_listed_where_it_is(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     g = Git(repo)
@@ -86,7 +99,9 @@ def test_ancestry_along_made_candidates_agrees_with_git(tmp_path: Path) -> None:
     assert g.is_ancestor(tip, later) and not g.is_ancestor(later, two)
 
 
-def test_a_commit_whose_parent_left_base_is_stale_with_its_parent_read_once(tmp_path: Path) -> None:
+def test_a_commit_whose_parent_left_base_is_stale_with_its_parent_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = make_repo(tmp_path / "repo")
     g = Git(repo)
     old_tip = g.out("rev-parse", "live")
@@ -97,13 +112,15 @@ def test_a_commit_whose_parent_left_base_is_stale_with_its_parent_read_once(tmp_
     commit = g.out("rev-parse", "t-1")
     git(repo, "checkout", "-q", "live")
     info = g.commit_info(commit, "Task-Id")
-    assert info.parents == (old_tip,) and info.trailer_values == ["t-1"]
-    assert g.merge_onto(old_tip, commit, parent=info.parents[0]).status is PickStatus.PICKED
+    assert info.trailer_values == ["t-1"]
+    runs = git_runs(monkeypatch)
+    assert g.rev(f"{commit}^") == old_tip and runs == []  # read with the message
+    assert g.merge_onto(old_tip, commit).status is PickStatus.PICKED
     # A person rewrites base: the task's parent is no longer in its history.
     git(repo, "commit", "-q", "--amend", "-m", "rewritten")
     rewritten = g.out("rev-parse", "live")
-    assert g.merge_onto(rewritten, commit, parent=info.parents[0]).status is PickStatus.STALE
     assert g.merge_onto(rewritten, commit).status is PickStatus.STALE
+    assert Git(repo).merge_onto(rewritten, commit).status is PickStatus.STALE  # asked of git afresh
 
 
 def test_a_prepared_workspace_names_the_commit_its_task_branch_holds(tmp_path: Path) -> None:

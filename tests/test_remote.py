@@ -41,7 +41,7 @@ def candidate(host: Path, receipt: str | None = "receipt") -> tuple[Remote, str,
     """The runner's remote, the base it read there, and a commit on it carrying ``receipt``."""
     g = Git(host)
     r = Remote(g, "origin")
-    old = r.fetch_base("live")
+    old = r.fetch("refs/heads/live")
     assert old is not None
     new = commit(host, "a.txt", old)
     if receipt is not None:
@@ -82,7 +82,7 @@ def test_a_persons_push_to_base_is_never_overwritten(hosts: tuple[Path, Path, Pa
     assert result.status is PushStatus.MOVED, result.detail
     assert remote_ref(remote, "refs/heads/live") == theirs
     assert remote_ref(remote, NOTES) is None  # atomic: the receipt did not go either
-    assert r.fetch_base("live") == theirs  # the next attempt builds on what the person pushed
+    assert r.fetch("refs/heads/live") == theirs  # the next attempt builds on what the person pushed
 
 
 def test_receipts_moved_by_another_host_stop_the_base_too(hosts: tuple[Path, Path, Path]) -> None:
@@ -116,7 +116,7 @@ def test_an_unreachable_remote_is_a_fault_not_an_exception(hosts: tuple[Path, Pa
     result = r.publish("t-1", sha)
     assert result.status is PushStatus.UNREACHABLE and result.detail
     with pytest.raises(GitError):
-        r.fetch_base("live")
+        r.fetch("refs/heads/live")
     assert Remote(Git(host), "nowhere").problem() is not None
     assert Remote(Git(host), "--upload-pack=touch /tmp/x").problem() is not None
     assert Remote(Git(host), "origin").problem() is None
