@@ -315,8 +315,9 @@ class Pipeline:
         held = self.fleet.id is None or self.fleet.hold(INTEGRATOR)
         if held and not self.integrating and self.fleet.id is not None:
             # Its last holder may have pushed a candidate before it died: looked for on base as
-            # the remote has it now, or not yet (the next cycle looks again).
-            if self.basesync is not None and not self.basesync.sync(now=True):
+            # the remote has it now, or not yet (a later look tries again, once a fault of the
+            # remote has waited out its delay: the lease is not taken against it at every look).
+            if self.basesync is not None and not self.basesync.sync():
                 return False
             self.landed_on_taking = recovery.finish_landings(self)
         self.integrating = held

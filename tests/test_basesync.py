@@ -7,6 +7,7 @@ that pushes to it. The decision of what a look at the remote does is a pure tabl
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from runner import receipts
 from runner.basesync import AREA, Mirror, mirror
 from runner.scheduler import Pipeline
 from tests.conftest import git
-from tests.loop_helpers import Sample, all_done, in_process, make_sample
+from tests.loop_helpers import Sample, all_done, in_process, make_sample, stop, wait_for
 
 # -- the decision, pure ------------------------------------------------------------------------
 
@@ -209,6 +210,25 @@ def test_a_remote_that_refuses_the_push_pauses_integration_uncharged(tmp_path: P
     hook.unlink()
     s.run_once_until(all_done(1))
     assert trailers(remote) == ["t-1"] and fault(s, "integrate") is None
+
+
+def test_a_daemon_asks_an_unreachable_remote_again_only_as_its_faults_delay_allows(tmp_path: Path) -> None:
+    # With a lease of 1 s the runner looks at the integration lease three times a second; a look
+    # that takes the lease must not ask the remote each time, past the fault's growing delay.
+    s, remote = remote_sample(tmp_path, interval=1, lease=1)
+    remote.rename(remote.with_name("away.git"))
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}]})
+    s.add("task")
+    proc = s.start()
+    try:
+        wait_for(lambda: s.status()["verified"] == 1, 60, proc)
+        time.sleep(6)
+        faults = {f["area"]: f for f in s.status()["faults"]}
+    finally:
+        stop(proc)
+    # Asked at 0, ~1, ~3 (and ~7) s: the delays 1, 2, 4 s; not some eighteen times.
+    assert AREA in faults and faults[AREA]["count"] <= 5, faults
+    assert s.task("t-1")["status"] == "verified" and charged(s, "t-1") == 0
 
 
 def test_an_unreachable_remote_pauses_integration_uncharged_until_it_answers(tmp_path: Path) -> None:
