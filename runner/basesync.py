@@ -84,6 +84,9 @@ class BaseSync:
         self.notes_seen: str | None = None  # the remote's receipts as last read: the push's lease on them
         self.unpublished: dict[str, str] = {}  # task -> commit, published at the next look that can
         self.retired: set[str] = set()  # landed tasks whose published commit is removed at the next look
+        # What each tracking ref (of base and of the receipts) holds, as this process last wrote or
+        # read it: the runner alone writes them, so a look where nothing moved asks git nothing.
+        self.tracked: dict[str, str | None] = {}
 
     @classmethod
     def of(cls, config: PipelineConfig, git: Git, faults: FaultBoard, watch: BaseWatch) -> BaseSync | None:
@@ -144,10 +147,13 @@ class BaseSync:
         found: list[str | None] = []
         for ref in (head, RECEIPTS):
             sha = now.get(ref)
-            if sha is None:
+            if ref not in self.tracked:
+                self.tracked[ref] = self.git.rev(self.remote.tracking(ref))
+            if sha is None and self.tracked[ref] is not None:
                 self.git.delete_ref(self.remote.tracking(ref))
-            elif self.git.rev(self.remote.tracking(ref)) != sha:
+            elif sha is not None and self.tracked[ref] != sha:
                 sha = self.remote.fetch(ref)  # what it holds by now, which may be newer still
+            self.tracked[ref] = sha
             found.append(sha)
         return found[0], found[1]
 
@@ -260,10 +266,13 @@ class BaseSync:
         result = self.remote.move_base(self.base, old, new, notes_ref=RECEIPTS, notes_old=self.notes_seen)
         if result.status is PushStatus.PUSHED:
             # What the remote holds now, as the next look would read it.
-            self.git.update_ref(self.remote.tracking(f"refs/heads/{self.base}"), new)
+            head = f"refs/heads/{self.base}"
+            self.git.update_ref(self.remote.tracking(head), new)
+            self.tracked[head] = new
             notes = self.git.rev(RECEIPTS)
             if notes is not None:
                 self.git.update_ref(self.remote.tracking(RECEIPTS), notes)
+                self.tracked[RECEIPTS] = notes
             self.notes_seen = notes
         else:
             logger.info("{} not moved on {} ({}): {}", self.base, self.remote.name, result.status.value,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from phases.integrate import RECEIPTS, Candidate, build, land
 from phases.outcomes import IntegrateStatus
-from runner import receipts
+from runner import procs, receipts
 from runner.basesync import AREA, Mirror, mirror
 from runner.scheduler import Pipeline
 from tests.conftest import git
@@ -337,6 +338,35 @@ def test_receipts_here_and_on_the_remote_are_merged_and_pushed_together(tmp_path
         assert git(remote, "rev-parse", "live") == new
         # The same push again (an answer lost on the way): what it asked for is already there.
         assert sync.push(theirs, new).ok
+    finally:
+        pipeline.close()
+
+
+def test_a_look_where_nothing_moved_asks_the_remote_once_and_git_little_and_one_that_did_fetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, repo, _remote, other = two_hosts(tmp_path)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None and sync.sync()
+        asked: list[str] = []
+        real = procs.run
+
+        def counting(argv: list[str], **kwargs: Any) -> procs.ProcResult:
+            asked.append(next(a for a in argv[1:] if not a.startswith("-") and "=" not in a))
+            return real(argv, **kwargs)
+
+        monkeypatch.setattr(procs, "run", counting)
+        assert sync.sync() and not sync.moved
+        assert asked.count("ls-remote") == 1 and "fetch" not in asked and len(asked) <= 2, asked
+        # Another host lands: the next look fetches it and brings base here forward.
+        (other / "o.txt").write_text("o\n")
+        git(other, "add", "-A")
+        git(other, "commit", "-q", "-m", "landed elsewhere")
+        git(other, "push", "-q", "origin", "live")
+        asked.clear()
+        assert sync.sync() and sync.moved and "fetch" in asked
+        assert git(repo, "rev-parse", "live") == git(other, "rev-parse", "HEAD")
     finally:
         pipeline.close()
 
