@@ -28,6 +28,7 @@ from runner.faults import FaultBoard
 from runner.git import Git
 from runner.logs import logger
 from runner.remote import PushResult, PushStatus, Remote
+from runner.workspace import TASK_REFS, task_ref
 
 AREA = "remote"  # the fault that holds integration while base cannot be read from or moved on the remote
 
@@ -238,6 +239,10 @@ class BaseSync:
             if not result.ok:
                 logger.info("published commits of {} not removed from {}: {}", ", ".join(gone[:5]),
                             self.remote.name, _last_line(result.detail))  # fmt: skip
+            # What this host read of them (to integrate a commit verified elsewhere) goes too: kept,
+            # those refs would pile up and keep their commits from git's garbage collection.
+            fetched = set(self.git.refs(self.remote.tracking(TASK_REFS)))
+            self.git.delete_refs(sorted(fetched & {self.remote.tracking(task_ref(t)) for t in gone}))
         for task_id, sha in list(self.unpublished.items()):
             result = self.remote.publish(task_id, sha)
             if not result.ok:

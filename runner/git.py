@@ -197,6 +197,11 @@ class Git:
         """Delete a full ref name if it exists."""
         self.run("update-ref", "--no-deref", "-d", ref, check=False)
 
+    def delete_refs(self, refs: list[str]) -> None:
+        """Delete full ref names, however many, in one git process (those already gone too)."""
+        if refs:
+            self.run("update-ref", "--no-deref", "--stdin", stdin="".join(f"delete {ref}\n" for ref in refs))
+
     def compare_and_swap(self, branch: str, new: str, old: str) -> bool:
         """Move ``branch`` from ``old`` to ``new``; False (and nothing changed) if it moved meanwhile."""
         return self.update_ref(f"refs/heads/{branch}", new, old)

@@ -421,6 +421,13 @@ def test_a_task_commit_verified_elsewhere_is_fetched_exactly(tmp_path: Path) -> 
         git(other, "push", "-q", "origin", "+HEAD:refs/pipeline/tasks/t-0")
         assert sync.fetch_commit("t-1", first) is None
         assert sync.fetch_commit("t-0", "c" * 40) is None
+        # Landed: what this host read of it goes, with the published commit on the remote.
+        tracking = "refs/pipeline/remote/pipeline/tasks/t-0"
+        assert git(repo, "for-each-ref", "--format=%(refname)", tracking) == tracking
+        sync.retire("t-0")
+        sync.publish_pending()
+        assert git(repo, "for-each-ref", tracking) == ""
+        assert git(remote, "for-each-ref", "refs/pipeline/tasks/t-0") == ""
         shutil.rmtree(remote)
         assert sync.fetch_commit("t-0", first) is None and not sync.reachable
         assert pipeline.faults.get(AREA) is not None
