@@ -498,8 +498,12 @@ def cmd_receipt(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     """`config show`: every effective value and its origin."""
+    from runner.pgstate import safe_url
+
     loaded = _load(args, with_flags=True)
     values = loaded.effective()
+    if isinstance(values.get("state.url"), str):
+        values["state.url"] = safe_url(values["state.url"])  # printed, perhaps into a log or a ticket
     if args.json:
         _print_json(
             {

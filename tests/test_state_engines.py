@@ -19,7 +19,7 @@ from runner.sqldialect import POSTGRESQL, to_pyformat
 from runner.state import SCHEMA_VERSION, Database, Phase, Runs, RunStatus, open_db, state_exists
 from runner.status import build_status
 from runner.tasks import BuiltinTaskStore, NewTask, TaskChanges, TaskStatus, TaskType
-from tests.conftest import make_repo, write_config
+from tests.conftest import CLI, make_repo, write_config
 
 
 @pytest.fixture
@@ -326,6 +326,13 @@ def test_the_state_url_selects_postgresql_and_its_absence_sqlite(tmp_path: Path)
     url = "postgresql://pipeline@db.internal/pipeline"
     loaded = load_config(write_config(repo, textwrap.dedent(f"state:\n  url: {url}\n")))
     assert loaded.config.state_target == url
+
+
+def test_config_show_does_not_print_the_state_urls_password(cli: CLI, repo: Path) -> None:
+    write_config(repo, "base: live\nstate: {url: 'postgresql://pipeline:hunter2@db.internal/pipeline'}\n")
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        shown = cli(*args, cwd=repo)
+        assert shown.code == 0 and "hunter2" not in shown.out and "pipeline:***@db.internal" in shown.out, shown.out
 
 
 def test_an_unreachable_server_is_a_clear_state_error() -> None:
