@@ -614,6 +614,12 @@ class Pipeline:
         """Stop the agent of a task a person moved; once it has ended, record the run as cancelled.
 
         True when the run was recorded (its workspace is free again)."""
+        now = self.runs.get(rec.id)
+        if now is None or now.status is not RunStatus.RUNNING:
+            # Ended since the cycle read it: another runner took this one's work over while it
+            # was frozen (its task moved for that, not by a person). Its agent is this runner's
+            # next start's to stop, as the orphan of a takeover; nothing here is its to record.
+            return False
         handle = self.handle_of(rec)
         outcome = self.backend.poll(handle)
         if outcome.state is AgentState.RUNNING:

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from phases.agents import AgentState
 from runner.errors import StateError
 from runner.fleet import INTEGRATOR, Fleet, LeaseLost, Place, fleet_view, share_of_queue
+from runner.scheduler import Pipeline
 from runner.state import Database, Phase, Runs, RunStatus, open_db
 from runner.status import build_status
 from runner.statusview import render_plain
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
+from tests.loop_helpers import in_process
 
 
 def _db(path: Path | str) -> Database:
@@ -249,3 +252,29 @@ def test_a_runner_whose_connection_the_server_ended_while_it_was_taken_over_is_t
         raise StateError("the database is away")
 
     assert frozen.explain(ended.value, away) is ended.value
+
+
+def test_a_runner_thawed_mid_cycle_does_not_take_a_takeover_for_a_persons_move(tmp_path: Path) -> None:
+    # The runner read its running attempts, froze, and was taken over (its task reopened by the
+    # taker, not by a person): the stale attempt in hand must not stop the agent as if a person had.
+    config, store, db = in_process(
+        tmp_path, "concurrency: 1\nlease: 1\nagent: {preset: command, command: ['sleep', '30']}\n"
+        "phases: {test: {run: [['true']]}}\n", tasks=1,
+    )  # fmt: skip
+    pipeline = Pipeline(config, db)
+    try:
+        pipeline.join()
+        assert pipeline.develop_step()
+        (stale,) = pipeline.runs.running(Phase.DEV)
+        taker = _fleet(config.state_db, "/taker")
+        taker.join()
+        assert pipeline.fleet.id is not None
+        _expire(taker.db, pipeline.fleet.id)
+        assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
+        assert store.get("t-0").status is TaskStatus.OPEN
+        assert pipeline.stop_dev(stale, TaskStatus.OPEN) is False
+        time.sleep(1)  # a stop asked for would have ended it by now
+        assert pipeline.backend.poll(pipeline.handle_of(stale)).state is AgentState.RUNNING
+    finally:
+        pipeline.backend.cancel(pipeline.handle_of(stale))
+        pipeline.close()
