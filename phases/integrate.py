@@ -10,8 +10,9 @@ overwriting theirs.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import tenacity
@@ -207,65 +208,104 @@ def land(
     receipt: Callable[[str], str] | None = None,
     push: Callable[[str, str], PushResult] | None = None,
 ) -> IntegrateResult | None:
-    """Move ``base`` from the candidate's parent to the candidate (compare-and-swap), its receipt
-    attached first; base's checkout follows. None when base is no longer at the parent (a lost
-    race: nothing was changed). ``before_swap`` is told the candidate before base moves and may
-    return a reason to stop instead. ``push`` (old, new), when base lives on a remote too, moves
-    the remote's base first: the local base follows only once it was pushed."""
-    old, sha = candidate.parent, candidate.sha
-    refused = refusal(git, base, checkout, old, sha)
+    """Move ``base`` from the candidate's parent to the candidate (compare-and-swap): a chain of
+    one (see land_chain)."""
+    landed = land_chain(git, base, [candidate], checkout, before_swap=before_swap, receipt=receipt, push=push)
+    return None if landed is None else landed[0]
+
+
+def land_chain(
+    git: Git,
+    base: str,
+    chain: Sequence[Candidate],
+    checkout: Path | None,
+    *,
+    before_swap: Callable[[str], str | None] = lambda sha: None,
+    receipt: Callable[[str], str] | None = None,
+    push: Callable[[str, str], PushResult] | None = None,
+) -> list[IntegrateResult] | None:
+    """Move ``base`` from the bottom candidate's parent to the top of ``chain`` (each candidate
+    built on the one below it, each one's checks passed) in one compare-and-swap, every candidate's
+    receipt attached first; base's checkout follows. Base then holds each candidate, each checked
+    on exactly its own tree, and one push moves a remote's base over all of them.
+
+    Returns the outcome of a prefix of the chain, bottom first: every one INTEGRATED (those above
+    were not landed: ``before_swap`` stopped the next one, or the checkout is in the way of its
+    files; they are looked at again), or a single outcome for the bottom one that did not land.
+    None when base is no longer at the bottom's parent (a lost race: nothing was changed).
+    ``before_swap`` is told each candidate before base moves and may return a reason to stop
+    instead. ``push`` (old, new), when base lives on a remote too, moves the remote's base first:
+    the local base follows only once it was pushed."""
+    assert chain and all(upper.parent == lower.sha for lower, upper in pairwise(chain))
+    old = chain[0].parent
+    refused = refusal(git, base, checkout, old, chain[-1].sha)
+    if refused and len(chain) > 1:
+        chain = chain[:1]  # the bottom alone may still land: the files in the way are another's
+        refused = refusal(git, base, checkout, old, chain[0].sha)
     if refused:
-        return refused
-    # The candidate is recorded before its receipt is attached, so that a receipt left by a
-    # kill before the swap names a recorded candidate, which recovery finds and removes.
-    stop = before_swap(sha)
-    if stop:
-        return IntegrateResult(IntegrateStatus.STOPPED, stop)
+        return [refused]
+    # Each candidate is recorded before its receipt is attached, so that a receipt left by a kill
+    # before the swap names a recorded candidate, which recovery finds and removes.
+    for index, candidate in enumerate(chain):
+        stop = before_swap(candidate.sha)
+        if stop and index == 0:
+            return [IntegrateResult(IntegrateStatus.STOPPED, stop)]
+        if stop:
+            chain = chain[:index]  # the stopped one and what is built on it are looked at again
+            break
+    top = chain[-1].sha
     notes_before = git.rev(RECEIPTS) if push is not None else None
     if receipt is not None:
-        git.add_note(RECEIPTS, sha, receipt(sha))
+        for candidate in chain:
+            git.add_note(RECEIPTS, candidate.sha, receipt(candidate.sha))
         killpoints.reached("receipt-attached")
     pushed = False
     try:
         if push is not None:
-            outcome = push(old, sha)
+            outcome = push(old, top)
             if outcome.status is not PushStatus.PUSHED:
                 if receipt is not None:
                     # The receipts go back to what they were rather than gaining a removal: a push
-                    # that went through unheard (a timeout) keeps its receipt on the remote.
+                    # that went through unheard (a timeout) keeps its receipts on the remote.
                     if notes_before is None:
                         git.delete_ref(RECEIPTS)
                     else:
                         git.update_ref(RECEIPTS, notes_before)
                 if outcome.status is PushStatus.MOVED:
                     return None
-                return IntegrateResult(
-                    IntegrateStatus.FAULT, f"{base} could not be moved on the remote ({outcome.status.value}): "
-                    f"{outcome.detail}", old,
-                )  # fmt: skip
+                return [
+                    IntegrateResult(
+                        IntegrateStatus.FAULT, f"{base} could not be moved on the remote ({outcome.status.value}): "
+                        f"{outcome.detail}", old,
+                    )
+                ]  # fmt: skip
             pushed = True
             killpoints.reached("pushed")
-        swapped = git.compare_and_swap(base, sha, old)
+        swapped = git.compare_and_swap(base, top, old)
     except BaseException:
-        if receipt is not None and not pushed and git.branch_sha(base) != sha:
-            git.remove_note(RECEIPTS, sha)  # this candidate did not land
+        if receipt is not None and not pushed and git.branch_sha(base) != top:
+            for candidate in chain:
+                git.remove_note(RECEIPTS, candidate.sha)  # these candidates did not land
         raise
+    landed = [IntegrateResult(IntegrateStatus.INTEGRATED, c.sha, c.sha) for c in chain]
     if not swapped and pushed:
         # Landed on the remote, which is where base lives: a local commit made on base meanwhile
         # is told apart by the next look at the remote, which does not take it for the runner's.
-        logger.warning("{} landed on the remote's {}, but {} here moved meanwhile", sha[:12], base, base)
-        return IntegrateResult(IntegrateStatus.INTEGRATED, sha, sha)
+        logger.warning("{} landed on the remote's {}, but {} here moved meanwhile", top[:12], base, base)
+        return landed
     if not swapped:
         if receipt is not None:
-            git.remove_note(RECEIPTS, sha)  # this candidate never landed
+            for candidate in chain:
+                git.remove_note(RECEIPTS, candidate.sha)  # these candidates never landed
         return None
     killpoints.reached("swapped")
-    lag = None
     if checkout is not None:
         try:
-            follow(git, checkout, old, sha)
+            follow(git, checkout, old, top)
         except GitError as exc:
             # Base has moved (correctly); only that checkout's files lag behind.
             logger.warning("base moved, but updating its checkout {} failed: {}", checkout, exc)
-            lag = CheckoutLag(checkout, old, str(exc).strip()[-500:])
-    return IntegrateResult(IntegrateStatus.INTEGRATED, sha, sha, lag)
+            landed[-1] = IntegrateResult(
+                IntegrateStatus.INTEGRATED, top, top, CheckoutLag(checkout, old, str(exc).strip()[-500:])
+            )
+    return landed

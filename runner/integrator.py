@@ -28,7 +28,7 @@ from phases.integrate import (
     base_checkout,
     build,
     judge_checks,
-    land,
+    land_chain,
     refusal,
 )
 from phases.outcomes import IntegrateStatus
@@ -297,7 +297,8 @@ class Integrator:
         return False
 
     def finish_bottom(self) -> None:
-        """The bottom candidate's check has ended: land it if it passed, otherwise reject its task
+        """The bottom candidate's check has ended: land it if it passed, with the candidates above
+        it whose checks passed too (one move of base, one push), otherwise reject its task
         (everything below it has landed, so the failure is its own) and drop what is above it."""
         slot = self.stack[0]
         base = self.p.config.base
@@ -310,20 +311,40 @@ class Integrator:
             self.drop(0, f"the integration of {slot.task.id}, below it, failed")
             return
         result = judge_checks(checked, base, slot.candidate.parent, allow_unchecked=self.p.config.allow_unchecked)
-        if result is None:
-            result = land(
-                self.p.git, base, slot.candidate, base_checkout(self.p.git, base),
-                before_swap=lambda sha: self.before_swap(slot.task.id, slot.row, sha),
-                receipt=lambda sha: receipts.render(self.receipt_data(self.p.runs, slot.task, sha, checked)),
-                push=self.p.basesync.push if self.p.basesync is not None else None,
-            )  # fmt: skip
-            if result is None:
-                self.drop(0, f"{base} moved before it could land; built again on the new tip")
-                return
-        del self.stack[0]
-        if result.status is not IntegrateStatus.INTEGRATED:
+        if result is not None:
+            del self.stack[0]
             self.drop(0, f"{slot.task.id}, below it, did not land ({result.status.value})")
-        self.record(slot.task, slot.row, result, slot.candidate.parent)
+            self.record(slot.task, slot.row, result, slot.candidate.parent)
+            return
+        passed = {slot.candidate.sha: (slot, checked), **self.passed_above()}
+        results = land_chain(
+            self.p.git, base, [slot.candidate for slot, _ in passed.values()], base_checkout(self.p.git, base),
+            before_swap=lambda sha: self.before_swap(passed[sha][0].task.id, passed[sha][0].row, sha),
+            receipt=lambda sha: receipts.render(self.receipt_data(self.p.runs, passed[sha][0].task, sha, passed[sha][1])),
+            push=self.p.basesync.push if self.p.basesync is not None else None,
+        )  # fmt: skip
+        if results is None:
+            self.drop(0, f"{base} moved before it could land; built again on the new tip")
+            return
+        for outcome in results:
+            slot = self.stack.pop(0)
+            if outcome.status is not IntegrateStatus.INTEGRATED:
+                self.drop(0, f"{slot.task.id}, below it, did not land ({outcome.status.value})")
+            self.record(slot.task, slot.row, outcome, slot.candidate.parent)
+
+    def passed_above(self) -> dict[str, tuple[Slot, VerifyResult]]:
+        """The candidates right above the bottom one whose checks have passed, in order, up to the
+        first that has not (yet): they land with it."""
+        passed: dict[str, tuple[Slot, VerifyResult]] = {}
+        for slot in self.stack[1:]:
+            if not slot.future.done() or slot.future.exception() is not None:
+                break
+            checked = slot.future.result()
+            if judge_checks(checked, self.p.config.base, slot.candidate.parent,
+                            allow_unchecked=self.p.config.allow_unchecked) is not None:  # fmt: skip
+                break
+            passed[slot.candidate.sha] = (slot, checked)
+        return passed
 
     def before_swap(self, task_id: str, row: int, sha: str) -> str | None:
         """Right before base moves: the task is still to land (a person's change lands before or

@@ -146,14 +146,15 @@ def test_a_kill_in_the_middle_of_a_stack_lands_each_task_once(tmp_path: Path) ->
     s = stacked(tmp_path)
     s.env["GATE_SLEEP"] = "0.2"
     three_verified(s)
-    # Killed right after base moved to the second candidate: nothing recorded for it yet.
-    s.run_once_until_killed("swapped@2", limit=1)
-    assert len(s.trailers()) == 2 and s.status()["done"] == 1
+    # Killed right after base first moved (to the first candidate, or over several at once when
+    # their checks had passed together): nothing recorded for what that move landed yet.
+    s.run_once_until_killed("swapped@1", limit=1)
+    assert len(s.trailers()) >= 1 and s.status()["done"] == 0
     s.run_once_until(all_done(3))
     assert sorted(s.trailers()) == ["t-1", "t-2", "t-3"] and len(s.trailers()) == 3
     assert s.trailers() == ["t-3", "t-2", "t-1"]
-    assert any("recovered after a restart" in c["body"] for c in s.task("t-2")["comments"])
-    # The third candidate, killed mid-check, was checked again; no checkout of the stack is left.
+    assert any("recovered after a restart" in c["body"] for c in s.task("t-1")["comments"])
+    # A candidate killed mid-check was checked again; no checkout of the stack is left.
     passed = {tree for kind, tree, _ in gate_log(tmp_path) if kind == "pass"}
     assert set(base_trees(s, 3)) <= passed
     assert candidate_checkouts(s) == []
