@@ -144,19 +144,20 @@ class BaseSync:
         """The remote's base and receipts now, each fetched only when it is not here yet (a cycle
         where nothing moved costs one exchange and no object). Raises GitError when unreachable."""
         head = f"refs/heads/{self.base}"
-        now = self.remote.read(head, RECEIPTS)
-        found: list[str | None] = []
+        now: dict[str, str | None] = dict(self.remote.read(head, RECEIPTS))
+        moved = []
         for ref in (head, RECEIPTS):
-            sha = now.get(ref)
             if ref not in self.tracked:
                 self.tracked[ref] = self.git.rev(self.remote.tracking(ref))
-            if sha is None and self.tracked[ref] is not None:
+            if now.get(ref) is None and self.tracked[ref] is not None:
                 self.git.delete_ref(self.remote.tracking(ref))
-            elif sha is not None and self.tracked[ref] != sha:
-                sha = self.remote.fetch(ref)  # what it holds by now, which may be newer still
-            self.tracked[ref] = sha
-            found.append(sha)
-        return found[0], found[1]
+            elif now.get(ref) is not None and self.tracked[ref] != now[ref]:
+                moved.append(ref)
+        if moved:  # fetched together: what they hold by now, which may be newer still
+            self.remote.fetch(*moved)
+            now.update({ref: self.git.rev(self.remote.tracking(ref)) for ref in moved})
+        self.tracked.update({ref: now.get(ref) for ref in (head, RECEIPTS)})
+        return now.get(head), now.get(RECEIPTS)
 
     def explain(self, state: Mirror, local: str | None, theirs: str | None) -> str:
         """The fault's message for a base that cannot mirror the remote's, with what to do."""
@@ -220,9 +221,10 @@ class BaseSync:
 
     def publish(self, task_id: str, sha: str) -> None:
         """Put a task's commit brought in from its workspace on the remote, where another host can
-        integrate it. One that cannot go now goes at the next look that reaches the remote."""
+        integrate it: with the others of the same harvest, at its end (publish_pending), before
+        any of them can pass verification. One that cannot go then goes at the next look that
+        reaches the remote."""
         self.unpublished[task_id] = sha
-        self.publish_pending()
 
     def retire(self, task_id: str) -> None:
         """The task landed: its published commit is removed from the remote at the next look (not
@@ -243,12 +245,15 @@ class BaseSync:
             # those refs would pile up and keep their commits from git's garbage collection.
             fetched = set(self.git.refs(self.remote.tracking(TASK_REFS)))
             self.git.delete_refs(sorted(fetched & {self.remote.tracking(task_ref(t)) for t in gone}))
-        for task_id, sha in list(self.unpublished.items()):
-            result = self.remote.publish(task_id, sha)
-            if not result.ok:
-                logger.warning("{}: commit {} not published to {} yet ({}): {}", task_id, sha[:12],
-                               self.remote.name, result.status.value, _last_line(result.detail))  # fmt: skip
-                return
+        if not self.unpublished:
+            return
+        going = dict(self.unpublished)
+        result = self.remote.publish_all(going)
+        if not result.ok:
+            logger.warning("commits of {} not published to {} yet ({}): {}", ", ".join(sorted(going)[:5]),
+                           self.remote.name, result.status.value, _last_line(result.detail))  # fmt: skip
+            return
+        for task_id, sha in going.items():
             if self.unpublished.get(task_id) == sha:
                 del self.unpublished[task_id]
 
@@ -256,13 +261,17 @@ class BaseSync:
         """The task's verified commit ``sha``, fetched from the remote where another host published
         it: exactly that commit, never a later tip of the task's ref. None when the remote does not
         hold it (or cannot be read: then a fault says so and ``reachable`` is False)."""
+        tracking = self.remote.tracking(task_ref(task_id))
+        # Every published commit comes with one fetch: the next task's is most often here already.
+        if self.git.rev(tracking) == sha:
+            return sha
         try:
-            published = self.remote.fetch_task(task_id)
+            self.remote.fetch_published()
         except GitError as exc:
             self.reachable = False
             self.faults.record(AREA, f"the remote {self.remote.name!r} cannot be read: {_last_line(exc)}")
             return None
-        return sha if published == sha else None
+        return sha if self.git.rev(tracking) == sha else None
 
     def push(self, old: str, new: str) -> PushResult:
         """Move the remote's base from ``old`` to ``new`` with the receipts this repository holds

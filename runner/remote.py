@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from runner.errors import GitError
 from runner.git import Git
 from runner.procs import ProcResult
-from runner.workspace import task_ref
+from runner.workspace import TASK_REFS, task_ref
 
 # Where this runner keeps what it last read of the remote; the runner's own namespace.
 REMOTE_REFS = "refs/pipeline/remote/"
@@ -74,19 +75,32 @@ class Remote:
         """The local ref that holds what this runner last read of the remote's ``ref``."""
         return REMOTE_REFS + ref.removeprefix("refs/")
 
-    def fetch(self, ref: str) -> str | None:
-        """Read the remote's ``ref`` (a full name) into its tracking ref; its sha, or None when
-        the remote has no such ref. Raises GitError when the remote cannot be reached."""
+    def fetch(self, ref: str, *more: str) -> str | None:
+        """Read the remote's ``ref`` (a full name), and ``more`` in the same exchange, into their
+        tracking refs; the sha of ``ref``, or None when the remote has no such ref (then nothing is
+        fetched). Raises GitError when the remote cannot be reached."""
+        refs = (ref, *more)
         done = self._ask(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
-            self.name, f"+{ref}:{self.tracking(ref)}",
+            self.name, *[f"+{name}:{self.tracking(name)}" for name in refs],
         )  # fmt: skip
         if not done.ok:
-            if "couldn't find remote ref" in done.output:
+            if "couldn't find remote ref" in done.output and not more:
                 self.git.delete_ref(self.tracking(ref))
                 return None
-            raise GitError(["git", "fetch", self.name, ref], done.exit_code, done.output)
+            raise GitError(["git", "fetch", self.name, *refs], done.exit_code, done.output)
         return self.git.rev(self.tracking(ref))
+
+    def fetch_published(self) -> None:
+        """Read every task commit published on the remote, in one exchange, into their tracking refs
+        (those the remote no longer has go). Raises GitError when the remote cannot be reached."""
+        pattern = f"{TASK_REFS}*"
+        done = self._ask(
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
+            "--prune", self.name, f"+{pattern}:{self.tracking(pattern)}",
+        )  # fmt: skip
+        if not done.ok:
+            raise GitError(["git", "fetch", self.name, pattern], done.exit_code, done.output)
 
     def read(self, *refs: str) -> dict[str, str]:
         """Where the remote's ``refs`` (full names) point now, in one exchange that fetches no
@@ -104,8 +118,11 @@ class Remote:
     def publish(self, task_id: str, sha: str) -> PushResult:
         """Put a task's commit where other hosts find it: ``refs/pipeline/tasks/ID`` on the remote
         (replacing an earlier patchset's). The id is checked before it reaches git."""
-        ref = task_ref(task_id)
-        return self._push(f"+{sha}:{ref}")
+        return self.publish_all({task_id: sha})
+
+    def publish_all(self, commits: Mapping[str, str]) -> PushResult:
+        """Publish several tasks' commits (task id -> sha) in one push; PUSHED when all went."""
+        return self._push(*[f"+{sha}:{task_ref(task_id)}" for task_id, sha in commits.items()])
 
     def unpublish(self, task_ids: list[str]) -> PushResult:
         """Remove the published commits of tasks that landed, in one push (not atomic: one already

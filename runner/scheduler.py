@@ -456,6 +456,8 @@ class Pipeline:
             acted = True
             self.record_dev(rec, outcome)
             self.between()
+        if acted and self.basesync is not None:
+            self.basesync.publish_pending()  # the commits just brought in, in one push
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
         for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
             if not self.mine(task.id):

@@ -436,6 +436,54 @@ def test_a_task_commit_verified_elsewhere_is_fetched_exactly(tmp_path: Path) -> 
 
 
 
+def test_the_commits_verified_elsewhere_come_in_one_exchange_and_those_landed_are_pruned(tmp_path: Path) -> None:
+    pipeline, repo, remote, other = two_hosts(tmp_path)
+    published = {}
+    for task_id in ("t-0", "t-1", "t-2"):
+        (other / f"{task_id}.txt").write_text(f"{task_id}\n")
+        git(other, "add", "-A")
+        git(other, "commit", "-q", "-m", task_id)
+        published[task_id] = git(other, "rev-parse", "HEAD")
+        git(other, "push", "-q", "origin", f"HEAD:refs/pipeline/tasks/{task_id}")
+    try:
+        sync = pipeline.basesync
+        assert sync is not None
+        assert sync.fetch_commit("t-0", published["t-0"]) == published["t-0"]
+        # The others came with it: read with the remote gone, they need no exchange of their own.
+        moved = tmp_path / "remote-away.git"
+        remote.rename(moved)
+        assert sync.fetch_commit("t-1", published["t-1"]) == published["t-1"]
+        assert sync.fetch_commit("t-2", published["t-2"]) == published["t-2"] and sync.reachable
+        moved.rename(remote)
+        # Published by a host that landed it, then removed there: the next fetch drops what was read of it.
+        git(remote, "update-ref", "-d", "refs/pipeline/tasks/t-2")
+        assert sync.fetch_commit("t-3", "d" * 40) is None and sync.reachable
+        tracked = git(repo, "for-each-ref", "--format=%(refname:lstrip=-1)", "refs/pipeline/remote/pipeline/tasks/")
+        assert tracked.split() == ["t-0", "t-1"]
+    finally:
+        pipeline.close()
+
+
+def test_the_commits_of_one_harvest_are_published_together(tmp_path: Path) -> None:
+    pipeline, repo, remote, _other = two_hosts(tmp_path)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None
+        shas = {}
+        for task_id in ("t-1", "t-2"):
+            (repo / f"{task_id}.txt").write_text(f"{task_id}\n")
+            git(repo, "add", "-A")
+            git(repo, "commit", "-q", "-m", task_id)
+            shas[task_id] = git(repo, "rev-parse", "HEAD")
+            sync.publish(task_id, shas[task_id])
+        assert git(remote, "for-each-ref", "refs/pipeline/tasks/") == ""  # not before the harvest ends
+        sync.publish_pending()
+        assert {t: git(remote, "rev-parse", f"refs/pipeline/tasks/{t}") for t in shas} == shas
+        assert sync.unpublished == {}
+    finally:
+        pipeline.close()
+
+
 def test_a_push_that_went_through_unheard_keeps_its_receipt_and_its_task_lands_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
