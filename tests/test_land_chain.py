@@ -64,10 +64,13 @@ def test_three_passed_candidates_land_in_one_push_each_with_its_receipt(tmp_path
         return origin.move_base("live", old, new, notes_ref=RECEIPTS, notes_old=None)
 
     recorded: list[str] = []
+
+    def record(sha: str) -> None:
+        recorded.append(sha)
+
     landed = land_chain(
-        g, "live", chain, repo, before_swap=lambda sha: recorded.append(sha) and None,
-        receipt=lambda sha: f"receipt of {sha}", push=push,
-    )  # fmt: skip
+        g, "live", chain, repo, before_swap=record, receipt=lambda sha: f"receipt of {sha}", push=push
+    )
     assert landed is not None
     assert [r.status for r in landed] == [IntegrateStatus.INTEGRATED] * 3
     assert [r.detail for r in landed] == [c.sha for c in chain]
