@@ -284,9 +284,10 @@ class Integrator:
         stacked on them is built again."""
         for index, slot in enumerate(self.stack):
             task_id = slot.task.id
-            if self.p.store.exists(task_id) and self.p.store.get(task_id).status is TaskStatus.VERIFIED:
+            now = self.p.store.status_of(task_id)
+            if now is TaskStatus.VERIFIED:
                 continue
-            status = self.p.store.get(task_id).status.value if self.p.store.exists(task_id) else "deleted"
+            status = "deleted" if now is None else now.value
             logger.info("{}: a person set the task to {}; stopping its integration", task_id, status)
             slot.cancel.set()
             self.p.runs.finish(slot.row, RunStatus.CANCELLED, error=f"a person set the task to {status} during integration")
@@ -351,7 +352,7 @@ class Integrator:
         after, under one lock), and the candidate is recorded, so a kill after the swap is
         recognised on restart."""
         with self.p.db.write():
-            status = self.p.store.get(task_id).status
+            status = self.p.store.status_of(task_id) or TaskStatus.CANCELLED
             if status is not TaskStatus.VERIFIED:
                 return f"a person set the task to {status.value} during integration; base was not moved"
             self.p.runs.update(row, after_sha=sha)
@@ -400,7 +401,7 @@ class Integrator:
         candidate was judged on (a rejected task is developed again from there)."""
         task_id = task.id
         move = INTEGRATE_MOVES[result.status]
-        status = self.p.store.get(task_id).status if self.p.store.exists(task_id) else TaskStatus.CANCELLED
+        status = self.p.store.status_of(task_id) or TaskStatus.CANCELLED
         if result.status is not IntegrateStatus.INTEGRATED and status is not TaskStatus.VERIFIED:
             # A person moved (cancelled) the task meanwhile: whatever its checks said, stopped or
             # not, is neither the task's failure nor a fault of the machine.

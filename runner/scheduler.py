@@ -63,8 +63,19 @@ from runner.logs import load as load_logging
 from runner.notify import Announcer, Notifier
 from runner.preflight import ENVIRONMENT, RED_BASE, Preflight
 from runner.redact import agent_secrets
-from runner.state import Database, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso, state_exists
-from runner.status import held_integration, limits_of, task_gate, waiting_to_land
+from runner.state import (
+    Database,
+    Phase,
+    RunRecord,
+    Runs,
+    RunStatus,
+    last_of,
+    latest_of,
+    open_db,
+    parse_iso,
+    state_exists,
+)
+from runner.status import held, held_integration, limits_of, task_gate, waiting_to_land
 from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.verifier import Verifier
@@ -264,6 +275,10 @@ class Pipeline:
         runners shared it)."""
         return self.fleet.id is None or self.runs.owner_of(task_id) in (self.fleet.id, None)
 
+    def owns(self, attempts: list[RunRecord]) -> bool:
+        """``mine``, from the task's attempts (oldest first) as Runs.attempts_by_task read them."""
+        return self.fleet.id is None or not attempts or attempts[-1].owner in (self.fleet.id, None)
+
     def fleet_look(self) -> bool:
         """Whether to look at the other runners this cycle (who died, who integrates, this
         runner's rank): now and then, not at each cycle, which would cost a few queries each on a
@@ -397,7 +412,7 @@ class Pipeline:
         """How each running dev agent of a task still in progress stands, by run row."""
         polled = {}
         for rec in self.runs.running(Phase.DEV):
-            if self.store.get(rec.task_id).status is TaskStatus.IN_PROGRESS:
+            if self.store.status_of(rec.task_id) is TaskStatus.IN_PROGRESS:
                 polled[rec.id] = self.backend.poll(self.handle_of(rec))
         return polled
 
@@ -446,7 +461,7 @@ class Pipeline:
         acted = False
         polled = polled or {}
         for rec in self.runs.running(Phase.DEV):
-            status = self.store.get(rec.task_id).status
+            status = self.store.status_of(rec.task_id) or TaskStatus.CANCELLED  # deleted: stopped too
             if status is not TaskStatus.IN_PROGRESS:
                 acted |= self.stop_dev(rec, status)
                 continue
@@ -459,10 +474,14 @@ class Pipeline:
         if acted and self.basesync is not None:
             self.basesync.publish_pending()  # the commits just brought in, in one push
         running = {r.task_id for r in self.runs.running(Phase.DEV)}
-        for task in self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False):
-            if not self.mine(task.id):
+        in_progress = self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False)
+        # Their attempts in one query, not two for each at every cycle (read after the tasks, as
+        # a task's own would be).
+        attempts = self.runs.attempts_by_task(TaskStatus.IN_PROGRESS.value) if in_progress else {}
+        for task in in_progress:
+            if not self.owns(attempts.get(task.id, [])):
                 continue
-            latest = self.runs.latest(task.id)
+            latest = latest_of(attempts.get(task.id, []))
             if next_step(self.view(task, running=running, latest=latest)) is not Step.VERIFY:
                 continue
             if self.paused("verify") or self.base_suspect():
@@ -561,7 +580,7 @@ class Pipeline:
             result = self.fold(rec.task_id, result)
         environment = outcome.environment and result.status is DevStatus.FAILED
         with self.db.write():
-            status = self.store.get(rec.task_id).status
+            status = self.store.status_of(rec.task_id) or TaskStatus.CANCELLED
             if status is not TaskStatus.IN_PROGRESS:
                 self.runs.finish(
                     rec.id, RunStatus.CANCELLED, cost_cents=result.cost_cents, tokens=result.tokens,
@@ -644,7 +663,7 @@ class Pipeline:
     def release_cancelled(self, task_id: str) -> None:
         """Remove the workspace of a cancelled (or deleted) task once no attempt of it runs: its
         work is dropped, and a retry starts again from base."""
-        if self.store.exists(task_id) and self.store.get(task_id).status is not TaskStatus.CANCELLED:
+        if self.store.status_of(task_id) not in (None, TaskStatus.CANCELLED):
             return
         if any(r.task_id == task_id for r in self.runs.running()):
             return
@@ -739,7 +758,7 @@ class Pipeline:
 
     def still_open(self, task_id: str) -> bool:
         """Whether a task is still there and open (a person may have cancelled or deleted it)."""
-        return self.store.exists(task_id) and self.store.get(task_id).status is TaskStatus.OPEN
+        return self.store.status_of(task_id) is TaskStatus.OPEN
 
     def give_back(self, task_id: str, prepared: Prepared | ProcessError | OSError) -> None:
         """A workspace made ahead for a task that did not start: a new one goes back to the warm
@@ -834,11 +853,9 @@ class Pipeline:
         if self.verifier.verifying or self.integrator.busy or self.runs.running(Phase.DEV):
             return False
         # A held integration waits for a person (a dirty checkout of base), not for the loop.
-        verified = [
-            t
-            for t in self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
-            if held_integration(self.runs, t.id) is None
-        ]
+        verified = self.store.list_tasks(TaskStatus.VERIFIED, with_comments=False)
+        attempts = self.runs.attempts_by_task(TaskStatus.VERIFIED.value) if verified else {}
+        verified = [t for t in verified if held(last_of(attempts.get(t.id, []), Phase.INTEGRATE)) is None]
         busy = [
             *self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False),
             *verified,

@@ -749,6 +749,18 @@ _RUN_COLUMNS = [f for f in RunRecord.__dataclass_fields__]
 _CHECK_COLUMNS = [f for f in CheckRecord.__dataclass_fields__]
 
 
+def latest_of(attempts: list[RunRecord]) -> RunRecord | None:
+    """The most recent attempt that was not cancelled, of a task's ``attempts`` (oldest first):
+    what Runs.latest reads (pure)."""
+    return next((r for r in reversed(attempts) if r.status is not RunStatus.CANCELLED), None)
+
+
+def last_of(attempts: list[RunRecord], phase: Phase) -> RunRecord | None:
+    """The most recent attempt of ``phase``, cancelled ones included, of a task's ``attempts``
+    (oldest first): what Runs.last_attempt reads (pure)."""
+    return next((r for r in reversed(attempts) if r.phase == phase), None)
+
+
 class Runs:
     """The pipeline_runs table."""
 
@@ -897,6 +909,22 @@ class Runs:
             (task_id,),
         )
         return {str(r[0]) for r in rows}
+
+    def attempts_by_task(self, task_status: str) -> dict[str, list[RunRecord]]:
+        """Every attempt (not the phase rows) of each task in ``task_status``, oldest first, in one
+        query: what the loop would otherwise read a task at a time (its owner, its latest attempt).
+        For the statuses of active work only, whose tasks are few."""
+        rows = self.db.query(
+            # As landing_candidates: from the tasks of that status to their runs.
+            f"SELECT r.* FROM tasks AS t {self.db.dialect.ordered_join} pipeline_runs AS r ON r.task_id = t.id "
+            "WHERE t.status = ? AND r.parent_id IS NULL ORDER BY r.id",
+            (task_status,),
+        )
+        found: dict[str, list[RunRecord]] = {}
+        for row in rows:
+            record = RunRecord.from_row(row)
+            found.setdefault(record.task_id, []).append(record)
+        return found
 
     def landing_candidates(self) -> list[RunRecord]:
         """Integration attempts that recorded a candidate for a task not yet done: each may have

@@ -15,7 +15,17 @@ from runner.fleet import fleet_view
 from runner.holdups import Queued, why
 from runner.lifecycle import Gate, GateResult, Limits, gate
 from runner.phaseview import PhaseShown, PhaseView, phase_views
-from runner.state import SCHEMA_VERSION, Phase, RunRecord, Runs, RunStatus, open_db, parse_iso, state_exists
+from runner.state import (
+    SCHEMA_VERSION,
+    Phase,
+    RunRecord,
+    Runs,
+    RunStatus,
+    last_of,
+    open_db,
+    parse_iso,
+    state_exists,
+)
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType
 
 if TYPE_CHECKING:
@@ -40,19 +50,25 @@ NOT_HELD = (REBUILT, "runner stopped")
 def waiting_to_land(runs: Runs, verified: list[Task], limit: int) -> int:
     """How many of the ``verified`` tasks wait for the integrator (those held for a person do
     not); the loop and `status` count alike. Under ``limit`` even with every one counted, no run
-    is read."""
+    is read; otherwise the last integrations of them all, in one query."""
     if len(verified) < limit:
         return len(verified)
-    return sum(1 for t in verified if held_integration(runs, t.id) is None)
+    attempts = runs.attempts_by_task(TaskStatus.VERIFIED.value)
+    return sum(1 for t in verified if held(last_of(attempts.get(t.id, []), Phase.INTEGRATE)) is None)
 
 
 def held_integration(runs: Runs, task_id: str) -> RunRecord | None:
-    """The refused integration holding a verified task back, if its last integration was refused.
+    """The refused integration holding a verified task back, if its last integration was refused
+    (see held)."""
+    return held(runs.last_attempt(task_id, Phase.INTEGRATE))
+
+
+def held(last: RunRecord | None) -> RunRecord | None:
+    """``last``, a task's last integration, when it holds the task back (pure).
 
     A refusal (base's checkout dirty, untracked files in the way) is recorded as a cancelled
     integrate run with the reason; it needs a person, not another attempt of the task.
     """
-    last = runs.last_attempt(task_id, Phase.INTEGRATE)
     if last is None or last.status is not RunStatus.CANCELLED or not last.error_summary:
         return None
     # A candidate dropped to be built again, or one a stop interrupted, is retried by the loop.

@@ -322,7 +322,7 @@ class TaskSource(abc.ABC):
         """Append a comment."""
 
     @abc.abstractmethod
-    def set_status(self, task_id: str, status: TaskStatus, *, by_person: bool = False) -> Task:
+    def set_status(self, task_id: str, status: TaskStatus, *, by_person: bool = False) -> None:
         """Move a task; a person moving it to open restarts its retry count."""
 
     @abc.abstractmethod
@@ -352,6 +352,12 @@ class BuiltinTaskStore(TaskSource):
     def exists(self, task_id: str) -> bool:
         """Whether a task with this id exists."""
         return self.db.scalar("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
+
+    def status_of(self, task_id: str) -> TaskStatus | None:
+        """A task's status, None when there is no such task: one query, where ``get`` reads its
+        dependencies and comments too (the loop asks this of its running tasks many times a cycle)."""
+        status = self.db.scalar("SELECT status FROM tasks WHERE id = ?", (task_id,))
+        return None if status is None else TaskStatus(status)
 
     def claimable(self, task_id: str) -> bool:
         """Whether ``task_id`` is open and no other transaction holds its row; called in a write
@@ -611,7 +617,8 @@ class BuiltinTaskStore(TaskSource):
 
     def comment(self, task_id: str, body: str, author: Author = Author.HUMAN) -> None:
         """Append a comment to an existing task."""
-        self.get(task_id)
+        if self.status_of(check_task_id(task_id)) is None:
+            raise TaskError(f"No task with id {task_id!r}.")
         stamp = now_iso()
         with self.db.write() as conn:
             conn.execute(
@@ -620,9 +627,11 @@ class BuiltinTaskStore(TaskSource):
             )
             conn.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (stamp, task_id))
 
-    def set_status(self, task_id: str, status: TaskStatus, *, by_person: bool = False) -> Task:
+    def set_status(self, task_id: str, status: TaskStatus, *, by_person: bool = False) -> None:
         """Move a task. A person reopening it restarts the retry count from now."""
-        before = self.get(task_id).status
+        before = self.status_of(check_task_id(task_id))
+        if before is None:
+            raise TaskError(f"No task with id {task_id!r}.")
         stamp = now_iso()
         with self.db.write() as conn:
             if by_person and status is TaskStatus.OPEN:
@@ -637,7 +646,6 @@ class BuiltinTaskStore(TaskSource):
                 )
         for listener in self.listeners:
             listener(task_id, before, status)
-        return self.get(task_id)
 
     def bump_patchset(self, task_id: str) -> Task:
         """Increment the patchset count."""

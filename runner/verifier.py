@@ -143,7 +143,7 @@ class Verifier:
             except Exception as exc:  # a git or I/O failure in the worker is no fault of the task's
                 result = VerifyResult(VerifyStatus.FAULT, f"verification could not run: {exc}")
             with self.p.db.write():
-                status = self.p.store.get(task_id).status
+                status = self.p.store.status_of(task_id) or TaskStatus.CANCELLED
                 if status is not TaskStatus.IN_PROGRESS:
                     self.p.runs.finish(row, RunStatus.CANCELLED, error=f"a person set the task to {status.value}")
                 else:
@@ -164,7 +164,7 @@ class Verifier:
         for task_id, cancel in self.cancels.items():
             if cancel.is_set():
                 continue
-            if not self.p.store.exists(task_id) or self.p.store.get(task_id).status is not TaskStatus.IN_PROGRESS:
+            if self.p.store.status_of(task_id) is not TaskStatus.IN_PROGRESS:
                 logger.info("{}: a person moved the task; stopping its verification", task_id)
                 cancel.set()
 

@@ -16,7 +16,17 @@ from runner.config import load_config
 from runner.errors import ConfigError, StateError, TaskError
 from runner.report import load_report
 from runner.sqldialect import POSTGRESQL, to_pyformat
-from runner.state import SCHEMA_VERSION, Database, Phase, Runs, RunStatus, open_db, state_exists
+from runner.state import (
+    SCHEMA_VERSION,
+    Database,
+    Phase,
+    Runs,
+    RunStatus,
+    last_of,
+    latest_of,
+    open_db,
+    state_exists,
+)
 from runner.status import build_status
 from runner.tasks import BuiltinTaskStore, NewTask, TaskChanges, TaskStatus, TaskType
 from tests.conftest import CLI, make_repo, write_config
@@ -153,6 +163,29 @@ def test_runs_are_recorded_counted_and_summed(db: Database) -> None:
     assert runs.landing_candidates() == []
     assert store.delete(task.id) == 4
     assert runs.total_cost() == 0 and runs.for_task(task.id) == []
+
+
+def test_the_attempts_of_the_tasks_of_one_status_are_read_at_once_as_one_at_a_time(db: Database) -> None:
+    store, runs = BuiltinTaskStore(db), Runs(db, owner=7)
+    busy, other, idle = (store.add(NewTask(title=t)) for t in ("busy", "other", "idle"))
+    store.set_status(busy.id, TaskStatus.IN_PROGRESS)
+    store.set_status(other.id, TaskStatus.IN_PROGRESS)
+    dev = runs.start(busy.id, Phase.DEV, 0)
+    runs.finish(dev, RunStatus.SUCCESS, after_sha="abc")
+    verify = runs.start(busy.id, Phase.VERIFY, 0)
+    runs.start_check(verify, busy.id, "unit", 0)  # a phase row: not an attempt
+    runs.finish(verify, RunStatus.CANCELLED, error="stopped")
+    Runs(db, owner=8).start(other.id, Phase.DEV, 0)
+    runs.start(idle.id, Phase.DEV, 0)  # open: not read
+    found = runs.attempts_by_task(TaskStatus.IN_PROGRESS.value)
+    assert set(found) == {busy.id, other.id}
+    assert [r.id for r in found[busy.id]] == [r.id for r in runs.for_task(busy.id)] == [dev, verify]
+    # The pure readers agree with the queries they replace.
+    assert latest_of(found[busy.id]).id == runs.latest(busy.id).id == dev  # type: ignore[union-attr]
+    assert last_of(found[busy.id], Phase.VERIFY).id == runs.last_attempt(busy.id, Phase.VERIFY).id  # type: ignore[union-attr]
+    assert last_of(found[busy.id], Phase.INTEGRATE) is None
+    assert [found[t][-1].owner for t in (busy.id, other.id)] == [runs.owner_of(busy.id), runs.owner_of(other.id)] == [7, 8]
+    assert runs.attempts_by_task(TaskStatus.VERIFIED.value) == {}
 
 
 def test_the_check_cache_and_outcomes(db: Database) -> None:

@@ -321,7 +321,8 @@ def test_a_version_3_database_keeps_its_tasks_comments_and_order_and_takes_cance
         assert [t.id for t in store.list_tasks()] == ["z", "a"]
         a = store.get("a")
         assert a.dependencies == ("z",) and [c.body for c in a.comments] == ["hi"]
-        assert store.set_status("a", TaskStatus.CANCELLED).status is TaskStatus.CANCELLED
+        store.set_status("a", TaskStatus.CANCELLED)
+        assert store.status_of("a") is TaskStatus.CANCELLED and store.status_of("b") is None
         store.comment("a", "after")  # comment ids continue
         assert [c.body for c in store.get("a").comments] == ["hi", "after"]
         assert db.scalar("PRAGMA foreign_keys") == 1
