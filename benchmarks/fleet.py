@@ -8,13 +8,17 @@ origin`, `state: {url}`), each with ``--concurrency`` agent slots; an agent slee
 and commits one file; the one check is `true`. The makespan runs from the start of the runners to
 the last task on the remote's base. The ideal is tasks / (runners x concurrency) x seconds.
 Then the same backlog with one runner on SQLite with runners x concurrency slots and no remote,
-for comparison. Prints both with their ratio to the ideal.
+for comparison. Prints both with their ratio to the ideal, and the CPU time the runners, their
+agents, git and the checks took (PostgreSQL's server not included) next to what the machine's
+cores offer over the ideal makespan (PostgreSQL's server apart): when the work needs more than that, no design reaches the
+ideal on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -52,11 +56,25 @@ def landed(git_dir: Path) -> int:
     return git(git_dir, "log", "--format=%B", "live").count("Task-Id: ")
 
 
+def children_cpu() -> float:
+    """CPU seconds (user and system) of the processes this one has waited for, and theirs."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def server_cpu(data: Path) -> float:
+    """CPU seconds of the PostgreSQL server whose data directory is ``data``: its postmaster's and
+    its ended backends' (a backend's own time is added when its connection closes)."""
+    pid = (data / "postmaster.pid").read_text().split()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(n) for n in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def fleet(
     where: Path, runners: int, concurrency: int, tasks: int, seconds: float, url: str | None,
     integrate: dict[str, int] | None = None,
-) -> float:
-    """Seconds from the runners' start to the last task landed."""
+) -> tuple[float, float]:
+    """Seconds from the runners' start to the last task landed, and the CPU seconds it took."""
     seed = where / "seed"
     seed.mkdir()
     git(seed, "init", "-q", "-b", "live")
@@ -92,6 +110,7 @@ def fleet(
     (where / "tasks.jsonl").write_text(lines)
     subprocess.run([sys.executable, "-m", "runner", "task", "import", str(where / "tasks.jsonl")], cwd=clones[0],
                    env=env, check=True, capture_output=True)  # fmt: skip
+    cpu = children_cpu()
     started = time.perf_counter()
     procs = []
     for n, clone in enumerate(clones):
@@ -106,12 +125,13 @@ def fleet(
             if time.perf_counter() - started > 600:
                 raise SystemExit(f"not done after 600 s: see {where}")
             time.sleep(0.1)
-        return time.perf_counter() - started
+        makespan = time.perf_counter() - started
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=60)
+    return makespan, children_cpu() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,17 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     server = start_server(binaries)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-            shared = fleet(
-                Path(tmp), args.runners, args.concurrency, args.tasks, args.seconds, server.database(), integrate
+            url = server.database()
+            before = server_cpu(server.dir / "data")
+            shared, shared_cpu = fleet(
+                Path(tmp), args.runners, args.concurrency, args.tasks, args.seconds, url, integrate
             )
+            time.sleep(1)  # the backends of the runners' connections end
+            database_cpu = server_cpu(server.dir / "data") - before
     finally:
         server.stop()
+    cores = os.cpu_count() or 1
     print(f"{args.tasks} tasks, agents of {args.seconds:g} s, ideal {ideal:.1f} s; integrate: {integrate or 'defaults'}")
-    print(f"{args.runners} runners x {args.concurrency} on PostgreSQL + remote: {shared:.1f} s ({shared / ideal:.2f}x)")
+    print(f"{cores} cores offer {cores * ideal:.1f} CPU-s over the ideal makespan")
+    print(f"{args.runners} runners x {args.concurrency} on PostgreSQL + remote: {shared:.1f} s ({shared / ideal:.2f}x), "
+          f"{shared_cpu:.1f} CPU-s and PostgreSQL's {database_cpu:.1f}")  # fmt: skip
     if not args.fleet_only:
         with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-            single = fleet(Path(tmp), 1, slots, args.tasks, args.seconds, None, integrate)
-        print(f"1 runner x {slots} on SQLite, no remote: {single:.1f} s ({single / ideal:.2f}x)")
+            single, single_cpu = fleet(Path(tmp), 1, slots, args.tasks, args.seconds, None, integrate)
+        print(f"1 runner x {slots} on SQLite, no remote: {single:.1f} s ({single / ideal:.2f}x), {single_cpu:.1f} CPU-s")
     return 0
 
 
