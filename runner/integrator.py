@@ -338,7 +338,7 @@ class Integrator:
         first that has not (yet): they land with it."""
         passed: dict[str, tuple[Slot, VerifyResult]] = {}
         for slot in self.stack[1:]:
-            if not slot.future.done() or slot.future.exception() is not None:
+            if not slot.future.done() or slot.future.cancelled() or slot.future.exception() is not None:
                 break
             checked = slot.future.result()
             if judge_checks(checked, self.p.config.base, slot.candidate.parent,

@@ -436,6 +436,46 @@ def test_a_task_commit_verified_elsewhere_is_fetched_exactly(tmp_path: Path) -> 
 
 
 
+# The integrate phase: the bottom candidate (base plus a.txt alone) is checked slowest, so that the
+# two above it have passed by the time it has.
+SLOW_BOTTOM_GATE = """\
+import pathlib, time
+time.sleep(0.1 if pathlib.Path("b.txt").exists() else 1.5)
+"""
+
+
+def test_candidates_that_passed_together_land_in_one_push_each_with_its_receipt(tmp_path: Path) -> None:
+    s = make_sample(
+        tmp_path, remote="origin", concurrency=3, integrate={"window": 3},
+        phases={"verify": {"run": [["python3", "check.py"]], "on": ["verify"]},
+                "gate": {"run": [["python3", "gate.py"]], "on": ["integrate"]}},
+    )  # fmt: skip
+    (s.repo / "gate.py").write_text(SLOW_BOTTOM_GATE)
+    git(s.repo, "add", "gate.py")
+    git(s.repo, "commit", "-q", "-m", "gate")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(s.repo), str(remote))
+    git(s.repo, "remote", "add", "origin", str(remote))
+    pushes = tmp_path / "pushes.log"
+    hook = remote / "hooks" / "post-receive"
+    hook.write_text(f"#!/bin/sh\ncat >> {pushes}\n")
+    hook.chmod(0o755)
+    s.plan({f"t-{n}": [{"files": {f"{name}.txt": f"{n}\n"}}] for n, name in ((1, "a"), (2, "b"), (3, "c"))})
+    for title in ("one", "two", "three"):
+        s.add(title)
+    s.run_once_until_verified(3)
+    before = git(remote, "rev-parse", "live")
+    s.run_once_until(all_done(3))
+
+    assert trailers(remote)[:3] == ["t-3", "t-2", "t-1"]
+    moves = [line.split() for line in pushes.read_text().splitlines() if line.endswith(" refs/heads/live")]
+    assert moves == [[before, git(remote, "rev-parse", "live"), "refs/heads/live"]]  # one push for the three
+    landed = git(remote, "rev-list", "live", "--not", before).split()
+    assert len(landed) == 3 and noted(remote) == set(landed)
+    assert {receipts.parse(git(remote, "notes", f"--ref={RECEIPTS}", "show", sha))["task"]  # type: ignore[index]
+            for sha in landed} == {"t-1", "t-2", "t-3"}  # fmt: skip
+
+
 def test_the_commits_verified_elsewhere_come_in_one_exchange_and_those_landed_are_pruned(tmp_path: Path) -> None:
     pipeline, repo, remote, other = two_hosts(tmp_path)
     published = {}
