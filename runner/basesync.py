@@ -249,11 +249,16 @@ class BaseSync:
             return
         going = dict(self.unpublished)
         result = self.remote.publish_all(going)
-        if not result.ok:
-            logger.warning("commits of {} not published to {} yet ({}): {}", ", ".join(sorted(going)[:5]),
-                           self.remote.name, result.status.value, _last_line(result.detail))  # fmt: skip
-            return
-        for task_id, sha in going.items():
+        went = going if result.ok else {}
+        if not result.ok and result.status is not PushStatus.UNREACHABLE and len(going) > 1:
+            # One commit the remote refuses (a hook, push protection) must not keep the others off
+            # it: each is tried alone, and those that went leave the queue.
+            went = {task_id: sha for task_id, sha in going.items() if self.remote.publish(task_id, sha).ok}
+        if went != going:
+            logger.warning("commits of {} not published to {} yet ({}): {}",
+                           ", ".join(sorted(set(going) - set(went))[:5]), self.remote.name,
+                           result.status.value, _last_line(result.detail))  # fmt: skip
+        for task_id, sha in went.items():
             if self.unpublished.get(task_id) == sha:
                 del self.unpublished[task_id]
 
@@ -266,7 +271,14 @@ class BaseSync:
         if self.git.rev(tracking) == sha:
             return sha
         try:
-            self.remote.fetch_published()
+            try:
+                self.remote.fetch_published()
+            except GitError as exc:
+                if exc.exit_code is None:
+                    raise  # no answer in time: not asked again
+                # A ref of the namespace the remote cannot serve (an object it lost, a ref written
+                # by hand) fails the fetch of them all: the task's own is read alone.
+                self.remote.fetch_task(task_id)
         except GitError as exc:
             self.reachable = False
             self.faults.record(AREA, f"the remote {self.remote.name!r} cannot be read: {_last_line(exc)}")

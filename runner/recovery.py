@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from phases.integrate import RECEIPTS
 from runner.lifecycle import Step, next_step
 from runner.logs import logger
-from runner.state import Phase, RunStatus, parse_iso
+from runner.state import Phase, RunStatus, last_of, parse_iso
 from runner.tasks import TaskStatus
 from runner.workspace import TASK_REFS, remove_tree
 
@@ -26,6 +26,8 @@ def reconcile(p: Pipeline) -> None:
     git commands left are dropped, and what done, cancelled or deleted tasks held is released."""
     for rec in p.runs.running(Phase.INTEGRATE):
         p.watch.drop_own_locks(parse_iso(rec.started_at).timestamp())
+    if p.basesync is not None:
+        publish_again(p)
     # With base on a remote, a candidate pushed there before the kill is on the remote's base:
     # the local base is brought to it first, so that it is found below.
     synced = p.basesync is None or p.basesync.sync(now=True)
@@ -85,6 +87,19 @@ def reconcile(p: Pipeline) -> None:
         elif p.store.get(task_id).status in (TaskStatus.DONE, TaskStatus.CANCELLED):
             p.workspaces.release(task_id)  # a kill before the cleanup
     p.git.prune_worktrees()
+
+
+def publish_again(p: Pipeline) -> None:
+    """Queue again, for the remote, the commit of each of this runner's tasks that waits to be
+    verified or integrated: commits are published at the end of a harvest, from memory, and one a
+    kill lost would otherwise never reach the remote (its task would wait unverified, or another
+    host would find nothing to integrate). Published again, a commit changes nothing."""
+    assert p.basesync is not None
+    for status, phase in ((TaskStatus.IN_PROGRESS, Phase.DEV), (TaskStatus.VERIFIED, Phase.VERIFY)):
+        for task_id, attempts in p.runs.attempts_by_task(status.value).items():
+            last = last_of(attempts, phase)
+            if p.owns(attempts) and last is not None and last.status in (RunStatus.SUCCESS, RunStatus.SKIPPED) and last.after_sha:
+                p.basesync.publish(task_id, last.after_sha)
 
 
 def finish_landings(p: Pipeline) -> list[str]:

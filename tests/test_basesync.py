@@ -444,7 +444,9 @@ time.sleep(0.1 if pathlib.Path("b.txt").exists() else 1.5)
 """
 
 
-def test_candidates_that_passed_together_land_in_one_push_each_with_its_receipt(tmp_path: Path) -> None:
+def slow_bottom_sample(tmp_path: Path) -> tuple[Sample, Path]:
+    """A sample on a remote whose tasks t-1, t-2, t-3 add a.txt, b.txt, c.txt, stacked three deep,
+    the bottom candidate checked slowest (SLOW_BOTTOM_GATE): the three land in one move."""
     s = make_sample(
         tmp_path, remote="origin", concurrency=3, integrate={"window": 3},
         phases={"verify": {"run": [["python3", "check.py"]], "on": ["verify"]},
@@ -456,11 +458,16 @@ def test_candidates_that_passed_together_land_in_one_push_each_with_its_receipt(
     remote = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(s.repo), str(remote))
     git(s.repo, "remote", "add", "origin", str(remote))
+    s.plan({f"t-{n}": [{"files": {f"{name}.txt": f"{n}\n"}}] for n, name in ((1, "a"), (2, "b"), (3, "c"))})
+    return s, remote
+
+
+def test_candidates_that_passed_together_land_in_one_push_each_with_its_receipt(tmp_path: Path) -> None:
+    s, remote = slow_bottom_sample(tmp_path)
     pushes = tmp_path / "pushes.log"
     hook = remote / "hooks" / "post-receive"
     hook.write_text(f"#!/bin/sh\ncat >> {pushes}\n")
     hook.chmod(0o755)
-    s.plan({f"t-{n}": [{"files": {f"{name}.txt": f"{n}\n"}}] for n, name in ((1, "a"), (2, "b"), (3, "c"))})
     for title in ("one", "two", "three"):
         s.add(title)
     s.run_once_until_verified(3)
@@ -502,6 +509,76 @@ def test_the_commits_verified_elsewhere_come_in_one_exchange_and_those_landed_ar
         assert tracked.split() == ["t-0", "t-1"]
     finally:
         pipeline.close()
+
+
+def test_one_ref_the_remote_cannot_serve_under_the_task_namespace_does_not_hide_the_others(tmp_path: Path) -> None:
+    pipeline, _repo, remote, other = two_hosts(tmp_path)
+    (other / "t.txt").write_text("1\n")
+    git(other, "add", "-A")
+    git(other, "commit", "-q", "-m", "t-0's work")
+    sha = git(other, "rev-parse", "HEAD")
+    git(other, "push", "-q", "origin", f"{sha}:refs/pipeline/tasks/t-0")
+    # A ref written by hand, naming an object the remote does not have: the fetch of all fails.
+    (remote / "refs" / "pipeline" / "tasks" / "junk").write_text("1234567890" * 4 + "\n")
+    try:
+        sync = pipeline.basesync
+        assert sync is not None
+        assert sync.fetch_commit("t-0", sha) == sha and sync.reachable
+        assert pipeline.faults.get(AREA) is None
+    finally:
+        pipeline.close()
+
+
+def test_a_commit_the_remote_refuses_does_not_hold_back_the_others_of_its_harvest(tmp_path: Path) -> None:
+    pipeline, repo, remote, _other = two_hosts(tmp_path)
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do\n"
+        '  [ "$ref" = refs/pipeline/tasks/t-1 ] && { echo "t-1 holds a secret" >&2; exit 1; }\ndone\nexit 0\n'
+    )
+    hook.chmod(0o755)
+    try:
+        sync = pipeline.basesync
+        assert sync is not None
+        for task_id in ("t-1", "t-2"):
+            (repo / f"{task_id}.txt").write_text(f"{task_id}\n")
+            git(repo, "add", "-A")
+            git(repo, "commit", "-q", "-m", task_id)
+            sync.publish(task_id, git(repo, "rev-parse", "HEAD"))
+        sync.publish_pending()
+        assert git(remote, "for-each-ref", "--format=%(refname)", "refs/pipeline/tasks/") == "refs/pipeline/tasks/t-2"
+        assert set(sync.unpublished) == {"t-1"}  # tried again at the next look; t-2 is not
+    finally:
+        pipeline.close()
+
+
+def test_a_kill_before_the_harvest_published_its_commits_publishes_them_at_the_next_start(tmp_path: Path) -> None:
+    s, remote = remote_sample(tmp_path)
+    s.plan({"t-1": [{"files": {"a.txt": "one\n"}}]})
+    s.add("task")
+    s.run_once_until_killed("dev-recorded")  # recorded, not yet published (the end of the harvest)
+    assert git(remote, "for-each-ref", "refs/pipeline/tasks/") == ""
+    s.run_once_until_verified(1)
+    assert git(remote, "for-each-ref", "--format=%(refname)", "refs/pipeline/tasks/") == "refs/pipeline/tasks/t-1"
+    s.run_once_until(all_done(1))
+    assert trailers(remote)[:1] == ["t-1"] and charged(s, "t-1") == 0
+
+
+@pytest.mark.parametrize("point", ["before-swap@2", "receipt-attached@1", "pushed@1", "integrated@2"])
+def test_a_kill_in_a_landing_of_three_at_once_lands_each_once_with_its_receipt(tmp_path: Path, point: str) -> None:
+    s, remote = slow_bottom_sample(tmp_path)
+    for title in ("one", "two", "three"):
+        s.add(title)
+    s.run_once_until_verified(3)
+    before = git(remote, "rev-parse", "live")
+    s.run_once_until_killed(point, limit=3)
+    s.run_once_until(all_done(3), limit=10)
+    assert sorted(trailers(remote)[:3]) == ["t-1", "t-2", "t-3"] and len(trailers(remote)) == 3
+    landed = set(git(remote, "rev-list", "live", "--not", before).split())
+    assert len(landed) == 3 and noted(remote) == landed and noted(s.repo) == landed
+    assert git(s.repo, "rev-parse", "live") == git(remote, "rev-parse", "live")
+    assert all(s.task(t)["patchset"] == 0 and charged(s, t) == 0 for t in ("t-1", "t-2", "t-3"))
+    assert s.rows("SELECT COUNT(*) FROM pipeline_runs WHERE status='running'") == [(0,)]
 
 
 def test_the_commits_of_one_harvest_are_published_together(tmp_path: Path) -> None:
