@@ -380,7 +380,8 @@ class Integrator:
             records = runs.checks([verify.id])[verify.id]
             stages.append({"stage": "verify", "commit": verify.after_sha, "tree": verify.tree,
                            "phases": receipts.record_entries(records)})  # fmt: skip
-        stages.append({"stage": "integrate", "commit": sha, "tree": self.p.git.tree_of(sha),
+        tree = self.p.git.tree_of(sha)
+        stages.append({"stage": "integrate", "commit": sha, "tree": tree,
                        "phases": receipts.phase_entries(checked.phases)})  # fmt: skip
         return {
             "task": task.id,
@@ -389,7 +390,7 @@ class Integrator:
             "base": self.p.config.base,
             "agent_run": dev.agent_run_id if dev is not None else None,
             "cost_cents": runs.total_cost(task.id),
-            "tree": self.p.git.tree_of(sha),
+            "tree": tree,
             "landed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "checks": stages,
         }
