@@ -13,10 +13,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from tests.conftest import clean_env, git
+from tests.loop_helpers import Sample, make_sample
 
 AGENT = textwrap.dedent(
     """\
@@ -188,3 +190,34 @@ def test_a_tree_checked_on_one_host_is_not_checked_again_on_another(tmp_path: Pa
     assert second.returncode == 0, second.stdout + second.stderr
     assert (tmp_path / "runs").read_text() == "x"  # not run again: the pass is in the shared state
     assert "unit: passed (" in second.stdout, second.stdout
+
+
+def test_the_daily_cost_cap_counts_what_every_host_spent(tmp_path: Path, pg_url: str) -> None:
+    # Host a spends under the cap, host b reaches it: neither starts another agent that day, each
+    # counting the other's spending from the shared state (not its own alone).
+    settings: dict[str, Any] = {
+        "agent": {"preset": "agentd", "command": None}, "state": {"url": pg_url}, "remote": "origin",
+        "concurrency": 1, "limits": {"max_daily_cost": 50},
+    }  # fmt: skip
+    a = make_sample(tmp_path / "a", **settings)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(a.repo), str(remote))
+    git(a.repo, "remote", "add", "origin", str(remote))
+    git(tmp_path, "clone", "-q", str(remote), str(tmp_path / "b"))
+    b = Sample(tmp_path / "b", tmp_path / "b-fake-state", a.plan_file, {})
+    b.write_config(**a.config)
+    a.plan({f"t-{n}": [{"files": {f"t{n}.txt": f"{n}\n"}, "cost": 40}] for n in (1, 2, 3)})
+    a.add("one")
+    a.run_once_until(lambda d: d["done"] == 1)
+    assert a.status()["cost_cents"] == 40 and not a.status()["faults"]  # under the cap
+    a.add("two")
+    a.add("three")
+    b.run_once_until(lambda d: d["done"] == 2)
+    for host in (b, a):
+        done = host.cli("run", "--once")
+        assert done.returncode == 3, done.stdout + done.stderr  # paused: the day's cap
+        doc = host.status()
+        assert doc["cost_cents"] == 80 and doc["open"] == 1
+        assert any(f["area"] == "budget" and "80 cents spent" in f["message"] for f in doc["faults"]), doc["faults"]
+    landed = _landed(remote)
+    assert len(landed) == 2 and "t-1" in landed  # b took t-2 or t-3 (its share of the queue)
