@@ -403,22 +403,26 @@ def test_commits_another_host_landed_with_receipts_are_not_taken_for_a_persons(t
         pipeline.close()
 
 
+def published_elsewhere(other: Path, task_id: str, message: str) -> str:
+    """A commit made on the other host's clone and published there for ``task_id``; its sha."""
+    (other / f"{task_id}.txt").write_text(f"{message}\n")
+    git(other, "add", "-A")
+    git(other, "commit", "-q", "-m", message)
+    sha = git(other, "rev-parse", "HEAD")
+    git(other, "push", "-q", "origin", f"+{sha}:refs/pipeline/tasks/{task_id}")
+    return sha
+
+
 def test_a_task_commit_verified_elsewhere_is_fetched_exactly(tmp_path: Path) -> None:
     pipeline, repo, remote, other = two_hosts(tmp_path)
-    (other / "t.txt").write_text("1\n")
-    git(other, "add", "-A")
-    git(other, "commit", "-q", "-m", "patchset 1")
-    first = git(other, "rev-parse", "HEAD")
-    git(other, "push", "-q", "origin", f"{first}:refs/pipeline/tasks/t-0")
+    first = published_elsewhere(other, "t-0", "patchset 1")
     try:
         sync = pipeline.basesync
         assert sync is not None
         assert sync.fetch_commit("t-0", first) == first
         assert git(repo, "cat-file", "-t", first) == "commit"
         # A later patchset published since: the one that was verified is not that tip.
-        (other / "t.txt").write_text("2\n")
-        git(other, "commit", "-q", "-am", "patchset 2")
-        git(other, "push", "-q", "origin", "+HEAD:refs/pipeline/tasks/t-0")
+        published_elsewhere(other, "t-0", "patchset 2")
         assert sync.fetch_commit("t-1", first) is None
         assert sync.fetch_commit("t-0", "c" * 40) is None
         # Landed: what this host read of it goes, with the published commit on the remote.
@@ -485,13 +489,7 @@ def test_candidates_that_passed_together_land_in_one_push_each_with_its_receipt(
 
 def test_the_commits_verified_elsewhere_come_in_one_exchange_and_those_landed_are_pruned(tmp_path: Path) -> None:
     pipeline, repo, remote, other = two_hosts(tmp_path)
-    published = {}
-    for task_id in ("t-0", "t-1", "t-2"):
-        (other / f"{task_id}.txt").write_text(f"{task_id}\n")
-        git(other, "add", "-A")
-        git(other, "commit", "-q", "-m", task_id)
-        published[task_id] = git(other, "rev-parse", "HEAD")
-        git(other, "push", "-q", "origin", f"HEAD:refs/pipeline/tasks/{task_id}")
+    published = {task_id: published_elsewhere(other, task_id, task_id) for task_id in ("t-0", "t-1", "t-2")}
     try:
         sync = pipeline.basesync
         assert sync is not None
@@ -513,11 +511,7 @@ def test_the_commits_verified_elsewhere_come_in_one_exchange_and_those_landed_ar
 
 def test_one_ref_the_remote_cannot_serve_under_the_task_namespace_does_not_hide_the_others(tmp_path: Path) -> None:
     pipeline, _repo, remote, other = two_hosts(tmp_path)
-    (other / "t.txt").write_text("1\n")
-    git(other, "add", "-A")
-    git(other, "commit", "-q", "-m", "t-0's work")
-    sha = git(other, "rev-parse", "HEAD")
-    git(other, "push", "-q", "origin", f"{sha}:refs/pipeline/tasks/t-0")
+    sha = published_elsewhere(other, "t-0", "t-0's work")
     # A ref written by hand, naming an object the remote does not have: the fetch of all fails.
     (remote / "refs" / "pipeline" / "tasks" / "junk").write_text("1234567890" * 4 + "\n")
     try:

@@ -37,6 +37,14 @@ def _stack(g: Git, tip: str, commits: list[str]) -> list[Candidate]:
     return chain
 
 
+def _chained(tmp_path: Path, count: int) -> tuple[Path, Git, str, list[Candidate]]:
+    """A repository on base `live`, its tip, and ``count`` candidates stacked on it."""
+    repo = make_repo(tmp_path / "repo")
+    g = Git(repo)
+    tip = git(repo, "rev-parse", "live")
+    return repo, g, tip, _stack(g, tip, _tasks(repo, count))
+
+
 def _noted(repo: Path) -> set[str]:
     if not git(repo, "for-each-ref", RECEIPTS):
         return set()
@@ -88,10 +96,7 @@ def test_three_passed_candidates_land_in_one_push_each_with_its_receipt(tmp_path
 
 
 def test_a_candidate_stopped_in_the_middle_keeps_itself_and_what_is_above_it_off_base(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    g = Git(repo)
-    tip = git(repo, "rev-parse", "live")
-    chain = _stack(g, tip, _tasks(repo, 3))
+    repo, g, _tip, chain = _chained(tmp_path, 3)
     landed = land_chain(
         g, "live", chain, repo, before_swap=lambda sha: "a person cancelled it" if sha == chain[1].sha else None,
         receipt=lambda sha: "receipt",
@@ -104,10 +109,7 @@ def test_a_candidate_stopped_in_the_middle_keeps_itself_and_what_is_above_it_off
 
 
 def test_a_stop_at_the_bottom_moves_nothing(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    g = Git(repo)
-    tip = git(repo, "rev-parse", "live")
-    chain = _stack(g, tip, _tasks(repo, 2))
+    repo, g, tip, chain = _chained(tmp_path, 2)
     landed = land_chain(g, "live", chain, repo, before_swap=lambda sha: "a person cancelled it",
                         receipt=lambda sha: "receipt")  # fmt: skip
     assert landed is not None and [r.status for r in landed] == [IntegrateStatus.STOPPED]
@@ -115,10 +117,7 @@ def test_a_stop_at_the_bottom_moves_nothing(tmp_path: Path) -> None:
 
 
 def test_an_untracked_file_in_the_way_of_a_higher_candidate_lands_the_bottom_alone(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    g = Git(repo)
-    tip = git(repo, "rev-parse", "live")
-    chain = _stack(g, tip, _tasks(repo, 3))
+    repo, g, _tip, chain = _chained(tmp_path, 3)
     (repo / "t3.txt").write_text("a person's own file, not committed\n")
     landed = land_chain(g, "live", chain, repo, receipt=lambda sha: "receipt")
     assert landed is not None and [r.status for r in landed] == [IntegrateStatus.INTEGRATED]
@@ -149,10 +148,7 @@ def test_a_person_pushing_to_the_remote_meanwhile_keeps_every_candidate_and_rece
 
 
 def test_a_local_race_lost_over_a_chain_removes_every_receipt(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    g = Git(repo)
-    tip = git(repo, "rev-parse", "live")
-    chain = _stack(g, tip, _tasks(repo, 2))
+    repo, g, _tip, chain = _chained(tmp_path, 2)
 
     def person_commits(sha: str) -> None:
         if sha == chain[-1].sha:  # right before the swap, a person commits on base
