@@ -274,11 +274,13 @@ class Fleet:
     def orphans(self) -> list[RunRecord]:
         """Agent runs that earlier ids of this host and root had going when another runner took
         them over (a process frozen past its lease, a host cut off and back): their agents may
-        still run here, on tasks that now belong to others."""
+        still run here, on tasks that now belong to others. A run whose pid was never recorded
+        (frozen between starting the agent and committing its row) is one too: its agent may
+        have started."""
         rows = self.db.query(
             "SELECT r.* FROM runners AS m JOIN pipeline_runs AS r ON r.owner = m.id WHERE m.host = ? AND m.root = ? "
             "AND m.taken_at IS NOT NULL AND r.status = 'cancelled' AND r.finished_at = m.taken_at "
-            "AND r.phase = 'dev' AND r.parent_id IS NULL AND r.pid IS NOT NULL ORDER BY r.id",
+            "AND r.phase = 'dev' AND r.parent_id IS NULL ORDER BY r.id",
             (self.host, self.root),
         )
         return [RunRecord.from_row(r) for r in rows]

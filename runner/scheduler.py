@@ -241,7 +241,7 @@ class Pipeline:
             orphans = self.fleet.orphans()
             for rec in orphans:
                 handle = self.handle_of(rec)
-                if self.backend.poll(handle).state is AgentState.RUNNING:
+                if rec.pid is not None and self.backend.poll(handle).state is AgentState.RUNNING:
                     logger.warning("{}: stopping agent run {}: its task was taken over by another runner",
                                    rec.task_id, rec.agent_run_id)  # fmt: skip
                     self.backend.cancel(handle)

@@ -98,6 +98,10 @@ def test_a_runner_taken_over_writes_nothing_more(tmp_path: Path) -> None:
     store.add(NewTask("work", id="t-1"))
     store.set_status("t-1", TaskStatus.IN_PROGRESS)
     row = Runs(late.db, owner=late.id).start("t-1", Phase.DEV, 0, pid=12345)
+    # One frozen between starting its agent and recording its pid: its agent may run all the same.
+    store.add(NewTask("more work", id="t-2"))
+    store.set_status("t-2", TaskStatus.IN_PROGRESS)
+    unrecorded = Runs(late.db, owner=late.id).start("t-2", Phase.DEV, 0)
     assert late.id is not None
     _expire(taker.db, late.id)
     assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
@@ -111,7 +115,7 @@ def test_a_runner_taken_over_writes_nothing_more(tmp_path: Path) -> None:
     back = _fleet(state, "/late")
     assert back.join() is Place.NEW and back.id != late.id
     # ... and finds the agent it had going, to stop it: the task is others' now.
-    assert [r.id for r in back.orphans()] == [row]
+    assert [r.id for r in back.orphans()] == [row, unrecorded]
     assert _fleet(state, "/taker").orphans() == []
     BuiltinTaskStore(back.db).set_status("t-1", TaskStatus.CANCELLED)
 
