@@ -276,7 +276,7 @@ class Fleet:
         them over (a process frozen past its lease, a host cut off and back): their agents may
         still run here, on tasks that now belong to others. A run whose pid was never recorded
         (frozen between starting the agent and committing its row) is one too: its agent may
-        have started."""
+        have started, and its workspace may hold what that agent did since."""
         rows = self.db.query(
             "SELECT r.* FROM runners AS m JOIN pipeline_runs AS r ON r.owner = m.id WHERE m.host = ? AND m.root = ? "
             "AND m.taken_at IS NOT NULL AND r.status = 'cancelled' AND r.finished_at = m.taken_at "

@@ -241,7 +241,9 @@ class Pipeline:
             orphans = self.fleet.orphans()
             for rec in orphans:
                 handle = self.handle_of(rec)
-                if rec.pid is not None and self.backend.poll(handle).state is AgentState.RUNNING:
+                # Polled without a pid too: the supervisor's status file, or the run's marked
+                # processes, still find (and a vanished supervisor's leftovers are ended).
+                if self.backend.poll(handle).state is AgentState.RUNNING:
                     logger.warning("{}: stopping agent run {}: its task was taken over by another runner",
                                    rec.task_id, rec.agent_run_id)  # fmt: skip
                     self.backend.cancel(handle)
