@@ -28,7 +28,7 @@ from runner.faults import FaultBoard
 from runner.git import Git
 from runner.logs import logger
 from runner.remote import PushResult, PushStatus, Remote
-from runner.workspace import TASK_REFS, task_ref
+from runner.workspace import task_ref
 
 AREA = "remote"  # the fault that holds integration while base cannot be read from or moved on the remote
 
@@ -154,8 +154,8 @@ class BaseSync:
             elif now.get(ref) is not None and self.tracked[ref] != now[ref]:
                 moved.append(ref)
         if moved:  # fetched together: what they hold by now, which may be newer still
-            self.remote.fetch(*moved)
-            now.update({ref: self.git.rev(self.remote.tracking(ref)) for ref in moved})
+            now[moved[0]] = self.remote.fetch(*moved)
+            now.update({ref: self.git.rev(self.remote.tracking(ref)) for ref in moved[1:]})
         self.tracked.update({ref: now.get(ref) for ref in (head, RECEIPTS)})
         return now.get(head), now.get(RECEIPTS)
 
@@ -243,8 +243,7 @@ class BaseSync:
                             self.remote.name, _last_line(result.detail))  # fmt: skip
             # What this host read of them (to integrate a commit verified elsewhere) goes too: kept,
             # those refs would pile up and keep their commits from git's garbage collection.
-            fetched = set(self.git.refs(self.remote.tracking(TASK_REFS)))
-            self.git.delete_refs(sorted(fetched & {self.remote.tracking(task_ref(t)) for t in gone}))
+            self.git.delete_refs([self.remote.tracking(task_ref(t)) for t in gone])
         if not self.unpublished:
             return
         going = dict(self.unpublished)
@@ -267,11 +266,10 @@ class BaseSync:
         it: exactly that commit, never a later tip of the task's ref. None when the remote does not
         hold it (or cannot be read: then a fault says so and ``reachable`` is False)."""
         tracking = self.remote.tracking(task_ref(task_id))
-        # Every published commit comes with one fetch: the next task's is most often here already.
-        if self.git.rev(tracking) == sha:
-            return sha
         try:
             try:
+                # Every published commit comes with it: the next task's is most often here already
+                # (the integrator asks only for a commit it lacks).
                 self.remote.fetch_published()
             except GitError as exc:
                 if exc.exit_code is None:

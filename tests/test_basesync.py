@@ -18,6 +18,7 @@ from phases.outcomes import IntegrateStatus
 from runner import procs, receipts
 from runner.basesync import AREA, Mirror, mirror
 from runner.scheduler import Pipeline
+from runner.state import Phase, RunStatus
 from tests.conftest import git
 from tests.loop_helpers import Sample, all_done, in_process, make_sample, stop, wait_for
 
@@ -493,12 +494,15 @@ def test_the_commits_verified_elsewhere_come_in_one_exchange_and_those_landed_ar
     try:
         sync = pipeline.basesync
         assert sync is not None
-        assert sync.fetch_commit("t-0", published["t-0"]) == published["t-0"]
+        for task_id, sha in published.items():  # verified on the other host
+            row = pipeline.runs.start(task_id, Phase.VERIFY, 0)
+            pipeline.runs.finish(row, RunStatus.SUCCESS, after_sha=sha)
+        assert pipeline.integrator.verified_sha("t-0") == published["t-0"]
         # The others came with it: read with the remote gone, they need no exchange of their own.
         moved = tmp_path / "remote-away.git"
         remote.rename(moved)
-        assert sync.fetch_commit("t-1", published["t-1"]) == published["t-1"]
-        assert sync.fetch_commit("t-2", published["t-2"]) == published["t-2"] and sync.reachable
+        assert pipeline.integrator.verified_sha("t-1") == published["t-1"]
+        assert pipeline.integrator.verified_sha("t-2") == published["t-2"] and sync.reachable
         moved.rename(remote)
         # Published by a host that landed it, then removed there: the next fetch drops what was read of it.
         git(remote, "update-ref", "-d", "refs/pipeline/tasks/t-2")
