@@ -198,22 +198,6 @@ def judge_checks(
     return None
 
 
-def land(
-    git: Git,
-    base: str,
-    candidate: Candidate,
-    checkout: Path | None,
-    *,
-    before_swap: Callable[[str], str | None] = lambda sha: None,
-    receipt: Callable[[str], str] | None = None,
-    push: Callable[[str, str], PushResult] | None = None,
-) -> IntegrateResult | None:
-    """Move ``base`` from the candidate's parent to the candidate (compare-and-swap): a chain of
-    one (see land_chain)."""
-    landed = land_chain(git, base, [candidate], checkout, before_swap=before_swap, receipt=receipt, push=push)
-    return None if landed is None else landed[0]
-
-
 def land_chain(
     git: Git,
     base: str,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from phases.integrate import RECEIPTS, Candidate, build, land
+from phases.integrate import RECEIPTS, Candidate, build, land_chain
 from phases.outcomes import IntegrateStatus
 from runner import procs, receipts
 from runner.basesync import AREA, Mirror, mirror
@@ -619,8 +619,9 @@ def test_a_push_that_went_through_unheard_keeps_its_receipt_and_its_task_lands_o
         hook.write_text("#!/bin/sh\nsleep 2\n")
         hook.chmod(0o755)
         monkeypatch.setattr("runner.remote.REMOTE_TIMEOUT_SECONDS", 0.5)
-        result = land(pipeline.git, "live", built, None, receipt=lambda sha: "receipt", push=sync.push)
-        assert result is not None and result.status is IntegrateStatus.FAULT and "unreachable" in result.detail
+        results = land_chain(pipeline.git, "live", [built], None, receipt=lambda sha: "receipt", push=sync.push)
+        assert results is not None and len(results) == 1
+        assert results[0].status is IntegrateStatus.FAULT and "unreachable" in results[0].detail
         assert git(repo, "rev-parse", "live") == tip  # nothing moved here
         assert git(remote, "rev-parse", "live") == built.sha and noted(remote) == {built.sha}
         hook.unlink()
