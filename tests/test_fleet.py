@@ -17,6 +17,7 @@ from runner.state import Database, Phase, Runs, RunStatus, open_db
 from runner.status import build_status
 from runner.statusview import render_plain
 from runner.tasks import BuiltinTaskStore, NewTask, TaskStatus
+from tests.conftest import git
 from tests.loop_helpers import in_process
 
 
@@ -282,3 +283,40 @@ def test_a_runner_thawed_mid_cycle_does_not_take_a_takeover_for_a_persons_move(t
     finally:
         pipeline.backend.cancel(pipeline.handle_of(stale))
         pipeline.close()
+
+
+def test_an_agent_whose_pid_was_never_recorded_leaves_no_workspace_for_the_next_attempt(tmp_path: Path) -> None:
+    # Frozen between starting its agent and committing the agent's pid (the server then ended that
+    # transaction) and taken over: the agent goes on and commits in its workspace. The next start
+    # must not hand that workspace, with the orphan's commit, to the task's next attempt (which
+    # would find nothing left to do and be charged for it).
+    config, _store, db = in_process(
+        tmp_path, "concurrency: 1\nlease: 1\nagent: {preset: command, command: ['sleep', '30']}\n"
+        "phases: {test: {run: [['true']]}}\n", tasks=1,
+    )  # fmt: skip
+    pipeline = Pipeline(config, db)
+    try:
+        pipeline.join()
+        assert pipeline.develop_step()
+        (started,) = pipeline.runs.running(Phase.DEV)
+        pipeline.backend.cancel(pipeline.handle_of(started))
+        with db.write() as conn:
+            conn.execute("UPDATE pipeline_runs SET pid = NULL WHERE id = ?", (started.id,))
+        workspace = pipeline.layout.worktree("t-0")
+        (workspace / "orphan.txt").write_text("done after the takeover\n")
+        git(workspace, "add", "orphan.txt")
+        git(workspace, "commit", "-q", "-m", "the orphan's work")
+        taker = _fleet(config.state_db, "/taker")
+        taker.join()
+        assert pipeline.fleet.id is not None
+        _expire(taker.db, pipeline.fleet.id)
+        assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
+    finally:
+        pipeline.close()
+    again = Pipeline(config, open_db(config.state_db))
+    try:
+        again.join()
+        assert again.store.status_of("t-0") is TaskStatus.OPEN
+        assert not again.layout.worktree("t-0").exists()  # released: the next attempt starts afresh
+    finally:
+        again.close()
