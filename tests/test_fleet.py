@@ -259,24 +259,35 @@ def test_a_runner_whose_connection_the_server_ended_while_it_was_taken_over_is_t
     assert frozen.explain(ended.value, away) is ended.value
 
 
-def test_a_runner_thawed_mid_cycle_does_not_take_a_takeover_for_a_persons_move(tmp_path: Path) -> None:
-    # The runner read its running attempts, froze, and was taken over (its task reopened by the
-    # taker, not by a person): the stale attempt in hand must not stop the agent as if a person had.
-    config, store, db = in_process(
+def _with_an_agent(tmp_path: Path) -> Pipeline:
+    """A pipeline that joined the fleet and started one agent (a long `sleep`) on task t-0."""
+    config, _store, db = in_process(
         tmp_path, "concurrency: 1\nlease: 1\nagent: {preset: command, command: ['sleep', '30']}\n"
         "phases: {test: {run: [['true']]}}\n", tasks=1,
     )  # fmt: skip
     pipeline = Pipeline(config, db)
+    pipeline.join()
+    assert pipeline.develop_step()
+    return pipeline
+
+
+def _taken_over(pipeline: Pipeline) -> None:
+    """Another runner takes ``pipeline``'s work over, as if its lease had run out."""
+    taker = _fleet(pipeline.config.state_db, "/taker")
+    taker.join()
+    assert pipeline.fleet.id is not None
+    _expire(taker.db, pipeline.fleet.id)
+    assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
+
+
+def test_a_runner_thawed_mid_cycle_does_not_take_a_takeover_for_a_persons_move(tmp_path: Path) -> None:
+    # The runner read its running attempts, froze, and was taken over (its task reopened by the
+    # taker, not by a person): the stale attempt in hand must not stop the agent as if a person had.
+    pipeline = _with_an_agent(tmp_path)
+    (stale,) = pipeline.runs.running(Phase.DEV)
     try:
-        pipeline.join()
-        assert pipeline.develop_step()
-        (stale,) = pipeline.runs.running(Phase.DEV)
-        taker = _fleet(config.state_db, "/taker")
-        taker.join()
-        assert pipeline.fleet.id is not None
-        _expire(taker.db, pipeline.fleet.id)
-        assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
-        assert store.get("t-0").status is TaskStatus.OPEN
+        _taken_over(pipeline)
+        assert pipeline.store.get("t-0").status is TaskStatus.OPEN
         assert pipeline.stop_dev(stale, TaskStatus.OPEN) is False
         time.sleep(1)  # a stop asked for would have ended it by now
         assert pipeline.backend.poll(pipeline.handle_of(stale)).state is AgentState.RUNNING
@@ -290,30 +301,20 @@ def test_an_agent_whose_pid_was_never_recorded_leaves_no_workspace_for_the_next_
     # transaction) and taken over: the agent goes on and commits in its workspace. The next start
     # must not hand that workspace, with the orphan's commit, to the task's next attempt (which
     # would find nothing left to do and be charged for it).
-    config, _store, db = in_process(
-        tmp_path, "concurrency: 1\nlease: 1\nagent: {preset: command, command: ['sleep', '30']}\n"
-        "phases: {test: {run: [['true']]}}\n", tasks=1,
-    )  # fmt: skip
-    pipeline = Pipeline(config, db)
+    pipeline = _with_an_agent(tmp_path)
+    (started,) = pipeline.runs.running(Phase.DEV)
     try:
-        pipeline.join()
-        assert pipeline.develop_step()
-        (started,) = pipeline.runs.running(Phase.DEV)
         pipeline.backend.cancel(pipeline.handle_of(started))
-        with db.write() as conn:
+        with pipeline.db.write() as conn:
             conn.execute("UPDATE pipeline_runs SET pid = NULL WHERE id = ?", (started.id,))
         workspace = pipeline.layout.worktree("t-0")
         (workspace / "orphan.txt").write_text("done after the takeover\n")
         git(workspace, "add", "orphan.txt")
         git(workspace, "commit", "-q", "-m", "the orphan's work")
-        taker = _fleet(config.state_db, "/taker")
-        taker.join()
-        assert pipeline.fleet.id is not None
-        _expire(taker.db, pipeline.fleet.id)
-        assert taker.take_over(taker.expired()[0], _reopen(taker)) is not None
+        _taken_over(pipeline)
     finally:
         pipeline.close()
-    again = Pipeline(config, open_db(config.state_db))
+    again = Pipeline(pipeline.config, open_db(pipeline.config.state_db))
     try:
         again.join()
         assert again.store.status_of("t-0") is TaskStatus.OPEN
