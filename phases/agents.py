@@ -25,9 +25,15 @@ from runner.templates import fill_argv
 # packages to scan), which halves its start-up; its path also identifies it in /proc.
 SUPERVISOR_SCRIPT = str(Path(supervise.__file__).resolve())
 SUPERVISOR_MODULE = SUPERVISOR_SCRIPT
-# The variable dev gives every agent run (PIPELINE_RUN_ID=<run id>); all of the run's processes
-# inherit it, which finds them once their supervisor is gone.
-RUN_MARKER = "PIPELINE_RUN_ID"
+# The variable every agent run is started with; all of the run's processes inherit it, which finds them
+# once their supervisor is gone. Its value is the run's status file: a run id (t-1-1) repeats in
+# every pipeline on the host, a path under one root does not, so another pipeline's run is never hit.
+RUN_MARKER = "PIPELINE_RUN_MARK"
+
+
+def run_mark(status_file: Path) -> str:
+    """The RUN_MARKER value of the run whose status file is ``status_file``."""
+    return str(status_file)
 
 
 class AgentState(enum.StrEnum):
@@ -248,7 +254,8 @@ class CommandBackend(AgentBackend):
             "--timeout", str(self.config.timeout), "--max-bytes", str(procs.MAX_OUTPUT_BYTES), *stdout,
             "--", *agent_argv,
         ]  # fmt: skip
-        pid = procs.spawn_supervisor(options, request.workspace, log_path=request.log_path, env=request.env)
+        env = {**request.env, RUN_MARKER: run_mark(request.status_file)}  # what kill_leftovers looks for
+        pid = procs.spawn_supervisor(options, request.workspace, log_path=request.log_path, env=env)
         return AgentHandle(request.run_id, pid, request.log_path, request.status_file, time.time())
 
     def poll(self, handle: AgentHandle) -> AgentOutcome:
@@ -302,7 +309,7 @@ class CommandBackend(AgentBackend):
         status = read_status(handle.status_file)
         if status is not None and isinstance(status.get("pgid"), int):
             procs.kill_group(status["pgid"])
-        procs.kill_marked(RUN_MARKER, handle.run_id)
+        procs.kill_marked(RUN_MARKER, run_mark(handle.status_file))
 
 
 def stdout_file(status_file: Path) -> Path:

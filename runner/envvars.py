@@ -22,7 +22,8 @@ from runner.errors import ConfigError
 # PIPELINE_* variables that are not config keys: what the runner hands the processes it starts,
 # and what Azure Pipelines sets on its build machines.
 OTHER_VARIABLES = frozenset(
-    {"PIPELINE_RUN_ID", "PIPELINE_PATCHSET", "PIPELINE_PROMPT_FILE", "PIPELINE_KILL_AT", "PIPELINE_WORKSPACE"}
+    {"PIPELINE_RUN_ID", "PIPELINE_RUN_MARK", "PIPELINE_PATCHSET", "PIPELINE_PROMPT_FILE", "PIPELINE_KILL_AT",
+     "PIPELINE_WORKSPACE"}
 )
 
 

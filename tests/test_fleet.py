@@ -3,6 +3,9 @@ integration lease (runner.fleet), on a real SQLite file shared by several connec
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -321,3 +324,28 @@ def test_an_agent_whose_pid_was_never_recorded_leaves_no_workspace_for_the_next_
         assert not again.layout.worktree("t-0").exists()  # released: the next attempt starts afresh
     finally:
         again.close()
+
+
+def test_ending_one_pipelines_leftovers_leaves_another_pipelines_run_of_the_same_id_alone(tmp_path: Path) -> None:
+    # Two pipelines on one host (two repositories), each with a task t-0 and its first run t-0-1:
+    # one's supervisor is killed, and the look that ends what it left must not end the other's agent.
+    first, second = _with_an_agent(tmp_path / "a"), _with_an_agent(tmp_path / "b")
+    (mine,), (theirs,) = first.runs.running(Phase.DEV), second.runs.running(Phase.DEV)
+    try:
+        assert mine.agent_run_id == theirs.agent_run_id
+        for pipeline, run in ((first, mine), (second, theirs)):  # both agents running, not only forked
+            status = pipeline.layout.status_file(str(run.agent_run_id))
+            deadline = time.time() + 10
+            while not (json.loads(status.read_text() or "{}") if status.exists() else {}).get("pid"):
+                assert time.time() < deadline
+                time.sleep(0.05)
+        time.sleep(0.2)  # and exec'd: its environment is the agent's own
+        os.kill(int(mine.pid or 0), signal.SIGKILL)  # the supervisor, not its agent
+        outcome = first.backend.poll(first.handle_of(mine))
+        assert outcome.state is AgentState.FAILED  # its leftovers ended
+        time.sleep(0.5)
+        assert second.backend.poll(second.handle_of(theirs)).state is AgentState.RUNNING
+    finally:
+        second.backend.cancel(second.handle_of(theirs))
+        first.close()
+        second.close()
