@@ -361,7 +361,9 @@ def test_parallel_checks_each_get_their_own_answer_and_leak_no_descriptor(
     for thread in workers:
         thread.join(120)
     assert failures == []
-    assert open_fds() == before
+    # None is left open; one of the test process's own may have closed meanwhile (a connection an
+    # earlier test dropped, collected): fewer is no leak.
+    assert open_fds() <= before
 
 
 def test_many_detached_runs_leave_no_zombie_behind(tmp_path: Path, server: forkserver.ForkServer) -> None:
