@@ -341,8 +341,11 @@ def test_ending_one_pipelines_leftovers_leaves_another_pipelines_run_of_the_same
                 time.sleep(0.05)
         time.sleep(0.2)  # and exec'd: its environment is the agent's own
         os.kill(int(mine.pid or 0), signal.SIGKILL)  # the supervisor, not its agent
-        outcome = first.backend.poll(first.handle_of(mine))
-        assert outcome.state is AgentState.FAILED  # its leftovers ended
+        deadline = time.time() + 10  # the killed supervisor is reaped, then its leftovers ended
+        while (outcome := first.backend.poll(first.handle_of(mine))).state is AgentState.RUNNING:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert outcome.state is AgentState.FAILED
         time.sleep(0.5)
         assert second.backend.poll(second.handle_of(theirs)).state is AgentState.RUNNING
     finally:
