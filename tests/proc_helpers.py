@@ -77,6 +77,15 @@ def alive(pid: int) -> bool:
     return procs.pid_alive(pid)
 
 
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None when it is gone: with the pid, it
+    names one process, where the pid alone may be reused by another once that one has exited."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def marked(name: str, value: str) -> list[int]:
     """Live processes whose environment has NAME=VALUE (read independently of procs.kill_marked)."""
     found = []
