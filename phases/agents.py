@@ -117,6 +117,11 @@ class AgentBackend(abc.ABC):
         """Cheap check whether a run has ended (only meaningful when poll_is_cheap)."""
         return False
 
+    def poll_running(self, handle: AgentHandle) -> AgentOutcome:
+        """``poll`` of a run the caller knows is still running (it watches the supervisor's exit):
+        running, unless the backend stops it for a reason of its own (a preset's stalled run)."""
+        return AgentOutcome(AgentState.RUNNING)
+
     def find_started(self, handle: AgentHandle) -> int | None:
         """The pid of a run that was started but whose pid was never recorded (the runner was
         killed in between), or None when it never started or is gone."""

@@ -146,16 +146,25 @@ class CliPreset(CommandBackend):
         """As for any command, and a run that is stalled is stopped, as a fault of its environment."""
         outcome = super().poll(handle)
         if outcome.state is AgentState.RUNNING:
-            marker = stalled_file(handle.status_file)
-            if not marker.exists():
-                reason = self.stalled(handle)
-                if reason is None:
-                    return outcome
-                marker.write_text(reason, encoding="utf-8")
-            # Asked again at every look until it has ended: a runner killed right after the first
-            # ask leaves the next one to finish the job.
-            self.cancel(handle)
+            self.stop_if_stalled(handle)
         return outcome
+
+    def poll_running(self, handle: AgentHandle) -> AgentOutcome:
+        """Running; stopped first if it is stalled."""
+        self.stop_if_stalled(handle)
+        return AgentOutcome(AgentState.RUNNING)
+
+    def stop_if_stalled(self, handle: AgentHandle) -> None:
+        """Stop a running run that is stalled (``stalled``), the reason kept for its verdict."""
+        marker = stalled_file(handle.status_file)
+        if not marker.exists():
+            reason = self.stalled(handle)
+            if reason is None:
+                return
+            marker.write_text(reason, encoding="utf-8")
+        # Asked again at every look until it has ended: a runner killed right after the first
+        # ask leaves the next one to finish the job.
+        self.cancel(handle)
 
     def verdict(self, handle: AgentHandle) -> AgentOutcome | None:
         """The outcome once the run has ended; a run stopped as stalled fails with the reason."""

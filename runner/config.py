@@ -152,6 +152,15 @@ class AgentConfig(_Strict):
         None, description="claude --permission-mode, codex --sandbox, gemini --approval-mode"
     )
     price_per_mtok: TokenPrices | None = Field(None, description="dollars per million tokens, for cost")
+    git_timeout: int = Field(
+        600,
+        gt=0,
+        le=604800,
+        description="seconds each git command of the runner's may take in an agent's workspace (bringing "
+        "in its commit, committing what it left, making the workspace ready again); past it the run fails: "
+        "a workspace an agent made hang git (a named pipe planted as an object) fails that task, and "
+        "holds up nothing else",
+    )
     offline_timeout: int = Field(
         180,
         ge=0,

@@ -102,8 +102,13 @@ _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 class Git:
     """Git commands against one repository (and its worktrees)."""
 
-    def __init__(self, repo: Path, *, git_dir: Path | None = None, work_tree: Path | None = None) -> None:
+    def __init__(
+        self, repo: Path, *, git_dir: Path | None = None, work_tree: Path | None = None, timeout: float | None = None
+    ) -> None:
         self.repo = repo
+        # For every command that names none: the runner's git in a repository an agent had in
+        # hand, where a planted named pipe would make git wait forever.
+        self.timeout = timeout
         self._common_dir: Path | None = None
         # A commit's tree never changes: asked by full sha, it is looked up once.
         self._trees: dict[str, str] = {}
@@ -135,7 +140,8 @@ class Git:
         harden = _HARDEN_REMOTE if remote else _HARDEN
         return procs.run(
             ["git", *harden, *_IDENTITY, *self._location, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
-            env={**os.environ, **_GIT_ENV, **(env or {})}, timeout=timeout, error_type=GitError,
+            env={**os.environ, **_GIT_ENV, **(env or {})}, timeout=timeout if timeout is not None else self.timeout,
+            error_type=GitError,
         )  # fmt: skip
 
     def out(self, *args: str, cwd: Path | None = None) -> str:
@@ -214,16 +220,20 @@ class Git:
             self._common_dir = Path(self.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
         return self._common_dir
 
-    def fetch_ref(self, source: Path, src_ref: str, dst_ref: str) -> str | None:
+    def fetch_ref(self, source: Path, src_ref: str, dst_ref: str, timeout: float | None = None) -> str | None:
         """Copy ``src_ref`` of the repository at ``source`` (and the objects it needs) to ``dst_ref``.
 
         Returns the new value of ``dst_ref``, or None when ``source`` has no ``src_ref``. Goes
         through git's pack protocol, so nothing but objects crosses from an untrusted repository.
+        Past ``timeout`` seconds (a source that makes git hang) it is stopped and raises.
         """
         result = self.run(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-            "--no-auto-gc", f"file://{source}", f"+{src_ref}:{dst_ref}", check=False,
+            "--no-auto-gc", f"file://{source}", f"+{src_ref}:{dst_ref}", check=False, timeout=timeout,
         )  # fmt: skip
+        if result.timed_out:
+            limit = timeout if timeout is not None else self.timeout
+            raise GitError(["git", "fetch", str(source), src_ref], None, result.output, f"'git fetch' timed out after {limit:g}s")
         if not result.ok:
             if "couldn't find remote ref" in result.output:
                 return None

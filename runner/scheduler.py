@@ -11,14 +11,14 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
+from phases.agents import SUPERVISOR_MODULE, AgentBackend, AgentHandle, AgentOutcome, AgentState
 from phases.backends import make_backend
 from phases.dev import (
     DevResult,
@@ -79,7 +79,7 @@ from runner.status import held, held_integration, limits_of, task_gate, waiting_
 from runner.summary import Invocation
 from runner.tasks import Author, BuiltinTaskStore, Task, TaskStatus, TaskType, open_task_source
 from runner.verifier import Verifier
-from runner.waking import Waker
+from runner.waking import Exits, Waker
 from runner.warm import WarmPool
 from runner.workspace import Workspaces, task_ref
 
@@ -90,6 +90,11 @@ CHEAP_POLL_SECONDS = 0.02
 # With pidfds an agent's exit wakes the loop at once; this slower look covers a supervisor whose
 # pid was taken by another process.
 PIDFD_RECHECK_SECONDS = 1.0
+# How long a harvest waits for the commits of the agents that ended to be brought in, recording
+# each as it arrives (recorded at once, their checks start at once); one that takes longer (a huge
+# commit, a workspace made to hang git until agent.git_timeout) is recorded at a later cycle, and
+# the loop goes on meanwhile.
+BRING_IN_WAIT_SECONDS = 5.0
 
 
 def _ts(value: str) -> float:
@@ -126,7 +131,9 @@ class Pipeline:
         self.layout = Layout(config.root)
         self.git = Git(config.repo_path)
         # Released workspaces stay warm for the next tasks, one per agent slot (runner.warm).
-        self.workspaces = Workspaces(self.git, self.layout, WarmPool(config.root, keep=config.concurrency))
+        self.workspaces = Workspaces(
+            self.git, self.layout, WarmPool(config.root, keep=config.concurrency), git_timeout=config.agent.git_timeout
+        )
         self.backend: AgentBackend = make_backend(config.agent)
         self.template = prompt_template(config)
         # The secret values every agent is handed: a commit holding one never lands.
@@ -143,6 +150,9 @@ class Pipeline:
         if self.basesync is not None:
             self.watch.vouched = self.basesync.vouched
         self.wake = Waker()
+        # The agents' supervisors, watched by pidfds: telling which ended costs one poll, not a
+        # look at every one's /proc entry, each time the loop looks between two pieces of work.
+        self.exits = Exits(lambda pid: procs.pid_alive(pid, SUPERVISOR_MODULE))
         self.next_wake: float | None = None
         # Task moves and faults become events (notifications, `run -q`), whoever makes them.
         self.notifier = notifier or Notifier([], base=config.base, root=config.root)
@@ -170,6 +180,9 @@ class Pipeline:
         # their last poll said.
         self.replaced: set[int] = set()
         self.polled: dict[int, AgentOutcome] = {}
+        # Ended agents whose commits worker threads are bringing in, by run row (bring_in).
+        self.bringing: dict[int, Bringing] = {}
+        self.bringer = ThreadPoolExecutor(max_workers=max(1, min(config.concurrency, 8)), thread_name_prefix="bring-in")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -394,7 +407,7 @@ class Pipeline:
         one cycle starts what it starts at its beginning (its end lands what is ready, nothing more)."""
         if self.once or not self.backend.poll_is_cheap:
             return False
-        ended = {r.id for r in self.runs.running(Phase.DEV) if self.backend.finished(self.handle_of(r))}
+        ended = self.ended_of(self.runs.running(Phase.DEV))
         # One whose slot was filled already waits only for its harvest.
         if ended <= self.replaced:
             return False
@@ -413,10 +426,30 @@ class Pipeline:
     def poll_agents(self) -> dict[int, AgentOutcome]:
         """How each running dev agent of a task still in progress stands, by run row."""
         polled = {}
-        for rec in self.runs.running(Phase.DEV):
+        running = self.runs.running(Phase.DEV)
+        ended = self.ended_of(running)
+        for rec in running:
             if self.store.status_of(rec.task_id) is TaskStatus.IN_PROGRESS:
-                polled[rec.id] = self.backend.poll(self.handle_of(rec))
+                polled[rec.id] = self.outcome_of(rec, ended)
         return polled
+
+    def ended_of(self, running: list[RunRecord]) -> set[int]:
+        """The rows of ``running`` whose agents have ended. A supervisor's exit is its end (it
+        writes its verdict, then exits); a run without a local supervisor is asked of the backend."""
+        if not self.backend.poll_is_cheap:
+            return {r.id for r in running if self.backend.finished(self.handle_of(r))}
+        exited = self.exits.exited(r.pid for r in running if r.pid)
+        return {r.id for r in running if (r.pid in exited if r.pid else self.backend.finished(self.handle_of(r)))}
+
+    def outcome_of(self, rec: RunRecord, ended: set[int] | None = None) -> AgentOutcome:
+        """How a running agent stands: running, without a look at its files, while its
+        supervisor runs; the backend's poll once it has ended (or where no pidfd tells)."""
+        if self.backend.poll_is_cheap and rec.pid:
+            if ended is None:
+                ended = self.ended_of([rec])
+            if rec.id not in ended:
+                return self.backend.poll_running(self.handle_of(rec))
+        return self.backend.poll(self.handle_of(rec))
 
     def preflight_step(self) -> bool:
         """Whether agents may start and tasks integrate this cycle: what they need is installed and
@@ -463,19 +496,22 @@ class Pipeline:
         acted = False
         polled = polled or {}
         for rec in self.runs.running(Phase.DEV):
+            if rec.id in self.bringing:
+                continue  # ended: recorded once its commit is in (a person's move is judged then)
             status = self.store.status_of(rec.task_id) or TaskStatus.CANCELLED  # deleted: stopped too
             if status is not TaskStatus.IN_PROGRESS:
                 acted |= self.stop_dev(rec, status)
                 continue
-            outcome = polled.get(rec.id) or self.backend.poll(self.handle_of(rec))
+            outcome = polled.get(rec.id) or self.outcome_of(rec)
             if outcome.state is AgentState.RUNNING:
                 continue
-            acted = True
-            self.record_dev(rec, outcome)
-            self.between()
+            self.start_bring_in(rec, outcome)
+        acted |= self.record_brought()
         if acted and self.basesync is not None:
             self.basesync.publish_pending()  # the commits just brought in, in one push
-        running = {r.task_id for r in self.runs.running(Phase.DEV)}
+        still = self.runs.running(Phase.DEV)
+        self.exits.keep_only(r.pid for r in still if r.pid)  # the pidfds of recorded runs closed
+        running = {r.task_id for r in still}
         in_progress = self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False)
         # Their attempts in one query, not two for each at every cycle (read after the tasks, as
         # a task's own would be).
@@ -559,23 +595,78 @@ class Pipeline:
             Step.HELD: f"would hold {task.id}: its integration waits for a person",
         }.get(step, f"nothing to do for {task.id}")
 
-    def record_dev(self, rec: RunRecord, outcome: AgentOutcome) -> None:
-        """Bring in what a finished agent committed, judge it, and record it in one transaction.
+    def start_bring_in(self, rec: RunRecord, outcome: AgentOutcome) -> None:
+        """Have an ended agent's commit brought in by a worker thread; the run is recorded once it
+        is (record_brought). The fetch takes tens of milliseconds, and the agents that end meanwhile
+        are replaced at once rather than after it; one an agent made hang (its workspace) holds
+        nothing up but its own task, until the runner's git times out there."""
+        # A run stopped on a cap after doing the work is judged by the work, as a success is.
+        keeps_work = outcome.state is AgentState.SUCCEEDED or outcome.work_counts
+        message = None
+        if keeps_work and self.backend.runner_commits:
+            message = left_work_message(self.store.get(rec.task_id), rec.agent_run_id)
+        future = self.bringer.submit(self.bring, rec, keeps_work, message)
+        future.add_done_callback(lambda _done: self.wake.set())  # the loop records it at once
+        self.bringing[rec.id] = Bringing(rec, outcome, future, time.monotonic())
+
+    def record_brought(self) -> bool:
+        """Record the ended agents whose commits are in, waiting for those still being brought in
+        up to BRING_IN_WAIT_SECONDS after their start (in `run --once`, whose one cycle records them
+        all, as long as they take). While it waits, agents that end are replaced at once; one still
+        not in after it is recorded at a later cycle, which does not wait for it again."""
+        acted = False
+        while self.bringing:
+            for row, brought in list(self.bringing.items()):
+                if brought.future.done():
+                    del self.bringing[row]
+                    self.record_dev(brought.rec, brought.outcome, brought.future.result())
+                    self.between()
+                    acted = True
+            started = [b.started for b in self.bringing.values()]
+            left = max(started, default=0.0) + BRING_IN_WAIT_SECONDS - time.monotonic()
+            if not self.bringing or (left <= 0 and not self.once):
+                break
+            if self.once or not self.backend.poll_is_cheap:
+                pending = [b.future for b in self.bringing.values()]
+                wait(pending, timeout=None if self.once else left, return_when=FIRST_COMPLETED)
+                continue
+            # Woken by a bring-in done (its callback) or another agent's end, replaced at once.
+            others = [r for r in self.runs.running(Phase.DEV) if r.id not in self.bringing]
+            gone = self.ended_of(others)
+            if not gone - self.replaced:
+                self.wake.wait(min(left, 1.0), [r.pid for r in others if r.pid and r.id not in gone])
+            self.between()
+        return acted
+
+    def bring(self, rec: RunRecord, keeps_work: bool, message: str | None) -> str | ProcessError | None:
+        """In a worker thread (git and the file system only, never the state): the agent's commit,
+        made first of what it left uncommitted for an agent that cannot run git (``message``),
+        brought into the runner's ref for the task."""
+        if not keeps_work:
+            return None
+        try:
+            if message is not None:
+                sha = self.workspaces.commit_left_work(rec.task_id, rec.before_sha, self.config.base, message)
+                if sha is not None:
+                    logger.info("{}: committed the changes the agent left uncommitted as {}", rec.task_id, sha[:12])
+            return self.workspaces.bring_in(rec.task_id)
+        except ProcessError as exc:
+            return exc
+
+    def record_dev(self, rec: RunRecord, outcome: AgentOutcome, brought: str | ProcessError | None) -> None:
+        """Judge what a finished agent committed and record it in one transaction. ``brought``: the
+        commit brought in from its workspace (``bring``), None for none, or why it could not be.
 
         A failure of the agent's environment (auth, config, network) is not the task's: the run is
         recorded as cancelled, the task goes back to open uncharged, and new agents wait (a fault).
         """
-        # A run stopped on a cap after doing the work is judged by the work, as a success is.
-        keeps_work = outcome.state is AgentState.SUCCEEDED or outcome.work_counts
-        try:
-            if keeps_work and self.backend.runner_commits:
-                self.commit_left_work(rec)
-            after = self.workspaces.bring_in(rec.task_id) if keeps_work else None
-        except ProcessError as exc:
+        if isinstance(brought, ProcessError):
             outcome = AgentOutcome(
-                AgentState.FAILED, f"could not bring in the agent's commit: {exc}", outcome.cost_cents, outcome.tokens
+                AgentState.FAILED, f"could not bring in the agent's commit: {brought}", outcome.cost_cents, outcome.tokens
             )
             after = None
+        else:
+            after = brought
         killpoints.reached("brought-in")
         result = judge(outcome, after, rec.before_sha)
         if result.status is DevStatus.COMMITTED and self.backend.commits_per_edit:
@@ -619,19 +710,6 @@ class Pipeline:
         else:
             self.faults.clear("dev")  # an agent ran here without a fault of its environment
         killpoints.reached("dev-recorded")
-
-    def commit_left_work(self, rec: RunRecord) -> None:
-        """Commit what the agent left uncommitted in its workspace, for an agent that cannot run git.
-
-        Made again harmlessly after a kill: once the commit exists the branch has moved and
-        nothing more is committed.
-        """
-        task = self.store.get(rec.task_id)
-        sha = self.workspaces.commit_left_work(
-            rec.task_id, rec.before_sha, self.config.base, left_work_message(task, rec.agent_run_id)
-        )
-        if sha is not None:
-            logger.info("{}: committed the changes the agent left uncommitted as {}", rec.task_id, sha[:12])
 
     def stop_dev(self, rec: RunRecord, status: TaskStatus) -> bool:
         """Stop the agent of a task a person moved; once it has ended, record the run as cancelled.
@@ -892,23 +970,35 @@ class Pipeline:
                 return
             if self.wake.wait(min(left, step), pids):
                 return
-            if any(self.backend.finished(h) for h in handles):
+            if self.ended_of(running):
                 return
 
     def close(self) -> None:
         """Stop the verify workers (results not yet applied are redone on the next start), tell
         of the last moves, and let the notifications still queued run."""
         self.ahead.close()
+        self.bringer.shutdown(wait=True)
         self.verifier.close()
         self.integrator.close()
         self.preflight.close()
         self.wake.close()
+        self.exits.close()
         self.fleet.leave()
         try:
             self.announcer.flush()
         finally:
             self.db.close()
             self.notifier.close()
+
+
+@dataclass(frozen=True)
+class Bringing:
+    """An ended agent's run whose commit a worker thread is bringing in."""
+
+    rec: RunRecord
+    outcome: AgentOutcome
+    future: Future[str | ProcessError | None]
+    started: float  # time.monotonic()
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,11 @@ def task_ref(task_id: str) -> str:
 class Checkouts:
     """Standalone repositories that borrow the person's objects: made, checked, refreshed."""
 
-    def __init__(self, git: Git) -> None:
+    def __init__(self, git: Git, timeout: float | None = None) -> None:
         self.git = git
+        # Each git command in a checkout an agent had in hand stops after this many seconds: a
+        # named pipe planted where git reads (an object, a ref) would hold it forever.
+        self.timeout = timeout
         self._identity: list[tuple[str, str]] | None = None
 
     def objects(self) -> Path:
@@ -69,7 +72,7 @@ class Checkouts:
 
     def git_of(self, path: Path) -> Git:
         """Git commands in the checkout at ``path``, never discovering any other repository."""
-        return Git(path, git_dir=path / ".git", work_tree=path)
+        return Git(path, git_dir=path / ".git", work_tree=path, timeout=self.timeout)
 
     def intact(self, path: Path) -> bool:
         """Whether ``path`` is still a checkout the runner made: a real ``.git`` directory of its
@@ -227,10 +230,10 @@ def _force_remove(func: object, name: str, _exc: object) -> None:
 class Workspaces:
     """Task workspaces: one per task, on a branch named for the task, reused across attempts."""
 
-    def __init__(self, git: Git, layout: Layout, warm: WarmPool | None = None) -> None:
+    def __init__(self, git: Git, layout: Layout, warm: WarmPool | None = None, git_timeout: float | None = None) -> None:
         self.git = git
         self.layout = layout
-        self.checkouts = Checkouts(git)
+        self.checkouts = Checkouts(git, git_timeout)
         # Released workspaces kept for later tasks (runner.warm); None removes them.
         self.warm = warm
 
@@ -293,7 +296,7 @@ class Workspaces:
         if not self.checkouts.intact(path):
             return None
         self.checkouts.refresh(path)
-        return self.git.fetch_ref(path / ".git", f"refs/heads/{task_id}", task_ref(task_id))
+        return self.git.fetch_ref(path / ".git", f"refs/heads/{task_id}", task_ref(task_id), self.checkouts.timeout)
 
     def commit_left_work(self, task_id: str, before: str | None, base: str, message: str) -> str | None:
         """Commit, on the task branch of the agent's workspace, the changes the agent left there.

@@ -355,3 +355,34 @@ def test_a_lagging_checkout_a_person_edited_is_left_to_them_and_the_advice_works
     assert (s.repo / "README.md").read_text() == "my own edit\n"
     assert s.cli("run", "--once").returncode == 0
     assert s.status()["faults"] == []
+
+
+def test_an_agent_that_makes_git_hang_in_its_workspace_fails_its_own_task_and_holds_up_no_other(
+    tmp_path: Path,
+) -> None:
+    # t-1's agent swaps its commit's object for a named pipe: fetching that commit waits forever.
+    # The runner's git there stops after agent.git_timeout; t-2 lands meanwhile, and no git
+    # process of the runner's is left waiting on the pipe.
+    s = hostile(tmp_path, "fifo", concurrency=2,
+                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 15})  # fmt: skip
+    s.env["HOSTILE_TASK"] = "t-1"
+    s.add("hangs git")
+    s.add("fine")
+    s.run_until(lambda d: d["done"] == 1 and d["needs_help"] == 1, timeout=120)
+    assert s.task("t-1")["status"] == "needs_help"
+    assert s.trailers() == ["t-2"]
+    ((error, hung_until),) = s.rows(
+        "SELECT error_summary, finished_at FROM pipeline_runs WHERE task_id = 't-1' AND phase = 'dev'"
+    )
+    assert "could not bring in the agent's commit" in error and "timed out after 15s" in error, error
+    ((landed,),) = s.rows("SELECT finished_at FROM pipeline_runs WHERE task_id = 't-2' AND phase = 'integrate'")
+    assert landed < hung_until  # t-2 did not wait for t-1's git to give up
+    waiting = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, str(s.root / "worktrees" / "t-1"))]
+    assert waiting == []
+
+
+def _cmdline_has(pid: str, text: str) -> bool:
+    try:
+        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False

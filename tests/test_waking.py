@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from runner.waking import HAS_PIDFD, Waker
+from runner.waking import HAS_PIDFD, Exits, Waker
 
 
 @pytest.mark.skipif(not HAS_PIDFD, reason="pidfds are Linux-only")
@@ -77,3 +78,64 @@ def test_without_pidfds_the_waker_says_so_and_the_caller_polls(monkeypatch: pyte
         proc.kill()
         proc.wait()
         waker.close()
+
+
+def _sleeper(seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not HAS_PIDFD, reason="pidfds are Linux-only")
+def test_exits_tells_running_from_ended_and_keeps_one_pidfd_a_process() -> None:
+    asked: list[int] = []
+    exits = Exits(lambda pid: asked.append(pid) is None)
+    short, long = _sleeper(0.2), _sleeper(60)
+    try:
+        before = _open_fds()
+        assert exits.exited([short.pid, long.pid]) == set()
+        assert exits.exited([short.pid, long.pid]) == set()
+        assert _open_fds() == before + 2  # one pidfd each, held, not opened at every look
+        short.wait()
+        assert exits.exited([short.pid, long.pid]) == {short.pid}
+        # The command line was looked at once a process, when first watched, never again.
+        assert sorted(asked) == sorted([short.pid, long.pid])
+        exits.keep_only([])
+        assert _open_fds() == before  # the ended one closed when seen, the other when let go
+    finally:
+        long.kill()
+        long.wait()
+        exits.close()
+
+
+@pytest.mark.skipif(not HAS_PIDFD, reason="pidfds are Linux-only")
+def test_exits_takes_a_pid_that_is_no_longer_the_process_meant_for_ended() -> None:
+    # A pid read back from the state after a restart may belong to another process by now: the
+    # command line (here: not the one meant) decides once, and the stranger is never waited for.
+    stranger = _sleeper(60)
+    exits = Exits(lambda _pid: False)
+    try:
+        assert exits.exited([stranger.pid]) == {stranger.pid}
+        assert stranger.poll() is None  # still running: it just is not ours
+    finally:
+        stranger.kill()
+        stranger.wait()
+        exits.close()
+
+
+def test_exits_without_pidfds_asks_every_time() -> None:
+    alive = {"yes": True}
+    calls: list[int] = []
+
+    def check(pid: int) -> bool:
+        calls.append(pid)
+        return alive["yes"]
+
+    exits = Exits(check)
+    exits.usable = False  # a kernel or sandbox without pidfd_open
+    assert exits.exited([12345]) == set()
+    alive["yes"] = False
+    assert exits.exited([12345]) == {12345}
+    assert calls == [12345, 12345]
