@@ -630,12 +630,12 @@ class Pipeline:
                 pending = [b.future for b in self.bringing.values()]
                 wait(pending, timeout=None if self.once else left, return_when=FIRST_COMPLETED)
                 continue
-            # Woken by a bring-in done (its callback) or another agent's end, replaced at once.
+            # Agents that ended are replaced, then the wait ends with a bring-in done (its
+            # callback) or the exit of an agent still running, replaced at the next turn.
+            self.between()
             others = [r for r in self.runs.running(Phase.DEV) if r.id not in self.bringing]
             gone = self.ended_of(others)
-            if not gone - self.replaced:
-                self.wake.wait(min(left, 1.0), [r.pid for r in others if r.pid and r.id not in gone])
-            self.between()
+            self.wake.wait(min(left, 1.0), [r.pid for r in others if r.pid and r.id not in gone])
         return acted
 
     def bring(self, rec: RunRecord, keeps_work: bool, message: str | None) -> str | ProcessError | None:

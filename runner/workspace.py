@@ -82,18 +82,27 @@ class Checkouts:
             return False
         if not (dot_git / READY_MARK).is_file():
             return False  # made only in part (the runner was killed while making it)
+        alternates = dot_git / "objects" / "info" / "alternates"
         try:
-            alternates = (dot_git / "objects" / "info" / "alternates").read_text(encoding="utf-8")
+            # A regular file only: reading a named pipe an agent put there would wait forever.
+            if not stat.S_ISREG(os.lstat(alternates).st_mode):
+                return False
+            text = alternates.read_text(encoding="utf-8")
         except OSError:
             return False
-        return alternates.strip() == str(self.objects())
+        return text.strip() == str(self.objects())
 
     def refresh(self, path: Path) -> None:
         """Discard whatever config was written in the checkout since the runner made it."""
         dot_git = path / ".git"
+        # Removed whatever they are: writing into a named pipe an agent put there would wait
+        # forever, and an `info` linked elsewhere would have the runner delete a file out there.
+        info = dot_git / "info"
+        if info.is_symlink() or (info.exists() and not info.is_dir()):
+            _clear(info)
+        for name in ("config", "info/attributes", "config.worktree"):
+            _clear(dot_git / name)
         (dot_git / "config").write_text(self.config_text(), encoding="utf-8")
-        for name in ("info/attributes", "config.worktree"):
-            (dot_git / name).unlink(missing_ok=True)
 
     def drop_stale_locks(self, path: Path) -> None:
         """Remove the lock files git commands left in the checkout at ``path`` when they were killed.
@@ -205,6 +214,18 @@ def remove_siblings(path: Path) -> None:
 
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _clear(path: Path) -> None:
+    """Remove ``path``, whatever it is (a file, a link, a named pipe, a directory tree), if it exists."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        remove_tree(path)
+    else:
+        path.unlink()
 
 
 def remove_tree(path: Path) -> None:

@@ -7,11 +7,15 @@ trick; the assertions are made on git itself, whatever the task's status.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import clean_env, git
+from runner.git import Git
+from runner.layout import Layout
+from runner.workspace import Workspaces
+from tests.conftest import clean_env, git, make_repo
 from tests.loop_helpers import Sample, all_done, make_sample
 
 TERMINAL = ("done", "needs_help")
@@ -386,3 +390,38 @@ def _cmdline_has(pid: str, text: str) -> bool:
         return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
+
+
+def test_named_pipes_an_agent_leaves_in_its_git_directory_stop_nothing(tmp_path: Path) -> None:
+    # Files the runner itself reads or writes in a workspace, not through git: the alternates file
+    # (read to tell the workspace is still the runner's) and the config (rewritten before any git
+    # command there). Opening either as a named pipe would wait forever, on the loop or a worker.
+    for which, expected in (("alternates", "needs_help"), ("config", "done")):
+        s = hostile(tmp_path / which, "fifo", agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 30})
+        s.env["HOSTILE_FIFO"] = which
+        s.add(which)
+        s.run_until(lambda d: d["done"] + d["needs_help"] == 1, timeout=60)
+        assert s.task("t-1")["status"] == expected, (which, s.task("t-1"))
+        assert s.trailers() == (["t-1"] if expected == "done" else [])
+        ((error,),) = s.rows("SELECT coalesce(error_summary, '') FROM pipeline_runs WHERE phase = 'dev'")
+        assert "timed out" not in error, (which, error)  # told at once, not after git_timeout
+
+
+def test_a_workspace_info_linked_elsewhere_never_has_the_runner_delete_there(tmp_path: Path) -> None:
+    # An agent points its workspace's .git/info at another repository's: the runner drops the
+    # workspace's attributes before each git command there, and must not drop that one's.
+    repo = make_repo(tmp_path / "repo")
+    layout = Layout(tmp_path / "root")
+    layout.ensure()
+    ws = Workspaces(Git(repo), layout)
+    path, _ = ws.prepare("t-1", "live")
+    elsewhere = tmp_path / "elsewhere-info"
+    elsewhere.mkdir()
+    (elsewhere / "attributes").write_text("*.txt filter=evil\n")
+    shutil.rmtree(path / ".git" / "info", ignore_errors=True)
+    (path / ".git" / "info").symlink_to(elsewhere)
+    ws.checkouts.refresh(path)
+    assert (elsewhere / "attributes").read_text() == "*.txt filter=evil\n"
+    assert not (path / ".git" / "info").exists()
+    again, _ = ws.prepare("t-1", "live")  # and the workspace still works
+    assert git(again, "rev-parse", "HEAD") == git(repo, "rev-parse", "live")
