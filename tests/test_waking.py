@@ -91,7 +91,12 @@ def _open_fds() -> int:
 @pytest.mark.skipif(not HAS_PIDFD, reason="pidfds are Linux-only")
 def test_exits_tells_running_from_ended_and_keeps_one_pidfd_a_process() -> None:
     asked: list[int] = []
-    exits = Exits(lambda pid: asked.append(pid) is None)
+
+    def ours(pid: int) -> bool:
+        asked.append(pid)
+        return True
+
+    exits = Exits(ours)
     short, long = _sleeper(0.2), _sleeper(60)
     try:
         before = _open_fds()
