@@ -960,7 +960,9 @@ class Pipeline:
         deadline = time.time() + self.config.interval
         if self.next_wake is not None:
             deadline = min(deadline, self.next_wake)
-        running = self.runs.running(Phase.DEV) if self.backend.poll_is_cheap else []
+        # Not those whose commits are being brought in: their supervisors have exited (no reason to
+        # wake again and again); the end of a bring-in wakes the loop (start_bring_in).
+        running = [r for r in self.runs.running(Phase.DEV) if r.id not in self.bringing] if self.backend.poll_is_cheap else []
         handles = [self.handle_of(r) for r in running]
         pids = [h.pid for h in handles if h.pid]
         step = PIDFD_RECHECK_SECONDS if self.wake.watches_pids else CHEAP_POLL_SECONDS

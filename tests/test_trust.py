@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 from runner.git import Git
 from runner.layout import Layout
+from runner.scheduler import BRING_IN_WAIT_SECONDS
 from runner.workspace import Workspaces
 from tests.conftest import clean_env, git, make_repo
-from tests.loop_helpers import Sample, all_done, make_sample
+from tests.loop_helpers import Sample, all_done, kill_leftovers, make_sample, stop, wait_for
 
 TERMINAL = ("done", "needs_help")
 
@@ -425,3 +428,36 @@ def test_a_workspace_info_linked_elsewhere_never_has_the_runner_delete_there(tmp
     assert not (path / ".git" / "info").exists()
     again, _ = ws.prepare("t-1", "live")  # and the workspace still works
     assert git(again, "rev-parse", "HEAD") == git(repo, "rev-parse", "live")
+
+
+def _hanging_fetch(root: Path, task_id: str) -> int | None:
+    """The pid of a git process of the runner's reading the named pipe in ``task_id``'s workspace."""
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        if _cmdline_has(pid, str(root / "worktrees" / task_id)) and _cmdline_has(pid, "fetch"):
+            return int(pid)
+    return None
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_bring_in_that_outlasts_the_harvests_wait_does_not_make_the_loop_spin(tmp_path: Path) -> None:
+    # t-1's fetch hangs on the pipe past BRING_IN_WAIT_SECONDS: the loop goes on without it, and
+    # while nothing else happens it sleeps (its ended supervisor is no reason to wake at once).
+    s = hostile(tmp_path, "fifo", concurrency=1,
+                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 40})  # fmt: skip
+    s.add("hangs git")
+    proc = s.start()
+    try:
+        wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+        time.sleep(BRING_IN_WAIT_SECONDS + 1)
+        before = _cpu_seconds(proc.pid)
+        time.sleep(4)
+        used = _cpu_seconds(proc.pid) - before
+        assert used < 1.0, f"the runner used {used:.1f} s of CPU in 4 s while waiting for one fetch"
+    finally:
+        stop(proc, signal.SIGKILL)
+        kill_leftovers(s.root)
+
