@@ -103,12 +103,15 @@ class Git:
     """Git commands against one repository (and its worktrees)."""
 
     def __init__(
-        self, repo: Path, *, git_dir: Path | None = None, work_tree: Path | None = None, timeout: float | None = None
-    ) -> None:
+        self, repo: Path, *, git_dir: Path | None = None, work_tree: Path | None = None, timeout: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:  # fmt: skip
         self.repo = repo
         # For every command that names none: the runner's git in a repository an agent had in
         # hand, where a planted named pipe would make git wait forever.
         self.timeout = timeout
+        # Set when the runner stops: a command still running then is ended (procs.run).
+        self.stop = stop
         self._common_dir: Path | None = None
         # A commit's tree never changes: asked by full sha, it is looked up once.
         self._trees: dict[str, str] = {}
@@ -133,6 +136,7 @@ class Git:
         env: dict[str, str] | None = None,
         timeout: float | None = None,
         remote: bool = False,
+        stop: threading.Event | None = None,
     ) -> ProcResult:
         """Run ``git ARGS`` in ``cwd`` (default: the repository); ``env`` adds to the environment.
         ``remote``: a command that talks to a remote (fetch, push), which keeps the person's ssh
@@ -141,7 +145,7 @@ class Git:
         return procs.run(
             ["git", *harden, *_IDENTITY, *self._location, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
             env={**os.environ, **_GIT_ENV, **(env or {})}, timeout=timeout if timeout is not None else self.timeout,
-            error_type=GitError,
+            error_type=GitError, stop=stop if stop is not None else self.stop,
         )  # fmt: skip
 
     def out(self, *args: str, cwd: Path | None = None) -> str:
@@ -220,16 +224,19 @@ class Git:
             self._common_dir = Path(self.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
         return self._common_dir
 
-    def fetch_ref(self, source: Path, src_ref: str, dst_ref: str, timeout: float | None = None) -> str | None:
+    def fetch_ref(
+        self, source: Path, src_ref: str, dst_ref: str, timeout: float | None = None, stop: threading.Event | None = None
+    ) -> str | None:
         """Copy ``src_ref`` of the repository at ``source`` (and the objects it needs) to ``dst_ref``.
 
         Returns the new value of ``dst_ref``, or None when ``source`` has no ``src_ref``. Goes
         through git's pack protocol, so nothing but objects crosses from an untrusted repository.
-        Past ``timeout`` seconds (a source that makes git hang) it is stopped and raises.
+        Past ``timeout`` seconds (a source that makes git hang), or once ``stop`` is set, it is
+        stopped and raises.
         """
         result = self.run(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-            "--no-auto-gc", f"file://{source}", f"+{src_ref}:{dst_ref}", check=False, timeout=timeout,
+            "--no-auto-gc", f"file://{source}", f"+{src_ref}:{dst_ref}", check=False, timeout=timeout, stop=stop,
         )  # fmt: skip
         if result.timed_out:
             limit = timeout if timeout is not None else self.timeout

@@ -70,14 +70,19 @@ def run(
     timeout: float | None = None,
     stdin: str | None = None,
     error_type: type[ProcessError] = ProcessError,
+    stop: threading.Event | None = None,
 ) -> ProcResult:
     """Run ``argv`` to completion and capture its output.
 
     With ``check`` (the default) a non-zero exit raises ``error_type``; without it the exit code is
     returned in the result. A program that cannot be found always raises. On timeout the whole
-    process group is killed, so a recipe's children do not outlive it.
+    process group is killed, so a recipe's children do not outlive it. Once ``stop`` is set (by
+    another thread: the runner is stopping) the command is ended the same way, at most
+    STOP_LOOK_SECONDS later, and raises ``error_type`` whatever ``check`` says.
     """
     args = [str(a) for a in argv]
+    if stop is not None and stop.is_set():
+        raise error_type(args, None, "", f"{args[0]!r} not run: the runner is stopping")
     try:
         proc = subprocess.Popen(
             args,
@@ -86,14 +91,18 @@ def run(
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=timeout is not None,
+            start_new_session=timeout is not None or stop is not None,
         )
     except FileNotFoundError:
         raise error_type(args, None, "", f"{args[0]!r} was not found on PATH") from None
     except OSError as exc:
         raise error_type(args, None, "", f"{args[0]!r} could not be started: {exc}") from None
     try:
-        raw, _ = proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout)
+        raw = _communicate(proc, stdin.encode() if stdin is not None else None, timeout, stop)
+    except _Stopped:
+        kill_group(proc.pid)
+        raw, _ = proc.communicate()
+        raise error_type(args, None, raw.decode("utf-8", "replace"), f"{args[0]!r} stopped: the runner is stopping") from None
     except subprocess.TimeoutExpired:
         kill_group(proc.pid)
         raw, _ = proc.communicate()
@@ -106,6 +115,33 @@ def run(
     if check and done.exit_code != 0:
         raise error_type(args, done.exit_code, output)
     return done
+
+
+# How often a command run with a ``stop`` event looks whether it was set.
+STOP_LOOK_SECONDS = 0.2
+
+
+class _Stopped(Exception):
+    """The ``stop`` event of a running command was set."""
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], data: bytes | None, timeout: float | None, stop: threading.Event | None
+) -> bytes:
+    """``proc.communicate``, raising _Stopped once ``stop`` is set (looked at every STOP_LOOK_SECONDS)."""
+    if stop is None:
+        return proc.communicate(data, timeout=timeout)[0]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = STOP_LOOK_SECONDS if deadline is None else max(0.0, min(STOP_LOOK_SECONDS, deadline - time.monotonic()))
+        try:
+            return proc.communicate(data, timeout=step)[0]
+        except subprocess.TimeoutExpired:
+            data = None  # handed over already: communicate again goes on with what is left of it
+            if stop.is_set():
+                raise _Stopped from None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
 
 
 def run_fed(

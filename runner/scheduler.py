@@ -977,9 +977,12 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the verify workers (results not yet applied are redone on the next start), tell
-        of the last moves, and let the notifications still queued run."""
+        of the last moves, and let the notifications still queued run. A commit still being
+        brought in is left for the next start (its run is still recorded as running): its git,
+        which an agent may have made hang until agent.git_timeout, is ended rather than waited for."""
+        self.workspaces.checkouts.stopping.set()
         self.ahead.close()
-        self.bringer.shutdown(wait=True)
+        self.bringer.shutdown(wait=True, cancel_futures=True)
         self.verifier.close()
         self.integrator.close()
         self.preflight.close()

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import stat
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,9 @@ class Checkouts:
         # Each git command in a checkout an agent had in hand stops after this many seconds: a
         # named pipe planted where git reads (an object, a ref) would hold it forever.
         self.timeout = timeout
+        # Set when the runner stops: a git command still running in a checkout then (one an agent
+        # made hang, waiting for its timeout) is ended rather than waited for.
+        self.stopping = threading.Event()
         self._identity: list[tuple[str, str]] | None = None
 
     def objects(self) -> Path:
@@ -72,7 +76,7 @@ class Checkouts:
 
     def git_of(self, path: Path) -> Git:
         """Git commands in the checkout at ``path``, never discovering any other repository."""
-        return Git(path, git_dir=path / ".git", work_tree=path, timeout=self.timeout)
+        return Git(path, git_dir=path / ".git", work_tree=path, timeout=self.timeout, stop=self.stopping)
 
     def intact(self, path: Path) -> bool:
         """Whether ``path`` is still a checkout the runner made: a real ``.git`` directory of its
@@ -317,7 +321,9 @@ class Workspaces:
         if not self.checkouts.intact(path):
             return None
         self.checkouts.refresh(path)
-        return self.git.fetch_ref(path / ".git", f"refs/heads/{task_id}", task_ref(task_id), self.checkouts.timeout)
+        return self.git.fetch_ref(
+            path / ".git", f"refs/heads/{task_id}", task_ref(task_id), self.checkouts.timeout, self.checkouts.stopping
+        )
 
     def commit_left_work(self, task_id: str, before: str | None, base: str, message: str) -> str | None:
         """Commit, on the task branch of the agent's workspace, the changes the agent left there.

@@ -461,3 +461,26 @@ def test_a_bring_in_that_outlasts_the_harvests_wait_does_not_make_the_loop_spin(
         stop(proc, signal.SIGKILL)
         kill_leftovers(s.root)
 
+
+def test_sigterm_stops_the_runner_soon_though_a_bring_in_hangs_and_leaves_no_git_behind(tmp_path: Path) -> None:
+    # The daemon's stop does not wait for agent.git_timeout: the hanging fetch is ended, and the
+    # next start brings the commit in again (here: it times out, charged to the task).
+    s = hostile(tmp_path, "fifo", concurrency=1,
+                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 300})  # fmt: skip
+    s.add("hangs git")
+    proc = s.start()
+    try:
+        wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        took = time.monotonic() - started
+        assert proc.returncode == 0
+        assert took < 15, f"SIGTERM took {took:.0f} s"
+        assert _hanging_fetch(s.root, "t-1") is None
+        ((status,),) = s.rows("SELECT status FROM pipeline_runs WHERE task_id = 't-1' AND phase = 'dev'")
+        assert status == "running"  # not recorded: the next start brings it in again
+    finally:
+        stop(proc, signal.SIGKILL)
+        kill_leftovers(s.root)
+
