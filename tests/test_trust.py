@@ -484,3 +484,23 @@ def test_sigterm_stops_the_runner_soon_though_a_bring_in_hangs_and_leaves_no_git
         stop(proc, signal.SIGKILL)
         kill_leftovers(s.root)
 
+
+def test_a_task_cancelled_while_its_commit_is_brought_in_is_recorded_once_and_its_workspace_removed(
+    tmp_path: Path,
+) -> None:
+    s = hostile(tmp_path, "fifo", concurrency=1,
+                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 12})  # fmt: skip
+    s.add("hangs git")
+    proc = s.start()
+    try:
+        wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+        assert s.cli("task", "cancel", "t-1").returncode == 0
+        wait_for(lambda: s.rows("SELECT 1 FROM pipeline_runs WHERE task_id = 't-1' AND status != 'running'"), 60, proc)
+        wait_for(lambda: "t-1" not in s.leftover_worktrees(), 10, proc)
+    finally:
+        stop(proc)
+        kill_leftovers(s.root)
+    assert s.task("t-1")["status"] == "cancelled"
+    ((status, error),) = s.rows("SELECT status, error_summary FROM pipeline_runs WHERE task_id = 't-1'")
+    assert status == "cancelled" and "cancelled" in error, error
+    assert s.leftover_worktrees() == []
