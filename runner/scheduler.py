@@ -152,7 +152,9 @@ class Pipeline:
         self.wake = Waker()
         # The agents' supervisors, watched by pidfds: telling which ended costs one poll, not a
         # look at every one's /proc entry, each time the loop looks between two pieces of work.
-        self.exits = Exits(lambda pid: procs.pid_alive(pid, SUPERVISOR_MODULE))
+        self.exits = Exits(self.supervisor_runs)
+        # The runs ended_of last asked about, by supervisor pid (supervisor_runs).
+        self.watched: dict[int, RunRecord] = {}
         self.next_wake: float | None = None
         # Task moves and faults become events (notifications, `run -q`), whoever makes them.
         self.notifier = notifier or Notifier([], base=config.base, root=config.root)
@@ -438,8 +440,19 @@ class Pipeline:
         writes its verdict, then exits); a run without a local supervisor is asked of the backend."""
         if not self.backend.poll_is_cheap:
             return {r.id for r in running if self.backend.finished(self.handle_of(r))}
-        exited = self.exits.exited(r.pid for r in running if r.pid)
+        self.watched = {r.pid: r for r in running if r.pid}
+        exited = self.exits.exited(self.watched)
         return {r.id for r in running if (r.pid in exited if r.pid else self.backend.finished(self.handle_of(r)))}
+
+    def supervisor_runs(self, pid: int) -> bool:
+        """Whether ``pid``, about to be watched by a pidfd (Exits), is still the supervisor of its
+        run: after a restart the pid read back from the state may be another process's now, even
+        one whose command line names the supervisor too (another pipeline's, a fork server), so
+        the run's status file is read as well, as ``finished`` does: a verdict there is its end."""
+        rec = self.watched.get(pid)
+        if rec is None:
+            return procs.pid_alive(pid, SUPERVISOR_MODULE)
+        return not self.backend.finished(self.handle_of(rec))
 
     def outcome_of(self, rec: RunRecord, ended: set[int] | None = None) -> AgentOutcome:
         """How a running agent stands: running, without a look at its files, while its

@@ -7,11 +7,16 @@ import hashlib
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+from phases.agents import SUPERVISOR_MODULE
+from runner import killpoints, procs
+from runner.layout import Layout
 from tests.conftest import git
-from tests.loop_helpers import all_done, kill_leftovers, make_sample, stop
+from tests.loop_helpers import all_done, kill_leftovers, make_sample, stop, wait_for
 
 
 def test_three_tasks_land_in_dependency_and_priority_order(tmp_path: Path) -> None:
@@ -412,3 +417,37 @@ def test_untracked_files_in_the_way_in_base_checkout_refuse_then_land_once_moved
     assert s.trailers() == ["t-1"]
     assert (s.repo / "docs" / "guide.md").read_text() == "guide\n"
     assert git(s.repo, "status", "--porcelain") == ""
+
+
+def test_a_finished_run_whose_supervisor_pid_went_to_another_supervisor_like_process_is_harvested(
+    tmp_path: Path,
+) -> None:
+    # The runner was down while t-1's agent finished (its status file says so) and the supervisor's
+    # pid went to another process whose command line names the supervisor too (another pipeline's
+    # supervisor on the host, or a runner's fork server, lives for hours). The run is recorded at
+    # the next start, by its status file, as before pidfds told the ends: it does not wait for the
+    # stranger to exit.
+    s = make_sample(tmp_path, concurrency=1)
+    s.add("one")
+    s.env[killpoints.ENV] = "agent-recorded"
+    assert s.cli("run", "--once").returncode == -9
+    del s.env[killpoints.ENV]
+    ((row, pid, run_id),) = s.rows("SELECT id, pid, agent_run_id FROM pipeline_runs WHERE phase = 'dev'")
+    status_file = Layout(s.root).status_file(run_id)
+    wait_for(lambda: '"finished"' in (status_file.read_text() if status_file.exists() else ""), 30)
+    wait_for(lambda: not procs.pid_alive(pid), 30)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", SUPERVISOR_MODULE])
+    try:
+        conn = sqlite3.connect(s.root / "state.db")
+        with conn:
+            conn.execute("UPDATE pipeline_runs SET pid = ? WHERE id = ?", (stranger.pid, row))
+        conn.close()
+        started = time.monotonic()
+        s.run_once_until(lambda d: s.task("t-1")["status"] != "in_progress", limit=5)
+        assert time.monotonic() - started < 60
+        assert stranger.poll() is None  # still running: never ours to stop
+    finally:
+        stranger.kill()
+        stranger.wait()
+        kill_leftovers(s.root)
+    assert s.rows("SELECT status FROM pipeline_runs WHERE id = ?", (row,)) == [("success",)]
