@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from phases.agents import SUPERVISOR_MODULE, AgentBackend, AgentHandle, AgentOutcome, AgentState
+from phases.agents import AgentBackend, AgentHandle, AgentOutcome, AgentState
 from phases.backends import make_backend
 from phases.dev import (
     DevResult,
@@ -153,7 +153,7 @@ class Pipeline:
         # The agents' supervisors, watched by pidfds: telling which ended costs one poll, not a
         # look at every one's /proc entry, each time the loop looks between two pieces of work.
         self.exits = Exits(self.supervisor_runs)
-        # The runs ended_of last asked about, by supervisor pid (supervisor_runs).
+        # The runs ended_of last asked about, by row (supervisor_runs).
         self.watched: dict[int, RunRecord] = {}
         self.next_wake: float | None = None
         # Task moves and faults become events (notifications, `run -q`), whoever makes them.
@@ -440,19 +440,18 @@ class Pipeline:
         writes its verdict, then exits); a run without a local supervisor is asked of the backend."""
         if not self.backend.poll_is_cheap:
             return {r.id for r in running if self.backend.finished(self.handle_of(r))}
-        self.watched = {r.pid: r for r in running if r.pid}
-        exited = self.exits.exited(self.watched)
-        return {r.id for r in running if (r.pid in exited if r.pid else self.backend.finished(self.handle_of(r)))}
+        self.watched = {r.id: r for r in running if r.pid}
+        exited = self.exits.exited({r.id: r.pid for r in self.watched.values() if r.pid})
+        return {r.id for r in running if (r.id in exited if r.pid else self.backend.finished(self.handle_of(r)))}
 
-    def supervisor_runs(self, pid: int) -> bool:
-        """Whether ``pid``, about to be watched by a pidfd (Exits), is still the supervisor of its
-        run: after a restart the pid read back from the state may be another process's now, even
-        one whose command line names the supervisor too (another pipeline's, a fork server), so
-        the run's status file is read as well, as ``finished`` does: a verdict there is its end."""
-        rec = self.watched.get(pid)
-        if rec is None:
-            return procs.pid_alive(pid, SUPERVISOR_MODULE)
-        return not self.backend.finished(self.handle_of(rec))
+    def supervisor_runs(self, row: int) -> bool:
+        """Whether the supervisor pid of run ``row``, about to be watched by a pidfd (Exits), is
+        still its supervisor: after a restart the pid read back from the state may be another
+        process's now, even one whose command line names the supervisor too (another pipeline's,
+        a fork server), so the run's status file is read as well, as ``finished`` does: a verdict
+        there is its end."""
+        rec = self.watched.get(row)
+        return rec is not None and not self.backend.finished(self.handle_of(rec))
 
     def outcome_of(self, rec: RunRecord, ended: set[int] | None = None) -> AgentOutcome:
         """How a running agent stands: running, without a look at its files, while its
@@ -523,7 +522,7 @@ class Pipeline:
         if acted and self.basesync is not None:
             self.basesync.publish_pending()  # the commits just brought in, in one push
         still = self.runs.running(Phase.DEV)
-        self.exits.keep_only(r.pid for r in still if r.pid)  # the pidfds of recorded runs closed
+        self.exits.keep_only(r.id for r in still if r.pid)  # the pidfds of recorded runs closed
         running = {r.task_id for r in still}
         in_progress = self.store.list_tasks(TaskStatus.IN_PROGRESS, with_comments=False)
         # Their attempts in one query, not two for each at every cycle (read after the tasks, as

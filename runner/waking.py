@@ -17,7 +17,7 @@ import os
 import select
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 HAS_PIDFD = hasattr(os, "pidfd_open")
@@ -28,46 +28,49 @@ class Exits:
     it runs: one poll over all of them, instead of reading every one's /proc entry each time the
     loop looks (about half a millisecond a process, many times a second).
 
-    ``alive(pid)`` tells whether ``pid`` is still the process meant (its command line): asked
-    once, when a pid is first watched, since a pid read back from the state may have been reused
-    since; from then on the pidfd follows that process and no other. A pid whose pidfd cannot be
-    had (no pidfd on this system, a process that cannot be seen) is asked ``alive`` every time.
+    Each process is watched under a key of the caller's (a run's row): a pid is not one process
+    for good, and an ended run not recorded yet may share its pid with a newer run's process.
+    ``alive(key)`` tells whether the key's pid is still the process meant: asked once, when a key
+    is first watched, since a pid read back from the state may have been reused since; from then
+    on the pidfd follows that process and no other. A key whose pidfd cannot be had (no pidfd on
+    this system, a process that cannot be seen) is asked ``alive`` every time.
     """
 
     def __init__(self, alive: Callable[[int], bool]) -> None:
         self._alive = alive
-        self._fds: dict[int, int] = {}
-        self._gone: set[int] = set()  # watched pids seen exited (their pidfds are closed)
+        self._fds: dict[int, int] = {}  # key -> the pidfd of its process
+        self._gone: set[int] = set()  # keys whose processes were seen exited (their pidfds are closed)
         self.usable = HAS_PIDFD
 
-    def fd_of(self, pid: int) -> int | None:
-        """The pidfd watching ``pid`` (opened now if need be), or None when it has exited already
-        or cannot be watched."""
-        if pid in self._fds:
-            return self._fds[pid]
-        if pid in self._gone or not self.usable:
+    def fd_of(self, key: int, pid: int) -> int | None:
+        """The pidfd watching ``pid`` for ``key`` (opened now if need be), or None when it has
+        exited already or cannot be watched."""
+        if key in self._fds:
+            return self._fds[key]
+        if key in self._gone or not self.usable:
             return None
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
-            self._gone.add(pid)
+            self._gone.add(key)
             return None
         except OSError:
             self.usable = False  # a kernel without pidfds, or a sandbox refusing them
             return None
         # Looked at after the pidfd exists: the process it names now is the one the fd follows.
-        if not self._alive(pid):
+        if not self._alive(key):
             os.close(fd)
-            self._gone.add(pid)
+            self._gone.add(key)
             return None
-        self._fds[pid] = fd
+        self._fds[key] = fd
         return fd
 
-    def exited(self, pids: Iterable[int]) -> set[int]:
-        """Those of ``pids`` that are no longer running."""
-        wanted = list(dict.fromkeys(pids))
-        fds = {fd: pid for pid in wanted if (fd := self.fd_of(pid)) is not None}
-        gone = {pid for pid in wanted if pid in self._gone}
+    def exited(self, watch: Mapping[int, int] | Iterable[int]) -> set[int]:
+        """The keys of ``watch`` (key -> pid; plain pids are their own keys) whose processes are no
+        longer running."""
+        wanted = dict(watch) if isinstance(watch, Mapping) else {pid: pid for pid in watch}
+        fds = {fd: key for key, pid in wanted.items() if (fd := self.fd_of(key, pid)) is not None}
+        gone = {key for key in wanted if key in self._gone}
         if fds:
             poller = select.poll()
             for fd in fds:
@@ -76,26 +79,26 @@ class Exits:
                 gone.add(fds[fd])
                 self._forget(fds[fd], gone=True)
         watched = set(fds.values())
-        return gone | {pid for pid in wanted if pid not in gone and pid not in watched and not self._alive(pid)}
+        return gone | {key for key in wanted if key not in gone and key not in watched and not self._alive(key)}
 
-    def keep_only(self, pids: Iterable[int]) -> None:
-        """Stop watching every pid but ``pids`` (the runs that ended were recorded)."""
-        keep = set(pids)
-        for pid in [p for p in self._fds if p not in keep]:
-            self._forget(pid)
+    def keep_only(self, keys: Iterable[int]) -> None:
+        """Stop watching every key but ``keys`` (the runs that ended were recorded)."""
+        keep = set(keys)
+        for key in [k for k in self._fds if k not in keep]:
+            self._forget(key)
         self._gone &= keep
 
-    def _forget(self, pid: int, gone: bool = False) -> None:
-        fd = self._fds.pop(pid, None)
+    def _forget(self, key: int, gone: bool = False) -> None:
+        fd = self._fds.pop(key, None)
         if fd is not None:
             os.close(fd)
         if gone:
-            self._gone.add(pid)
+            self._gone.add(key)
 
     def close(self) -> None:
         """Release every pidfd."""
-        for pid in list(self._fds):
-            self._forget(pid)
+        for key in list(self._fds):
+            self._forget(key)
 
 
 class Waker:

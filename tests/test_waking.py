@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,44 @@ def test_exits_without_pidfds_asks_every_time() -> None:
     alive["yes"] = False
     assert exits.exited([12345]) == {12345}
     assert calls == [12345, 12345]
+
+
+def _with_pid(pid: int, tries: int = 50) -> subprocess.Popen[bytes] | None:
+    """A sleeper given ``pid`` (an ended process's, reaped), through ns_last_pid (root only)."""
+    for _ in range(tries):
+        try:
+            Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        except OSError:
+            return None
+        proc = _sleeper(60)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+@pytest.mark.skipif(not HAS_PIDFD, reason="pidfds are Linux-only")
+def test_exits_does_not_take_a_new_run_given_an_ended_runs_pid_for_ended() -> None:
+    # Run 1's supervisor exits; its run is not recorded yet (its commit is being brought in) when
+    # run 2's supervisor is given the same pid. Run 2 is running: it is not told ended (the loop
+    # would wake at once, again and again, for as long as it runs).
+    exits = Exits(lambda _key: True)
+    first = _sleeper(0.2)
+    pid = first.pid
+    assert exits.exited({1: pid}) == set()
+    first.wait()
+    assert exits.exited({1: pid}) == {1}
+    second = _with_pid(pid)
+    if second is None:
+        exits.close()
+        pytest.skip("cannot have the kernel hand out a given pid here (ns_last_pid)")
+    try:
+        assert exits.exited({1: pid, 2: pid}) == {1}
+        second.kill()
+        second.wait()
+        assert exits.exited({1: pid, 2: pid}) == {1, 2}
+    finally:
+        second.kill()
+        second.wait()
+        exits.close()
