@@ -23,7 +23,7 @@ from runner.errors import ConfigError
 # and what Azure Pipelines sets on its build machines.
 OTHER_VARIABLES = frozenset(
     {"PIPELINE_RUN_ID", "PIPELINE_RUN_MARK", "PIPELINE_PATCHSET", "PIPELINE_PROMPT_FILE", "PIPELINE_KILL_AT",
-     "PIPELINE_WORKSPACE"}
+     "PIPELINE_WORKSPACE", "PIPELINE_GIT_MARK"}
 )
 
 

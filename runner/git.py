@@ -104,9 +104,11 @@ class Git:
 
     def __init__(
         self, repo: Path, *, git_dir: Path | None = None, work_tree: Path | None = None, timeout: float | None = None,
-        stop: threading.Event | None = None,
+        stop: threading.Event | None = None, env: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.repo = repo
+        # Added to every command's environment (a marker its leftovers are found by).
+        self.env = env or {}
         # For every command that names none: the runner's git in a repository an agent had in
         # hand, where a planted named pipe would make git wait forever.
         self.timeout = timeout
@@ -144,7 +146,7 @@ class Git:
         harden = _HARDEN_REMOTE if remote else _HARDEN
         return procs.run(
             ["git", *harden, *_IDENTITY, *self._location, *args], cwd=cwd or self.repo, check=check, stdin=stdin,
-            env={**os.environ, **_GIT_ENV, **(env or {})}, timeout=timeout if timeout is not None else self.timeout,
+            env={**os.environ, **_GIT_ENV, **self.env, **(env or {})}, timeout=timeout if timeout is not None else self.timeout,
             error_type=GitError, stop=stop if stop is not None else self.stop,
         )  # fmt: skip
 
@@ -225,8 +227,9 @@ class Git:
         return self._common_dir
 
     def fetch_ref(
-        self, source: Path, src_ref: str, dst_ref: str, timeout: float | None = None, stop: threading.Event | None = None
-    ) -> str | None:
+        self, source: Path, src_ref: str, dst_ref: str, timeout: float | None = None, stop: threading.Event | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str | None:  # fmt: skip
         """Copy ``src_ref`` of the repository at ``source`` (and the objects it needs) to ``dst_ref``.
 
         Returns the new value of ``dst_ref``, or None when ``source`` has no ``src_ref``. Goes
@@ -236,7 +239,7 @@ class Git:
         """
         result = self.run(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-            "--no-auto-gc", f"file://{source}", f"+{src_ref}:{dst_ref}", check=False, timeout=timeout, stop=stop,
+            "--no-auto-gc", f"file://{source}", f"+{src_ref}:{dst_ref}", check=False, timeout=timeout, stop=stop, env=env,
         )  # fmt: skip
         if result.timed_out:
             limit = timeout if timeout is not None else self.timeout

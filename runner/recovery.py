@@ -24,6 +24,9 @@ def reconcile(p: Pipeline) -> None:
     """Bring ``p``'s state back in line: landings a kill interrupted are finished, runs no process
     is behind any more are cancelled (uncharged), agents still alive are adopted, locks our killed
     git commands left are dropped, and what done, cancelled or deleted tasks held is released."""
+    ended = p.workspaces.end_leftover_git()
+    if ended:
+        logger.warning("ended {} git command(s) a killed runner left running in its workspaces", ended)
     for rec in p.runs.running(Phase.INTEGRATE):
         p.watch.drop_own_locks(parse_iso(rec.started_at).timestamp())
     if p.basesync is not None:

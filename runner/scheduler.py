@@ -132,7 +132,8 @@ class Pipeline:
         self.git = Git(config.repo_path)
         # Released workspaces stay warm for the next tasks, one per agent slot (runner.warm).
         self.workspaces = Workspaces(
-            self.git, self.layout, WarmPool(config.root, keep=config.concurrency), git_timeout=config.agent.git_timeout
+            self.git, self.layout, WarmPool(config.root, keep=config.concurrency), git_timeout=config.agent.git_timeout,
+            marked=True,
         )
         self.backend: AgentBackend = make_backend(config.agent)
         self.template = prompt_template(config)

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner import killpoints
+from runner import killpoints, procs
 from runner.errors import GitError
 from runner.git import Git
 from runner.ids import check_task_id, id_problem
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 
 TASK_REFS = "refs/pipeline/tasks/"
+# In the environment of the runner's git commands in agents' workspaces, with the runner's root.
+GIT_MARKER = "PIPELINE_GIT_MARK"
 # Written last when a checkout is made: one without it was interrupted and is made again.
 READY_MARK = "pipeline-ready"
 
@@ -42,8 +44,12 @@ def task_ref(task_id: str) -> str:
 class Checkouts:
     """Standalone repositories that borrow the person's objects: made, checked, refreshed."""
 
-    def __init__(self, git: Git, timeout: float | None = None) -> None:
+    def __init__(self, git: Git, timeout: float | None = None, mark: str | None = None) -> None:
         self.git = git
+        # Every git command of the runner's in a checkout carries GIT_MARKER=mark: one a killed
+        # runner left waiting there (its own session survives the runner's group) is found by it.
+        self.mark = mark
+        self.env = {GIT_MARKER: mark} if mark else {}
         # Each git command in a checkout an agent had in hand stops after this many seconds: a
         # named pipe planted where git reads (an object, a ref) would hold it forever.
         self.timeout = timeout
@@ -76,7 +82,7 @@ class Checkouts:
 
     def git_of(self, path: Path) -> Git:
         """Git commands in the checkout at ``path``, never discovering any other repository."""
-        return Git(path, git_dir=path / ".git", work_tree=path, timeout=self.timeout, stop=self.stopping)
+        return Git(path, git_dir=path / ".git", work_tree=path, timeout=self.timeout, stop=self.stopping, env=self.env)
 
     def intact(self, path: Path) -> bool:
         """Whether ``path`` is still a checkout the runner made: a real ``.git`` directory of its
@@ -255,10 +261,15 @@ def _force_remove(func: object, name: str, _exc: object) -> None:
 class Workspaces:
     """Task workspaces: one per task, on a branch named for the task, reused across attempts."""
 
-    def __init__(self, git: Git, layout: Layout, warm: WarmPool | None = None, git_timeout: float | None = None) -> None:
+    def __init__(
+        self, git: Git, layout: Layout, warm: WarmPool | None = None, git_timeout: float | None = None,
+        marked: bool = False,
+    ) -> None:  # fmt: skip
+        """``git_timeout``: seconds each git command in a workspace may take; ``marked``: those
+        commands carry GIT_MARKER (the runner's, which alone ends them: ``end_leftover_git``)."""
         self.git = git
         self.layout = layout
-        self.checkouts = Checkouts(git, git_timeout)
+        self.checkouts = Checkouts(git, git_timeout, str(layout.root) if marked else None)
         # Released workspaces kept for later tasks (runner.warm); None removes them.
         self.warm = warm
 
@@ -311,6 +322,14 @@ class Workspaces:
         if self.warm is not None:
             self.warm.remember(task_id, path)
 
+    def end_leftover_git(self) -> int:
+        """End the git commands a killed runner of this root left running in its workspaces (one
+        an agent made hang, waiting for its timeout, outlives the runner: it has a session of its
+        own). Only where no other runner can be running (under the runner lock). How many."""
+        if self.checkouts.mark is None:
+            return 0
+        return procs.kill_marked(GIT_MARKER, self.checkouts.mark)
+
     def bring_in(self, task_id: str) -> str | None:
         """Fetch the task branch of the agent's workspace into the runner's ref for the task.
 
@@ -322,7 +341,8 @@ class Workspaces:
             return None
         self.checkouts.refresh(path)
         return self.git.fetch_ref(
-            path / ".git", f"refs/heads/{task_id}", task_ref(task_id), self.checkouts.timeout, self.checkouts.stopping
+            path / ".git", f"refs/heads/{task_id}", task_ref(task_id), self.checkouts.timeout, self.checkouts.stopping,
+            env=self.checkouts.env,
         )
 
     def commit_left_work(self, task_id: str, before: str | None, base: str, message: str) -> str | None:

@@ -504,3 +504,33 @@ def test_a_task_cancelled_while_its_commit_is_brought_in_is_recorded_once_and_it
     ((status, error),) = s.rows("SELECT status, error_summary FROM pipeline_runs WHERE task_id = 't-1'")
     assert status == "cancelled" and "cancelled" in error, error
     assert s.leftover_worktrees() == []
+
+
+def test_a_git_a_killed_runner_left_hanging_in_a_workspace_is_ended_by_the_next_start(tmp_path: Path) -> None:
+    # SIGKILL leaves the runner no moment to end its git: the fetch waiting on the agent's pipe has
+    # a session of its own and outlives it. The next start ends it (then fetches again, and that
+    # one times out, charged to the task).
+    s = hostile(tmp_path, "fifo", concurrency=1,
+                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 300})  # fmt: skip
+    s.add("hangs git")
+    proc = s.start()
+    again = None
+    try:
+        left = wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+        proc.kill()
+        proc.wait(timeout=30)
+        assert _alive_pid(left)  # what the next start must end
+        again = s.start()
+        wait_for(lambda: not _alive_pid(left), 30, again)
+    finally:
+        stop(proc, signal.SIGKILL)
+        if again is not None:
+            stop(again, signal.SIGKILL)
+        kill_leftovers(s.root)
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
