@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from runner.git import Git
+from runner.layout import Layout
+from runner.workspace import Workspaces
 from tests.pg_server import PgServer, server_binaries, start_server
 
 FAKES = Path(__file__).parent / "fakes"
@@ -68,6 +71,14 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=repo, env=clean_env(), check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def make_workspaces(tmp_path: Path) -> tuple[Path, Workspaces]:
+    """A repository (tmp_path/repo, base ``live``) and the runner's workspaces for it (root tmp_path/root)."""
+    repo = make_repo(tmp_path / "repo")
+    layout = Layout(tmp_path / "root")
+    layout.ensure()
+    return repo, Workspaces(Git(repo), layout)
 
 
 def make_repo(path: Path, base: str = "live", files: Mapping[str, str] | None = None) -> Path:

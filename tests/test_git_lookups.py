@@ -11,9 +11,8 @@ import pytest
 
 from runner import procs
 from runner.git import Git, PickStatus
-from runner.layout import Layout
-from runner.workspace import Workspaces, task_ref
-from tests.conftest import git, make_repo
+from runner.workspace import task_ref
+from tests.conftest import git, make_repo, make_workspaces
 
 
 def branches(g: Git) -> dict[Path, str | None]:
@@ -124,10 +123,7 @@ def test_a_commit_whose_parent_left_base_is_stale_with_its_parent_read_once(
 
 
 def test_a_prepared_workspace_names_the_commit_its_task_branch_holds(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    layout = Layout(tmp_path / "root")
-    layout.ensure()
-    ws = Workspaces(Git(repo), layout)
+    repo, ws = make_workspaces(tmp_path)
     path, before = ws.prepare("t-1", "live")
     assert before == git(path, "rev-parse", "refs/heads/t-1") == git(repo, "rev-parse", "live")
     # An agent commits; the runner brings it in; a retry reuses the workspace as it is.

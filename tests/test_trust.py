@@ -10,15 +10,15 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runner.git import Git
-from runner.layout import Layout
 from runner.scheduler import BRING_IN_WAIT_SECONDS
-from runner.workspace import Workspaces
-from tests.conftest import clean_env, git, make_repo
+from tests.conftest import clean_env, git, make_workspaces
 from tests.loop_helpers import Sample, all_done, kill_leftovers, make_sample, stop, wait_for
 
 TERMINAL = ("done", "needs_help")
@@ -413,10 +413,7 @@ def test_named_pipes_an_agent_leaves_in_its_git_directory_stop_nothing(tmp_path:
 def test_a_workspace_info_linked_elsewhere_never_has_the_runner_delete_there(tmp_path: Path) -> None:
     # An agent points its workspace's .git/info at another repository's: the runner drops the
     # workspace's attributes before each git command there, and must not drop that one's.
-    repo = make_repo(tmp_path / "repo")
-    layout = Layout(tmp_path / "root")
-    layout.ensure()
-    ws = Workspaces(Git(repo), layout)
+    repo, ws = make_workspaces(tmp_path)
     path, _ = ws.prepare("t-1", "live")
     elsewhere = tmp_path / "elsewhere-info"
     elsewhere.mkdir()
@@ -438,6 +435,21 @@ def _hanging_fetch(root: Path, task_id: str) -> int | None:
     return None
 
 
+@contextmanager
+def _hung_fetch(tmp_path: Path, git_timeout: int) -> Iterator[tuple[Sample, subprocess.Popen[str], int]]:
+    """A daemon whose one task's agent made the fetch of its commit hang (hostile-agent fifo): the
+    sample, the daemon and the hanging git's pid; the daemon and what it left killed afterwards."""
+    s = hostile(tmp_path, "fifo", concurrency=1,
+                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": git_timeout})  # fmt: skip
+    s.add("hangs git")
+    proc = s.start()
+    try:
+        yield s, proc, wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+    finally:
+        stop(proc, signal.SIGKILL)
+        kill_leftovers(s.root)
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -446,31 +458,18 @@ def _cpu_seconds(pid: int) -> float:
 def test_a_bring_in_that_outlasts_the_harvests_wait_does_not_make_the_loop_spin(tmp_path: Path) -> None:
     # t-1's fetch hangs on the pipe past BRING_IN_WAIT_SECONDS: the loop goes on without it, and
     # while nothing else happens it sleeps (its ended supervisor is no reason to wake at once).
-    s = hostile(tmp_path, "fifo", concurrency=1,
-                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 40})  # fmt: skip
-    s.add("hangs git")
-    proc = s.start()
-    try:
-        wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+    with _hung_fetch(tmp_path, 40) as (_s, proc, _pid):
         time.sleep(BRING_IN_WAIT_SECONDS + 1)
         before = _cpu_seconds(proc.pid)
         time.sleep(4)
         used = _cpu_seconds(proc.pid) - before
         assert used < 1.0, f"the runner used {used:.1f} s of CPU in 4 s while waiting for one fetch"
-    finally:
-        stop(proc, signal.SIGKILL)
-        kill_leftovers(s.root)
 
 
 def test_sigterm_stops_the_runner_soon_though_a_bring_in_hangs_and_leaves_no_git_behind(tmp_path: Path) -> None:
     # The daemon's stop does not wait for agent.git_timeout: the hanging fetch is ended, and the
     # next start brings the commit in again (here: it times out, charged to the task).
-    s = hostile(tmp_path, "fifo", concurrency=1,
-                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 300})  # fmt: skip
-    s.add("hangs git")
-    proc = s.start()
-    try:
-        wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+    with _hung_fetch(tmp_path, 300) as (s, proc, _pid):
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -480,26 +479,15 @@ def test_sigterm_stops_the_runner_soon_though_a_bring_in_hangs_and_leaves_no_git
         assert _hanging_fetch(s.root, "t-1") is None
         ((status,),) = s.rows("SELECT status FROM pipeline_runs WHERE task_id = 't-1' AND phase = 'dev'")
         assert status == "running"  # not recorded: the next start brings it in again
-    finally:
-        stop(proc, signal.SIGKILL)
-        kill_leftovers(s.root)
 
 
 def test_a_task_cancelled_while_its_commit_is_brought_in_is_recorded_once_and_its_workspace_removed(
     tmp_path: Path,
 ) -> None:
-    s = hostile(tmp_path, "fifo", concurrency=1,
-                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 12})  # fmt: skip
-    s.add("hangs git")
-    proc = s.start()
-    try:
-        wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+    with _hung_fetch(tmp_path, 12) as (s, proc, _pid):
         assert s.cli("task", "cancel", "t-1").returncode == 0
         wait_for(lambda: s.rows("SELECT 1 FROM pipeline_runs WHERE task_id = 't-1' AND status != 'running'"), 60, proc)
         wait_for(lambda: "t-1" not in s.leftover_worktrees(), 10, proc)
-    finally:
-        stop(proc)
-        kill_leftovers(s.root)
     assert s.task("t-1")["status"] == "cancelled"
     ((status, error),) = s.rows("SELECT status, error_summary FROM pipeline_runs WHERE task_id = 't-1'")
     assert status == "cancelled" and "cancelled" in error, error
@@ -510,23 +498,15 @@ def test_a_git_a_killed_runner_left_hanging_in_a_workspace_is_ended_by_the_next_
     # SIGKILL leaves the runner no moment to end its git: the fetch waiting on the agent's pipe has
     # a session of its own and outlives it. The next start ends it (then fetches again, and that
     # one times out, charged to the task).
-    s = hostile(tmp_path, "fifo", concurrency=1,
-                agent={"command": ["hostile-agent", "fifo", "{prompt_file}"], "git_timeout": 300})  # fmt: skip
-    s.add("hangs git")
-    proc = s.start()
-    again = None
-    try:
-        left = wait_for(lambda: _hanging_fetch(s.root, "t-1"), 60, proc)
+    with _hung_fetch(tmp_path, 300) as (s, proc, left):
         proc.kill()
         proc.wait(timeout=30)
         assert _alive_pid(left)  # what the next start must end
         again = s.start()
-        wait_for(lambda: not _alive_pid(left), 30, again)
-    finally:
-        stop(proc, signal.SIGKILL)
-        if again is not None:
+        try:
+            wait_for(lambda: not _alive_pid(left), 30, again)
+        finally:
             stop(again, signal.SIGKILL)
-        kill_leftovers(s.root)
 
 
 def _alive_pid(pid: int) -> bool:
