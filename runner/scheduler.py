@@ -153,9 +153,7 @@ class Pipeline:
         self.wake = Waker()
         # The agents' supervisors, watched by pidfds: telling which ended costs one poll, not a
         # look at every one's /proc entry, each time the loop looks between two pieces of work.
-        self.exits = Exits(self.supervisor_runs)
-        # The runs ended_of last asked about, by row (supervisor_runs).
-        self.watched: dict[int, RunRecord] = {}
+        self.exits = Exits()
         self.next_wake: float | None = None
         # Task moves and faults become events (notifications, `run -q`), whoever makes them.
         self.notifier = notifier or Notifier([], base=config.base, root=config.root)
@@ -441,18 +439,15 @@ class Pipeline:
         writes its verdict, then exits); a run without a local supervisor is asked of the backend."""
         if not self.backend.poll_is_cheap:
             return {r.id for r in running if self.backend.finished(self.handle_of(r))}
-        self.watched = {r.id: r for r in running if r.pid}
-        exited = self.exits.exited({r.id: r.pid for r in self.watched.values() if r.pid})
+        by_row = {r.id: r for r in running}
+        # Whether a pid about to be watched is still the run's supervisor: after a restart it may
+        # be another process's now, even one whose command line names the supervisor too (another
+        # pipeline's, a fork server), so the run's status file is read as well, as ``finished``
+        # does: a verdict there is its end.
+        exited = self.exits.exited(
+            {r.id: r.pid for r in running if r.pid}, lambda row: not self.backend.finished(self.handle_of(by_row[row]))
+        )
         return {r.id for r in running if (r.id in exited if r.pid else self.backend.finished(self.handle_of(r)))}
-
-    def supervisor_runs(self, row: int) -> bool:
-        """Whether the supervisor pid of run ``row``, about to be watched by a pidfd (Exits), is
-        still its supervisor: after a restart the pid read back from the state may be another
-        process's now, even one whose command line names the supervisor too (another pipeline's,
-        a fork server), so the run's status file is read as well, as ``finished`` does: a verdict
-        there is its end."""
-        rec = self.watched.get(row)
-        return rec is not None and not self.backend.finished(self.handle_of(rec))
 
     def outcome_of(self, rec: RunRecord, ended: set[int] | None = None) -> AgentOutcome:
         """How a running agent stands: running, without a look at its files, while its

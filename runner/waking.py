@@ -30,21 +30,17 @@ class Exits:
 
     Each process is watched under a key of the caller's (a run's row): a pid is not one process
     for good, and an ended run not recorded yet may share its pid with a newer run's process.
-    ``alive(key)`` tells whether the key's pid is still the process meant: asked once, when a key
-    is first watched, since a pid read back from the state may have been reused since; from then
-    on the pidfd follows that process and no other. A key whose pidfd cannot be had (no pidfd on
-    this system, a process that cannot be seen) is asked ``alive`` every time.
     """
 
-    def __init__(self, alive: Callable[[int], bool]) -> None:
-        self._alive = alive
+    def __init__(self) -> None:
         self._fds: dict[int, int] = {}  # key -> the pidfd of its process
         self._gone: set[int] = set()  # keys whose processes were seen exited (their pidfds are closed)
         self.usable = HAS_PIDFD
 
-    def fd_of(self, key: int, pid: int) -> int | None:
-        """The pidfd watching ``pid`` for ``key`` (opened now if need be), or None when it has
-        exited already or cannot be watched."""
+    def fd_of(self, key: int, pid: int, alive: Callable[[int], bool]) -> int | None:
+        """The pidfd watching ``pid`` for ``key`` (opened now if need be, once ``alive(key)`` says
+        the pid is still the process meant), or None when it has exited already or cannot be
+        watched."""
         if key in self._fds:
             return self._fds[key]
         if key in self._gone or not self.usable:
@@ -58,18 +54,21 @@ class Exits:
             self.usable = False  # a kernel without pidfds, or a sandbox refusing them
             return None
         # Looked at after the pidfd exists: the process it names now is the one the fd follows.
-        if not self._alive(key):
+        if not alive(key):
             os.close(fd)
             self._gone.add(key)
             return None
         self._fds[key] = fd
         return fd
 
-    def exited(self, watch: Mapping[int, int] | Iterable[int]) -> set[int]:
-        """The keys of ``watch`` (key -> pid; plain pids are their own keys) whose processes are no
-        longer running."""
-        wanted = dict(watch) if isinstance(watch, Mapping) else {pid: pid for pid in watch}
-        fds = {fd: key for key, pid in wanted.items() if (fd := self.fd_of(key, pid)) is not None}
+    def exited(self, wanted: Mapping[int, int], alive: Callable[[int], bool]) -> set[int]:
+        """The keys of ``wanted`` (key -> pid) whose processes are no longer running.
+
+        ``alive(key)`` tells whether the key's pid is still the process meant: asked once, when a
+        key is first watched, since a pid read back from the state may have been reused since;
+        from then on the pidfd follows that process and no other. A key whose pidfd cannot be had
+        (no pidfd on this system, a process that cannot be seen) is asked ``alive`` every time."""
+        fds = {fd: key for key, pid in wanted.items() if (fd := self.fd_of(key, pid, alive)) is not None}
         gone = {key for key in wanted if key in self._gone}
         if fds:
             poller = select.poll()
@@ -79,7 +78,7 @@ class Exits:
                 gone.add(fds[fd])
                 self._forget(fds[fd], gone=True)
         watched = set(fds.values())
-        return gone | {key for key in wanted if key not in gone and key not in watched and not self._alive(key)}
+        return gone | {key for key in wanted if key not in gone and key not in watched and not alive(key)}
 
     def keep_only(self, keys: Iterable[int]) -> None:
         """Stop watching every key but ``keys`` (the runs that ended were recorded)."""

@@ -97,15 +97,16 @@ def test_exits_tells_running_from_ended_and_keeps_one_pidfd_a_process() -> None:
         asked.append(pid)
         return True
 
-    exits = Exits(ours)
+    exits = Exits()
     short, long = _sleeper(0.2), _sleeper(60)
+    both = {short.pid: short.pid, long.pid: long.pid}
     try:
         before = _open_fds()
-        assert exits.exited([short.pid, long.pid]) == set()
-        assert exits.exited([short.pid, long.pid]) == set()
+        assert exits.exited(both, ours) == set()
+        assert exits.exited(both, ours) == set()
         assert _open_fds() == before + 2  # one pidfd each, held, not opened at every look
         short.wait()
-        assert exits.exited([short.pid, long.pid]) == {short.pid}
+        assert exits.exited(both, ours) == {short.pid}
         # The command line was looked at once a process, when first watched, never again.
         assert sorted(asked) == sorted([short.pid, long.pid])
         exits.keep_only([])
@@ -121,9 +122,9 @@ def test_exits_takes_a_pid_that_is_no_longer_the_process_meant_for_ended() -> No
     # A pid read back from the state after a restart may belong to another process by now: the
     # command line (here: not the one meant) decides once, and the stranger is never waited for.
     stranger = _sleeper(60)
-    exits = Exits(lambda _pid: False)
+    exits = Exits()
     try:
-        assert exits.exited([stranger.pid]) == {stranger.pid}
+        assert exits.exited({stranger.pid: stranger.pid}, lambda _key: False) == {stranger.pid}
         assert stranger.poll() is None  # still running: it just is not ours
     finally:
         stranger.kill()
@@ -139,11 +140,11 @@ def test_exits_without_pidfds_asks_every_time() -> None:
         calls.append(pid)
         return alive["yes"]
 
-    exits = Exits(check)
+    exits = Exits()
     exits.usable = False  # a kernel or sandbox without pidfd_open
-    assert exits.exited([12345]) == set()
+    assert exits.exited({12345: 12345}, check) == set()
     alive["yes"] = False
-    assert exits.exited([12345]) == {12345}
+    assert exits.exited({12345: 12345}, check) == {12345}
     assert calls == [12345, 12345]
 
 
@@ -167,21 +168,25 @@ def test_exits_does_not_take_a_new_run_given_an_ended_runs_pid_for_ended() -> No
     # Run 1's supervisor exits; its run is not recorded yet (its commit is being brought in) when
     # run 2's supervisor is given the same pid. Run 2 is running: it is not told ended (the loop
     # would wake at once, again and again, for as long as it runs).
-    exits = Exits(lambda _key: True)
+    exits = Exits()
+
+    def ours(_key: int) -> bool:
+        return True
+
     first = _sleeper(0.2)
     pid = first.pid
-    assert exits.exited({1: pid}) == set()
+    assert exits.exited({1: pid}, ours) == set()
     first.wait()
-    assert exits.exited({1: pid}) == {1}
+    assert exits.exited({1: pid}, ours) == {1}
     second = _with_pid(pid)
     if second is None:
         exits.close()
         pytest.skip("cannot have the kernel hand out a given pid here (ns_last_pid)")
     try:
-        assert exits.exited({1: pid, 2: pid}) == {1}
+        assert exits.exited({1: pid, 2: pid}, ours) == {1}
         second.kill()
         second.wait()
-        assert exits.exited({1: pid, 2: pid}) == {1, 2}
+        assert exits.exited({1: pid, 2: pid}, ours) == {1, 2}
     finally:
         second.kill()
         second.wait()
